@@ -1,0 +1,85 @@
+import diagnosticsChannel from 'node:diagnostics_channel';
+import type { HandshakeFailure, RejectReason } from './acceptor-pool.js';
+import type { HandlerHook } from './connection.js';
+import type { CloseReason } from './protocol.js';
+import type { SocketAddress } from './transport.js';
+
+/**
+ * Every `node:diagnostics_channel` channel corral publishes on, in one table (as undici does).
+ * Nothing is built or published unless someone subscribes: `diagnosticsChannel.subscribe(name, fn)`.
+ *
+ * | channel                    | message                        |
+ * |----------------------------|--------------------------------|
+ * | `corral:listener:start`    | {@link ListenerStartMessage}   |
+ * | `corral:listener:stop`     | {@link ListenerStopMessage}    |
+ * | `corral:connection:open`   | {@link ConnectionOpenMessage}  |
+ * | `corral:connection:close`  | {@link ConnectionCloseMessage} |
+ * | `corral:handshake:error`   | {@link HandshakeErrorMessage}  |
+ * | `corral:handler:crash`     | {@link HandlerCrashMessage}    |
+ * | `corral:overload:reject`   | {@link OverloadRejectMessage}  |
+ */
+export const channels = {
+  listenerStart: diagnosticsChannel.channel('corral:listener:start'),
+  listenerStop: diagnosticsChannel.channel('corral:listener:stop'),
+  connectionOpen: diagnosticsChannel.channel('corral:connection:open'),
+  connectionClose: diagnosticsChannel.channel('corral:connection:close'),
+  handshakeError: diagnosticsChannel.channel('corral:handshake:error'),
+  handlerCrash: diagnosticsChannel.channel('corral:handler:crash'),
+  overloadReject: diagnosticsChannel.channel('corral:overload:reject'),
+} as const;
+
+/** Published on `corral:listener:start` once the listener accepts. */
+export interface ListenerStartMessage {
+  readonly listener: string;
+  readonly transport: string;
+  readonly address: SocketAddress;
+}
+
+/** Published on `corral:listener:stop` once the listener has stopped. */
+export interface ListenerStopMessage {
+  readonly listener: string;
+}
+
+/** Published on `corral:connection:open` after the handshake, before `onReady`. */
+export interface ConnectionOpenMessage {
+  readonly listener: string;
+  readonly id: string;
+  readonly remote: SocketAddress;
+  /** Milliseconds the handshake took. */
+  readonly handshakeMs: number;
+}
+
+/** Published on `corral:connection:close` after `onClose`. */
+export interface ConnectionCloseMessage {
+  readonly listener: string;
+  readonly id: string;
+  readonly reason: CloseReason;
+  readonly durationMs: number;
+}
+
+/** Published on `corral:handshake:error` when a handshake fails or times out. */
+export interface HandshakeErrorMessage {
+  readonly listener: string;
+  readonly kind: HandshakeFailure;
+  readonly error: Error;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+}
+
+/** Published on `corral:handler:crash` when a handler hook throws or rejects. */
+export interface HandlerCrashMessage {
+  readonly listener: string;
+  readonly id: string;
+  readonly hook: HandlerHook;
+  readonly error: unknown;
+  /** Whether a fresh handler was started on the connection (`restart: 'transient'`). */
+  readonly restarted: boolean;
+}
+
+/** Published on `corral:overload:reject` when an accepted socket is closed unserved. */
+export interface OverloadRejectMessage {
+  readonly listener: string;
+  readonly reason: RejectReason;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+}

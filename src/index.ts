@@ -1,0 +1,79 @@
+/**
+ * corral: Erlang's Ranch model for Node.js. Named listeners with an acceptor pool that admits
+ * connections under `maxConnections` and `maxHandshakes`, supervised protocol handlers, pluggable
+ * transports and a drain that closes what it must and keeps what it promised.
+ *
+ * @packageDocumentation
+ */
+export { startListener, getListener, stopListener, listeners } from './registry.js';
+export type { ListenerOptions } from './options.js';
+export type {
+  Listener,
+  ListenerStatus,
+  ListenerInfo,
+  ListenerEvents,
+  DrainResult,
+  ConnectionCountOp,
+  HandlerCrashEvent,
+  HandshakeErrorEvent,
+  RejectEvent,
+  ListenerRole,
+  WorkerEvent,
+} from './listener.js';
+export type { Distribution } from './workers/distribution.js';
+export type { WorkerInfo } from './workers/ipc.js';
+export { currentWorker, type WorkerIdentity } from './workers/current-worker.js';
+export type { WorkerRestartOptions } from './options.js';
+export { currentConnection, type ConnectionContext } from './connection-context.js';
+export type { AcceptorPool, AcceptorPoolStats, RejectReason, HandshakeFailure } from './acceptor-pool.js';
+export type { AdmissionPolicy } from './wait-queue.js';
+export type {
+  ProtocolHandler,
+  ProtocolHandlerClass,
+  ProtocolHandlerFactory,
+  Protocol,
+  CloseReason,
+  ShutdownRequest,
+} from './protocol.js';
+export type { Connection, ConnectionInfo, ConnectionMetaValue, HandlerHook } from './connection.js';
+export type { RestartStrategy } from './supervisor.js';
+export { RestartIntensity } from './restart-intensity.js';
+export type {
+  Transport,
+  TransportServer,
+  TransportConnection,
+  TransportListenHandlers,
+  AcceptedSocket,
+  SocketAddress,
+  TlsInfo,
+  SharedListenHandle,
+} from './transport.js';
+export { TcpTransport, supportsReusePort, type TcpTransportOptions } from './transports/tcp.js';
+export { TlsTransport, type TlsTransportOptions, type SniContextOptions } from './transports/tls.js';
+export {
+  lineFraming,
+  lengthPrefixedFraming,
+  rawFraming,
+  type Framer,
+  type Framing,
+  type FramingOption,
+  type LineFramingOptions,
+  type LengthPrefixedFramingOptions,
+} from './framing/index.js';
+export { channels } from './diagnostics.js';
+export type {
+  ListenerStartMessage,
+  ListenerStopMessage,
+  ConnectionOpenMessage,
+  ConnectionCloseMessage,
+  HandshakeErrorMessage,
+  HandlerCrashMessage,
+  OverloadRejectMessage,
+} from './diagnostics.js';
+export {
+  CorralError,
+  InvalidOptionError,
+  FrameTooLargeError,
+  ListenError,
+  type CorralErrorCode,
+} from './errors.js';

@@ -1,0 +1,200 @@
+import type { EventEmitter } from 'node:events';
+import type { HandshakeFailure, RejectReason } from './acceptor-pool.js';
+import type { ConnectionInfo, HandlerHook } from './connection.js';
+import type { CloseReason } from './protocol.js';
+import type { SocketAddress } from './transport.js';
+import type { AdmissionPolicy } from './wait-queue.js';
+import type { Distribution } from './workers/distribution.js';
+import type { WorkerInfo } from './workers/ipc.js';
+
+/**
+ * Where a listener is in its life.
+ *
+ * - `running`: accepting.
+ * - `suspended`: the listening socket is closed (new connects are refused by the kernel); live
+ *   connections keep running; `resume()` reopens the same address.
+ * - `draining`: a drain is under way.
+ * - `stopped`: everything is closed and the name is free again.
+ */
+export type ListenerStatus = 'running' | 'suspended' | 'draining' | 'stopped';
+
+/** A snapshot of a listener's state and counters, as `info()` returns it. */
+export interface ListenerInfo {
+  readonly name: string;
+  readonly status: ListenerStatus;
+  /** `single` (one process), `primary` (of a worker pool, aggregating its workers) or `worker`. */
+  readonly role: ListenerRole;
+  /** How workers share the port, or `null` without workers. */
+  readonly distribution: Distribution | null;
+  /** Transport name (`'tcp'`, `'tls'`, ...). */
+  readonly transport: string;
+  /** The bound address. */
+  readonly address: SocketAddress;
+  readonly maxConnections: number;
+  readonly maxHandshakes: number;
+  readonly admission: AdmissionPolicy;
+  /** Connections counting against `maxConnections`, plus handshakes in progress. */
+  readonly active: number;
+  /** Live connections, counted or not. */
+  readonly connections: number;
+  /** Handshakes in progress. */
+  readonly handshaking: number;
+  /** Sockets waiting, paused, for a slot. */
+  readonly waiting: number;
+  /** Sockets accepted since start. */
+  readonly accepted: number;
+  /** Connections that completed their handshake since start. */
+  readonly opened: number;
+  /** Connections closed since start. */
+  readonly closed: number;
+  /** Sockets closed unserved, by reason. */
+  readonly rejected: Readonly<Record<RejectReason, number>>;
+  /** Failed handshakes, by kind. */
+  readonly handshakeFailures: Readonly<Record<HandshakeFailure, number>>;
+  /** Handler hooks that threw or rejected. */
+  readonly handlerCrashes: number;
+  /** Fresh handlers started after a crash (`restart: 'transient'`). */
+  readonly handlerRestarts: number;
+  /** Each worker (pid, connections, restarts), for a primary; empty otherwise. */
+  readonly workers: readonly WorkerInfo[];
+}
+
+/** Which part a listener object plays: a stand-alone listener, a pool's primary, or one of its workers. */
+export type ListenerRole = 'single' | 'primary' | 'worker';
+
+/** A worker process event of a primary listener. */
+export interface WorkerEvent {
+  readonly index: number;
+  readonly pid: number | undefined;
+}
+
+/** What `drain()` (and `stop()`) did. */
+export interface DrainResult {
+  /** Live connections when the drain began, plus those whose handshake finished during it. */
+  readonly connections: number;
+  /** Of those, closed before the deadline. */
+  readonly closedGracefully: number;
+  /** Of those, force-closed at the deadline. */
+  readonly forced: number;
+  /** Waiting sockets closed unserved. */
+  readonly abandoned: number;
+  /** How long the drain took, in ms. */
+  readonly durationMs: number;
+}
+
+/** Comparison used by `waitForConnections`, as in Ranch. */
+export type ConnectionCountOp = '>' | '>=' | '==' | '<=' | '<';
+
+/** A handler crash, as the `handlerCrash` event reports it. */
+export interface HandlerCrashEvent {
+  readonly id: string;
+  readonly hook: HandlerHook;
+  readonly error: unknown;
+  /** Whether a fresh handler took over the connection. */
+  readonly restarted: boolean;
+}
+
+/** A failed handshake, as the `handshakeError` event reports it. */
+export interface HandshakeErrorEvent {
+  readonly kind: HandshakeFailure;
+  readonly error: Error;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+}
+
+/** A socket closed unserved, as the `reject` event reports it. */
+export interface RejectEvent {
+  readonly reason: RejectReason;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+}
+
+/**
+ * Events a listener emits. None is named `error`, so an unobserved event never throws.
+ */
+export interface ListenerEvents {
+  /** A connection completed its handshake (emitted before `onReady`). */
+  connectionOpen: [info: ConnectionInfo];
+  /** A connection closed (after `onClose`). */
+  connectionClose: [id: string, reason: CloseReason];
+  handshakeError: [event: HandshakeErrorEvent];
+  handlerCrash: [event: HandlerCrashEvent];
+  reject: [event: RejectEvent];
+  /** A non-fatal error of the listening socket (e.g. `EMFILE` while accepting). */
+  acceptError: [error: Error];
+  suspend: [];
+  resume: [];
+  stop: [];
+  /** A worker process is accepting (primary only). */
+  workerReady: [event: WorkerEvent];
+  /** A worker process exited; it is restarted unless the listener is stopping or gave up (primary only). */
+  workerExit: [event: WorkerEvent & { readonly code: number | null; readonly signal: string | null }];
+  /** A worker reported an uncaught error before exiting (primary only). */
+  workerCrash: [event: WorkerEvent & { readonly message: string }];
+  /**
+   * The listener gave up: workers died more often than `workerRestarts` allows. The listener stops.
+   * Without a listener for this event the message goes to stderr and `process.exitCode` is set to 1.
+   */
+  fatal: [error: Error];
+}
+
+/**
+ * A named listener (Ranch's listener): a transport endpoint, an acceptor pool and a connection
+ * supervisor. Made by `startListener`. Methods that read state return promises so the same API
+ * spans worker processes.
+ */
+export interface Listener extends EventEmitter<ListenerEvents> {
+  /** The name it is registered under. */
+  readonly name: string;
+  /** `single`, `primary` (of a worker pool) or `worker` (inside a worker process). */
+  readonly role: ListenerRole;
+  readonly status: ListenerStatus;
+  /** The bound address (kept while suspended). */
+  readonly address: SocketAddress;
+  /** The bound TCP port, or `undefined` for Unix sockets and other transports. */
+  readonly port: number | undefined;
+  /**
+   * Upper bound of counted connections plus handshakes. Settable at run time: raising it serves
+   * waiting sockets at once; lowering it closes nothing, new sockets wait until below it.
+   */
+  maxConnections: number;
+  /** Close the listening socket; live connections keep running. */
+  suspend(): Promise<void>;
+  /** Reopen the listening socket on the same address. */
+  resume(): Promise<void>;
+  /**
+   * Stop accepting without refusing ("acceptors sleep, the backlog waits"): connects wait in the
+   * kernel backlog, or paused in the wait queue, and are served on {@link Listener.resumeAccepting}.
+   * Needs workers with distribution `shared` or `primary`; elsewhere it rejects, since a process
+   * cannot stop accepting on a socket it alone holds without closing it (use `suspend`).
+   */
+  pauseAccepting(): Promise<void>;
+  /** Accept again after {@link Listener.pauseAccepting}. */
+  resumeAccepting(): Promise<void>;
+  /**
+   * Rolling restart of the worker processes, one at a time: the new worker accepts before the old
+   * one drains at `drainRate`. Rejects on a listener without workers.
+   */
+  restartWorkers(): Promise<void>;
+  /** Replace the protocol options given to handlers of new connections. */
+  setProtocolOptions(options: unknown): void;
+  /** State and counters. */
+  info(): Promise<ListenerInfo>;
+  /** A snapshot of every live connection. */
+  connections(): Promise<ConnectionInfo[]>;
+  /**
+   * Resolve once the number of live connections compares to `n` as `op` says (Ranch's
+   * `wait_for_connections`); reject with a timeout error after `timeout` ms (default 5000).
+   */
+  waitForConnections(op: ConnectionCountOp, n: number, options?: { timeout?: number }): Promise<void>;
+  /**
+   * Suspend, close waiting sockets, ask every handler to shut down (`onShutdown`, at `drainRate`
+   * connections per second), wait until the deadline — `timeout` ms (default `shutdownTimeout`) plus
+   * n ÷ `drainRate` seconds — force-close what is left, and report. `rate` replaces `drainRate` for
+   * this drain. Handshakes already under way finish, and their connections are drained too. The
+   * listener stays registered and suspended: `resume()` serves again.
+   */
+  drain(options?: { timeout?: number; rate?: number }): Promise<DrainResult>;
+  /** Drain with `shutdownTimeout` (or `timeout`), release everything and unregister the name. */
+  stop(options?: { timeout?: number; rate?: number }): Promise<DrainResult>;
+}

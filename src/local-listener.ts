@@ -1,0 +1,447 @@
+import { EventEmitter } from 'node:events';
+import type { ConnectionInfo } from './connection.js';
+import { connectionStorage } from './connection-context.js';
+import { CountWaiters } from './count-waiters.js';
+import { channels } from './diagnostics.js';
+import { CorralError } from './errors.js';
+import { HandshakeGate } from './handshake-gate.js';
+import type {
+  ConnectionCountOp,
+  DrainResult,
+  Listener,
+  ListenerEvents,
+  ListenerInfo,
+  ListenerStatus,
+} from './listener.js';
+import { checkCount, type ResolvedListenerOptions } from './options.js';
+import { handlerFactory } from './protocol.js';
+import type { Distribution } from './workers/distribution.js';
+import { ConnectionSupervisor } from './supervisor.js';
+import type { SocketAddress, TransportListenHandlers, TransportServer } from './transport.js';
+
+/**
+ * How a listener that runs inside a worker process differs from a stand-alone one. @internal
+ */
+export interface LocalListenerHooks {
+  /** Which process role this listener plays. */
+  readonly role: 'single' | 'worker';
+  /** Open the listening socket (default: `transport.listen`). Return `undefined` when sockets arrive by other means. */
+  open?(handlers: TransportListenHandlers): Promise<TransportServer | undefined>;
+  /** How the pool shares the port (workers only). */
+  readonly distribution?: Distribution;
+  /** The address to report when `open` returns no server. */
+  address?: SocketAddress;
+  /** A connection stopped counting against `maxConnections`. */
+  released?(): void;
+  /** Handshakes or counted connections changed. */
+  changed?(): void;
+}
+
+/**
+ * A listener whose acceptor pool and connections all live in this process. @internal
+ */
+export class LocalListener extends EventEmitter<ListenerEvents> implements Listener {
+  readonly name: string;
+  private state: ListenerStatus = 'suspended';
+  private server: TransportServer | undefined = undefined;
+  private bound: SocketAddress | undefined = undefined;
+  private readonly gate: HandshakeGate;
+  private readonly supervisor: ConnectionSupervisor;
+  private protocolOptions: unknown;
+  private opened = 0;
+  private readonly countWaiters: CountWaiters;
+  private draining: Promise<DrainResult> | undefined = undefined;
+  private stopping: Promise<DrainResult> | undefined = undefined;
+  /** While a drain runs: the deadline its connections were given. */
+  private drainDeadline: number | undefined = undefined;
+  /** Bumped whenever the listening socket is closed, so an open still under way knows to discard its socket. */
+  private socketEpoch = 0;
+  /** Accepting was paused (`pauseAccepting`): the socket is closed but the status stays `running`. */
+  private acceptPaused = false;
+  /** Called once the listener has stopped (the registry frees the name). */
+  onStopped: (() => void) | undefined = undefined;
+
+  constructor(
+    private readonly options: ResolvedListenerOptions,
+    idPrefix = '',
+    private readonly hooks: LocalListenerHooks = { role: 'single' },
+  ) {
+    super();
+    this.name = options.name;
+    this.countWaiters = new CountWaiters(options.name, () => this.supervisor.size);
+    this.protocolOptions = options.protocolOptions;
+    const create = handlerFactory(options.protocol);
+    this.supervisor = new ConnectionSupervisor(
+      {
+        listenerName: options.name,
+        idPrefix,
+        framing: options.framing,
+        shutdownTimeout: options.shutdownTimeout,
+        idleTimeout: options.idleTimeout,
+        maxSendBuffer: options.maxSendBuffer,
+        restart: options.restart,
+        maxRestarts: options.maxRestarts,
+        period: options.period,
+        createHandler: (conn) => create(conn, this.protocolOptions),
+        context: hooks.role === 'worker' ? connectionStorage : undefined,
+      },
+      {
+        opened: (conn) => {
+          this.opened++;
+          if (this.listenerCount('connectionOpen') > 0) this.emit('connectionOpen', conn.info());
+        },
+        crashed: (conn, hook, error, restarted) => {
+          if (channels.handlerCrash.hasSubscribers) {
+            channels.handlerCrash.publish({ listener: this.name, id: conn.id, hook, error, restarted });
+          }
+          this.emit('handlerCrash', { id: conn.id, hook, error, restarted });
+        },
+        uncounted: () => {
+          this.gate.release();
+          this.hooks.released?.();
+        },
+        closed: (conn, reason) => {
+          if (channels.connectionClose.hasSubscribers) {
+            channels.connectionClose.publish({ listener: this.name, id: conn.id, reason, durationMs: Date.now() - conn.openedAt });
+          }
+          if (this.listenerCount('connectionClose') > 0) this.emit('connectionClose', conn.id, reason);
+          this.countWaiters.check();
+        },
+      },
+    );
+    this.gate = new HandshakeGate(
+      options.transport,
+      {
+        maxConnections: options.maxConnections,
+        maxHandshakes: options.maxHandshakes,
+        handshakeTimeout: options.handshakeTimeout,
+        maxWaiting: options.maxWaiting,
+        waitTimeout: options.waitTimeout,
+        admission: options.admission,
+        adaptiveTarget: options.adaptiveTarget,
+      },
+      {
+        handshaken: (transportConn, _socket, startedAt) => {
+          const conn = this.supervisor.start(transportConn);
+          if (this.drainDeadline !== undefined) this.supervisor.shutdown(conn, this.drainDeadline);
+          if (channels.connectionOpen.hasSubscribers) {
+            channels.connectionOpen.publish({ listener: this.name, id: conn.id, remote: conn.remote, handshakeMs: Date.now() - startedAt });
+          }
+        },
+        handshakeFailed: (socket, kind, error) => {
+          // Distribution primary: the primary counted this socket when it handed it over.
+          if (this.hooks.distribution === 'primary') this.hooks.released?.();
+          const event = { kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+          if (channels.handshakeError.hasSubscribers) channels.handshakeError.publish({ listener: this.name, ...event });
+          this.emit('handshakeError', event);
+        },
+        rejected: (socket, reason) => {
+          if (this.hooks.distribution === 'primary') this.hooks.released?.();
+          const event = { reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+          if (channels.overloadReject.hasSubscribers) channels.overloadReject.publish({ listener: this.name, ...event });
+          if (this.listenerCount('reject') > 0) this.emit('reject', event);
+        },
+        changed: () => {
+          this.countWaiters.check();
+          this.hooks.changed?.();
+        },
+      },
+    );
+  }
+
+  /** `'single'` for a stand-alone listener, `'worker'` inside a worker process. */
+  get role(): 'single' | 'worker' {
+    return this.hooks.role;
+  }
+
+  get status(): ListenerStatus {
+    return this.state;
+  }
+
+  get address(): SocketAddress {
+    if (this.bound === undefined) throw new CorralError('CORRAL_LISTENER_STOPPED', `listener ${this.name} has no address yet`);
+    return this.bound;
+  }
+
+  get port(): number | undefined {
+    const a = this.bound;
+    return a !== undefined && (a.family === 'IPv4' || a.family === 'IPv6') ? a.port : undefined;
+  }
+
+  get maxConnections(): number {
+    return this.gate.maxConnections;
+  }
+
+  set maxConnections(n: number) {
+    // `undefined` must not fall back to anything: a listener limit of undefined would serve nobody.
+    this.gate.maxConnections = checkCount('maxConnections', n === undefined ? Number.NaN : n, 0, 1, true);
+  }
+
+  /** Open the listening socket. @internal */
+  async start(options: { suspended?: boolean } = {}): Promise<void> {
+    if (options.suspended) {
+      // A worker restarted while its pool is suspended: resume() opens the socket.
+      this.bound ??= this.hooks.address;
+      this.state = 'suspended';
+    } else if (this.acceptPaused) {
+      this.bound ??= this.hooks.address;
+      this.state = 'running';
+    } else {
+      await this.openSocket();
+      this.state = 'running';
+    }
+    if (channels.listenerStart.hasSubscribers) {
+      channels.listenerStart.publish({ listener: this.name, transport: this.options.transport.name, address: this.address });
+    }
+  }
+
+  private async openSocket(): Promise<void> {
+    const handlers: TransportListenHandlers = {
+      onSocket: (socket) => this.gate.admit(socket),
+      onError: (err) => this.emit('acceptError', err),
+    };
+    const open = this.hooks.open;
+    const epoch = this.socketEpoch;
+    const server = open ? await open(handlers) : await this.options.transport.listen(handlers);
+    if (epoch !== this.socketEpoch) {
+      // Suspended, drained or stopped while the socket was being opened: do not keep it.
+      await server?.close();
+      return;
+    }
+    this.server = server;
+    this.bound = this.server?.address() ?? this.hooks.address ?? this.bound;
+  }
+
+  /** Admit a raw socket accepted by another process (distribution `primary`). @internal */
+  adopt(raw: object): void {
+    const adopt = this.options.transport.adopt;
+    if (adopt === undefined) throw new CorralError('CORRAL_LISTEN_FAILED', `transport ${this.options.transport.name} cannot adopt sockets`);
+    this.gate.admit(adopt.call(this.options.transport, raw));
+  }
+
+  /** Counted connections plus handshakes, and the live total. @internal */
+  load(): { counted: number; handshaking: number; connections: number } {
+    const g = this.gate.stats;
+    return { counted: g.counted, handshaking: g.handshaking, connections: this.supervisor.size };
+  }
+
+  /**
+   * Stop accepting without refusing: the listening socket is closed but, where another process
+   * keeps a copy of it (workers with distribution `shared`), connects wait in the kernel backlog and
+   * are served on {@link LocalListener.resumeAccepting}. The status stays `running`. @internal
+   */
+  async pauseAccepting(): Promise<void> {
+    if (this.hooks.role === 'single') {
+      throw new CorralError(
+        'CORRAL_UNSUPPORTED',
+        `listener ${this.name}: pauseAccepting needs workers with distribution 'shared' or 'primary' (a single process cannot keep the backlog while not accepting; use suspend())`,
+      );
+    }
+    await this.setAccepting(false);
+  }
+
+  /** Accept again after {@link LocalListener.pauseAccepting}. */
+  async resumeAccepting(): Promise<void> {
+    await this.setAccepting(true);
+  }
+
+  /** Rolling restarts need workers. */
+  restartWorkers(): Promise<void> {
+    return Promise.reject(new CorralError('CORRAL_UNSUPPORTED', `listener ${this.name} has no workers to restart`));
+  }
+
+  /** Close or reopen the listening socket without changing the status. @internal */
+  async setAccepting(on: boolean): Promise<void> {
+    if (on) {
+      if (!this.acceptPaused) return;
+      this.acceptPaused = false;
+      if (this.state === 'running' && this.server === undefined) await this.openSocket();
+      return;
+    }
+    if (this.acceptPaused) return;
+    this.acceptPaused = true;
+    await this.closeSocket();
+  }
+
+
+  /** Whether accepting is paused. @internal */
+  get acceptingPaused(): boolean {
+    return this.acceptPaused;
+  }
+
+  private async closeSocket(): Promise<void> {
+    this.socketEpoch++;
+    const server = this.server;
+    this.server = undefined;
+    if (server) await server.close();
+  }
+
+  async suspend(): Promise<void> {
+    this.assertNotStopped('suspend');
+    if (this.state !== 'running') return;
+    this.state = 'suspended';
+    await this.closeSocket();
+    this.emit('suspend');
+  }
+
+  async resume(): Promise<void> {
+    this.assertNotStopped('resume');
+    if (this.state === 'running') return;
+    if (this.draining) await this.draining;
+    if (this.server === undefined && !this.acceptPaused) await this.openSocket();
+    this.state = 'running';
+    this.emit('resume');
+  }
+
+  setProtocolOptions(options: unknown): void {
+    this.protocolOptions = options;
+  }
+
+  info(): Promise<ListenerInfo> {
+    return Promise.resolve(this.snapshot());
+  }
+
+  /** The same as `info()`, synchronously. @internal */
+  snapshot(): ListenerInfo {
+    const g = this.gate.stats;
+    const s = this.supervisor.stats;
+    return {
+      name: this.name,
+      status: this.state,
+      role: this.hooks.role,
+      distribution: this.hooks.distribution ?? null,
+      transport: this.options.transport.name,
+      address: this.address,
+      maxConnections: this.gate.maxConnections,
+      maxHandshakes: this.gate.maxHandshakes,
+      admission: this.options.admission,
+      active: g.counted + g.handshaking,
+      connections: this.supervisor.size,
+      handshaking: g.handshaking,
+      waiting: g.waiting,
+      accepted: g.accepted,
+      opened: this.opened,
+      closed: s.closed,
+      rejected: g.rejected,
+      handshakeFailures: g.handshakeFailures,
+      handlerCrashes: s.handlerCrashes,
+      handlerRestarts: s.handlerRestarts,
+      workers: [],
+    };
+  }
+
+  connections(): Promise<ConnectionInfo[]> {
+    return Promise.resolve(Array.from(this.supervisor.all(), (c) => c.info()));
+  }
+
+  waitForConnections(op: ConnectionCountOp, n: number, options: { timeout?: number } = {}): Promise<void> {
+    return this.countWaiters.wait(op, n, options.timeout);
+  }
+
+  drain(options: { timeout?: number; rate?: number } = {}): Promise<DrainResult> {
+    try {
+      this.assertNotStopped('drain');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.drainOnce(options);
+  }
+
+  private drainTimeout(options: { timeout?: number; rate?: number }): number | TypeError {
+    const timeout = options.timeout ?? this.options.shutdownTimeout;
+    if (!Number.isFinite(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
+      return new TypeError(`drain: timeout must be a number of ms from 0 to ${2 ** 31 - 1}, got ${String(timeout)}`);
+    }
+    if (options.rate !== undefined && (typeof options.rate !== 'number' || Number.isNaN(options.rate) || options.rate <= 0)) {
+      return new TypeError(`drain: rate must be a number > 0 (per second) or Infinity, got ${String(options.rate)}`);
+    }
+    return timeout;
+  }
+
+  private drainOnce(options: { timeout?: number; rate?: number }): Promise<DrainResult> {
+    const timeout = this.drainTimeout(options);
+    if (timeout instanceof TypeError) return Promise.reject(timeout);
+    this.draining ??= this.runDrain(timeout, options.rate ?? this.options.drainRate).finally(() => {
+      this.draining = undefined;
+      this.drainDeadline = undefined;
+    });
+    return this.draining;
+  }
+
+  private async runDrain(timeout: number, rate: number): Promise<DrainResult> {
+    const began = Date.now();
+    const wasRunning = this.state === 'running';
+    this.state = 'draining';
+    await this.closeSocket();
+    if (wasRunning) this.emit('suspend');
+    // Waiting sockets were never served: close them. Handshakes under way finish, and what they
+    // open is asked to shut down at once (see `handshaken`), so no client is cut mid-handshake.
+    const before = this.gate.stats;
+    this.gate.rejectWaiting();
+    const abandoned = this.gate.stats.rejected.shutdown - before.rejected.shutdown;
+    const openedBefore = this.opened;
+    const live = this.supervisor.size;
+    // The deadline allows for the pacing: the last connection is asked n/rate seconds in.
+    const deadline = began + timeout + (Number.isFinite(rate) ? Math.ceil((live / rate) * 1000) : 0);
+    this.drainDeadline = deadline;
+    const stopPacing = this.supervisor.requestShutdownPaced(rate, deadline);
+    let timer: NodeJS.Timeout | undefined;
+    const settled = async (): Promise<false> => {
+      for (;;) {
+        await this.supervisor.whenEmpty();
+        if (this.gate.stats.handshaking === 0) return false;
+        await this.gate.whenNoHandshakes();
+      }
+    };
+    const timedOut = await Promise.race([
+      settled(),
+      new Promise<boolean>((resolve) => {
+        // Re-arm until Date.now() reaches the deadline handlers were told (ShutdownRequest.deadline):
+        // a timer measured on the loop's clock can fire a little early by Date.now().
+        const arm = (): void => {
+          const left = deadline - Date.now();
+          if (left <= 0) resolve(true);
+          else timer = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+        };
+        arm();
+      }),
+    ]);
+    clearTimeout(timer);
+    stopPacing();
+    let forced = 0;
+    if (timedOut) {
+      forced = this.supervisor.size;
+      this.gate.clear();
+      this.supervisor.forceCloseAll();
+      await this.supervisor.whenEmpty();
+    }
+    this.drainDeadline = undefined;
+    if (this.state === 'draining') this.state = 'suspended';
+    const connections = live + (this.opened - openedBefore);
+    return { connections, closedGracefully: connections - forced, forced, abandoned, durationMs: Date.now() - began };
+  }
+
+  stop(options: { timeout?: number; rate?: number } = {}): Promise<DrainResult> {
+    if (this.stopping) return this.stopping;
+    // A bad timeout must not leave `stopping` set: the listener would be wedged, running but unstoppable.
+    const invalid = this.drainTimeout(options);
+    if (invalid instanceof TypeError) return Promise.reject(invalid);
+    this.stopping = (async () => {
+      const result = await this.drainOnce(options);
+      this.gate.close();
+      this.state = 'stopped';
+      this.countWaiters.stop();
+      this.onStopped?.();
+      if (channels.listenerStop.hasSubscribers) channels.listenerStop.publish({ listener: this.name });
+      this.emit('stop');
+      return result;
+    })();
+    return this.stopping;
+  }
+
+  private assertNotStopped(what: string): void {
+    if (this.state === 'stopped' || this.stopping) {
+      throw new CorralError('CORRAL_LISTENER_STOPPED', `cannot ${what}: listener ${this.name} is stopped`);
+    }
+  }
+}

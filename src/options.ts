@@ -1,0 +1,284 @@
+import { InvalidOptionError } from './errors.js';
+import type { Framing, FramingOption } from './framing/framer.js';
+import { resolveFraming } from './framing/index.js';
+import type { Protocol } from './protocol.js';
+import type { RestartStrategy } from './supervisor.js';
+import type { Transport } from './transport.js';
+import { TcpTransport, type TcpTransportOptions } from './transports/tcp.js';
+import { TlsTransport, type TlsTransportOptions } from './transports/tls.js';
+import type { AdmissionPolicy } from './wait-queue.js';
+import { checkWorkers, type Distribution } from './workers/distribution.js';
+
+/**
+ * Everything `startListener` accepts. Only `name` and `protocol` are required; every default is
+ * listed here and in the listeners guide.
+ */
+export interface ListenerOptions<O = unknown> {
+  /** Unique name of the listener in this process (Ranch's `Ref`). */
+  name: string;
+  /** `'tcp'` (default), `'tls'`, or any object implementing {@link Transport}. */
+  transport?: 'tcp' | 'tls' | Transport;
+  /** Options of the `'tcp'` or `'tls'` transport. Not allowed with a transport object. */
+  transportOptions?: TcpTransportOptions | TlsTransportOptions;
+  /** The protocol handler: an object, a class, or a factory (see {@link Protocol}). */
+  protocol: Protocol<O>;
+  /** Passed to class constructors and factories; replace at run time with `setProtocolOptions`. */
+  protocolOptions?: O;
+  /** How bytes are split into frames for `onFrame`. Default `'raw'` (one frame per chunk read). */
+  framing?: FramingOption;
+  /**
+   * Most connections at once, counting handshakes in progress. Sockets beyond it wait, paused.
+   * `Infinity` for no limit. Default 1024 (as Ranch).
+   */
+  maxConnections?: number;
+  /** Most transport handshakes running at once (the acceptor pool's size). Default 128. */
+  maxHandshakes?: number;
+  /** Longest a transport handshake may take, in ms, before the socket is closed. Default 5000. */
+  handshakeTimeout?: number;
+  /** Most sockets waiting for a slot; a socket that finds the queue full is closed. Default 4096. */
+  maxWaiting?: number;
+  /** Longest a socket may wait for a slot, in ms, before it is closed. Default 5000. */
+  waitTimeout?: number;
+  /** Order in which waiting sockets are served. Default `'adaptive'`. */
+  admission?: AdmissionPolicy;
+  /** With `admission: 'adaptive'`: the queueing delay, in ms, past which newest-first applies. Default 100. */
+  adaptiveTarget?: number;
+  /**
+   * How long a graceful close may take, in ms: the drain deadline of `stop()` and the flush bound of
+   * `close()` and of framing errors. Default 5000.
+   */
+  shutdownTimeout?: number;
+  /**
+   * How many connections per second a drain asks to shut down (with jitter), so that a deploy does
+   * not make every client reconnect at once. The drain deadline is `timeout` plus n ÷ `drainRate`.
+   * Applies to `drain`, `stop` and rolling restarts of workers. `Infinity`: all at once. Default 1000.
+   */
+  drainRate?: number;
+  /** Idle timeout of every connection, in ms (`0`: none). Handlers can change it per connection. Default 0. */
+  idleTimeout?: number;
+  /** Most bytes queued for one peer before its connection is closed (`send_buffer_full`). Default 1 MiB. */
+  maxSendBuffer?: number;
+  /** What a handler crash does to its connection. Default `'temporary'`. */
+  restart?: RestartStrategy;
+  /** With `restart: 'transient'`: restarts allowed within `period` ms on one connection. Default 3. */
+  maxRestarts?: number;
+  /** With `restart: 'transient'`: the restart-intensity window in ms. Default 5000. */
+  period?: number;
+  /**
+   * Run the listener over this many worker processes (`'auto'`: enough for the cores and for
+   * `maxConnections` under the open-file limit). The entry script is re-run in each worker, where
+   * the same `startListener` call joins the primary's listener. Default: no workers.
+   */
+  workers?: number | 'auto';
+  /** How workers share the port. Default `'reuseport'` where supported (Node >= 22.12, Linux), else `'shared'`. */
+  distribution?: Distribution;
+  /** Supervision of worker processes: OTP restart intensity and restart backoff. */
+  workerRestarts?: WorkerRestartOptions;
+  /**
+   * With workers and TLS: rotate the shared session-ticket keys every this many ms (`0`: never).
+   * A rotation invalidates every ticket issued before it. Default 0.
+   */
+  ticketKeyRotation?: number;
+  /** The script workers run. Default: this process's entry script (`process.argv[1]`). */
+  workerScript?: string;
+  /** Arguments for the worker script. Default: this process's (`process.argv.slice(2)`). */
+  workerArgs?: string[];
+}
+
+/** How the primary supervises worker processes. */
+export interface WorkerRestartOptions {
+  /** Restarts allowed within `period` ms; one more stops the listener with a fatal error. Default 5. */
+  maxRestarts?: number;
+  /** The restart-intensity window, in ms. Default 60000. */
+  period?: number;
+  /** Delay before the first restart, doubled for each further restart in the window. Default 100 ms. */
+  initialDelay?: number;
+  /** Longest restart delay, in ms. Default 5000. */
+  maxDelay?: number;
+}
+
+/** Options after validation, with every default filled in. @internal */
+export interface ResolvedListenerOptions {
+  name: string;
+  transport: Transport;
+  protocol: Protocol<unknown>;
+  protocolOptions: unknown;
+  framing: Framing;
+  maxConnections: number;
+  maxHandshakes: number;
+  handshakeTimeout: number;
+  maxWaiting: number;
+  waitTimeout: number;
+  admission: AdmissionPolicy;
+  adaptiveTarget: number;
+  shutdownTimeout: number;
+  drainRate: number;
+  idleTimeout: number;
+  maxSendBuffer: number;
+  restart: RestartStrategy;
+  maxRestarts: number;
+  period: number;
+  workers: number | 'auto' | undefined;
+  distribution: Distribution | undefined;
+  workerRestarts: Required<WorkerRestartOptions>;
+  ticketKeyRotation: number;
+  workerScript: string | undefined;
+  workerArgs: string[] | undefined;
+}
+
+const KNOWN = new Set<string>([
+  'name',
+  'transport',
+  'transportOptions',
+  'protocol',
+  'protocolOptions',
+  'framing',
+  'maxConnections',
+  'maxHandshakes',
+  'handshakeTimeout',
+  'maxWaiting',
+  'waitTimeout',
+  'admission',
+  'adaptiveTarget',
+  'shutdownTimeout',
+  'drainRate',
+  'idleTimeout',
+  'maxSendBuffer',
+  'restart',
+  'maxRestarts',
+  'period',
+  'workers',
+  'distribution',
+  'workerRestarts',
+  'ticketKeyRotation',
+  'workerScript',
+  'workerArgs',
+]);
+
+/** Check a count: an integer >= `min`, or `Infinity` where allowed. @internal */
+export function checkCount(name: string, value: unknown, fallback: number, min: number, infinite = false): number {
+  if (value === undefined) return fallback;
+  if (infinite && value === Infinity) return Infinity;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new InvalidOptionError(name, `must be an integer >= ${min}${infinite ? ' or Infinity' : ''}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function checkMs(name: string, value: unknown, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > 2 ** 31 - 1) {
+    throw new InvalidOptionError(name, `must be a number of milliseconds from ${min} to ${2 ** 31 - 1}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function checkRate(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
+    throw new InvalidOptionError(name, `must be a number > 0 (per second) or Infinity, got ${String(value)}`);
+  }
+  return value;
+}
+
+function checkOptionalString(name: string, value: unknown): string | undefined {
+  if (value !== undefined && (typeof value !== 'string' || value === '')) throw new InvalidOptionError(name, 'must be a non-empty string');
+  return value as string | undefined;
+}
+
+function checkStringArray(name: string, value: unknown): string[] | undefined {
+  if (value !== undefined && (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))) {
+    throw new InvalidOptionError(name, 'must be an array of strings');
+  }
+  return value as string[] | undefined;
+}
+
+function resolveWorkerRestarts(value: unknown): Required<WorkerRestartOptions> {
+  if (value !== undefined && (typeof value !== 'object' || value === null)) throw new InvalidOptionError('workerRestarts', 'must be an object');
+  const o = (value ?? {}) as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!['maxRestarts', 'period', 'initialDelay', 'maxDelay'].includes(key)) {
+      throw new InvalidOptionError(`workerRestarts.${key}`, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
+    }
+  }
+  return {
+    maxRestarts: checkCount('workerRestarts.maxRestarts', o.maxRestarts, 5, 0),
+    period: checkMs('workerRestarts.period', o.period, 60_000),
+    initialDelay: checkMs('workerRestarts.initialDelay', o.initialDelay, 100, 0),
+    maxDelay: checkMs('workerRestarts.maxDelay', o.maxDelay, 5000, 0),
+  };
+}
+
+function checkEnum<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value as T)) {
+    throw new InvalidOptionError(name, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
+  }
+  return value as T;
+}
+
+function resolveTransport(transport: unknown, transportOptions: unknown): Transport {
+  if (transport === undefined || transport === 'tcp' || transport === 'tls') {
+    if (transportOptions !== undefined && (typeof transportOptions !== 'object' || transportOptions === null)) {
+      throw new InvalidOptionError('transportOptions', 'must be an object');
+    }
+    const o = (transportOptions ?? {}) as TlsTransportOptions;
+    return transport === 'tls' ? new TlsTransport(o) : new TcpTransport(o);
+  }
+  if (typeof transport === 'object' && transport !== null) {
+    const t = transport as Partial<Transport>;
+    if (typeof t.listen !== 'function' || typeof t.handshake !== 'function' || typeof t.name !== 'string') {
+      throw new InvalidOptionError('transport', 'must be \'tcp\', \'tls\', or an object with name, listen() and handshake()');
+    }
+    if (transportOptions !== undefined) {
+      throw new InvalidOptionError('transportOptions', 'cannot be given with a transport object; configure the object instead');
+    }
+    return transport as Transport;
+  }
+  throw new InvalidOptionError('transport', `must be 'tcp', 'tls' or a Transport object, got ${JSON.stringify(transport)}`);
+}
+
+/** Validate `startListener` options and fill in defaults. Throws {@link InvalidOptionError}. @internal */
+export function resolveListenerOptions(options: ListenerOptions<unknown>): ResolvedListenerOptions {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) throw new InvalidOptionError(key, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
+  }
+  const o = options as ListenerOptions<unknown> & Record<string, unknown>;
+  if (typeof o.name !== 'string' || o.name === '') throw new InvalidOptionError('name', 'must be a non-empty string');
+  const p = o.protocol as unknown;
+  if (p === undefined || p === null || (typeof p !== 'object' && typeof p !== 'function')) {
+    throw new InvalidOptionError('protocol', 'is required: a ProtocolHandler object, class or factory');
+  }
+  const maxConnections = checkCount('maxConnections', o.maxConnections, 1024, 1, true);
+  const maxHandshakes = checkCount('maxHandshakes', o.maxHandshakes, 128, 1);
+  const framing = resolveFraming(o.framing);
+  const transport = resolveTransport(o.transport, o.transportOptions);
+  return {
+    name: o.name,
+    transport,
+    protocol: o.protocol,
+    protocolOptions: o.protocolOptions,
+    framing,
+    maxConnections,
+    maxHandshakes,
+    handshakeTimeout: checkMs('handshakeTimeout', o.handshakeTimeout, 5000),
+    maxWaiting: checkCount('maxWaiting', o.maxWaiting, 4096, 0),
+    waitTimeout: checkMs('waitTimeout', o.waitTimeout, 5000),
+    admission: checkEnum('admission', o.admission, ['fifo', 'lifo', 'adaptive'], 'adaptive'),
+    adaptiveTarget: checkMs('adaptiveTarget', o.adaptiveTarget, 100, 0),
+    shutdownTimeout: checkMs('shutdownTimeout', o.shutdownTimeout, 5000, 0),
+    drainRate: checkRate('drainRate', o.drainRate, 1000),
+    idleTimeout: checkMs('idleTimeout', o.idleTimeout, 0, 0),
+    maxSendBuffer: checkCount('maxSendBuffer', o.maxSendBuffer, 1024 * 1024, 1),
+    restart: checkEnum('restart', o.restart, ['temporary', 'transient'], 'temporary'),
+    maxRestarts: checkCount('maxRestarts', o.maxRestarts, 3, 0),
+    period: checkMs('period', o.period, 5000),
+    workers: checkWorkers(o.workers),
+    distribution: o.distribution === undefined ? undefined : checkEnum<Distribution>('distribution', o.distribution, ['reuseport', 'shared', 'primary'], 'shared'),
+    workerRestarts: resolveWorkerRestarts(o.workerRestarts),
+    ticketKeyRotation: checkMs('ticketKeyRotation', o.ticketKeyRotation, 0, 0),
+    workerScript: checkOptionalString('workerScript', o.workerScript),
+    workerArgs: checkStringArray('workerArgs', o.workerArgs),
+  };
+}

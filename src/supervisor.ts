@@ -1,0 +1,201 @@
+import { type ConnectionOwner, type HandlerHook, SupervisedConnection } from './connection.js';
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import type { ConnectionContext } from './connection-context.js';
+import type { Framing } from './framing/framer.js';
+import type { CloseReason, ProtocolHandler } from './protocol.js';
+import { RestartIntensity } from './restart-intensity.js';
+import type { TransportConnection } from './transport.js';
+
+/**
+ * What happens to a connection whose handler crashed (a hook threw or rejected).
+ *
+ * - `temporary` (default, as in Ranch): the connection is closed.
+ * - `transient`: after a crash in `onReady`, `onFrame` or `onIdle`, a fresh handler is created for
+ *   the same connection (a new instance for classes and factories; `conn.data` is reset for a shared
+ *   object) and runs `onReady` with `conn.restarts` incremented, then the next frame; the frame being
+ *   handled when it crashed is dropped. After `maxRestarts` restarts within `period` ms, or after a
+ *   crash in any other hook, the connection is closed.
+ */
+export type RestartStrategy = 'temporary' | 'transient';
+
+/** Settings of a {@link ConnectionSupervisor}. @internal */
+export interface SupervisorOptions {
+  listenerName: string;
+  idPrefix: string;
+  framing: Framing;
+  shutdownTimeout: number;
+  idleTimeout: number;
+  maxSendBuffer: number;
+  restart: RestartStrategy;
+  maxRestarts: number;
+  period: number;
+  createHandler: (conn: SupervisedConnection) => ProtocolHandler;
+  /** Run hooks inside this storage (worker processes), so uncaught errors name their connection. */
+  context?: AsyncLocalStorage<ConnectionContext> | undefined;
+}
+
+/** What the supervisor reports to its listener. @internal */
+export interface SupervisorEvents {
+  opened(conn: SupervisedConnection): void;
+  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restarted: boolean): void;
+  uncounted(conn: SupervisedConnection): void;
+  closed(conn: SupervisedConnection, reason: CloseReason): void;
+}
+
+/** Hooks that a transient restart may follow; a crash in any other hook closes the connection. */
+const RESTARTABLE: ReadonlySet<HandlerHook> = new Set<HandlerHook>(['onReady', 'onFrame', 'onIdle']);
+
+/**
+ * The connection supervisor (Ranch's `ranch_conns_sup`): starts a handler per connection,
+ * contains its crashes, applies the restart strategy, and shuts connections down on drain. @internal
+ */
+export class ConnectionSupervisor implements ConnectionOwner {
+  readonly listenerName: string;
+  readonly framing: Framing;
+  readonly shutdownTimeout: number;
+  readonly maxSendBuffer: number;
+  readonly context: AsyncLocalStorage<ConnectionContext> | undefined;
+  private readonly live = new Map<string, SupervisedConnection>();
+  private nextId = 1;
+  private crashes = 0;
+  private restarts = 0;
+  private closedTotal = 0;
+  private emptyWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly options: SupervisorOptions,
+    private readonly events: SupervisorEvents,
+  ) {
+    this.listenerName = options.listenerName;
+    this.framing = options.framing;
+    this.shutdownTimeout = options.shutdownTimeout;
+    this.maxSendBuffer = options.maxSendBuffer;
+    this.context = options.context;
+  }
+
+  /** Live connections (counted or not). */
+  get size(): number {
+    return this.live.size;
+  }
+
+  get stats(): { readonly handlerCrashes: number; readonly handlerRestarts: number; readonly closed: number } {
+    return { handlerCrashes: this.crashes, handlerRestarts: this.restarts, closed: this.closedTotal };
+  }
+
+  /** Every live connection. */
+  all(): IterableIterator<SupervisedConnection> {
+    return this.live.values();
+  }
+
+  /** Start a handler on a handshaken connection. */
+  start(transport: TransportConnection): SupervisedConnection {
+    const conn = new SupervisedConnection(this, this.options.idPrefix + String(this.nextId++), transport);
+    this.live.set(conn.id, conn);
+    this.events.opened(conn);
+    conn.inContext(() => {
+      let handler: ProtocolHandler;
+      try {
+        handler = this.options.createHandler(conn);
+      } catch (err) {
+        // The handler could not even be created: a crash of onReady with nothing to restart.
+        this.crashes++;
+        this.events.crashed(conn, 'onReady', err, false);
+        conn.handler = {};
+        conn.abortCrashed();
+        return;
+      }
+      conn.start(handler, this.options.idleTimeout);
+    });
+    return conn;
+  }
+
+  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown): ProtocolHandler | undefined {
+    this.crashes++;
+    let fresh: ProtocolHandler | undefined;
+    if (this.options.restart === 'transient' && RESTARTABLE.has(hook) && !conn.closed) {
+      conn.intensity ??= new RestartIntensity(this.options.maxRestarts, this.options.period);
+      if (conn.intensity.tryRestart()) {
+        try {
+          fresh = this.options.createHandler(conn);
+          this.restarts++;
+        } catch {
+          fresh = undefined;
+        }
+      }
+    }
+    this.events.crashed(conn, hook, error, fresh !== undefined);
+    return fresh;
+  }
+
+  uncounted(conn: SupervisedConnection): void {
+    this.events.uncounted(conn);
+  }
+
+  closed(conn: SupervisedConnection, reason: CloseReason): void {
+    this.live.delete(conn.id);
+    this.closedTotal++;
+    if (conn.counted) {
+      conn.counted = false;
+      this.events.uncounted(conn);
+    }
+    this.events.closed(conn, reason);
+    if (this.live.size === 0 && this.emptyWaiters.length > 0) {
+      const waiters = this.emptyWaiters;
+      this.emptyWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Ask every live connection to shut down (runs `onShutdown`, default close). */
+  requestShutdown(deadline: number): void {
+    for (const conn of [...this.live.values()]) conn.inContext(() => conn.requestShutdown(deadline));
+  }
+
+  /**
+   * Ask live connections to shut down at about `rate` per second, in random order and with
+   * jittered spacing, so their clients do not all reconnect at the same moment. Returns a function
+   * that stops the pacing. With `rate` Infinity, asks all at once.
+   */
+  requestShutdownPaced(rate: number, deadline: number): () => void {
+    if (!Number.isFinite(rate)) {
+      this.requestShutdown(deadline);
+      return () => {};
+    }
+    const pending = [...this.live.values()];
+    for (let i = pending.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [pending[i], pending[j]] = [pending[j]!, pending[i]!];
+    }
+    // Ticks of ~10 ms (or one connection's worth, if slower), each jittered by ±50%.
+    const tickMs = Math.max(10, 1000 / rate);
+    const began = Date.now();
+    let done = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const tick = (): void => {
+      const due = Math.min(pending.length, Math.ceil(((Date.now() - began) / 1000) * rate) || 1);
+      while (done < due) {
+        const conn = pending[done++]!;
+        conn.inContext(() => conn.requestShutdown(deadline));
+      }
+      if (done < pending.length) timer = setTimeout(tick, tickMs * (0.5 + Math.random()));
+    };
+    tick();
+    return () => clearTimeout(timer);
+  }
+
+  /** Ask one connection to shut down (it opened while a drain was under way). */
+  shutdown(conn: SupervisedConnection, deadline: number): void {
+    conn.inContext(() => conn.requestShutdown(deadline));
+  }
+
+  /** Close every live connection at once. */
+  forceCloseAll(): void {
+    for (const conn of [...this.live.values()]) conn.forceClose();
+  }
+
+  /** Resolves when no connection is left. */
+  whenEmpty(): Promise<void> {
+    if (this.live.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.emptyWaiters.push(resolve));
+  }
+}

@@ -1,0 +1,143 @@
+import type { Duplex } from 'node:stream';
+
+/**
+ * Where a listener or a connection end is: an IP address and port, or a Unix socket path.
+ */
+export type SocketAddress =
+  | { readonly family: 'IPv4' | 'IPv6'; readonly address: string; readonly port: number }
+  | { readonly family: 'unix'; readonly path: string }
+  | { readonly family: 'memory'; readonly address: string };
+
+/**
+ * What a secure transport learned during its handshake. Absent on plain transports.
+ */
+export interface TlsInfo {
+  /** Negotiated protocol version, e.g. `'TLSv1.3'`. */
+  readonly protocol: string | null;
+  /** Negotiated cipher suite name. */
+  readonly cipher: string | null;
+  /** The SNI server name the client asked for, if any. */
+  readonly servername: string | null;
+  /** The ALPN protocol agreed on, if any. */
+  readonly alpnProtocol: string | null;
+  /** Whether the peer certificate was verified against the configured CAs. */
+  readonly authorized: boolean;
+  /** Why the peer certificate was not verified, when `authorized` is false and a certificate was sent. */
+  readonly authorizationError: string | null;
+  /** Whether the session was resumed (ticket or session id) rather than fully negotiated. */
+  readonly resumed: boolean;
+  /**
+   * The peer certificate as Node describes it (`tls.PeerCertificate`), or `null` when the peer
+   * sent none. Typed loosely so that the core does not depend on `node:tls`.
+   */
+  readonly peerCertificate: Readonly<Record<string, unknown>> | null;
+}
+
+/**
+ * A socket the transport has accepted and not yet handed over. The core holds it paused
+ * (nothing is read from it, no handshake starts) until the acceptor pool admits it.
+ */
+export interface AcceptedSocket {
+  /** Peer address as seen at accept time, when known. */
+  readonly remoteAddress: string | undefined;
+  /** Peer port as seen at accept time, when known. */
+  readonly remotePort: number | undefined;
+  /** Close the socket at once. Safe to call more than once, before, during or after the handshake. */
+  destroy(): void;
+}
+
+/**
+ * A connection once its transport handshake has completed: a byte stream plus what is known
+ * about both ends. The stream must be in paused mode; the core starts reading it.
+ */
+export interface TransportConnection {
+  /** The byte stream. Writes go to the peer; reads come from it. */
+  readonly stream: Duplex;
+  /** The local end. */
+  readonly local: SocketAddress;
+  /** The peer end. */
+  readonly remote: SocketAddress;
+  /** TLS details, for secure transports. */
+  readonly tls: TlsInfo | null;
+  /** Turn TCP keep-alive on or off, where the transport has it. */
+  setKeepAlive?(enable: boolean, initialDelayMs?: number): void;
+  /** Turn Nagle's algorithm off or on, where the transport has it. */
+  setNoDelay?(noDelay: boolean): void;
+}
+
+/**
+ * A listening endpoint opened by a transport.
+ */
+export interface TransportServer {
+  /** The bound address (with the real port when port 0 was asked for). */
+  address(): SocketAddress;
+  /** Stop accepting and release the listening socket. Accepted sockets are not touched. */
+  close(): Promise<void>;
+}
+
+/**
+ * Callbacks a transport calls while it listens.
+ */
+export interface TransportListenHandlers {
+  /** A new socket was accepted. It must not be read from until {@link Transport.handshake}. */
+  onSocket(socket: AcceptedSocket): void;
+  /** A non-fatal error on the listening socket (for example `EMFILE` while accepting). */
+  onError(error: Error): void;
+}
+
+/**
+ * The behaviour a transport implements (Ranch's `ranch_transport`): open a listening socket,
+ * hand over accepted sockets without reading them, and run the handshake on request.
+ *
+ * corral ships `tcp` (also Unix sockets) and `tls`; any object with this shape plugs in
+ * unchanged. Only transports import `node:net` or `node:tls`.
+ */
+export interface Transport {
+  /** A short name for logs and `info()`, e.g. `'tcp'`. */
+  readonly name: string;
+  /** Whether connections carry {@link TlsInfo}. */
+  readonly secure: boolean;
+  /**
+   * Open the listening socket. Rejects with an error that names the address when it cannot bind
+   * (`EADDRINUSE`, `EACCES`, ...).
+   */
+  listen(handlers: TransportListenHandlers): Promise<TransportServer>;
+  /**
+   * Run the transport handshake on an accepted socket and resolve with the connection.
+   * Must reject (never hang) if the socket is destroyed meanwhile: the core enforces
+   * `handshakeTimeout` by calling {@link AcceptedSocket.destroy}.
+   */
+  handshake(socket: AcceptedSocket): Promise<TransportConnection> | TransportConnection;
+  /**
+   * Replace options that apply to new connections (for TLS: certificates, SNI contexts).
+   * Optional; transports without run-time options omit it.
+   */
+  update?(options: Readonly<Record<string, unknown>>): void;
+
+  // ---- process sharing, used by worker pools (`workers` option); all optional -------------------
+
+  /**
+   * Bind the listening socket without watching it, for a primary process to hand to workers
+   * (distribution `'shared'`). The primary never accepts on it; it only keeps the kernel socket
+   * and its backlog alive while workers come and go.
+   */
+  createSharedHandle?(): Promise<SharedListenHandle>;
+  /** Listen on a handle received from the primary (distribution `'shared'`). */
+  listenOnHandle?(handle: object, handlers: TransportListenHandlers): Promise<TransportServer>;
+  /** The raw socket object of an accepted socket, to send to another process (distribution `'primary'`). */
+  detach?(socket: AcceptedSocket): object;
+  /** Take over a raw socket received from another process (distribution `'primary'`). */
+  adopt?(socket: object): AcceptedSocket;
+}
+
+/**
+ * A bound listening socket that a primary process holds for its workers.
+ */
+export interface SharedListenHandle {
+  /** The raw handle, sent to workers over IPC. */
+  readonly handle: object;
+  /** The bound address. */
+  readonly address: SocketAddress;
+  /** Release the primary's copy of the socket. */
+  close(): void;
+}

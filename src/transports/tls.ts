@@ -1,0 +1,288 @@
+import type net from 'node:net';
+import tls from 'node:tls';
+import { CorralError, InvalidOptionError } from '../errors.js';
+import type {
+  AcceptedSocket,
+  SharedListenHandle,
+  SocketAddress,
+  TlsInfo,
+  Transport,
+  TransportConnection,
+  TransportListenHandlers,
+  TransportServer,
+} from '../transport.js';
+import { addressOf, ignoreSocketError, TcpTransport, type TcpTransportOptions } from './tcp.js';
+
+/** Secure-context settings accepted per SNI name: key and certificate, and optionally a CA. */
+export type SniContextOptions = Pick<tls.SecureContextOptions, 'key' | 'cert' | 'ca' | 'pfx' | 'passphrase'>;
+
+/**
+ * Options of the `tls` transport: the TCP options plus Node's secure-context options.
+ * Defaults differ from Node in one place: `minVersion` is `'TLSv1.2'`.
+ */
+export interface TlsTransportOptions extends TcpTransportOptions, tls.SecureContextOptions {
+  /** Ask clients for a certificate (mutual TLS). Default false. */
+  requestCert?: boolean;
+  /** With `requestCert`, refuse clients whose certificate does not verify against `ca`. Default true. */
+  rejectUnauthorized?: boolean;
+  /** ALPN protocols offered, most preferred first. */
+  ALPNProtocols?: string[];
+  /** Certificates per SNI server name; names not listed get the default `key`/`cert`. */
+  sni?: Record<string, SniContextOptions>;
+  /** Full control of SNI: called with the name the client asked for. Overrides `sni`. */
+  SNICallback?: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
+}
+
+const TCP_KEYS = ['port', 'host', 'path', 'backlog', 'ipv6Only', 'reusePort', 'keepAlive', 'keepAliveInitialDelay', 'noDelay'];
+const TLS_KEYS = [
+  ...TCP_KEYS,
+  'requestCert',
+  'rejectUnauthorized',
+  'ALPNProtocols',
+  'sni',
+  'SNICallback',
+  // tls.SecureContextOptions
+  'ca',
+  'cert',
+  'key',
+  'pfx',
+  'passphrase',
+  'sigalgs',
+  'ciphers',
+  'clientCertEngine',
+  'crl',
+  'dhparam',
+  'ecdhCurve',
+  'honorCipherOrder',
+  'privateKeyEngine',
+  'privateKeyIdentifier',
+  'maxVersion',
+  'minVersion',
+  'secureOptions',
+  'secureProtocol',
+  'sessionIdContext',
+  'ticketKeys',
+  'sessionTimeout',
+];
+
+/** TLS details read from a server-side `TLSSocket`; the peer certificate is read on first use. */
+class TlsDetails implements TlsInfo {
+  readonly protocol: string | null;
+  readonly cipher: string | null;
+  readonly servername: string | null;
+  readonly alpnProtocol: string | null;
+  readonly authorized: boolean;
+  readonly authorizationError: string | null;
+  readonly resumed: boolean;
+  private cert: Readonly<Record<string, unknown>> | null | undefined = undefined;
+
+  constructor(private readonly socket: tls.TLSSocket) {
+    this.protocol = socket.getProtocol();
+    this.cipher = socket.getCipher()?.name ?? null;
+    const sn = (socket as { servername?: string | false }).servername;
+    this.servername = typeof sn === 'string' ? sn : null;
+    this.alpnProtocol = typeof socket.alpnProtocol === 'string' ? socket.alpnProtocol : null;
+    this.authorized = socket.authorized;
+    const ae = socket.authorizationError as unknown;
+    this.authorizationError = ae == null ? null : String(ae instanceof Error ? ((ae as { code?: string }).code ?? ae.message) : ae);
+    this.resumed = socket.isSessionReused();
+  }
+
+  get peerCertificate(): Readonly<Record<string, unknown>> | null {
+    if (this.cert === undefined) {
+      const c = this.socket.getPeerCertificate(true) as unknown as Record<string, unknown> | null;
+      this.cert = c && Object.keys(c).length > 0 ? c : null;
+    }
+    return this.cert;
+  }
+}
+
+class TlsConnection implements TransportConnection {
+  readonly tls: TlsInfo;
+  constructor(readonly stream: tls.TLSSocket, private readonly raw: net.Socket) {
+    this.tls = new TlsDetails(stream);
+  }
+  get local(): SocketAddress {
+    const s = this.raw;
+    return s.localAddress === undefined ? { family: 'unix', path: '' } : addressOf(s.localAddress, s.localPort, s.localFamily);
+  }
+  get remote(): SocketAddress {
+    const s = this.raw;
+    return s.remoteAddress === undefined ? { family: 'unix', path: '' } : addressOf(s.remoteAddress, s.remotePort, s.remoteFamily);
+  }
+  setKeepAlive(enable: boolean, initialDelayMs?: number): void {
+    this.raw.setKeepAlive(enable, initialDelayMs);
+  }
+  setNoDelay(noDelay: boolean): void {
+    this.raw.setNoDelay(noDelay);
+  }
+}
+
+/** The raw socket plus, once the handshake starts, its TLS wrapper; destroying it destroys both. */
+class TlsAcceptedSocket implements AcceptedSocket {
+  tlsSocket: tls.TLSSocket | undefined = undefined;
+  constructor(readonly raw: net.Socket) {}
+  get remoteAddress(): string | undefined {
+    return this.raw.remoteAddress;
+  }
+  get remotePort(): number | undefined {
+    return this.raw.remotePort;
+  }
+  destroy(): void {
+    this.tlsSocket?.destroy();
+    this.raw.destroy();
+  }
+}
+
+/**
+ * The TLS transport. It accepts raw TCP sockets (paused) and runs the TLS handshake itself when the
+ * acceptor pool admits a socket, so corral decides how many handshakes run at once and how long
+ * each may take. Client certificates are verified as `tls.Server` does: with `requestCert` and
+ * `rejectUnauthorized` (the default), an unverified client fails the handshake.
+ */
+export class TlsTransport implements Transport {
+  readonly name: string = 'tls';
+  readonly secure: boolean = true;
+  private readonly tcp: TcpTransport;
+  private context: tls.SecureContext;
+  private tlsOptions: TlsTransportOptions;
+  private sniContexts = new Map<string, tls.SecureContext>();
+
+  constructor(options: TlsTransportOptions) {
+    const { tcp, rest } = splitOptions(options);
+    this.tcp = new TcpTransport(tcp);
+    this.tlsOptions = rest;
+    this.context = this.build(rest);
+  }
+
+  private build(o: TlsTransportOptions): tls.SecureContext {
+    for (const key of Object.keys(o)) {
+      if (!TLS_KEYS.includes(key)) throw new InvalidOptionError(`transportOptions.${key}`, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
+    }
+    if (o.key === undefined && o.pfx === undefined && o.SNICallback === undefined && o.sni === undefined) {
+      throw new InvalidOptionError('transportOptions.key', 'is required by the tls transport (or pfx, sni, SNICallback)');
+    }
+    const { requestCert: _r, rejectUnauthorized: _u, ALPNProtocols: _a, sni, SNICallback: _s, ...contextOptions } = o;
+    let context: tls.SecureContext;
+    try {
+      context = tls.createSecureContext({ minVersion: 'TLSv1.2', ...contextOptions });
+      this.sniContexts = new Map(
+        Object.entries(sni ?? {}).map(([name, opts]) => [name.toLowerCase(), tls.createSecureContext({ minVersion: 'TLSv1.2', ...contextOptions, ...opts })]),
+      );
+    } catch (err) {
+      throw new InvalidOptionError('transportOptions', `do not make a valid TLS context: ${(err as Error).message}`);
+    }
+    return context;
+  }
+
+  /** Replace certificates and other TLS settings for new connections. */
+  update(options: Readonly<Record<string, unknown>>): void {
+    const next = { ...this.tlsOptions, ...(options as TlsTransportOptions) };
+    this.context = this.build(next);
+    this.tlsOptions = next;
+  }
+
+  /** `host:port` or the socket path, for messages. */
+  describe(): string {
+    return this.tcp.describe();
+  }
+
+  listen(handlers: TransportListenHandlers): Promise<TransportServer> {
+    return this.tcp.listen({
+      onSocket: (raw) => handlers.onSocket(new TlsAcceptedSocket(raw as unknown as net.Socket)),
+      onError: handlers.onError,
+    });
+  }
+
+  createSharedHandle(): Promise<SharedListenHandle> {
+    return this.tcp.createSharedHandle();
+  }
+
+  listenOnHandle(handle: object, handlers: TransportListenHandlers): Promise<TransportServer> {
+    return this.tcp.listenOnHandle(handle, {
+      onSocket: (raw) => handlers.onSocket(new TlsAcceptedSocket(raw as unknown as net.Socket)),
+      onError: handlers.onError,
+    });
+  }
+
+  detach(socket: AcceptedSocket): object {
+    return (socket as TlsAcceptedSocket).raw;
+  }
+
+  adopt(socket: object): AcceptedSocket {
+    return new TlsAcceptedSocket(this.tcp.adopt(socket) as net.Socket);
+  }
+
+  handshake(socket: AcceptedSocket): Promise<TransportConnection> {
+    const accepted = socket as TlsAcceptedSocket;
+    const raw = accepted.raw;
+    const o = this.tlsOptions;
+    const requestCert = o.requestCert === true;
+    const rejectUnauthorized = o.rejectUnauthorized !== false;
+    return new Promise((resolve, reject) => {
+      if (raw.destroyed) {
+        reject(new CorralError('CORRAL_HANDSHAKE_FAILED', 'socket closed before the TLS handshake'));
+        return;
+      }
+      const socket = new tls.TLSSocket(raw, {
+        isServer: true,
+        secureContext: this.context,
+        requestCert,
+        rejectUnauthorized,
+        ...(o.ALPNProtocols ? { ALPNProtocols: o.ALPNProtocols } : {}),
+        ...(o.SNICallback ? { SNICallback: o.SNICallback } : this.sniContexts.size > 0 ? { SNICallback: this.sniCallback } : {}),
+      });
+      accepted.tlsSocket = socket;
+      const fail = (err?: Error): void => {
+        socket.off('secure', onSecure);
+        socket.destroy();
+        reject(err ?? new CorralError('CORRAL_HANDSHAKE_FAILED', 'socket closed during the TLS handshake'));
+      };
+      const onError = (err: Error): void => fail(err);
+      const onClose = (): void => fail();
+      const onSecure = (): void => {
+        socket.off('error', onError);
+        socket.off('close', onClose);
+        socket.off('end', onClose);
+        if (requestCert) {
+          const verifyError = (socket as unknown as { _handle?: { verifyError(): Error | null } })._handle?.verifyError() ?? null;
+          if (verifyError) {
+            const why = (verifyError as { code?: string }).code ?? verifyError.message;
+            (socket as unknown as { authorizationError: string }).authorizationError = why;
+            if (rejectUnauthorized) {
+              socket.destroy();
+              reject(new CorralError('CORRAL_HANDSHAKE_FAILED', `client certificate rejected: ${why}`, { cause: verifyError }));
+              return;
+            }
+          } else {
+            socket.authorized = true;
+          }
+        }
+        raw.off('error', ignoreSocketError);
+        socket.pause();
+        resolve(new TlsConnection(socket, raw));
+      };
+      socket.once('secure', onSecure);
+      socket.once('error', onError);
+      socket.once('close', onClose);
+      // With an allowHalfOpen raw socket, a peer's FIN mid-handshake does not close the socket:
+      // without this the handshake would hang (holding its slot) until handshakeTimeout.
+      socket.once('end', onClose);
+    });
+  }
+
+  private readonly sniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
+    cb(null, this.sniContexts.get(servername.toLowerCase()) ?? this.context);
+  };
+}
+
+function splitOptions(options: TlsTransportOptions): { tcp: TcpTransportOptions; rest: TlsTransportOptions } {
+  if (options === null || typeof options !== 'object') {
+    throw new InvalidOptionError('transportOptions', 'must be an object with at least key and cert for the tls transport');
+  }
+  const { port, host, path, backlog, ipv6Only, reusePort, keepAlive, keepAliveInitialDelay, noDelay, ...rest } = options;
+  const tcp: TcpTransportOptions = Object.fromEntries(
+    Object.entries({ port, host, path, backlog, ipv6Only, reusePort, keepAlive, keepAliveInitialDelay, noDelay }).filter(([, v]) => v !== undefined),
+  );
+  return { tcp, rest };
+}

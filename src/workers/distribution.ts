@@ -1,0 +1,66 @@
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { InvalidOptionError } from '../errors.js';
+import { supportsReusePort } from '../transports/tcp.js';
+
+/**
+ * How worker processes share one port.
+ *
+ * - `reuseport`: every worker opens its own listening socket with `SO_REUSEPORT` and the kernel
+ *   spreads connections evenly; nothing passes through the primary. Needs Node >= 22.12 on Linux.
+ *   A worker that closes its socket (rolling restart) resets the connections still queued on it
+ *   unless `net.ipv4.tcp_migrate_req` is 1.
+ * - `shared`: the primary binds one socket and hands it to every worker; all accept from it. A
+ *   worker at its share of `maxConnections` closes its copy and sleeps while the primary keeps the
+ *   socket and its backlog: connects wait in the kernel instead of being accepted and held.
+ *   The kernel spreads connections unevenly over workers.
+ * - `primary`: the primary accepts and passes each socket, before any byte is read, to the worker
+ *   with the fewest connections. Exact `maxConnections` and even spreading, at the cost of an IPC
+ *   hand-off per connection.
+ */
+export type Distribution = 'reuseport' | 'shared' | 'primary';
+
+/** The distribution used when none is given: `reuseport` where the runtime has it, else `shared`. */
+export function defaultDistribution(unixSocket: boolean): Distribution {
+  return !unixSocket && supportsReusePort() ? 'reuseport' : 'shared';
+}
+
+/** The soft limit on open files of this process (Linux `/proc/self/limits`), or `undefined`. */
+export function openFileLimit(): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const soft = line?.split(/\s{2,}/)[1];
+    const n = Number(soft);
+    return Number.isFinite(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Descriptors a worker keeps for itself beyond connections and waiting sockets. */
+const RESERVED_FDS = 256;
+
+/**
+ * How many workers `'auto'` starts: at least one per core (`os.availableParallelism()`), and
+ * enough that each worker's share of `maxConnections`, plus its waiting sockets and a reserve,
+ * fits under the per-process open-file limit.
+ */
+export function autoWorkerCount(maxConnections: number, maxWaiting: number, fdLimit = openFileLimit()): number {
+  const cores = os.availableParallelism();
+  if (!Number.isFinite(maxConnections) || fdLimit === undefined) return cores;
+  const perWorker = fdLimit - RESERVED_FDS - Math.min(maxWaiting, fdLimit / 4);
+  const needed = Math.ceil(maxConnections / Math.max(1, perWorker));
+  return Math.max(cores, needed);
+}
+
+/** Validate the `workers` option. @internal */
+export function checkWorkers(value: unknown): number | 'auto' | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'auto') return 'auto';
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 256) {
+    throw new InvalidOptionError('workers', `must be an integer from 1 to 256 or 'auto', got ${JSON.stringify(value)}`);
+  }
+  return value;
+}

@@ -1,0 +1,74 @@
+import type { ConnectionInfo } from '../connection.js';
+import type { DrainResult, ListenerInfo } from '../listener.js';
+import type { SocketAddress } from '../transport.js';
+import type { Distribution } from './distribution.js';
+
+/** Environment variable naming the listener a worker process serves. @internal */
+export const WORKER_ENV = 'CORRAL_WORKER_LISTENER';
+/** Environment variable holding a worker's index. @internal */
+export const WORKER_INDEX_ENV = 'CORRAL_WORKER_INDEX';
+
+/** What the primary tells a worker to run with. @internal */
+export interface WorkerConfig {
+  readonly index: number;
+  readonly generation: number;
+  readonly distribution: Distribution;
+  /** This worker's share of `maxConnections` (`Infinity` in `primary` distribution). */
+  readonly maxConnections: number;
+  /** Shared TLS session ticket keys (48 bytes), for TLS transports. */
+  readonly ticketKeys: Uint8Array | undefined;
+  /** Protocol options set at run time with `setProtocolOptions`, if any. */
+  readonly protocolOptions?: { readonly value: unknown };
+  /** Whether the worker should accept now (false while the primary has paused accepting). */
+  readonly accepting: boolean;
+  /** Whether the pool is suspended: the worker starts without a listening socket until `resume`. */
+  readonly suspended: boolean;
+  /** The listener's address, as the primary bound it (or `undefined` until a worker binds it). */
+  readonly address: SocketAddress | undefined;
+}
+
+/** A request from the primary to one worker; answered by a {@link WorkerReply} with the same id. @internal */
+export type WorkerCommand =
+  | { op: 'info' }
+  | { op: 'connections' }
+  | { op: 'setMaxConnections'; n: number }
+  | { op: 'setProtocolOptions'; value: unknown }
+  | { op: 'setTicketKeys'; keys: Uint8Array }
+  | { op: 'accepting'; on: boolean }
+  | { op: 'suspend' }
+  | { op: 'resume' }
+  | { op: 'drain'; timeout: number | undefined; rate: number }
+  | { op: 'stop'; timeout: number | undefined; rate: number };
+
+/** Messages from the primary to a worker. @internal */
+export type ToWorker =
+  | { t: 'start'; config: WorkerConfig }
+  | { t: 'handle' }
+  | { t: 'socket' }
+  | { t: 'cmd'; id: number; cmd: WorkerCommand };
+
+/** Messages from a worker to the primary. @internal */
+export type FromWorker =
+  | { t: 'hello'; listener: string; pid: number }
+  | { t: 'ready'; address: SocketAddress }
+  | { t: 'need-handle' }
+  | { t: 'load'; connections: number; counted: number }
+  | { t: 'released'; n: number }
+  | { t: 'reply'; id: number; ok: true; value: unknown }
+  | { t: 'reply'; id: number; ok: false; error: string }
+  | { t: 'crash-report'; message: string };
+
+/** What `info()` says of one worker. */
+export interface WorkerInfo {
+  readonly index: number;
+  readonly pid: number | undefined;
+  readonly status: 'starting' | 'ready' | 'retiring' | 'restarting' | 'stopped';
+  /** Live connections, as last reported. */
+  readonly connections: number;
+  /** Times this worker slot was restarted after its process died. */
+  readonly restarts: number;
+  /** The worker's own listener info, when it answered in time. */
+  readonly listener: ListenerInfo | undefined;
+}
+
+export type { ConnectionInfo, DrainResult, ListenerInfo };

@@ -1,0 +1,610 @@
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { ConnectionInfo } from '../connection.js';
+import { channels } from '../diagnostics.js';
+import { CorralError, InvalidOptionError } from '../errors.js';
+import { HandshakeGate } from '../handshake-gate.js';
+import type { ConnectionCountOp, DrainResult, Listener, ListenerEvents, ListenerInfo, ListenerStatus } from '../listener.js';
+import { CountWaiters } from '../count-waiters.js';
+import { checkCount, type ListenerOptions, type ResolvedListenerOptions } from '../options.js';
+import type { AcceptedSocket, SharedListenHandle, SocketAddress, Transport, TransportConnection, TransportServer } from '../transport.js';
+import { supportsReusePort } from '../transports/tcp.js';
+import { autoWorkerCount, type Distribution, defaultDistribution } from './distribution.js';
+import type { WorkerConfig, WorkerInfo } from './ipc.js';
+import { WorkerProcess } from './worker-process.js';
+
+/** How long a rolling restart waits for a new worker to accept. */
+const REPLACEMENT_READY_MS = 60_000;
+
+/** Extra time, beyond a worker's own exit grace (`shutdownTimeout`), before the primary kills it. */
+const EXIT_MARGIN_MS = 2000;
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+function addCounts<K extends string>(list: Readonly<Record<K, number>>[]): Record<K, number> {
+  const out = {} as Record<K, number>;
+  for (const r of list) for (const k of Object.keys(r) as K[]) out[k] = (out[k] ?? 0) + r[k];
+  return out;
+}
+
+
+/**
+ * The listener in the primary process of a worker pool: it owns the shared socket (or accepts and
+ * dispatches, with distribution `primary`), supervises the worker processes with restart
+ * intensity and backoff, and spans the Listener API over them by IPC. @internal
+ */
+export class PrimaryListener extends EventEmitter<ListenerEvents> implements Listener {
+  readonly name: string;
+  readonly role = 'primary' as const;
+  readonly distribution: Distribution;
+  private state: ListenerStatus = 'suspended';
+  private readonly slots: WorkerProcess[] = [];
+  private readonly transport: Transport;
+  private shared: SharedListenHandle | undefined = undefined;
+  private server: TransportServer | undefined = undefined;
+  private gate: HandshakeGate | undefined = undefined;
+  private bound: SocketAddress | undefined = undefined;
+  private limit: number;
+  private protocolOptions: { value: unknown } | undefined = undefined;
+  private ticketKeys: Buffer | undefined = undefined;
+  private rotationTimer: NodeJS.Timeout | undefined = undefined;
+  private accepting = true;
+  private stopping: Promise<DrainResult> | undefined = undefined;
+  private restarting: Promise<void> | undefined = undefined;
+  /** A rolling restart's new worker, until it joins its slot. */
+  private starting: WorkerProcess | undefined = undefined;
+  private fatalError: Error | undefined = undefined;
+  private readonly countWaiters: CountWaiters;
+  private restartTimers = new Set<NodeJS.Timeout>();
+  onStopped: (() => void) | undefined = undefined;
+  /** The user set `transportOptions.ticketKeys`: workers share those; nothing is generated or rotated. */
+  private readonly userTicketKeys: boolean;
+
+  constructor(
+    private readonly options: ResolvedListenerOptions,
+    userOptions: ListenerOptions<unknown>,
+  ) {
+    super();
+    this.name = options.name;
+    this.countWaiters = new CountWaiters(options.name, () => this.liveConnections());
+    this.transport = options.transport;
+    this.limit = options.maxConnections;
+    this.userTicketKeys = (userOptions.transportOptions as { ticketKeys?: unknown } | undefined)?.ticketKeys !== undefined;
+    if (typeof userOptions.transport === 'object') {
+      throw new InvalidOptionError('transport', "must be 'tcp' or 'tls' with workers: a transport object lives in one process and cannot be rebuilt in the workers");
+    }
+    const unix = (userOptions.transportOptions as { path?: unknown } | undefined)?.path !== undefined;
+    this.distribution = options.distribution ?? defaultDistribution(unix);
+    if (this.distribution === 'reuseport' && !supportsReusePort()) {
+      throw new InvalidOptionError('distribution', `'reuseport' needs Node >= 22.12 on Linux (this is ${process.version} on ${process.platform})`);
+    }
+    if (this.distribution === 'shared' && !this.transport.createSharedHandle) {
+      throw new InvalidOptionError('distribution', `'shared' needs a transport that can share its socket; ${this.transport.name} cannot`);
+    }
+    if (this.distribution === 'primary' && !this.transport.detach) {
+      throw new InvalidOptionError('distribution', `'primary' needs a transport that can pass sockets; ${this.transport.name} cannot`);
+    }
+    const script = options.workerScript ?? process.argv[1];
+    if (script === undefined) throw new InvalidOptionError('workerScript', 'is needed: this process has no entry script to re-run in workers');
+    const count = options.workers === 'auto' ? autoWorkerCount(options.maxConnections, options.maxWaiting) : (options.workers ?? 1);
+    const launch = { listener: options.name, script, args: options.workerArgs ?? process.argv.slice(2) };
+    const r = options.workerRestarts;
+    for (let i = 0; i < count; i++) {
+      this.slots.push(
+        new WorkerProcess(
+          i,
+          launch,
+          {
+            hello: (w) => this.configure(w),
+            ready: (w, address) => {
+              this.bound ??= address;
+              this.updateDispatchLimit();
+              this.emit('workerReady', { index: w.index, pid: w.pid });
+            },
+            needHandle: (w) => {
+              if (this.shared) w.post({ t: 'handle' }, this.shared.handle);
+            },
+            load: () => this.countWaiters.check(),
+            released: (w, n) => {
+              w.counted -= n;
+              for (let k = 0; k < n; k++) this.gate?.release();
+            },
+            crashReport: (w, message) => this.emit('workerCrash', { index: w.index, pid: w.pid, message }),
+            exit: (w, code, signal) => this.onExit(w, code, signal),
+          },
+          r.maxRestarts,
+          r.period,
+        ),
+      );
+    }
+  }
+
+  get status(): ListenerStatus {
+    return this.state;
+  }
+
+  get address(): SocketAddress {
+    if (!this.bound) throw new CorralError('CORRAL_LISTENER_STOPPED', `listener ${this.name} has no address yet`);
+    return this.bound;
+  }
+
+  get port(): number | undefined {
+    const a = this.bound;
+    return a && (a.family === 'IPv4' || a.family === 'IPv6') ? a.port : undefined;
+  }
+
+  /** How long a stopped worker may take to exit before it is killed. */
+  private get exitGrace(): number {
+    return this.options.shutdownTimeout + EXIT_MARGIN_MS;
+  }
+
+  /** Number of worker slots. */
+  get workerCount(): number {
+    return this.slots.length;
+  }
+
+  get maxConnections(): number {
+    return this.limit;
+  }
+
+  set maxConnections(n: number) {
+    this.limit = checkCount('maxConnections', n === undefined ? Number.NaN : n, 0, 1, true);
+    this.updateDispatchLimit();
+    for (const w of this.slots) if (w.status === 'ready') void w.request({ op: 'setMaxConnections', n: this.quota() }).catch(() => {});
+  }
+
+  /**
+   * Distribution primary: hand sockets over only while accepting and some worker is ready;
+   * otherwise they wait, unread, in the primary's queue (bounded by maxWaiting and waitTimeout).
+   */
+  private updateDispatchLimit(): void {
+    if (!this.gate) return;
+    const ready = this.slots.some((w) => w.status === 'ready');
+    this.gate.maxConnections = this.accepting && ready ? this.limit : 0;
+  }
+
+  /** Each worker's share of `maxConnections` (distribution `primary` enforces the total itself). */
+  private quota(): number {
+    if (this.distribution === 'primary' || !Number.isFinite(this.limit)) return Infinity;
+    return Math.max(1, Math.ceil(this.limit / this.slots.length));
+  }
+
+  private config(w: WorkerProcess): WorkerConfig {
+    return {
+      index: w.index,
+      generation: w.generation,
+      distribution: this.distribution,
+      maxConnections: this.quota(),
+      ticketKeys: this.ticketKeys,
+      ...(this.protocolOptions ? { protocolOptions: this.protocolOptions } : {}),
+      accepting: this.accepting,
+      suspended: this.state === 'suspended' || this.state === 'draining',
+      address: this.bound,
+    };
+  }
+
+  private configure(w: WorkerProcess): void {
+    w.post({ t: 'start', config: this.config(w) }, this.distribution === 'shared' ? this.shared?.handle : undefined);
+  }
+
+  /** Bind, start every worker and wait until all accept. @internal */
+  async start(): Promise<void> {
+    const secure = this.transport.secure;
+    const userKeys = this.userTicketKeys;
+    if (secure && !userKeys) this.ticketKeys = randomBytes(48);
+    await this.openSocket();
+    this.state = 'running';
+    try {
+      if (this.distribution === 'reuseport' && !this.bound) {
+        // With port 0, the first worker picks the port; the others join it.
+        const [first, ...rest] = this.slots;
+        first!.spawn();
+        await first!.whenReady();
+        for (const w of rest) w.spawn();
+        await Promise.all(rest.map((w) => w.whenReady()));
+      } else {
+        for (const w of this.slots) w.spawn();
+        await Promise.all(this.slots.map((w) => w.whenReady()));
+      }
+    } catch (err) {
+      await this.stop({ timeout: 0 }).catch(() => {});
+      throw err;
+    }
+    if (secure && this.options.ticketKeyRotation > 0 && !userKeys) {
+      this.rotationTimer = setInterval(() => this.rotateTicketKeys(), this.options.ticketKeyRotation);
+      this.rotationTimer.unref();
+    }
+    if (channels.listenerStart.hasSubscribers) {
+      channels.listenerStart.publish({ listener: this.name, transport: this.transport.name, address: this.address });
+    }
+  }
+
+  /** Replace the shared TLS session-ticket keys in every worker; earlier tickets stop working. */
+  rotateTicketKeys(): void {
+    this.ticketKeys = randomBytes(48);
+    for (const w of this.slots) void w.request({ op: 'setTicketKeys', keys: this.ticketKeys }).catch(() => {});
+  }
+
+  private async openSocket(): Promise<void> {
+    if (this.distribution === 'shared') {
+      this.shared = await this.transport.createSharedHandle!();
+      this.bound = this.shared.address;
+    } else if (this.distribution === 'primary') {
+      this.gate ??= this.dispatchGate();
+      const gate = this.gate;
+      this.server = await this.transport.listen({
+        onSocket: (socket) => gate.admit(socket),
+        onError: (err) => this.emit('acceptError', err),
+      });
+      this.bound = this.server.address();
+    }
+  }
+
+  private async closeSocket(): Promise<void> {
+    this.shared?.close();
+    this.shared = undefined;
+    const server = this.server;
+    this.server = undefined;
+    if (server) await server.close();
+  }
+
+  /**
+   * Distribution `primary`: the primary's own acceptor pool. Its "handshake" is the hand-off of the
+   * still-unread socket to the worker with the fewest connections; workers report when a
+   * connection stops counting, so `maxConnections` holds exactly over all workers.
+   */
+  private dispatchGate(): HandshakeGate {
+    const transport = this.transport;
+    const dispatched = { stream: null, local: null, remote: null, tls: null } as unknown as TransportConnection;
+    const dispatcher: Transport = {
+      name: transport.name,
+      secure: transport.secure,
+      listen: () => Promise.reject(new Error('not used')),
+      handshake: (socket: AcceptedSocket) => {
+        let best: WorkerProcess | undefined;
+        for (const w of this.slots) if (w.status === 'ready' && (!best || w.counted < best.counted)) best = w;
+        if (!best) throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
+        if (!best.post({ t: 'socket' }, transport.detach!(socket))) throw new CorralError('CORRAL_HANDSHAKE_FAILED', `worker ${best.index} is gone`);
+        best.counted++;
+        return dispatched;
+      },
+    };
+    return new HandshakeGate(
+      dispatcher,
+      {
+        maxConnections: this.limit,
+        maxHandshakes: Number.MAX_SAFE_INTEGER,
+        handshakeTimeout: this.options.handshakeTimeout,
+        maxWaiting: this.options.maxWaiting,
+        waitTimeout: this.options.waitTimeout,
+        admission: this.options.admission,
+        adaptiveTarget: this.options.adaptiveTarget,
+      },
+      {
+        handshaken: () => {},
+        handshakeFailed: (socket, kind, error) =>
+          this.emit('handshakeError', { kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
+        rejected: (socket, reason) => {
+          if (channels.overloadReject.hasSubscribers) {
+            channels.overloadReject.publish({ listener: this.name, reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
+          }
+          this.emit('reject', { reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
+        },
+        changed: () => {},
+      },
+    );
+  }
+
+  private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    // Its connections are gone: release what it held against maxConnections.
+    for (let k = 0; k < w.counted; k++) this.gate?.release();
+    w.counted = 0;
+    w.connections = 0;
+    this.countWaiters.check();
+    const how = signal ? `signal ${signal}` : `exit code ${code}`;
+    this.updateDispatchLimit();
+    this.emit('workerExit', { index: w.index, pid: w.lastPid, code, signal });
+    if (w.status === 'retiring' || w.status === 'stopped' || this.stopping) {
+      w.status = 'stopped';
+      return;
+    }
+    if (!w.intensity.tryRestart()) {
+      w.status = 'stopped';
+      const r = this.options.workerRestarts;
+      this.fatal(
+        new CorralError(
+          'CORRAL_WORKERS_FAILED',
+          `corral: listener ${this.name}: worker ${w.index} died (${how}) more than ${r.maxRestarts} times within ${r.period} ms; stopping the listener instead of restarting it again`,
+        ),
+      );
+      return;
+    }
+    w.restarts++;
+    const r = this.options.workerRestarts;
+    const delay = Math.min(r.maxDelay, r.initialDelay * 2 ** Math.max(0, w.intensity.recent - 1));
+    w.status = 'restarting';
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(timer);
+      if (!this.stopping) w.spawn();
+    }, delay);
+    this.restartTimers.add(timer);
+  }
+
+  private fatal(error: Error): void {
+    if (this.fatalError) return;
+    this.fatalError = error;
+    for (const w of this.slots) w.failReady(error);
+    if (this.listenerCount('fatal') > 0) this.emit('fatal', error);
+    else {
+      process.stderr.write(`${error.message}\n`);
+      process.exitCode = 1;
+    }
+    void this.stop({ timeout: 0 }).catch(() => {});
+  }
+
+  /** Run a command on every live worker and collect the answers (a worker that fails is left out). */
+  private async broadcast<T>(cmd: Parameters<WorkerProcess['request']>[0], timeout?: number): Promise<T[]> {
+    const live = this.slots.filter((w) => w.child !== undefined);
+    const settled = await Promise.allSettled(live.map((w) => w.request<T>(cmd, timeout)));
+    return settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  }
+
+  async suspend(): Promise<void> {
+    this.assertNotStopped('suspend');
+    if (this.state !== 'running') return;
+    this.state = 'suspended';
+    await this.broadcast({ op: 'suspend' });
+    await this.closeSocket();
+    this.emit('suspend');
+  }
+
+  async resume(): Promise<void> {
+    this.assertNotStopped('resume');
+    if (this.state === 'running') return;
+    await this.openSocket();
+    this.state = 'running';
+    await this.broadcast({ op: 'resume' });
+    this.emit('resume');
+  }
+
+  /**
+   * Stop accepting without refusing: with distribution `shared`, workers close their copies of the
+   * socket and connects wait in the kernel backlog (up to `backlog`); with `primary`, accepted
+   * sockets wait, paused, in the primary's wait queue; `reuseport` cannot do this (it would reset
+   * queued connects) and rejects.
+   */
+  async pauseAccepting(): Promise<void> {
+    if (this.distribution === 'reuseport') {
+      throw new CorralError('CORRAL_UNSUPPORTED', "pauseAccepting needs distribution 'shared' or 'primary' (reuseport would reset queued connects)");
+    }
+    this.accepting = false;
+    this.updateDispatchLimit();
+    await this.broadcast({ op: 'accepting', on: false });
+  }
+
+  /** Accept again after {@link PrimaryListener.pauseAccepting}. */
+  async resumeAccepting(): Promise<void> {
+    this.accepting = true;
+    this.updateDispatchLimit();
+    await this.broadcast({ op: 'accepting', on: true });
+  }
+
+  setProtocolOptions(options: unknown): void {
+    this.protocolOptions = { value: options };
+    for (const w of this.slots) void w.request({ op: 'setProtocolOptions', value: options }).catch(() => {});
+  }
+
+  async info(): Promise<ListenerInfo> {
+    const answers = await Promise.all(
+      this.slots.map(async (w) => ({ w, info: w.child ? await w.request<ListenerInfo>({ op: 'info' }, 2000).catch(() => undefined) : undefined })),
+    );
+    const infos = answers.flatMap((a) => (a.info ? [a.info] : []));
+    const g = this.gate?.stats;
+    const workers: WorkerInfo[] = answers.map(({ w, info }) => ({
+      index: w.index,
+      pid: w.pid,
+      status: w.status,
+      connections: info?.connections ?? w.connections,
+      restarts: w.restarts,
+      listener: info,
+    }));
+    return {
+      name: this.name,
+      status: this.state,
+      transport: this.transport.name,
+      address: this.address,
+      role: 'primary',
+      distribution: this.distribution,
+      maxConnections: this.limit,
+      maxHandshakes: this.options.maxHandshakes,
+      admission: this.options.admission,
+      active: sum(infos.map((i) => i.active)),
+      connections: sum(infos.map((i) => i.connections)),
+      handshaking: sum(infos.map((i) => i.handshaking)),
+      waiting: sum(infos.map((i) => i.waiting)) + (g?.waiting ?? 0),
+      accepted: g ? g.accepted : sum(infos.map((i) => i.accepted)),
+      opened: sum(infos.map((i) => i.opened)),
+      closed: sum(infos.map((i) => i.closed)),
+      rejected: addCounts([...infos.map((i) => i.rejected), ...(g ? [g.rejected] : [])]),
+      handshakeFailures: addCounts([...infos.map((i) => i.handshakeFailures), ...(g ? [g.handshakeFailures] : [])]),
+      handlerCrashes: sum(infos.map((i) => i.handlerCrashes)),
+      handlerRestarts: sum(infos.map((i) => i.handlerRestarts)),
+      workers,
+    };
+  }
+
+  async connections(): Promise<ConnectionInfo[]> {
+    return (await this.broadcast<ConnectionInfo[]>({ op: 'connections' })).flat();
+  }
+
+  /** Live connections over all workers, as last reported (reports are at most ~20 ms old). */
+  private liveConnections(): number {
+    return sum(this.slots.map((w) => w.connections));
+  }
+
+  waitForConnections(op: ConnectionCountOp, n: number, options: { timeout?: number } = {}): Promise<void> {
+    return this.countWaiters.wait(op, n, options.timeout);
+  }
+
+  async drain(options: { timeout?: number } = {}): Promise<DrainResult> {
+    this.assertNotStopped('drain');
+    const began = Date.now();
+    if (this.state === 'running') await this.suspend();
+    this.state = 'draining';
+    // Sockets waiting in the primary's own queue (distribution primary) are never served now.
+    this.gate?.rejectWaiting();
+    const results = await this.broadcast<DrainResult>(
+      { op: 'drain', timeout: options.timeout, rate: this.workerDrainRate() },
+      this.drainBudget(options.timeout),
+    );
+    this.state = 'suspended';
+    return this.merge(results, began);
+  }
+
+  /** Each worker's share of `drainRate` when all drain at once, so the pool closes at `drainRate` in total. */
+  private workerDrainRate(): number {
+    const live = Math.max(1, this.slots.filter((w) => w.child !== undefined).length);
+    return this.options.drainRate / live;
+  }
+
+  /** Longest a worker's drain may take: its timeout plus the pacing of its share of connections. */
+  private drainBudget(timeout: number | undefined, rate = this.workerDrainRate()): number {
+    const t = timeout ?? this.options.shutdownTimeout;
+    const per = Math.max(0, ...this.slots.map((w) => w.connections));
+    const pacing = Number.isFinite(rate) ? (per / rate) * 1000 : 0;
+    return t + pacing + this.exitGrace;
+  }
+
+  private merge(results: DrainResult[], began: number): DrainResult {
+    return {
+      connections: sum(results.map((r) => r.connections)),
+      closedGracefully: sum(results.map((r) => r.closedGracefully)),
+      forced: sum(results.map((r) => r.forced)),
+      abandoned: sum(results.map((r) => r.abandoned)) + (this.gate?.stats.waiting ?? 0),
+      durationMs: Date.now() - began,
+    };
+  }
+
+  stop(options: { timeout?: number } = {}): Promise<DrainResult> {
+    this.stopping ??= this.runStop(options);
+    return this.stopping;
+  }
+
+  private async runStop(options: { timeout?: number }): Promise<DrainResult> {
+    const began = Date.now();
+    for (const t of this.restartTimers) clearTimeout(t);
+    this.restartTimers.clear();
+    if (this.rotationTimer) clearInterval(this.rotationTimer);
+    this.state = 'draining';
+    this.gate?.close();
+    await this.closeSocket();
+    // A worker starting for a rolling restart is not in a slot yet: it goes too.
+    const starting = this.starting;
+    starting?.kill();
+    const budget = this.drainBudget(options.timeout);
+    const rate = this.workerDrainRate();
+    const live = this.slots.filter((w) => w.child !== undefined);
+    for (const w of live) w.status = 'stopped';
+    const settled = await Promise.allSettled(live.map((w) => w.request<DrainResult>({ op: 'stop', timeout: options.timeout, rate }, budget)));
+    await starting?.whenExited();
+    const results = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    // Every worker leaves by itself after answering; kill what has not within the grace period.
+    await Promise.all(
+      live.map(async (w) => {
+        const timer = setTimeout(() => w.kill(), this.exitGrace);
+        await w.whenExited();
+        clearTimeout(timer);
+      }),
+    );
+    for (const w of this.slots) w.status = 'stopped';
+    this.state = 'stopped';
+    this.countWaiters.stop();
+    this.onStopped?.();
+    if (channels.listenerStop.hasSubscribers) channels.listenerStop.publish({ listener: this.name });
+    this.emit('stop');
+    return this.merge(results, began);
+  }
+
+  /**
+   * Replace every worker, one at a time: start the new process, wait until it accepts, then drain
+   * the old one at `drainRate` and wait for it to exit. With distribution `shared` or `primary`, no
+   * connect is refused meanwhile.
+   */
+  restartWorkers(): Promise<void> {
+    this.assertNotStopped('restartWorkers');
+    this.restarting ??= this.runRestart().finally(() => {
+      this.restarting = undefined;
+    });
+    return this.restarting;
+  }
+
+  private async runRestart(): Promise<void> {
+    for (let i = 0; i < this.slots.length; i++) {
+      if (this.stopping) return;
+      const old = this.slots[i]!;
+      const fresh = await this.startReplacement(old);
+      if (fresh === undefined) return; // the listener is stopping
+      this.slots[i] = fresh;
+      fresh.reportTo(old.handlers);
+      old.status = 'retiring';
+      this.updateDispatchLimit();
+      if (old.child) {
+        // The retiring worker drains alone, so it may use the whole drainRate.
+        const rate = this.options.drainRate;
+        await old.request<DrainResult>({ op: 'stop', timeout: undefined, rate }, this.drainBudget(undefined, rate)).catch(() => undefined);
+        const timer = setTimeout(() => old.kill(), this.exitGrace);
+        await old.whenExited();
+        clearTimeout(timer);
+      }
+      // Connections the old worker still counted (distribution primary) were released on its exit.
+      this.countWaiters.check();
+    }
+  }
+
+  /**
+   * Start the replacement of `old` and wait until it accepts. A replacement that exits or does not
+   * get ready in time fails the rolling restart and is killed; the old worker keeps serving.
+   */
+  private async startReplacement(old: WorkerProcess): Promise<WorkerProcess | undefined> {
+    let failed: ((e: Error) => void) | undefined;
+    const failure = new Promise<never>((_, reject) => {
+      failed = reject;
+    });
+    const fresh = old.replacement({
+      ...old.handlers,
+      // Until it joins its slot, an exit is a failed deploy, not a crash to restart.
+      exit: (_w, code, signal) => failed?.(new CorralError('CORRAL_WORKERS_FAILED', `corral: listener ${this.name}: the new worker ${old.index} exited (${signal ? `signal ${signal}` : `exit code ${code}`}) before it was ready; the old worker keeps serving`)),
+    });
+    this.starting = fresh;
+    const timer = setTimeout(
+      () => failed?.(new CorralError('CORRAL_WORKERS_FAILED', `corral: listener ${this.name}: the new worker ${old.index} was not ready within ${REPLACEMENT_READY_MS} ms; the old worker keeps serving`)),
+      REPLACEMENT_READY_MS,
+    );
+    try {
+      fresh.spawn();
+      await Promise.race([fresh.whenReady(), failure]);
+    } catch (err) {
+      fresh.kill();
+      await fresh.whenExited();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      failed = undefined;
+      this.starting = undefined;
+    }
+    if (this.stopping) {
+      fresh.kill();
+      await fresh.whenExited();
+      return undefined;
+    }
+    return fresh;
+  }
+
+  private assertNotStopped(what: string): void {
+    if (this.state === 'stopped' || this.stopping) {
+      throw new CorralError('CORRAL_LISTENER_STOPPED', `cannot ${what}: listener ${this.name} is stopped`);
+    }
+  }
+}

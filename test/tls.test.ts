@@ -1,0 +1,392 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type Connection,
+  type HandshakeErrorEvent,
+  type Listener,
+  type ListenerOptions,
+  type TlsInfo,
+  type TlsTransportOptions,
+  startListener,
+  TlsTransport,
+} from '../src/index.js';
+import { certificateFor, testCerts } from './support/certs.js';
+import { connectTcp, connectTls, LineClient, once } from './support/clients.js';
+import { uniqueName } from './support/transports.js';
+
+// ---- harness ------------------------------------------------------------------------------------
+
+const listeners: Listener[] = [];
+const sockets: net.Socket[] = [];
+const servers: net.Server[] = [];
+const children: ChildProcess[] = [];
+
+afterEach(async () => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      child.kill();
+      await exited;
+    }
+  }
+  for (const s of sockets.splice(0)) s.destroy();
+  for (const s of servers.splice(0)) s.close();
+  await Promise.all(listeners.splice(0).map((l) => l.stop({ timeout: 1000 })));
+});
+
+/** Remember a client socket for cleanup; its errors (resets, alerts) are the test's business. */
+function track<S extends net.Socket>(s: S): S {
+  s.on('error', () => {});
+  sockets.push(s);
+  return s;
+}
+
+interface TlsListener {
+  listener: Listener;
+  port: number;
+  /** conn.tls of every connection, in the order they became ready. */
+  seen: TlsInfo[];
+}
+
+/** A line echo over TLS on loopback that records what each connection learned in its handshake. */
+async function startTls(
+  transportOptions: Partial<TlsTransportOptions> = {},
+  options: Omit<ListenerOptions, 'name' | 'protocol' | 'transport' | 'transportOptions'> = {},
+): Promise<TlsListener> {
+  const c = await testCerts();
+  const seen: TlsInfo[] = [];
+  const listener = await startListener({
+    name: uniqueName('tls'),
+    transport: 'tls',
+    transportOptions: { host: '127.0.0.1', port: 0, key: c.key, cert: c.cert, ...transportOptions },
+    framing: 'line',
+    protocol: {
+      onReady(conn: Connection) {
+        seen.push(conn.tls!);
+      },
+      onFrame(frame: Buffer, conn: Connection) {
+        conn.sendFrame(frame);
+      },
+    },
+    ...options,
+  });
+  listeners.push(listener);
+  return { listener, port: listener.port!, seen };
+}
+
+async function tlsClient(port: number, options: tls.ConnectionOptions = {}): Promise<LineClient> {
+  return new LineClient(track(await connectTls(port, options)));
+}
+
+function nextHandshakeError(l: Listener): Promise<HandshakeErrorEvent> {
+  return new Promise((resolve) => l.once('handshakeError', resolve));
+}
+
+function closed(s: net.Socket): Promise<void> {
+  return new Promise((resolve) => (s.destroyed && s.closed ? resolve() : s.once('close', () => resolve())));
+}
+
+function fingerprint(pem: string): string {
+  return new X509Certificate(pem).fingerprint256;
+}
+
+function peerFingerprint(c: LineClient): string {
+  return (c.stream as tls.TLSSocket).getPeerCertificate().fingerprint256;
+}
+
+/** A second self-signed certificate, for the SNI name `other.test`. */
+const otherCert = () => certificateFor('other.test');
+
+/** A real TLS ClientHello, captured from Node's client by a plain TCP server. */
+async function captureClientHello(): Promise<Buffer> {
+  const server = net.createServer();
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const hello = new Promise<Buffer>((resolve) => {
+    server.once('connection', (s) => {
+      let buf = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        // One handshake record: 5-byte header, then the announced length.
+        if (buf.length >= 5 && buf.length >= 5 + buf.readUInt16BE(3)) {
+          s.destroy();
+          resolve(buf);
+        }
+      });
+    });
+  });
+  const client = track(tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false }));
+  const bytes = await hello;
+  client.destroy();
+  server.close();
+  expect(bytes[0]).toBe(0x16); // handshake record
+  return bytes;
+}
+
+// ---- handshake limits and failures -------------------------------------------------------------
+
+describe('TLS handshake failures', () => {
+  it('a client that never starts the handshake is closed at handshakeTimeout; others connect meanwhile', async () => {
+    const { listener, port } = await startTls({}, { handshakeTimeout: 300 });
+    const failed = nextHandshakeError(listener);
+    const silent = track(await connectTcp(port));
+    silent.resume();
+    const silentClosed = closed(silent);
+
+    const c = await tlsClient(port);
+    expect(await c.request('meanwhile')).toBe('meanwhile');
+
+    await silentClosed;
+    const event = await failed;
+    expect(event.kind).toBe('timeout');
+    expect(event.error).toMatchObject({ code: 'CORRAL_HANDSHAKE_TIMEOUT' });
+    expect(event.remoteAddress).toBe('127.0.0.1');
+    const info = await listener.info();
+    expect(info.handshakeFailures).toEqual({ timeout: 1, error: 0 });
+    expect(info.handshaking).toBe(0);
+    expect(info.opened).toBe(1);
+    expect(await c.request('still fine')).toBe('still fine');
+  });
+
+  it('garbage instead of a ClientHello is a counted handshake error; the listener keeps serving', async () => {
+    const { listener, port } = await startTls();
+    const failed = nextHandshakeError(listener);
+    const raw = track(await connectTcp(port));
+    raw.resume();
+    const rawClosed = closed(raw);
+    raw.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    await rawClosed;
+    const event = await failed;
+    expect(event.kind).toBe('error');
+    expect(event.error).toBeInstanceOf(Error);
+    const info = await listener.info();
+    expect(info.handshakeFailures).toEqual({ timeout: 0, error: 1 });
+    expect(info.handshaking).toBe(0);
+    expect(info.opened).toBe(0);
+    const c = await tlsClient(port);
+    expect(await c.request('after garbage')).toBe('after garbage');
+  });
+
+  it('a client that disconnects mid-handshake is counted and gives its handshake slot back', async () => {
+    const hello = await captureClientHello();
+    const { listener, port } = await startTls({}, { maxHandshakes: 1 });
+    const failed = nextHandshakeError(listener);
+    const raw = track(await connectTcp(port));
+    raw.write(hello);
+    await once(raw, 'data'); // the server's first flight: the handshake is under way
+    expect((await listener.info()).handshaking).toBe(1);
+    raw.destroy();
+
+    const event = await failed;
+    expect(event.kind).toBe('error');
+    const info = await listener.info();
+    expect(info.handshaking).toBe(0);
+    expect(info.active).toBe(0);
+    expect(info.handshakeFailures).toEqual({ timeout: 0, error: 1 });
+    // maxHandshakes is 1: a leaked slot would leave this client waiting.
+    const c = await tlsClient(port);
+    expect(await c.request('slot is free')).toBe('slot is free');
+  });
+
+  it('refuses TLS 1.1 (minimum TLSv1.2), which the same client negotiates with a server that allows it', async (ctx) => {
+    const c = await testCerts();
+    // OpenSSL 3 refuses TLS < 1.2 at the default security level on both ends, so the old client
+    // lowers its own level; a plain Node server allowing TLS 1.1 proves the client really speaks it.
+    const old: tls.ConnectionOptions = { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0' };
+    const control = tls.createServer({ key: c.key, cert: c.cert, minVersion: 'TLSv1', ciphers: 'DEFAULT:@SECLEVEL=0' }, (s) => s.end());
+    servers.push(control);
+    await new Promise<void>((resolve) => control.listen(0, '127.0.0.1', resolve));
+    let controlProtocol: string | null = null;
+    try {
+      const s = track(await connectTls((control.address() as net.AddressInfo).port, old));
+      controlProtocol = s.getProtocol();
+      s.destroy();
+    } catch (err) {
+      ctx.skip(`this OpenSSL cannot negotiate TLS 1.1 even at @SECLEVEL=0 (${(err as Error).message}): no old client to refuse`);
+    }
+    expect(controlProtocol).toBe('TLSv1.1');
+
+    const { listener, port, seen } = await startTls();
+    const failed = nextHandshakeError(listener);
+    const s = track(tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ...old }));
+    const clientError = once<Error>(s, 'error');
+    const outcome = await new Promise<string>((resolve) => {
+      s.once('secureConnect', () => resolve(`connected with ${s.getProtocol()}`));
+      s.once('close', () => resolve('closed'));
+    });
+    expect(outcome).toBe('closed');
+    expect(await clientError).toBeInstanceOf(Error);
+    const event = await failed;
+    expect(event.kind).toBe('error');
+    expect((await listener.info()).handshakeFailures).toEqual({ timeout: 0, error: 1 });
+
+    // TLS 1.2 is still accepted.
+    const ok = await tlsClient(port, { maxVersion: 'TLSv1.2' });
+    expect(await ok.request('v1.2')).toBe('v1.2');
+    expect(seen.map((t) => t.protocol)).toEqual(['TLSv1.2']);
+  });
+});
+
+// ---- what a connection learns from its handshake ----------------------------------------------------
+
+describe('connection TLS details', () => {
+  it('protocol, SNI servername, ALPN, and session resumption with a TLS 1.3 ticket', async () => {
+    const { port, seen } = await startTls({ ALPNProtocols: ['h2', 'corral'] });
+
+    const first = track(tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, servername: 'localhost', ALPNProtocols: ['corral'] }));
+    const ticket = once<Buffer>(first, 'session');
+    await once(first, 'secureConnect');
+    const c1 = new LineClient(first);
+    expect(await c1.request('first')).toBe('first');
+    const session = await ticket;
+    c1.end();
+    await c1.closed;
+
+    expect(seen[0]).toMatchObject({
+      protocol: 'TLSv1.3',
+      servername: 'localhost',
+      alpnProtocol: 'corral',
+      resumed: false,
+      authorized: false,
+      peerCertificate: null,
+    });
+    expect(seen[0]!.cipher).toEqual(expect.any(String));
+
+    const second = await tlsClient(port, { servername: 'localhost', ALPNProtocols: ['corral'], session });
+    expect(await second.request('second')).toBe('second');
+    expect((second.stream as tls.TLSSocket).isSessionReused()).toBe(true);
+    expect(seen[1]).toMatchObject({ protocol: 'TLSv1.3', servername: 'localhost', resumed: true });
+
+    // No SNI (an IP address) and no ALPN: both null.
+    const plain = await tlsClient(port);
+    expect(await plain.request('third')).toBe('third');
+    expect(seen[2]).toMatchObject({ protocol: 'TLSv1.3', servername: null, alpnProtocol: null, resumed: false });
+  });
+
+  it('SNI: a client asking for other.test gets that certificate, other names the default', async () => {
+    const c = await testCerts();
+    const other = await otherCert();
+    const { port, seen } = await startTls({ sni: { 'other.test': { key: other.key, cert: other.cert } } });
+
+    const a = await tlsClient(port, { servername: 'other.test' });
+    expect(peerFingerprint(a)).toBe(fingerprint(other.cert));
+    const b = await tlsClient(port, { servername: 'localhost' });
+    expect(peerFingerprint(b)).toBe(fingerprint(c.cert));
+    const d = await tlsClient(port);
+    expect(peerFingerprint(d)).toBe(fingerprint(c.cert));
+    // A verifying client trusts the other.test certificate for that name.
+    const strict = await tlsClient(port, { servername: 'other.test', ca: [other.cert], rejectUnauthorized: true });
+    expect(await strict.request('verified')).toBe('verified');
+    expect(seen.map((t) => t.servername)).toEqual(['other.test', 'localhost', null, 'other.test']);
+  });
+
+  it('update() serves new certificates to new connections; open connections keep theirs', async () => {
+    const c = await testCerts();
+    const other = await otherCert();
+    const transport = new TlsTransport({ host: '127.0.0.1', port: 0, key: c.key, cert: c.cert });
+    const listener = await startListener({
+      name: uniqueName('tls-update'),
+      transport,
+      framing: 'line',
+      protocol: {
+        onFrame(frame: Buffer, conn: Connection) {
+          conn.sendFrame(frame);
+        },
+      },
+    });
+    listeners.push(listener);
+
+    const before = await tlsClient(listener.port!);
+    expect(peerFingerprint(before)).toBe(fingerprint(c.cert));
+    transport.update({ key: other.key, cert: other.cert });
+    const after = await tlsClient(listener.port!);
+    expect(peerFingerprint(after)).toBe(fingerprint(other.cert));
+    expect(await after.request('new cert')).toBe('new cert');
+    expect(await before.request('old cert')).toBe('old cert');
+    expect(peerFingerprint(before)).toBe(fingerprint(c.cert));
+  });
+});
+
+// ---- mutual TLS -------------------------------------------------------------------------------------
+
+describe('mutual TLS', () => {
+  it('requestCert with ca: a client certificate signed by the CA is accepted, a client without one is refused', async () => {
+    const c = await testCerts();
+    const { listener, port, seen } = await startTls({ requestCert: true, ca: [c.cert] });
+
+    const device = await tlsClient(port, { key: c.clientKey, cert: c.clientCert });
+    expect(await device.request('device')).toBe('device');
+    expect(seen[0]).toMatchObject({ authorized: true, authorizationError: null });
+    expect((seen[0]!.peerCertificate as { subject?: { CN?: string } }).subject?.CN).toBe('device-1');
+
+    const failed = nextHandshakeError(listener);
+    // TLS 1.3: the client may see secureConnect before the server's alert, so wait for the close.
+    const anonymous = track(tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }));
+    const a = new LineClient(anonymous);
+    a.send('let me in');
+    await a.closed;
+    await expect(a.line()).rejects.toThrow('connection closed');
+    expect((await failed).kind).toBe('error');
+    const info = await listener.info();
+    expect(info.handshakeFailures).toEqual({ timeout: 0, error: 1 });
+    expect(info.opened).toBe(1);
+    expect(seen).toHaveLength(1);
+  });
+
+  it('with rejectUnauthorized false, unverified clients are accepted and told apart by authorized/authorizationError', async () => {
+    const c = await testCerts();
+    const other = await otherCert();
+    const { port, seen } = await startTls({ requestCert: true, rejectUnauthorized: false, ca: [c.cert] });
+
+    const anonymous = await tlsClient(port);
+    expect(await anonymous.request('anonymous')).toBe('anonymous');
+    const stranger = await tlsClient(port, { key: other.key, cert: other.cert });
+    expect(await stranger.request('stranger')).toBe('stranger');
+    const device = await tlsClient(port, { key: c.clientKey, cert: c.clientCert });
+    expect(await device.request('device')).toBe('device');
+
+    expect(seen[0]).toMatchObject({ authorized: false, peerCertificate: null });
+    expect(seen[0]!.authorizationError).toEqual(expect.any(String));
+    expect(seen[1]).toMatchObject({ authorized: false });
+    expect(seen[1]!.authorizationError).toEqual(expect.any(String));
+    expect((seen[1]!.peerCertificate as { subject?: { CN?: string } }).subject?.CN).toBe('other.test');
+    expect(seen[2]).toMatchObject({ authorized: true, authorizationError: null });
+  });
+});
+
+// ---- a real external client --------------------------------------------------------------------------
+
+const hasOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+
+describe('openssl s_client', () => {
+  it.skipIf(!hasOpenssl)('gets its line echoed', async () => {
+    const { port, seen } = await startTls();
+    const child = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-quiet'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: 10_000,
+    });
+    children.push(child);
+    let out = '';
+    let err = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => {
+      err += d;
+    });
+    const echoed = new Promise<void>((resolve, reject) => {
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (d: string) => {
+        out += d;
+        if (out.includes('hello from openssl\n')) resolve();
+      });
+      child.on('exit', (code, signal) => reject(new Error(`openssl exited (${code ?? signal}) before the echo; stdout=${out} stderr=${err}`)));
+      child.on('error', reject);
+    });
+    child.stdin.write('hello from openssl\n');
+    await echoed;
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.protocol).toMatch(/^TLSv1\.[23]$/);
+  });
+});
