@@ -1,0 +1,933 @@
+/**
+ * The RabbitMQ broker: {@link Broker} over AMQP 0-9-1 with amqplib.
+ *
+ * Lifecycle of the link to RabbitMQ (one "link" = the pair of connections below):
+ *
+ * 1. Open two connections: a **publisher** (one confirm channel: uplink, presence, commands,
+ *    takeovers, redeliveries) and a **consumer** (an admin channel for declares and binds, and an
+ *    inbox channel consuming this node's queue and this process's control queue). RabbitMQ blocks
+ *    only connections that publish, so a memory or disk alarm never stalls downlink acks or binds.
+ * 2. Declare the topology (idempotent, see topology.ts); from here on publishes flow again.
+ * 3. Unbind devices detached while the link was down, bind every attached device again.
+ * 4. Consume the node queue (manual ack, `prefetch`) and a fresh control queue (no ack).
+ * 5. State `connected` (or `blocked`). If either connection or any channel closes, everything
+ *    published and not yet confirmed goes back to the front of the outbox, both connections are
+ *    closed, and the link is opened again from step 1 after an exponential backoff with jitter.
+ *
+ * Uplink guarantees: a publish resolves `ok` only after RabbitMQ confirmed it and did not return
+ * it; until then it is kept and republished on every new link (at-least-once, so the back end may
+ * see duplicates — they carry the same `publish-id` header). While the broker is unreachable or
+ * blocks this publisher, publishes wait in the outbox.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { connect, IllegalOperationError } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options } from 'amqplib';
+import { pino, type Logger } from 'pino';
+import type { Broker, BrokerEvents, BrokerState, Command, PresenceEvent, PublishResult, Takeover, UplinkMessage } from './broker.js';
+import { NODE_QUEUE_MESSAGE_TTL_MS, topology, type Topology } from './topology.js';
+
+/** Options of {@link AmqpBroker}. */
+export interface AmqpBrokerOptions {
+  /** `amqp://` or `amqps://` URL of RabbitMQ. */
+  readonly url: string;
+  /** This gateway node's id: names its downlink queue and goes into the `node-id` header. */
+  readonly nodeId: string;
+  /** Prefix of every exchange and queue name (default `devices`). */
+  readonly prefix?: string;
+  /** Where connection events go (default: nowhere). */
+  readonly logger?: Logger;
+  /** Unacknowledged commands RabbitMQ may hand this node at once. Default 1000. */
+  readonly prefetch?: number;
+  /**
+   * This process's slot on its node: names its downlink queue `<p>.down.node.<node>.<slot>`.
+   * `'0'` for a single process (the default), the worker index with `--workers`. A restarted
+   * process takes over the queue of its slot.
+   */
+  readonly slot?: string;
+  /** Reconnect backoff: first delay and cap, in ms (defaults 100 and 10000), with jitter. */
+  readonly reconnect?: { readonly initialDelay?: number; readonly maxDelay?: number };
+  /** How long `stop()` waits for outstanding confirms, in ms. Default 5000. */
+  readonly stopTimeout?: number;
+}
+
+/**
+ * Header carrying a per-publish id, unique across processes. It is how a returned (unroutable)
+ * message is matched to its publish; republished copies keep it, so the back end can drop the
+ * duplicates at-least-once delivery produces.
+ */
+export const PUBLISH_ID_HEADER = 'publish-id';
+
+/**
+ * Header set on commands by `publishCommand` and `redeliver`: when the command was published (ms
+ * since the epoch). A command's `expiresAt` is `published-at + expiration`; without the header
+ * (a command published by someone else) it is counted from when this node received it.
+ */
+export const PUBLISHED_AT_HEADER = 'published-at';
+
+type Outcome = 'ok' | 'unroutable' | 'rejected' | 'shutting_down';
+
+/** A publish that RabbitMQ has not confirmed yet (queued, or sent and unconfirmed). */
+interface Outgoing {
+  readonly publishId: string;
+  readonly exchange: string;
+  readonly routingKey: string;
+  readonly content: Buffer;
+  readonly options: Options.Publish;
+  /** RabbitMQ returned it (mandatory, no queue took it); its confirm follows. */
+  returned: boolean;
+  /** Bumped on every send, so confirms of an earlier send are ignored. */
+  attempt: number;
+  readonly settle: (outcome: Outcome) => void;
+}
+
+interface Attachment {
+  refs: number;
+  bound: Promise<void>;
+}
+
+const OK: PublishResult = Object.freeze({ ok: true });
+const REFUSED = {
+  unroutable: Object.freeze({ ok: false, reason: 'unroutable' }),
+  rejected: Object.freeze({ ok: false, reason: 'rejected' }),
+  shutting_down: Object.freeze({ ok: false, reason: 'shutting_down' }),
+} as const satisfies Record<Exclude<Outcome, 'ok'>, PublishResult>;
+
+/** Binds and unbinds issued to RabbitMQ at once while restoring a link. */
+const RESTORE_BATCH = 1000;
+/** How long closing a connection may take before its socket is destroyed. */
+const CLOSE_TIMEOUT_MS = 2000;
+/** Control queues opened by this process (they are exclusive, so each link gets a fresh one). */
+let controlQueueCount = 0;
+
+/** RabbitMQ as the gateway's broker. See the module comment for the link lifecycle. */
+export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
+  readonly mode = 'amqp' as const;
+  readonly nodeId: string;
+  readonly topology: Topology;
+
+  private readonly url: string;
+  private readonly log: Logger;
+  private readonly prefetch: number;
+  private readonly initialDelay: number;
+  private readonly maxDelay: number;
+  private readonly stopTimeout: number;
+  private readonly nodeQueue: string;
+  private readonly instance = randomUUID();
+  private publishCount = 0;
+
+  private currentState: BrokerState = 'closed';
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+  private stopped = false;
+  /** The link publishes go through (set once its topology is declared). */
+  private link: Link | undefined;
+  /** A link being opened. */
+  private opening: { link: Link; done: Promise<unknown> } | undefined;
+  /** Every link not closed yet (the current one, one being opened, lost ones still closing). */
+  private readonly links = new Set<Link>();
+  private supervisor: Promise<void> | undefined;
+  private backoff: { timer: NodeJS.Timeout; wake: () => void } | undefined;
+
+  /** Publishes waiting to be sent, in order. */
+  private outbox: Outgoing[] = [];
+  /** Publishes sent on the current link and not confirmed yet, in order of sending. */
+  private readonly inflight = new Map<string, Outgoing>();
+  private readonly idleWaiters = new Set<() => void>();
+
+  private readonly attached = new Map<string, Attachment>();
+  private readonly strayUnbinding = new Set<string>();
+  /** Devices detached while no link was ready: unbound when the next one is. */
+  private readonly unbindLater = new Set<string>();
+  private readyWaiters: { resolve: (link: Link) => void; reject: (err: Error) => void }[] = [];
+
+  constructor(options: AmqpBrokerOptions) {
+    super();
+    this.url = options.url;
+    this.nodeId = options.nodeId;
+    this.topology = topology(options.prefix);
+    this.nodeQueue = this.topology.nodeQueue(options.nodeId, options.slot ?? '0');
+    this.log = (options.logger ?? pino({ enabled: false })).child({ broker: 'amqp', node: options.nodeId });
+    this.prefetch = options.prefetch ?? 1000;
+    this.initialDelay = options.reconnect?.initialDelay ?? 100;
+    this.maxDelay = options.reconnect?.maxDelay ?? 10_000;
+    this.stopTimeout = options.stopTimeout ?? 5000;
+  }
+
+  get state(): BrokerState {
+    return this.currentState;
+  }
+
+  /** Open the first link. Rejects (and the broker is `closed`) if it cannot be opened. */
+  start(): Promise<void> {
+    if (this.stopped) return Promise.reject(new Error('the broker was stopped'));
+    this.starting ??= (async () => {
+      this.setState('connecting');
+      let link: Link;
+      try {
+        link = await this.attempt();
+      } catch (err) {
+        this.stopped = true;
+        this.failReadyWaiters();
+        this.setState('closed');
+        throw err;
+      }
+      this.supervisor = this.supervise(link);
+    })();
+    return this.starting;
+  }
+
+  publishUplink(message: UplinkMessage): Promise<PublishResult> {
+    if (this.stopped) return Promise.resolve(REFUSED.shutting_down);
+    const publishId = this.nextPublishId();
+    const outcome = this.enqueue(publishId, this.topology.up, `${message.device}.${message.topic}`, json(message.body), {
+      persistent: true,
+      mandatory: true,
+      contentType: 'application/json',
+      messageId: message.id,
+      timestamp: Math.floor(Date.now() / 1000),
+      headers: {
+        'device-id': message.device,
+        'message-id': message.id,
+        'node-id': this.nodeId,
+        [PUBLISH_ID_HEADER]: publishId,
+      },
+    });
+    return outcome.then((o) => (o === 'ok' ? OK : REFUSED[o]));
+  }
+
+  async publishPresence(event: PresenceEvent): Promise<void> {
+    if (this.stopped) return;
+    // Presence is best effort: during an outage it is dropped, not queued (every hello and close
+    // would otherwise add an entry that waits for RabbitMQ, without bound).
+    if (!this.available) {
+      this.log.debug({ device: event.device, event: event.event }, 'presence event dropped: RabbitMQ unavailable');
+      return;
+    }
+    const outcome = await this.enqueue(this.nextPublishId(), this.topology.events, `${event.device}.${event.event}`, json(event), {
+      persistent: true,
+      contentType: 'application/json',
+      headers: { 'device-id': event.device, 'node-id': this.nodeId },
+    });
+    if (outcome !== 'ok') this.log.warn({ device: event.device, event: event.event, outcome }, 'presence event not published');
+  }
+
+  /** Connected to RabbitMQ and not blocked: control-plane publishes can complete now. */
+  private get available(): boolean {
+    return this.link?.ready === true && !this.link.blocked;
+  }
+
+  async publishCommand(device: string, body: unknown, options: { id?: string; expirationMs?: number } = {}): Promise<{ id: string }> {
+    const id = options.id ?? randomUUID();
+    if (this.stopped) throw new Error('the broker is shutting down');
+    if (!this.available) throw new Error(`RabbitMQ is unavailable: command for ${device} not published`);
+    const now = Date.now();
+    const publish: Options.Publish = {
+      persistent: true,
+      contentType: 'application/json',
+      messageId: id,
+      timestamp: Math.floor(now / 1000),
+      headers: { [PUBLISHED_AT_HEADER]: now },
+    };
+    if (options.expirationMs !== undefined) publish.expiration = String(Math.max(0, Math.round(options.expirationMs)));
+    const outcome = await this.enqueue(this.nextPublishId(), this.topology.down, device, json(body), publish);
+    if (outcome !== 'ok') throw new Error(`command ${id} for ${device} was not published (${outcome})`);
+    return { id };
+  }
+
+  async announceTakeover(takeover: Takeover): Promise<void> {
+    if (this.stopped) throw new Error('the broker is shutting down');
+    // Fail at once during an outage: the hello answers `overloaded` and the device retries later,
+    // instead of each retry leaving an announcement (and its session) queued without bound.
+    if (!this.available) throw new Error(`RabbitMQ is unavailable: takeover of ${takeover.device} not announced`);
+    const outcome = await this.enqueue(this.nextPublishId(), this.topology.control, '', json(takeover), {
+      contentType: 'application/json',
+    });
+    if (outcome !== 'ok') throw new Error(`takeover of ${takeover.device} was not announced (${outcome})`);
+  }
+
+  /**
+   * Bind the device's routing key to this node's queue. Counted: each call needs its own
+   * `detachDevice`. Resolves once RabbitMQ confirmed the binding (on the next link if there is
+   * none now); rejects only if the broker stops first.
+   */
+  attachDevice(device: string): Promise<void> {
+    if (this.stopped) return Promise.reject(new Error('the broker is shutting down'));
+    const existing = this.attached.get(device);
+    if (existing) {
+      existing.refs += 1;
+      return existing.bound;
+    }
+    const attachment: Attachment = { refs: 1, bound: Promise.resolve() };
+    this.attached.set(device, attachment);
+    this.unbindLater.delete(device);
+    attachment.bound = this.bind(device, attachment);
+    return attachment.bound;
+  }
+
+  /** Drop one attachment; when none is left, unbind (now, or once a link is ready again). */
+  async detachDevice(device: string): Promise<void> {
+    const attachment = this.attached.get(device);
+    if (!attachment) return;
+    attachment.refs -= 1;
+    if (attachment.refs > 0) return;
+    this.attached.delete(device);
+    const link = this.link;
+    if (this.stopped) return;
+    if (!link?.ready) {
+      this.unbindLater.add(device);
+      return;
+    }
+    try {
+      await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
+    } catch (err) {
+      if (!this.attached.has(device)) this.unbindLater.add(device);
+      link.fail(asError(err));
+    }
+  }
+
+  /**
+   * Cancel the consumers, wait up to `stopTimeout` for everything queued to be confirmed, settle
+   * what is left as `shutting_down`, close both connections (their sockets closed too).
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.stopped = true;
+      if (this.backoff) {
+        clearTimeout(this.backoff.timer);
+        this.backoff.wake();
+      }
+      if (this.opening) {
+        this.opening.link.fail(new Error('the broker is stopping'));
+        await this.opening?.done.catch(() => undefined);
+      }
+      await this.starting?.catch(() => undefined);
+      const link = this.link;
+      if (link && !link.lost) {
+        await Promise.allSettled(link.consumerTags.map((tag) => link.inbox.cancel(tag)));
+        await this.idle(this.stopTimeout);
+      }
+      this.failReadyWaiters();
+      const left = [...this.inflight.values(), ...this.outbox];
+      this.inflight.clear();
+      this.outbox = [];
+      for (const out of left) out.settle('shutting_down');
+      link?.fail(new Error('the broker stopped'));
+      await this.supervisor;
+      await Promise.all([...this.links].map((l) => l.close()));
+      this.setState('closed');
+    })();
+    return this.stopping;
+  }
+
+  // --- the link --------------------------------------------------------------------------------
+
+  /** After the first link: wait for it to be lost, back off, open another; until stopped. */
+  private async supervise(first: Link): Promise<void> {
+    let link: Link | undefined = first;
+    let failures = 0;
+    while (!this.stopped) {
+      if (link) {
+        const reason = await link.gone;
+        link = undefined;
+        failures = 0;
+        if (this.stopped) break;
+        this.log.warn({ err: reason }, 'lost the connection to RabbitMQ; reconnecting');
+        this.setState('reconnecting');
+      }
+      const base = Math.min(this.maxDelay, this.initialDelay * 2 ** failures);
+      await this.sleep(base / 2 + (Math.random() * base) / 2);
+      if (this.stopped) break;
+      try {
+        link = await this.attempt();
+        this.log.info({ failures }, 'reconnected to RabbitMQ');
+      } catch (err) {
+        failures += 1;
+        this.log.warn({ err, failures }, 'reconnect to RabbitMQ failed');
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        this.backoff = undefined;
+        resolve();
+      };
+      this.backoff = { timer: setTimeout(wake, ms), wake };
+    });
+  }
+
+  /** Open a link and bring it to ready (lifecycle steps 1–5). On failure the link is closed. */
+  private attempt(): Promise<Link> {
+    const link = new Link(this.url, this.nodeId, this.log, {
+      lost: (l) => this.onLinkLost(l),
+      flow: (l) => this.onFlow(l),
+    });
+    this.links.add(link);
+    const done = (async () => {
+      try {
+        await link.open();
+        this.watchPublisher(link);
+        await this.declareTopology(link.admin);
+        link.check(this.stopped);
+        this.link = link;
+        this.pump();
+        await this.restoreBindings(link);
+        await this.startConsumers(link);
+        while (this.unbindLater.size > 0) await this.forEachBatch([...this.unbindLater], (d) => this.unbindStale(link, d));
+        link.check(this.stopped);
+        link.ready = true;
+        this.setState(link.blocked ? 'blocked' : 'connected');
+        const waiters = this.readyWaiters;
+        this.readyWaiters = [];
+        for (const w of waiters) w.resolve(link);
+        return link;
+      } catch (err) {
+        link.fail(asError(err));
+        await link.close();
+        throw err;
+      }
+    })();
+    this.opening = { link, done };
+    void done.then(
+      () => this.clearOpening(link),
+      () => this.clearOpening(link),
+    );
+    return done;
+  }
+
+  private clearOpening(link: Link): void {
+    if (this.opening?.link === link) this.opening = undefined;
+  }
+
+  /** Either connection or a channel of `link` closed: stop using it, requeue what it had in flight. */
+  private onLinkLost(link: Link): void {
+    void link.close().then(() => this.links.delete(link));
+    if (this.link !== link) return;
+    this.link = undefined;
+    if (this.inflight.size > 0) {
+      this.outbox = [...this.inflight.values(), ...this.outbox];
+      this.inflight.clear();
+    }
+    this.wakeIdle();
+  }
+
+  /** RabbitMQ blocked or unblocked the publisher connection of `link`. */
+  private onFlow(link: Link): void {
+    if (this.link !== link) return;
+    // A link not ready yet looks at `blocked` when it becomes ready.
+    if (link.ready) this.setState(link.blocked ? 'blocked' : 'connected');
+    this.pump();
+  }
+
+  private watchPublisher(link: Link): void {
+    link.confirm.on('return', (message: Message) => {
+      const id: unknown = message.properties.headers?.[PUBLISH_ID_HEADER];
+      const out = typeof id === 'string' ? this.inflight.get(id) : undefined;
+      if (out) out.returned = true;
+    });
+    link.confirm.on('drain', () => {
+      link.writable = true;
+      this.pump();
+    });
+  }
+
+  private async declareTopology(ch: Channel): Promise<void> {
+    const t = this.topology;
+    await ch.assertExchange(t.up, 'topic', { durable: true });
+    await ch.assertExchange(t.downUnrouted, 'fanout', { durable: true });
+    await ch.assertExchange(t.down, 'direct', { durable: true, alternateExchange: t.downUnrouted });
+    await ch.assertExchange(t.events, 'topic', { durable: true });
+    await ch.assertExchange(t.control, 'fanout', { durable: true });
+    await ch.assertQueue(t.downOffline, { durable: true });
+    await ch.bindQueue(t.downOffline, t.downUnrouted, '');
+    await ch.assertQueue(this.nodeQueue, {
+      durable: true,
+      arguments: {
+        'x-message-ttl': NODE_QUEUE_MESSAGE_TTL_MS,
+        'x-dead-letter-exchange': t.downUnrouted,
+      },
+    });
+  }
+
+  private async restoreBindings(link: Link): Promise<void> {
+    await this.forEachBatch([...this.unbindLater], (d) => this.unbindStale(link, d));
+    await this.forEachBatch([...this.attached.keys()], (d) => link.binder(d).bindQueue(this.nodeQueue, this.topology.down, d));
+  }
+
+  /** Unbind a device left bound to this slot's queue by an earlier process (once per device at a time). */
+  private async unbindStray(link: Link, device: string): Promise<void> {
+    if (this.strayUnbinding.has(device)) return;
+    this.strayUnbinding.add(device);
+    try {
+      await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
+    } catch (err) {
+      this.log.warn({ err, device }, 'could not remove a stray binding');
+    } finally {
+      this.strayUnbinding.delete(device);
+    }
+  }
+
+  private async unbindStale(link: Link, device: string): Promise<void> {
+    await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
+    if (!this.attached.has(device)) this.unbindLater.delete(device);
+  }
+
+  private async forEachBatch(devices: string[], op: (device: string) => Promise<unknown>): Promise<void> {
+    for (let i = 0; i < devices.length; i += RESTORE_BATCH) {
+      await Promise.all(devices.slice(i, i + RESTORE_BATCH).map(op));
+    }
+  }
+
+  private async startConsumers(link: Link): Promise<void> {
+    await link.inbox.prefetch(this.prefetch);
+    const commands = await link.inbox.consume(this.nodeQueue, (m) => this.onCommand(link, m), { noAck: false });
+    link.consumerTags.push(commands.consumerTag);
+    controlQueueCount += 1;
+    const control = `${this.topology.control}.${this.nodeId}.${process.pid}.${controlQueueCount}`;
+    await link.admin.assertQueue(control, { exclusive: true, autoDelete: true, durable: false });
+    await link.admin.bindQueue(control, this.topology.control, '');
+    const takeovers = await link.inbox.consume(control, (m) => this.onControl(link, m), { noAck: true });
+    link.consumerTags.push(takeovers.consumerTag);
+  }
+
+  /** Resolves with the ready link (now or once there is one); rejects once the broker stops. */
+  private whenReady(): Promise<Link> {
+    if (this.stopped) return Promise.reject(new Error('the broker is shutting down'));
+    if (this.link?.ready) return Promise.resolve(this.link);
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  private failReadyWaiters(): void {
+    const waiters = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const w of waiters) w.reject(new Error('the broker is shutting down'));
+  }
+
+  private async bind(device: string, attachment: Attachment): Promise<void> {
+    for (;;) {
+      const link = await this.whenReady();
+      if (this.attached.get(device) !== attachment) return;
+      try {
+        await link.binder(device).bindQueue(this.nodeQueue, this.topology.down, device);
+        return;
+      } catch (err) {
+        // A channel error closes the link too; the next link binds every attached device.
+        link.fail(asError(err));
+      }
+    }
+  }
+
+  // --- publishing ------------------------------------------------------------------------------
+
+  private nextPublishId(): string {
+    this.publishCount += 1;
+    return `${this.instance}.${this.publishCount}`;
+  }
+
+  private enqueue(publishId: string, exchange: string, routingKey: string, content: Buffer | undefined, options: Options.Publish): Promise<Outcome> {
+    if (content === undefined) return Promise.resolve('rejected');
+    if (this.stopped) return Promise.resolve('shutting_down');
+    return new Promise<Outcome>((settle) => {
+      this.outbox.push({ publishId, exchange, routingKey, content, options, returned: false, attempt: 0, settle });
+      this.pump();
+    });
+  }
+
+  /** Send queued publishes while there is a link, it is not blocked and its socket takes more. */
+  private pump(): void {
+    const link = this.link;
+    if (!link || link.lost || link.blocked) return;
+    while (this.outbox.length > 0 && link.writable && this.link === link) {
+      const out = this.outbox.shift() as Outgoing;
+      this.send(link, out);
+    }
+  }
+
+  private send(link: Link, out: Outgoing): void {
+    out.returned = false;
+    out.attempt += 1;
+    const attempt = out.attempt;
+    this.inflight.set(out.publishId, out);
+    try {
+      const writable = link.confirm.publish(out.exchange, out.routingKey, out.content, out.options, (err: unknown) =>
+        this.onConfirm(out, attempt, err),
+      );
+      if (!writable) link.writable = false;
+    } catch (err) {
+      this.inflight.delete(out.publishId);
+      if (link.lost || err instanceof IllegalOperationError) {
+        // The channel is closing: keep the message for the next link.
+        this.outbox.unshift(out);
+        link.fail(asError(err));
+      } else {
+        // The message itself cannot be encoded (e.g. a header table over 64 KiB).
+        this.log.warn({ err, exchange: out.exchange, routingKey: out.routingKey }, 'publish refused by the client library');
+        out.settle('rejected');
+        this.wakeIdle();
+      }
+    }
+  }
+
+  private onConfirm(out: Outgoing, attempt: number, err: unknown): void {
+    if (out.attempt !== attempt || this.inflight.get(out.publishId) !== out) return;
+    // amqplib reports a nack as "message nacked"; any other error means the channel closed, and
+    // the message stays in flight until the lost link hands it back to the outbox.
+    if (err && !(err instanceof Error && err.message === 'message nacked')) return;
+    this.inflight.delete(out.publishId);
+    out.settle(err ? 'rejected' : out.returned ? 'unroutable' : 'ok');
+    this.wakeIdle();
+  }
+
+  /** Resolves once nothing is queued or in flight, the link is gone, or `ms` passed. */
+  private idle(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if ((this.outbox.length === 0 && this.inflight.size === 0) || !this.link) done();
+      };
+      const done = (): void => {
+        clearTimeout(timer);
+        this.idleWaiters.delete(check);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.idleWaiters.add(check);
+      check();
+    });
+  }
+
+  private wakeIdle(): void {
+    for (const check of [...this.idleWaiters]) check();
+  }
+
+  // --- consuming -------------------------------------------------------------------------------
+
+  private onCommand(link: Link, message: ConsumeMessage | null): void {
+    if (message === null) {
+      link.fail(new Error(`RabbitMQ cancelled the consumer of ${this.nodeQueue}`));
+      return;
+    }
+    const device = message.fields.routingKey;
+    // A command for a device this process does not hold came through a binding an earlier process
+    // in this slot left behind (it crashed before unbinding). Remove that binding, then send the
+    // command on to wherever the device is now: otherwise it would come straight back here.
+    if (!this.attached.has(device)) {
+      void this.unbindStray(link, device).finally(() => void this.republish(link, message, commandExpiry(message, Date.now())));
+      return;
+    }
+    const receivedAt = Date.now();
+    const expiresAt = commandExpiry(message, receivedAt);
+    let settled = false;
+    const settle = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      return true;
+    };
+    const text = message.content.toString('utf8');
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // Not JSON: the command is delivered as the string.
+    }
+    const command: Command = {
+      id: typeof message.properties.messageId === 'string' ? message.properties.messageId : randomUUID(),
+      device,
+      body,
+      expiresAt,
+      ack: () => {
+        if (settle()) this.ackDelivery(link, message);
+      },
+      redeliver: () => {
+        if (settle()) void this.republish(link, message, expiresAt);
+      },
+      drop: () => {
+        if (settle()) this.ackDelivery(link, message);
+      },
+    };
+    this.emitSafely('command', command);
+  }
+
+  /**
+   * Publish a delivered command again to `<p>.down` (same routing key and properties, its
+   * remaining time as `expiration`), and settle the delivery once that publish is confirmed. If
+   * the link goes first, RabbitMQ puts the delivery back in the queue: a duplicate, never a loss.
+   */
+  private async republish(link: Link, message: ConsumeMessage, expiresAt: number | undefined): Promise<void> {
+    const now = Date.now();
+    if (expiresAt !== undefined && expiresAt <= now) {
+      this.ackDelivery(link, message);
+      return;
+    }
+    const p = message.properties;
+    const options: Options.Publish = {
+      deliveryMode: p.deliveryMode,
+      contentType: p.contentType,
+      contentEncoding: p.contentEncoding,
+      priority: p.priority,
+      correlationId: p.correlationId,
+      replyTo: p.replyTo,
+      messageId: p.messageId,
+      timestamp: p.timestamp,
+      type: p.type,
+      appId: p.appId,
+      headers: { ...p.headers, [PUBLISHED_AT_HEADER]: now },
+      expiration: expiresAt === undefined ? undefined : String(expiresAt - now),
+    };
+    for (const key of Object.keys(options) as (keyof Options.Publish)[]) if (options[key] === undefined) delete options[key];
+    const outcome = await this.enqueue(this.nextPublishId(), this.topology.down, message.fields.routingKey, message.content, options);
+    if (outcome === 'ok') this.ackDelivery(link, message);
+    else if (outcome === 'rejected' && !link.lost) {
+      // Dead-letter it instead: the node queue's dead-letter exchange is `<p>.down`.
+      try {
+        link.inbox.nack(message, false, false);
+      } catch {
+        // The channel is closing; the delivery goes back to the queue.
+      }
+    }
+  }
+
+  private ackDelivery(link: Link, message: ConsumeMessage): void {
+    // A delivery of a lost link was requeued by RabbitMQ; its tag means nothing on another channel.
+    if (link.lost) return;
+    try {
+      link.inbox.ack(message);
+    } catch {
+      // The channel is closing; RabbitMQ requeues the delivery.
+    }
+  }
+
+  private onControl(link: Link, message: ConsumeMessage | null): void {
+    if (message === null) {
+      link.fail(new Error('RabbitMQ cancelled the control queue consumer'));
+      return;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(message.content.toString('utf8'));
+    } catch {
+      value = undefined;
+    }
+    if (!isTakeover(value)) {
+      this.log.warn('ignored a malformed control message');
+      return;
+    }
+    this.emitSafely('takeover', { device: value.device, node: value.node, session: value.session, at: value.at });
+  }
+
+  private emitSafely<K extends keyof BrokerEvents>(event: K, ...args: BrokerEvents[K]): void {
+    try {
+      (this.emit as (event: K, ...args: BrokerEvents[K]) => boolean)(event, ...args);
+    } catch (err) {
+      this.log.error({ err, event }, 'a broker event listener threw');
+    }
+  }
+
+  private setState(state: BrokerState): void {
+    if (this.currentState === state) return;
+    this.currentState = state;
+    this.emitSafely('state', state);
+  }
+}
+
+/**
+ * One pair of connections (publisher and consumer) and their channels. Lost as a whole: when
+ * either connection or any channel closes, `gone` resolves and both connections are closed.
+ */
+/** Channels used in parallel for device binds and unbinds. */
+const BINDER_CHANNELS = 16;
+
+class Link {
+  publisher!: ChannelModel;
+  consumer!: ChannelModel;
+  confirm!: ConfirmChannel;
+  admin!: Channel;
+  inbox!: Channel;
+  /**
+   * Channels for device binds and unbinds. amqplib runs one RPC at a time per channel, so one
+   * channel caps binds at one per round trip (a few hundred a second under load, which made
+   * hellos time out in a 10,000-device run); RabbitMQ reaches ~3,200/s with many in flight.
+   */
+  private binders: Channel[] = [];
+  /** Bindings restored and consumers running. */
+  ready = false;
+  /** RabbitMQ sent `connection.blocked` to the publisher. */
+  blocked = false;
+  /** The publisher's socket takes more (false from a `publish` returning false until `drain`). */
+  writable = true;
+  readonly consumerTags: string[] = [];
+  /** Resolves with the reason once the link is lost. */
+  readonly gone: Promise<Error>;
+  private lostReason: Error | undefined;
+  private resolveLost!: (err: Error) => void;
+  private readonly models: Connection[] = [];
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly url: string,
+    private readonly nodeId: string,
+    private readonly log: Logger,
+    private readonly hooks: { readonly lost: (link: Link) => void; readonly flow: (link: Link) => void },
+  ) {
+    this.gone = new Promise((resolve) => (this.resolveLost = resolve));
+  }
+
+  /** The link was lost (or is being closed). */
+  get lost(): boolean {
+    return this.lostReason !== undefined;
+  }
+
+  async open(): Promise<void> {
+    this.publisher = await this.connect('publisher');
+    this.consumer = await this.connect('consumer');
+    this.confirm = this.watch(await this.publisher.createConfirmChannel(), 'confirm');
+    this.admin = this.watch(await this.consumer.createChannel(), 'admin');
+    this.inbox = this.watch(await this.consumer.createChannel(), 'inbox');
+    for (let i = 0; i < BINDER_CHANNELS; i++) this.binders.push(this.watch(await this.consumer.createChannel(), 'binder'));
+  }
+
+  /**
+   * The binding channel of a device: always the same one, so a device's binds and unbinds run in
+   * the order they were asked (an unbind on one channel must not overtake a later bind on another).
+   */
+  binder(device: string): Channel {
+    let h = 0;
+    for (let i = 0; i < device.length; i++) h = (h * 31 + device.charCodeAt(i)) | 0;
+    return this.binders[(h >>> 0) % this.binders.length]!;
+  }
+
+  /** Throws if the link was lost (or the broker stopped) meanwhile. */
+  check(stopped: boolean): void {
+    if (this.lostReason) throw this.lostReason;
+    if (stopped) throw new Error('the broker is stopping');
+  }
+
+  /** Mark the link lost (once), tell the broker, close both connections. */
+  fail(reason: Error): void {
+    if (this.lostReason) return;
+    this.lostReason = reason;
+    this.ready = false;
+    this.hooks.lost(this);
+    this.resolveLost(reason);
+    void this.close();
+  }
+
+  /** Close both connections and wait for their sockets to close. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= Promise.all(this.models.map(closeConnection)).then(() => undefined);
+    return this.closing;
+  }
+
+  private async connect(role: 'publisher' | 'consumer'): Promise<ChannelModel> {
+    if (this.lostReason) throw this.lostReason;
+    const model = await connect(this.url, {
+      clientProperties: { connection_name: `corral-gateway ${this.nodeId} ${role}` },
+      timeout: 10_000,
+    });
+    const connection = watchConnection(model);
+    model.on('error', (err: Error) => this.log.warn({ err, role }, 'AMQP connection error'));
+    model.on('close', (err?: Error) => this.fail(err ?? new Error(`the ${role} connection closed`)));
+    if (role === 'publisher') {
+      model.on('blocked', (reason: string) => {
+        this.log.warn({ reason }, 'RabbitMQ blocked the publisher connection');
+        this.blocked = true;
+        this.hooks.flow(this);
+      });
+      model.on('unblocked', () => {
+        this.log.info('RabbitMQ unblocked the publisher connection');
+        this.blocked = false;
+        this.hooks.flow(this);
+      });
+    }
+    if (this.lostReason) {
+      await closeConnection(connection);
+      throw this.lostReason;
+    }
+    this.models.push(connection);
+    return model;
+  }
+
+  private watch<C extends Channel>(channel: C, name: string): C {
+    channel.on('error', (err: Error) => this.log.warn({ err, channel: name }, 'AMQP channel error'));
+    channel.on('close', () => this.fail(new Error(`the ${name} channel closed`)));
+    return channel;
+  }
+}
+
+/** An open connection, whether it has closed, and its socket. */
+interface Connection {
+  readonly model: ChannelModel;
+  /** Resolves once amqplib considers the connection closed (by us, the server or the network). */
+  readonly closed: Promise<void>;
+  readonly socket: Socket | undefined;
+}
+
+function watchConnection(model: ChannelModel): Connection {
+  // amqplib keeps the socket on its (untyped) connection object.
+  const socket = (model as unknown as { connection?: { stream?: Socket } }).connection?.stream;
+  const closed = new Promise<void>((resolve) => model.once('close', () => resolve()));
+  return { model, closed, socket };
+}
+
+/**
+ * Close a connection politely, bounded; then make sure its socket is gone. (amqplib's `close()`
+ * never settles when the socket dies while it waits for `close-ok`, hence the race with `close`.)
+ */
+async function closeConnection({ model, closed, socket }: Connection): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([model.close().catch(() => undefined), closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)))]);
+  clearTimeout(timer);
+  if (!socket || socket.closed) return;
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(() => socket.destroy(), CLOSE_TIMEOUT_MS);
+    socket.once('close', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    if (socket.closed) {
+      clearTimeout(t);
+      resolve();
+    }
+  });
+}
+
+/**
+ * When a delivered command expires: `published-at` header (or, without it, the time it was
+ * received) plus its TTL — the `expiration` property, or after dead-lettering (which removes
+ * `expiration`) the `original-expiration` of the newest `x-death` entry. `undefined` without a TTL.
+ */
+function commandExpiry(message: Message, receivedAt: number): number | undefined {
+  const headers = message.properties.headers ?? {};
+  let ttl = finite(message.properties.expiration);
+  if (ttl === undefined) {
+    const deaths: unknown = headers['x-death'];
+    if (Array.isArray(deaths) && deaths.length > 0) ttl = finite((deaths[0] as Record<string, unknown>)['original-expiration']);
+  }
+  if (ttl === undefined) return undefined;
+  return (finite(headers[PUBLISHED_AT_HEADER]) ?? receivedAt) + ttl;
+}
+
+function finite(value: unknown): number | undefined {
+  const n = typeof value === 'string' && value !== '' ? Number(value) : value;
+  return typeof n === 'number' && Number.isFinite(n) ? n : undefined;
+}
+
+function json(value: unknown): Buffer | undefined {
+  try {
+    return Buffer.from(JSON.stringify(value) ?? 'null');
+  } catch {
+    return undefined;
+  }
+}
+
+function isTakeover(value: unknown): value is Takeover {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return typeof v.device === 'string' && typeof v.node === 'string' && typeof v.session === 'string' && typeof v.at === 'number';
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

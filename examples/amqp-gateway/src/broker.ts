@@ -1,0 +1,95 @@
+/**
+ * What the gateway needs from a message broker. Two implementations: `AmqpBroker` (RabbitMQ over
+ * AMQP 0-9-1, with amqplib) and `MemoryBroker` (in-process, same routing, for running without a
+ * broker and for tests). The device sessions only ever talk to this interface.
+ */
+import type { EventEmitter } from 'node:events';
+
+/** An uplink message from a device, as published to `<prefix>.up`. */
+export interface UplinkMessage {
+  readonly device: string;
+  /** The device's message id (unique per device). */
+  readonly id: string;
+  readonly topic: string;
+  readonly body: unknown;
+}
+
+/** The outcome of an uplink publish. `ok` means a queue holds the message (confirmed and routed). */
+export type PublishResult = { readonly ok: true } | { readonly ok: false; readonly reason: 'unroutable' | 'rejected' | 'shutting_down' };
+
+/** A downlink command delivered to this node for one of its devices. */
+export interface Command {
+  /** The command's message id (AMQP `messageId`, or one the broker made up). */
+  readonly id: string;
+  readonly device: string;
+  readonly body: unknown;
+  /** When the command expires (ms since the epoch), from the AMQP `expiration`, if any. */
+  readonly expiresAt: number | undefined;
+  /** The device acknowledged it: acknowledge the delivery to the broker. */
+  ack(): void;
+  /**
+   * It was not delivered (device gone, ack timeout): publish it again to `<prefix>.down` so it
+   * follows the device (or lands in the offline queue), then settle this delivery.
+   */
+  redeliver(): void;
+  /** It expired before delivery: settle it without delivering. */
+  drop(): void;
+}
+
+/** A presence event published to `<prefix>.events`. */
+export interface PresenceEvent {
+  readonly device: string;
+  readonly event: 'connected' | 'disconnected';
+  readonly node: string;
+  /** ISO 8601 time. */
+  readonly at: string;
+}
+
+/** A session takeover announcement between gateway nodes. */
+export interface Takeover {
+  readonly device: string;
+  readonly node: string;
+  readonly session: string;
+  /** When the winning hello was received (ms since epoch); later wins, ties broken by session id. */
+  readonly at: number;
+}
+
+/** Broker states, for `/healthz` and metrics. */
+export type BrokerState = 'connecting' | 'connected' | 'reconnecting' | 'blocked' | 'closed';
+
+export interface BrokerEvents {
+  /** The broker's state changed. */
+  state: [state: BrokerState];
+  /** A command arrived for a device of this node. */
+  command: [command: Command];
+  /** Another session of a device was announced somewhere (this node's own announcements included). */
+  takeover: [takeover: Takeover];
+}
+
+/** The broker behind a gateway node. */
+export interface Broker extends EventEmitter<BrokerEvents> {
+  /** `amqp` for RabbitMQ, `embedded` for the in-process broker. */
+  readonly mode: 'amqp' | 'embedded';
+  readonly state: BrokerState;
+  /** Connect and declare the topology. Resolves once connected (rejects if the first connect fails). */
+  start(): Promise<void>;
+  /**
+   * Publish an uplink message: persistent, mandatory, with headers `device-id`, `message-id`,
+   * `node-id`. Resolves once the broker confirmed it (`ok`) or refused/returned it. While the broker
+   * is unreachable or blocked, the promise waits (and the message is republished after a reconnect
+   * if it was not confirmed).
+   */
+  publishUplink(message: UplinkMessage): Promise<PublishResult>;
+  /** Publish a presence event (best effort, confirmed). */
+  publishPresence(event: PresenceEvent): Promise<void>;
+  /** Route downlink for `device` to this node. Resolves once the binding is in place. */
+  attachDevice(device: string): Promise<void>;
+  /** Stop routing downlink for `device` to this node. */
+  detachDevice(device: string): Promise<void>;
+  /** Tell every node (this one too) that `device` now has a new session. */
+  announceTakeover(takeover: Takeover): Promise<void>;
+  /** Publish a command to `<prefix>.down` for a device (the admin API's `POST /devices/:id/commands`). */
+  publishCommand(device: string, body: unknown, options?: { id?: string; expirationMs?: number }): Promise<{ id: string }>;
+  /** Stop consuming; wait for outstanding confirms (bounded); close. */
+  stop(): Promise<void>;
+}

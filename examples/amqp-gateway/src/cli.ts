@@ -1,0 +1,283 @@
+// The device gateway as a command: TLS devices on one side, RabbitMQ (or the embedded in-process
+// broker) on the other, and a small admin HTTP API. See docs/gateway.md.
+//
+//   npm run gateway                                  (embedded broker, self-signed certificate)
+//   npm run gateway -- --amqp-url amqp://guest:guest@127.0.0.1 --node-id gw-1 --workers 4 --admin-token t
+//   npm run simulate -- --port 8883 --secret <s> --devices 10 --rate 10 --msgs 5
+//
+// With --workers this script also runs in every worker process (corral re-runs the entry script,
+// see docs/workers.md): everything up to startGateway runs everywhere, the rest in the primary.
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { generate } from 'selfsigned';
+import { type AdminServer, startAdminServer } from './admin-server.js';
+import { AmqpBroker } from './amqp-broker.js';
+import { hmacAuthenticate } from './auth.js';
+import { type Gateway, startGateway } from './gateway.js';
+import { currentWorker } from 'corral';
+import { createLogger, isLogLevel, LOG_LEVELS, moduleLogger } from './logger.js';
+import { MemoryBroker } from './memory-broker.js';
+import { createMetrics } from './metrics.js';
+
+const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url <url>] [--node-id <id>] [--prefix <p>]
+                      [--secret <s>] [--previous-secret <s>] [--cert <file> --key <file>]
+                      [--admin-port <p>] [--admin-host <h>] [--admin-token <t>]
+                      [--workers <n>] [--max-connections <n>] [--drain-delay <ms>] [--log-level <l>]
+
+  --port <p>             device TLS port; 0 picks a free one (default 8883)
+  --host <h>             address devices connect to (default 127.0.0.1)
+  --amqp-url <url>       RabbitMQ, e.g. amqp://user:pass@host:5672/vhost (env CORRAL_GATEWAY_AMQP_URL);
+                         without it the embedded in-process broker is used (one process only)
+  --node-id <id>         this node's id, unique among the gateway nodes on one broker: it names the
+                         node's downlink queue (default: the host name)
+  --prefix <p>           prefix of every exchange and queue name (default devices)
+  --secret <s>           HMAC secret of the device tokens (env CORRAL_GATEWAY_SECRET; default: a random
+                         one, printed at start)
+  --previous-secret <s>  the secret before a rotation, still accepted (env CORRAL_GATEWAY_PREVIOUS_SECRET)
+  --cert <file>          PEM certificate chain for the device port (with --key; default: self-signed)
+  --key <file>           PEM private key (with --cert)
+  --admin-port <p>       admin HTTP API port; 0 picks a free one (default 9100)
+  --admin-host <h>       admin API address (default 127.0.0.1: keep it off the open network)
+  --admin-token <t>      bearer token for POST /devices/:id/commands (env CORRAL_GATEWAY_ADMIN_TOKEN);
+                         without it commands are disabled
+  --workers <n>          run the device listener over n worker processes (needs --amqp-url)
+  --max-connections <n>  most device connections, over all workers (default 60000)
+  --drain-delay <ms>     on SIGTERM, answer 503 on /healthz for this long before closing devices, so
+                         a load balancer stops sending new ones first (default 0)
+  --log-level <l>        ${LOG_LEVELS.join(', ')} (default info)
+`;
+
+/** Print what went wrong and the usage on stderr, and exit 2 (a usage error). */
+function usageError(message: string): never {
+  process.stderr.write(`corral-gateway: ${message}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+/** Parse an integer flag, or exit with a usage error. */
+function integer(flag: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > max) usageError(`--${flag} must be an integer from ${min} to ${max}, got "${value}"`);
+  return n;
+}
+
+// ---- command line ---------------------------------------------------------------------------
+function parse() {
+  try {
+    return parseArgs({
+      options: {
+        port: { type: 'string', default: '8883' },
+        host: { type: 'string', default: '127.0.0.1' },
+        'amqp-url': { type: 'string' },
+        'node-id': { type: 'string' },
+        prefix: { type: 'string', default: 'devices' },
+        secret: { type: 'string' },
+        'previous-secret': { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+        'admin-port': { type: 'string', default: '9100' },
+        'admin-host': { type: 'string', default: '127.0.0.1' },
+        'admin-token': { type: 'string' },
+        workers: { type: 'string' },
+        'max-connections': { type: 'string' },
+        'drain-delay': { type: 'string', default: '0' },
+        'log-level': { type: 'string', default: 'info' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true, // an unknown flag, a missing value or a stray argument throws
+    }).values;
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
+}
+const args = parse();
+if (args.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const env = process.env;
+const port = integer('port', args.port, 0, 65535);
+const adminPort = integer('admin-port', args['admin-port'], 0, 65535);
+const drainDelay = integer('drain-delay', args['drain-delay'], 0, 3_600_000);
+const workers = args.workers === undefined ? undefined : integer('workers', args.workers, 1, 256);
+const maxConnections = args['max-connections'] === undefined ? undefined : integer('max-connections', args['max-connections'], 1, 2 ** 31 - 1);
+const logLevel = args['log-level'];
+if (!isLogLevel(logLevel)) usageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+const prefix = args.prefix;
+if (!/^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/.test(prefix) || prefix.length > 100) {
+  usageError(`--prefix must be words of A-Z a-z 0-9 _ - separated by dots, got "${prefix}"`);
+}
+const nodeId = args['node-id'] ?? (hostname().replace(/[^A-Za-z0-9_-]+/g, '-').slice(0, 64) || 'gateway');
+if (!/^[A-Za-z0-9_-]{1,64}$/.test(nodeId)) usageError(`--node-id must be 1–64 characters of A-Z a-z 0-9 _ -, got "${nodeId}"`);
+const amqpUrl = args['amqp-url'] ?? (env.CORRAL_GATEWAY_AMQP_URL || undefined);
+if (amqpUrl !== undefined && !/^amqps?:\/\//.test(amqpUrl)) usageError('--amqp-url must be an amqp:// or amqps:// URL');
+if (workers !== undefined && amqpUrl === undefined) {
+  usageError('--workers needs --amqp-url: worker processes cannot share the in-process broker');
+}
+if ((args.cert === undefined) !== (args.key === undefined)) usageError('--cert and --key go together');
+const adminToken = args['admin-token'] ?? (env.CORRAL_GATEWAY_ADMIN_TOKEN || undefined);
+const previousSecret = args['previous-secret'] ?? (env.CORRAL_GATEWAY_PREVIOUS_SECRET || undefined);
+for (const flag of ['secret', 'previous-secret', 'admin-token'] as const) {
+  if (args[flag] === '') usageError(`--${flag} must not be empty`);
+}
+
+/**
+ * Which downlink queue this process owns (see topology.ts): the worker index in a worker, `primary`
+ * for the primary of a pool (it holds no devices), `0` for a single process. Stable across restarts,
+ * so a restarted process takes over the commands stranded in its queue.
+ */
+function brokerSlot(): string {
+  const worker = currentWorker();
+  if (worker !== undefined) return String(worker.index);
+  return workers === undefined ? '0' : 'primary';
+}
+
+// ---- what the primary makes and the workers reuse -------------------------------------------
+// Workers re-run this script with the same arguments and environment: a generated secret or
+// certificate must come from the primary, through this variable, or every worker would make its own.
+const SHARED_ENV = 'CORRAL_GATEWAY_GENERATED';
+const inherited = env[SHARED_ENV] ? (JSON.parse(env[SHARED_ENV]) as { secret?: string; cert?: string; key?: string }) : {};
+const generated: { secret?: string; cert?: string; key?: string } = {};
+
+let secret = args.secret ?? (env.CORRAL_GATEWAY_SECRET || undefined) ?? inherited.secret;
+if (secret === undefined) {
+  secret = randomBytes(24).toString('base64url');
+  generated.secret = secret;
+}
+
+let certificate: { cert: string; key: string };
+if (args.cert !== undefined && args.key !== undefined) {
+  const read = (flag: string, file: string): string => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      return usageError(`cannot read --${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  };
+  certificate = { cert: read('cert', args.cert), key: read('key', args.key) };
+} else if (inherited.cert !== undefined && inherited.key !== undefined) {
+  certificate = { cert: inherited.cert, key: inherited.key };
+} else {
+  // ECDSA P-256 signed with SHA-256: cheap handshakes. (selfsigned defaults to RSA with SHA-1.)
+  const pems = await generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' });
+  certificate = { cert: pems.cert, key: pems.private };
+  generated.cert = pems.cert;
+  generated.key = pems.private;
+}
+if (Object.keys(generated).length > 0) env[SHARED_ENV] = JSON.stringify({ ...inherited, ...generated });
+
+// ---- the gateway ----------------------------------------------------------------------------
+const logger = createLogger({ level: logLevel, node: nodeId });
+const log = moduleLogger(logger, 'cli');
+const metrics = createMetrics(); // this process's registry: the gateway fills it, the admin API serves it
+const mode = amqpUrl === undefined ? 'embedded' : `amqp ${withoutPassword(amqpUrl)}`;
+if (amqpUrl === undefined) {
+  process.stderr.write('no --amqp-url: using the embedded in-process broker (single process only; uplinks are kept in memory)\n');
+}
+
+let gateway: Gateway;
+try {
+  gateway = await startGateway({
+    nodeId,
+    host: args.host,
+    port,
+    tls: certificate,
+    authenticate: hmacAuthenticate({ current: secret, previous: previousSecret }),
+    broker: () =>
+      amqpUrl === undefined
+        ? new MemoryBroker({ nodeId, prefix })
+        : new AmqpBroker({ url: amqpUrl, nodeId, prefix, slot: brokerSlot(), logger: moduleLogger(logger, 'broker') }),
+    logger,
+    metrics,
+    ...(workers === undefined ? {} : { workers }),
+    ...(maxConnections === undefined ? {} : { maxConnections }),
+  });
+} catch (err) {
+  // A ListenError names the address that could not be bound; a broker error says what failed.
+  log.fatal({ err }, 'gateway failed to start');
+  process.stderr.write(`corral-gateway: ${(err as Error).message}\n`);
+  process.exit(1);
+}
+
+// In a worker process the listener joined the primary's: serve until the primary stops us. The
+// admin API, the output and the signals belong to the primary.
+if (gateway.listener.role === 'worker') await new Promise(() => {});
+
+// ---- admin API ------------------------------------------------------------------------------
+let admin: AdminServer;
+try {
+  admin = await startAdminServer({
+    host: args['admin-host'],
+    port: adminPort,
+    gateway,
+    metrics,
+    token: adminToken,
+    logger: moduleLogger(logger, 'admin'),
+  });
+} catch (err) {
+  log.fatal({ err }, 'admin API failed to start');
+  process.stderr.write(`corral-gateway: admin API on ${args['admin-host']}:${adminPort}: ${(err as Error).message}\n`);
+  process.exit(1);
+}
+if (adminToken === undefined) {
+  process.stderr.write('no --admin-token: POST /devices/:id/commands is disabled (403); a command may unlock a door\n');
+}
+
+// ---- ready ----------------------------------------------------------------------------------
+const host = args.host.includes(':') ? `[${args.host}]` : args.host;
+const pool = workers === undefined ? '' : `, ${workers} workers, ${(await gateway.listener.info()).distribution}`;
+const devicePort = gateway.listener.port ?? port;
+const shownSecret = generated.secret ?? '<your secret>';
+const simulateHost = args.host === '127.0.0.1' || args.host === '0.0.0.0' ? '' : ` --host ${args.host}`;
+console.log(
+  [
+    `corral gateway listening on ${host}:${devicePort} (tls, node ${nodeId}${pool})`,
+    `broker: ${amqpUrl === undefined ? 'embedded (in-process, no --amqp-url)' : withoutPassword(amqpUrl)}, prefix ${prefix}`,
+    `admin API on ${admin.url} (GET /metrics /healthz /devices; POST /devices/:id/commands ${adminToken === undefined ? 'disabled' : 'with the bearer token'})`,
+    ...(generated.secret === undefined ? [] : [`device secret (generated, not stored anywhere): ${generated.secret}`]),
+    `simulate devices: npm run simulate -- --port ${devicePort}${simulateHost} --secret ${shownSecret} --devices 10 --rate 10 --msgs 5`,
+  ].join('\n'),
+);
+log.info({ port: devicePort, adminPort: admin.port, mode, prefix, workers: workers ?? 0 }, 'gateway ready');
+
+gateway.listener.on('fatal', (err) => {
+  // Worker processes died more often than corral's restart intensity allows: the listener stopped.
+  log.fatal({ err }, 'device listener gave up');
+  process.exit(1);
+});
+
+// ---- drain on SIGTERM / SIGINT --------------------------------------------------------------
+let draining = false;
+async function drain(signal: NodeJS.Signals): Promise<void> {
+  if (draining) return; // under npm and tsx, one Ctrl-C can arrive twice
+  draining = true;
+  admin.startDraining();
+  console.log(`draining on ${signal}: /healthz answers 503${drainDelay > 0 ? `; closing devices in ${drainDelay} ms` : ''}`);
+  log.info({ signal, drainDelay }, 'draining');
+  if (drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, drainDelay));
+  const began = Date.now();
+  try {
+    await gateway.drain();
+  } catch (err) {
+    log.error({ err }, 'drain failed');
+    process.exit(1);
+  }
+  await admin.close();
+  console.log(`drained in ${Date.now() - began} ms; exiting`);
+  log.info({ ms: Date.now() - began }, 'drained');
+  process.exit(0);
+}
+process.on('SIGINT', drain);
+process.on('SIGTERM', drain);
+
+/** The URL without its password, for output and logs. */
+function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = '';
+    return u.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, '@');
+  }
+}

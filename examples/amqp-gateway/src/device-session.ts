@@ -1,0 +1,528 @@
+/**
+ * One device connection: the gateway's corral `ProtocolHandler`, one instance per connection.
+ *
+ * ## A session's life
+ *
+ * 1. **Hello.** The first line must be `{"type":"hello","device","token"}`, within `helloTimeout`
+ *    (which bounds the whole hello: authentication and broker round trips included). The hello is
+ *    stamped when it is read (`at`, see {@link DeviceDirectory.helloTime}); `authenticate` names the
+ *    device; the session is registered in the process's {@link DeviceDirectory}; the takeover is
+ *    announced to every node; the device's downlink is routed to this node (`attachDevice`); only
+ *    then is `{"type":"welcome"}` sent, followed by the `connected` presence event. Lines sent
+ *    meanwhile wait (corral does not read while `onFrame`'s promise is pending). A hello older than
+ *    a session already known for the device (here or on another node) is refused with `taken_over`.
+ * 2. **Uplink.** Each `msg` is published in the order read; `ack` or `nack` follows the broker's
+ *    confirm. Reading goes on (pipelining) until `maxInflightPerDevice` are unconfirmed, or until the
+ *    process's {@link UplinkBudget} is spent; then `onFrame` waits, and corral stops reading the socket.
+ * 3. **Downlink.** Commands reach the session through {@link dispatchBrokerEvents}. At most
+ *    `maxPendingCommands` are written and unacknowledged; more wait in a bounded queue. An expired
+ *    command is dropped; a command not acknowledged within `cmdAckTimeout`, or left when the session
+ *    ends, is given back to the broker (`redeliver`) to follow its device.
+ * 4. **Takeover.** When any node announces a later session of the device, this one is sent
+ *    `taken_over` and closed.
+ * 5. **Errors.** A line that breaks the protocol gets `{"type":"error","code","message"}`, then the
+ *    connection closes. Nothing a device sends can crash the process.
+ * 6. **Drain.** On `onShutdown` the session closes once its unconfirmed uplinks are settled (corral
+ *    force-closes at the drain deadline). Meanwhile it still reads command acks and pings, answers
+ *    new uplinks with `nack` `shutting_down`, and writes no new commands.
+ * 7. **Close.** The session leaves the directory, detaches the device (once per attach: the broker
+ *    counts), publishes `disconnected`, and gives every command it still holds back to the broker.
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { type CloseReason, type Connection, FrameTooLargeError, type ProtocolHandler } from 'corral';
+import type { Logger } from 'pino';
+import type { Authenticate } from './auth.js';
+import type { Broker, Command, PresenceEvent, Takeover } from './broker.js';
+import { type DeviceDirectory, isNewer } from './device-directory.js';
+import {
+  type CommandAck,
+  DEVICE_ID,
+  type ErrorCode,
+  encode,
+  type Hello,
+  parseDeviceLine,
+  ProtocolError,
+  type Uplink,
+} from './device-protocol.js';
+import type { GatewayMetrics, HelloOutcome, RedeliveryReason } from './metrics.js';
+import type { UplinkBudget } from './uplink-budget.js';
+
+/** Per-device limits and timeouts (ms), all filled in. */
+export interface SessionLimits {
+  readonly helloTimeout: number;
+  readonly idleTimeout: number;
+  readonly maxInflightPerDevice: number;
+  readonly maxPendingCommands: number;
+  /** Commands waiting behind the pending ones, at most; beyond, they go back to the broker. */
+  readonly maxQueuedCommands: number;
+  readonly cmdAckTimeout: number;
+}
+
+/** What every session of one process shares. */
+export interface SessionContext {
+  readonly nodeId: string;
+  readonly broker: Broker;
+  readonly authenticate: Authenticate;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  readonly limits: SessionLimits;
+  readonly directory: DeviceDirectory<DeviceSession>;
+  readonly budget: UplinkBudget;
+  /** Broker work a closed session still has under way (detach, redeliveries); a drain waits for it. */
+  readonly settling: Set<Promise<void>>;
+}
+
+/** A command written to the device and not yet acknowledged. */
+interface Pending {
+  readonly command: Command;
+  readonly timer: NodeJS.Timeout;
+  readonly sentAt: number;
+}
+
+type Phase = 'hello' | 'authenticating' | 'open' | 'closed';
+
+/**
+ * Route broker events to this process's sessions: each command to the newest local session of its
+ * device (or back to the broker when there is none), and each takeover announcement to the older
+ * local sessions of its device, which close. Returns the function that stops routing.
+ */
+export function dispatchBrokerEvents(context: SessionContext): () => void {
+  const { broker, directory, metrics, logger } = context;
+  const onCommand = (command: Command): void => {
+    try {
+      if (expired(command)) {
+        metrics.downlinkExpired();
+        command.drop();
+        return;
+      }
+      const session = directory.current(command.device);
+      if (session === undefined) {
+        metrics.downlinkRedelivered('no_session');
+        command.redeliver();
+        return;
+      }
+      session.deliver(command);
+    } catch (err) {
+      logger.error({ err, device: command.device, command: command.id }, 'command dispatch failed');
+      // Never leave it unsettled: hand it back so it follows the device (settling twice is a no-op).
+      command.redeliver();
+    }
+  };
+  const onTakeover = (takeover: Takeover): void => {
+    try {
+      directory.noteStamp(takeover.device, takeover);
+      for (const session of [...directory.sessions(takeover.device)]) {
+        if (session.session !== takeover.session && isNewer(takeover, session)) session.takeOver(takeover);
+      }
+    } catch (err) {
+      logger.error({ err, device: takeover.device }, 'takeover dispatch failed');
+    }
+  };
+  broker.on('command', onCommand);
+  broker.on('takeover', onTakeover);
+  return () => {
+    broker.off('command', onCommand);
+    broker.off('takeover', onTakeover);
+  };
+}
+
+function expired(command: Command): boolean {
+  return command.expiresAt !== undefined && command.expiresAt <= Date.now();
+}
+
+/** The device handler: one instance per connection, built with the process's {@link SessionContext}. */
+export class DeviceSession implements ProtocolHandler {
+  /** The authenticated device id, once the hello was accepted. */
+  device: string | undefined = undefined;
+  /** This session's id (random), once the hello was read. */
+  session = '';
+  /** When the hello was read (see {@link DeviceDirectory.helloTime}). */
+  at = 0;
+  private phase: Phase = 'hello';
+  private helloTimer: NodeJS.Timeout | undefined = undefined;
+  private registered = false;
+  private attached = false;
+  private welcomed = false;
+  private shuttingDown = false;
+  /** The hello's outcome was counted (it is counted once). */
+  private helloCounted = false;
+  private inflight = 0;
+  /** Reading is paused on the process-wide uplink byte budget. */
+  private awaitingBudget = false;
+  private resumeReading: (() => void) | undefined = undefined;
+  private readonly pending = new Map<string, Pending>();
+  private readonly queued: Command[] = [];
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly ctx: SessionContext,
+  ) {}
+
+  /** Whether the connection has closed (a getter: the phase changes under awaits). */
+  private get closed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  onReady(conn: Connection): void {
+    conn.setKeepAlive(true, 60_000);
+    this.helloTimer = setTimeout(() => {
+      this.helloTimer = undefined;
+      if (this.closed || this.welcomed) return;
+      this.helloOutcome('timeout');
+      this.fail('hello_timeout', `no hello within ${this.ctx.limits.helloTimeout} ms`);
+    }, this.ctx.limits.helloTimeout);
+    this.helloTimer.unref();
+  }
+
+  onFrame(frame: Buffer): void | Promise<void> {
+    if (this.closed || this.conn.closed) return;
+    let message;
+    try {
+      message = parseDeviceLine(frame);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.fail(err.code, err.message);
+      return;
+    }
+    if (this.phase === 'hello') {
+      if (message.type !== 'hello') {
+        this.fail('hello_required', 'the first line must be a hello');
+        return;
+      }
+      return this.hello(message);
+    }
+    switch (message.type) {
+      case 'hello':
+        this.fail('duplicate_hello', 'hello was already sent');
+        return;
+      case 'msg':
+        if (this.shuttingDown) {
+          // Draining: what is in flight finishes; the device sends the rest to another node.
+          this.ctx.metrics.uplinkNacked('shutting_down');
+          this.conn.sendFrame(encode({ type: 'nack', id: message.id, reason: 'shutting_down' }));
+          return;
+        }
+        return this.uplink(message, frame.length);
+      case 'cmd_ack':
+        this.commandAck(message);
+        return;
+      case 'ping':
+        this.conn.sendFrame(encode({ type: 'pong' }));
+        return;
+    }
+  }
+
+  onFrameError(error: Error): void {
+    const tooLong = error instanceof FrameTooLargeError;
+    this.fail(tooLong ? 'line_too_long' : 'malformed_json', tooLong ? error.message : `unreadable input: ${error.message}`);
+  }
+
+  onShutdown(conn: Connection): void {
+    this.shuttingDown = true;
+    if (this.inflight === 0) void conn.close();
+  }
+
+  onClose(_conn: Connection, reason: CloseReason): void {
+    if (this.closed) return;
+    this.phase = 'closed';
+    const { ctx } = this;
+    if (this.helloTimer !== undefined) clearTimeout(this.helloTimer);
+    this.helloTimer = undefined;
+    this.wakeReader();
+    if (this.registered) ctx.directory.remove(this);
+    const device = this.device;
+    if (this.welcomed && device !== undefined) {
+      ctx.metrics.deviceDisconnected();
+      this.presence('disconnected');
+      ctx.logger.debug({ device, session: this.session, reason }, 'device disconnected');
+    }
+    const held: Command[] = [];
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      held.push(p.command);
+    }
+    this.pending.clear();
+    held.push(...this.queued.splice(0));
+    const giveBack = (): void => {
+      for (const command of held) this.redeliver(command, 'disconnected');
+    };
+    if (this.attached && device !== undefined) {
+      // Detach first, so what is given back follows the device instead of coming back here.
+      this.attached = false;
+      this.track(
+        ctx.broker.detachDevice(device).then(giveBack, (err: unknown) => {
+          ctx.logger.warn({ err, device }, 'detach failed');
+          giveBack();
+        }),
+      );
+    } else {
+      giveBack();
+    }
+  }
+
+  /** A command for this session's device (from {@link dispatchBrokerEvents}). */
+  deliver(command: Command): void {
+    if (this.closed) {
+      this.redeliver(command, 'disconnected');
+      return;
+    }
+    if (expired(command)) {
+      this.ctx.metrics.downlinkExpired();
+      command.drop();
+      return;
+    }
+    const hold = !this.welcomed || this.shuttingDown; // given back, to follow the device, when the session closes
+    if (hold || this.pending.size >= this.ctx.limits.maxPendingCommands || this.pending.has(command.id)) {
+      if (this.queued.length >= this.ctx.limits.maxQueuedCommands) {
+        this.redeliver(command, 'queue_full');
+        return;
+      }
+      this.queued.push(command);
+      return;
+    }
+    this.write(command);
+  }
+
+  /** A later session of this device was announced: close this one. */
+  takeOver(takeover: Takeover): void {
+    if (this.closed) return;
+    if (this.welcomed) this.ctx.metrics.takeover('closed');
+    else {
+      // Not welcomed yet: this hello lost.
+      this.ctx.metrics.takeover('refused');
+      this.helloOutcome('taken_over');
+    }
+    this.ctx.logger.debug({ device: this.device, session: this.session, by: takeover.session, node: takeover.node }, 'session taken over');
+    this.fail('taken_over', `device ${takeover.device} connected again (node ${takeover.node})`);
+  }
+
+  // ---- hello ---------------------------------------------------------------------------------------
+
+  private async hello(hello: Hello): Promise<void> {
+    const { ctx, conn } = this;
+    this.phase = 'authenticating';
+    this.at = ctx.directory.helloTime();
+    this.session = randomBytes(12).toString('base64url');
+    let device: string | undefined;
+    try {
+      device = await ctx.authenticate(hello, conn.tls);
+    } catch (err) {
+      ctx.logger.error({ err, device: hello.device }, 'authenticate failed');
+      device = undefined;
+    }
+    if (this.closed) return this.helloGone();
+    if (device === undefined || !DEVICE_ID.test(device)) {
+      if (device !== undefined) ctx.logger.error({ device }, 'authenticate returned an invalid device id');
+      this.helloOutcome('unauthorized');
+      this.fail('unauthorized', 'device or token refused');
+      return;
+    }
+    this.device = device;
+    if (this.refuseIfOutdated()) return;
+    ctx.directory.add(this);
+    this.registered = true;
+    try {
+      await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at });
+      if (this.closed) return this.helloGone();
+      await ctx.broker.attachDevice(device);
+    } catch (err) {
+      if (this.closed) return this.helloGone();
+      ctx.logger.warn({ err, device }, 'hello failed at the broker');
+      this.helloOutcome('broker_error');
+      const stopping = ctx.broker.state === 'closed';
+      this.fail(stopping ? 'shutting_down' : 'overloaded', 'the gateway cannot reach its broker; try again later');
+      return;
+    }
+    if (this.closed) {
+      // Closed while attaching: onClose could not detach what was not yet attached.
+      this.track(ctx.broker.detachDevice(device).catch((err: unknown) => ctx.logger.warn({ err, device }, 'detach failed')));
+      return this.helloGone();
+    }
+    this.attached = true;
+    if (this.refuseIfOutdated()) return;
+    conn.meta.device = device;
+    conn.meta.session = this.session;
+    if (this.helloTimer !== undefined) clearTimeout(this.helloTimer);
+    this.helloTimer = undefined;
+    this.phase = 'open';
+    this.welcomed = true;
+    conn.sendFrame(encode({ type: 'welcome', node: ctx.nodeId, session: this.session }));
+    // "A device silent for longer than idleTimeout is closed": only what the device sends counts,
+    // not the commands written to it (a half-open device would otherwise never time out).
+    conn.setIdleTimeout(ctx.limits.idleTimeout, { resetOn: 'read' });
+    this.helloOutcome('welcome');
+    ctx.metrics.deviceConnected();
+    ctx.logger.debug({ device, session: this.session, connection: conn.id }, 'device connected');
+    this.presence('connected');
+    this.writeQueued();
+  }
+
+  /** A later session of this device is known: refuse this hello. */
+  private refuseIfOutdated(): boolean {
+    const latest = this.ctx.directory.latest(this.device!);
+    if (latest === undefined || latest.session === this.session || !isNewer(latest, this)) return false;
+    this.helloOutcome('taken_over');
+    this.ctx.metrics.takeover('refused');
+    this.fail('taken_over', `a later session of device ${this.device} exists`);
+    return true;
+  }
+
+  /** The hello was abandoned: the connection closed while it was under way. */
+  private helloGone(): void {
+    this.helloOutcome('closed');
+  }
+
+  private helloOutcome(outcome: HelloOutcome): void {
+    if (this.helloCounted) return;
+    this.helloCounted = true;
+    this.ctx.metrics.hello(outcome);
+  }
+
+  // ---- uplink --------------------------------------------------------------------------------------
+
+  private uplink(message: Uplink, bytes: number): void | Promise<void> {
+    const readAt = performance.now();
+    const granted = this.ctx.budget.acquire(bytes);
+    if (granted === undefined) return this.publish(message, bytes, readAt);
+    this.awaitingBudget = true;
+    return granted.then(() => {
+      this.awaitingBudget = false;
+      if (this.closed) {
+        this.ctx.budget.release(bytes);
+        return;
+      }
+      return this.publish(message, bytes, readAt);
+    });
+  }
+
+  private publish(message: Uplink, bytes: number, readAt: number): void | Promise<void> {
+    const { ctx } = this;
+    const device = this.device!;
+    this.inflight++;
+    ctx.metrics.uplinkPublished();
+    ctx.broker
+      .publishUplink({ device, id: message.id, topic: message.topic, body: message.body })
+      .catch((err: unknown) => {
+        ctx.logger.error({ err, device, id: message.id }, 'uplink publish failed');
+        return { ok: false, reason: 'rejected' } as const;
+      })
+      .then((result) => {
+        if (result.ok) {
+          ctx.metrics.uplinkAcked((performance.now() - readAt) / 1000);
+          this.conn.sendFrame(encode({ type: 'ack', id: message.id }));
+        } else {
+          ctx.metrics.uplinkNacked(result.reason);
+          this.conn.sendFrame(encode({ type: 'nack', id: message.id, reason: result.reason }));
+        }
+        ctx.budget.release(bytes);
+        this.inflight--;
+        this.wakeReader();
+        if (this.shuttingDown && this.inflight === 0) void this.conn.close();
+      });
+    if (this.inflight >= ctx.limits.maxInflightPerDevice) {
+      return new Promise((resolve) => (this.resumeReading = resolve));
+    }
+  }
+
+  /**
+   * The device sent nothing for `idleTimeout`. If the gateway itself stopped reading it (confirms
+   * outstanding while RabbitMQ is slow, down or blocked; the byte budget exhausted), its silence is
+   * ours: keep it (corral asks again after another period). Otherwise close it, as corral would.
+   */
+  onIdle(): void {
+    if (this.inflight > 0 || this.resumeReading !== undefined || this.awaitingBudget) return;
+    this.fail('idle_timeout', `nothing received for ${this.ctx.limits.idleTimeout} ms`);
+  }
+
+  /** Let `onFrame` return once a confirm freed a slot (or the session closed). */
+  private wakeReader(): void {
+    const resume = this.resumeReading;
+    if (resume === undefined) return;
+    if (this.closed || this.inflight < this.ctx.limits.maxInflightPerDevice) {
+      this.resumeReading = undefined;
+      resume();
+    }
+  }
+
+  // ---- downlink ------------------------------------------------------------------------------------
+
+  private write(command: Command): void {
+    const { ctx } = this;
+    const timer = setTimeout(() => this.ackTimedOut(command.id), ctx.limits.cmdAckTimeout);
+    timer.unref();
+    this.pending.set(command.id, { command, timer, sentAt: performance.now() });
+    this.conn.sendFrame(encode({ type: 'cmd', id: command.id, body: command.body }));
+    ctx.metrics.downlinkDelivered();
+  }
+
+  /** Write queued commands while there is room. */
+  private writeQueued(): void {
+    const max = this.ctx.limits.maxPendingCommands;
+    for (let i = 0; i < this.queued.length && this.pending.size < max && this.phase === 'open' && !this.shuttingDown; ) {
+      const command = this.queued[i]!;
+      if (expired(command)) {
+        this.queued.splice(i, 1);
+        this.ctx.metrics.downlinkExpired();
+        command.drop();
+      } else if (this.pending.has(command.id)) {
+        i++; // the same id is out: send this copy after it settles
+      } else {
+        this.queued.splice(i, 1);
+        this.write(command);
+      }
+    }
+  }
+
+  private commandAck(ack: CommandAck): void {
+    const p = this.pending.get(ack.id);
+    if (p === undefined) return; // late (timed out and given back) or unknown: nothing to settle
+    clearTimeout(p.timer);
+    this.pending.delete(ack.id);
+    this.ctx.metrics.downlinkAcked((performance.now() - p.sentAt) / 1000);
+    p.command.ack();
+    this.writeQueued();
+  }
+
+  private ackTimedOut(id: string): void {
+    const p = this.pending.get(id);
+    if (p === undefined || this.closed) return;
+    this.pending.delete(id);
+    this.ctx.metrics.downlinkTimedOut();
+    this.redeliver(p.command, 'ack_timeout');
+    this.writeQueued();
+  }
+
+  private redeliver(command: Command, reason: RedeliveryReason): void {
+    this.ctx.metrics.downlinkRedelivered(reason);
+    try {
+      command.redeliver();
+    } catch (err) {
+      this.ctx.logger.error({ err, device: command.device, command: command.id }, 'redeliver failed');
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------------
+
+  /** Send an error line, count it, and close. */
+  private fail(code: ErrorCode, message: string): void {
+    if (this.conn.closed) return;
+    this.ctx.metrics.deviceError(code);
+    this.conn.sendFrame(encode({ type: 'error', code, message }));
+    void this.conn.close();
+  }
+
+  private presence(event: PresenceEvent['event']): void {
+    const { ctx } = this;
+    const device = this.device!;
+    ctx.broker
+      .publishPresence({ device, event, node: ctx.nodeId, at: new Date().toISOString() })
+      .catch((err: unknown) => ctx.logger.warn({ err, device, event }, 'presence publish failed'));
+  }
+
+  private track(work: Promise<void>): void {
+    const settling = this.ctx.settling;
+    settling.add(work);
+    void work.finally(() => settling.delete(work));
+  }
+}

@@ -1,0 +1,237 @@
+import { type Connection, type Listener, type SocketAddress, startListener } from 'corral';
+import type { Logger } from 'pino';
+import type { Authenticate } from './auth.js';
+import type { Broker } from './broker.js';
+import { DeviceDirectory } from './device-directory.js';
+import { DeviceSession, dispatchBrokerEvents, type SessionContext } from './device-session.js';
+import type { GatewayMetrics } from './metrics.js';
+import { UplinkBudget } from './uplink-budget.js';
+
+/** Everything `startGateway` needs. Defaults are listed in docs/gateway.md. */
+export interface GatewayOptions {
+  /** This gateway node's id (`--node-id`): names its downlink queue, appears in welcome and headers. */
+  readonly nodeId: string;
+  readonly host: string;
+  readonly port: number;
+  /** PEM key and certificate for the device-facing TLS listener. */
+  readonly tls: { readonly key: string; readonly cert: string };
+  /** Decides which hellos open a session (default: HMAC tokens, see auth.ts). */
+  readonly authenticate: Authenticate;
+  /** Builds this process's broker (called once per process; with workers, once in each worker). */
+  readonly broker: () => Broker;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  /** Longest line accepted from a device, in bytes. Default 65536. */
+  readonly maxLineLength?: number;
+  /** A device must send its hello within this many ms. Default 10000. */
+  readonly helloTimeout?: number;
+  /** A device silent for this long is closed (ms). Default 120000. */
+  readonly idleTimeout?: number;
+  /** Unconfirmed uplink messages per device before its socket is paused. Default 16. */
+  readonly maxInflightPerDevice?: number;
+  /** Commands sent to a device and not yet acknowledged, at most. Default 16. */
+  readonly maxPendingCommands?: number;
+  /** A command not acknowledged within this many ms is treated as undelivered. Default 30000. */
+  readonly cmdAckTimeout?: number;
+  /** Uplink bytes this process holds unconfirmed, in total, before devices are paused. Default 64 MiB. */
+  readonly maxBufferedBytes?: number;
+  /** Most device connections (corral's maxConnections). Default 60000. */
+  readonly maxConnections?: number;
+  /** Run over this many worker processes (needs an AMQP broker). */
+  readonly workers?: number;
+  /** Closing rate on drain, connections per second (corral's drainRate). Default 500. */
+  readonly drainRate?: number;
+  /**
+   * Commands waiting for a device behind its `maxPendingCommands`, at most; beyond, they go back to
+   * the broker. Default 64.
+   */
+  readonly maxQueuedCommands?: number;
+  /**
+   * How long a drain gives devices to settle their unconfirmed uplinks, and any graceful close its
+   * flush (corral's shutdownTimeout), in ms; the drain takes this plus connections ÷ `drainRate`
+   * seconds. Default 5000.
+   */
+  readonly shutdownTimeout?: number;
+}
+
+/** What a device connection looks like from the admin API. */
+export interface DeviceInfo {
+  readonly device: string;
+  readonly session: string;
+  readonly connection: string;
+  readonly remote: string;
+  readonly connectedAt: string;
+  readonly pid: number;
+}
+
+/** A running gateway node (in the primary, or in a single process). */
+export interface Gateway {
+  readonly nodeId: string;
+  readonly listener: Listener;
+  /** This process's broker (in a primary with workers: the primary's own, used by the admin API). */
+  readonly broker: Broker;
+  /** Devices connected to this node (all workers). */
+  devices(): Promise<DeviceInfo[]>;
+  /** Whether the node serves devices (false once draining, or while the broker is down). */
+  healthy(): boolean;
+  /**
+   * SIGTERM: stop accepting, close devices at `drainRate`, let outstanding confirms finish, close
+   * the broker. Resolves when done.
+   */
+  drain(): Promise<void>;
+}
+
+/**
+ * Start a gateway node: this process's broker (started first), then the corral listener
+ * `gateway-<nodeId>` (TLS, line framing) whose connections are {@link DeviceSession}s sharing one
+ * {@link SessionContext}. With `workers`, the entry script runs again in each worker process and
+ * calls this there too: each worker builds its own broker and serves devices; the primary
+ * (`listener.role === 'primary'`) keeps a broker for the admin API and serves no device itself.
+ * Rejects (with the broker stopped) if the broker cannot start or the port cannot be bound.
+ */
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const { nodeId, logger, metrics } = options;
+  const maxLineLength = options.maxLineLength ?? 65_536;
+  const shutdownTimeout = options.shutdownTimeout ?? 5000;
+  const broker = options.broker();
+  // An embedded broker per worker process would route nothing between them.
+  if (options.workers !== undefined && broker.mode === 'embedded') {
+    throw new Error('gateway: workers need a shared broker (amqp); the embedded broker lives in one process');
+  }
+  const onState = (state: Broker['state']): void => {
+    metrics.brokerState(state);
+    logger.info({ state }, 'broker state');
+  };
+  metrics.brokerState(broker.state);
+  broker.on('state', onState);
+  try {
+    await broker.start();
+  } catch (err) {
+    broker.off('state', onState);
+    await broker.stop().catch(() => {});
+    throw err;
+  }
+
+  const context: SessionContext = {
+    nodeId,
+    broker,
+    authenticate: options.authenticate,
+    logger,
+    metrics,
+    limits: {
+      helloTimeout: options.helloTimeout ?? 10_000,
+      idleTimeout: options.idleTimeout ?? 120_000,
+      maxInflightPerDevice: options.maxInflightPerDevice ?? 16,
+      maxPendingCommands: options.maxPendingCommands ?? 16,
+      maxQueuedCommands: options.maxQueuedCommands ?? 64,
+      cmdAckTimeout: options.cmdAckTimeout ?? 30_000,
+    },
+    directory: new DeviceDirectory({ stampRetention: Math.max(60_000, 2 * (options.helloTimeout ?? 10_000)) }),
+    budget: new UplinkBudget(options.maxBufferedBytes ?? 64 * 1024 * 1024, (bytes) => metrics.uplinkBufferedBytes(bytes)),
+    settling: new Set(),
+  };
+  const stopDispatch = dispatchBrokerEvents(context);
+
+  let listener: Listener;
+  try {
+    listener = await startListener({
+      name: `gateway-${nodeId}`,
+      transport: 'tls',
+      transportOptions: { host: options.host, port: options.port, key: options.tls.key, cert: options.tls.cert },
+      framing: { type: 'line', maxLength: maxLineLength },
+      protocol: (conn: Connection) => new DeviceSession(conn, context),
+      maxConnections: options.maxConnections ?? 60_000,
+      drainRate: options.drainRate ?? 500,
+      handshakeTimeout: 10_000,
+      shutdownTimeout,
+      ...(options.workers === undefined ? {} : { workers: options.workers }),
+    });
+  } catch (err) {
+    stopDispatch();
+    broker.off('state', onState);
+    await broker.stop();
+    throw err;
+  }
+  listener.on('handlerCrash', ({ id, hook, error }) => logger.error({ err: error, connection: id, hook }, 'device handler crashed'));
+  if (listener.role === 'worker') {
+    // The primary drains the pool; each worker's listener stops here. Let its detaches, command
+    // hand-backs and confirms finish, then close the broker, so the worker exits cleanly (corral
+    // waits for that, up to its exit grace) instead of cutting them off.
+    listener.once('stop', () => {
+      void settled(context.settling, shutdownTimeout)
+        .then(() => broker.stop())
+        .catch((err: unknown) => logger.warn({ err }, 'broker stop after drain failed'))
+        .finally(() => stopDispatch());
+    });
+  }
+
+  let draining: Promise<void> | undefined;
+  return {
+    nodeId,
+    listener,
+    broker,
+    async devices() {
+      const connections = await listener.connections();
+      const devices: DeviceInfo[] = [];
+      for (const c of connections) {
+        const { device, session } = c.meta;
+        if (typeof device !== 'string' || typeof session !== 'string') continue;
+        devices.push({
+          device,
+          session,
+          connection: c.id,
+          remote: formatAddress(c.remote),
+          connectedAt: new Date(c.openedAt).toISOString(),
+          pid: c.pid,
+        });
+      }
+      return devices;
+    },
+    healthy() {
+      const state = broker.state;
+      return draining === undefined && listener.status === 'running' && (state === 'connected' || state === 'blocked');
+    },
+    drain() {
+      draining ??= (async () => {
+        try {
+          const result = await listener.stop();
+          logger.info({ ...result }, 'devices drained');
+          // Sessions that closed may still be detaching and giving commands back: let them finish.
+          await settled(context.settling, shutdownTimeout);
+        } finally {
+          await broker.stop();
+          stopDispatch();
+          broker.off('state', onState);
+        }
+      })();
+      return draining;
+    },
+  };
+}
+
+/** Wait for the work in `tasks` (including work added meanwhile), at most `ms`. */
+async function settled(tasks: Set<Promise<void>>, ms: number): Promise<void> {
+  let late = false;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      late = true;
+      resolve();
+    }, ms);
+  });
+  while (tasks.size > 0 && !late) await Promise.race([Promise.allSettled([...tasks]), deadline]);
+  clearTimeout(timer);
+}
+
+function formatAddress(a: SocketAddress): string {
+  switch (a.family) {
+    case 'IPv4':
+      return `${a.address}:${a.port}`;
+    case 'IPv6':
+      return `[${a.address}]:${a.port}`;
+    case 'unix':
+      return a.path;
+    default:
+      return a.address;
+  }
+}

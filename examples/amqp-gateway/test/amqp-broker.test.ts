@@ -1,0 +1,336 @@
+/**
+ * AmqpBroker against a real RabbitMQ: the shared routing suite, then what only a real broker
+ * shows — confirms and persistence, connections cut mid-stream (through a TCP proxy), publisher
+ * blocking, and a clean stop.
+ *
+ * Every RabbitMQ-global manipulation of the gateway's tests (the memory watermark) lives in this
+ * file, so vitest's parallel files never see each other's alarms.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AmqpBroker, PUBLISH_ID_HEADER, type AmqpBrokerOptions } from '../src/amqp-broker.js';
+import type { BrokerState, Command, PublishResult } from '../src/broker.js';
+import { topology } from '../src/topology.js';
+import { amqpAddress, amqpUrlVia, AMQP_URL, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
+import { EventLog, routingSuite } from './support/routing-suite.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+
+const run = promisify(execFile);
+
+async function rabbitmqctl(...args: string[]): Promise<string> {
+  const { stdout } = await run('rabbitmqctl', args, { timeout: 30_000 });
+  return stdout;
+}
+
+const hasRabbitmqctl = await rabbitmqctl('status').then(
+  () => true,
+  () => false,
+);
+
+/**
+ * The memory high watermark to restore: the one in effect now, unless that is a leftover of an
+ * interrupted run of this file (absurdly low), then the configured one.
+ */
+async function currentWatermark(): Promise<string[]> {
+  const status = await rabbitmqctl('status');
+  const relative = /Memory high watermark setting: ([0-9.]+) of available memory/.exec(status);
+  if (relative && Number(relative[1]) >= 0.01) return [relative[1] as string];
+  const env = await rabbitmqctl('environment');
+  const absolute = /\{vm_memory_high_watermark,\s*\{absolute,\s*"?([^"}]+)"?\}\}/.exec(env);
+  if (absolute) return ['absolute', absolute[1] as string];
+  const configured = /\{vm_memory_high_watermark,\s*([0-9.]+)\}/.exec(env);
+  return [configured?.[1] ?? '0.4'];
+}
+
+/** Resolves once `broker` is in `state` (now or later). */
+function stateReached(broker: AmqpBroker, state: BrokerState, timeoutMs = 10_000): Promise<void> {
+  if (broker.state === state) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      broker.off('state', onState);
+      reject(new Error(`state ${state} not reached within ${timeoutMs} ms (now ${broker.state})`));
+    }, timeoutMs);
+    const onState = (s: BrokerState): void => {
+      if (s !== state) return;
+      clearTimeout(timer);
+      broker.off('state', onState);
+      resolve();
+    };
+    broker.on('state', onState);
+  });
+}
+
+const delay = (ms: number): Promise<'timeout'> => new Promise((resolve) => setTimeout(() => resolve('timeout'), ms));
+
+describeRabbit('AmqpBroker', () => {
+  routingSuite(
+    'AmqpBroker',
+    async ({ prefix, nodeId }) => {
+      const broker = new AmqpBroker({ url: AMQP_URL, nodeId, prefix });
+      await broker.start();
+      return broker;
+    },
+    deleteTopology,
+    rabbitBackEnd,
+  );
+
+  describe('against RabbitMQ', () => {
+    const started: { prefix: string; nodeIds: string[]; brokers: AmqpBroker[]; proxies: TcpProxy[] }[] = [];
+    let current: (typeof started)[number];
+
+    const setup = (name: string): string => {
+      current = { prefix: uniquePrefix(name), nodeIds: [], brokers: [], proxies: [] };
+      started.push(current);
+      return current.prefix;
+    };
+    const broker = (options: Partial<AmqpBrokerOptions> & { nodeId: string }): AmqpBroker => {
+      current.nodeIds.push(options.nodeId);
+      const b = new AmqpBroker({ url: AMQP_URL, prefix: current.prefix, ...options });
+      current.brokers.push(b);
+      return b;
+    };
+    const proxy = async (): Promise<{ proxy: TcpProxy; url: string }> => {
+      const p = new TcpProxy(amqpAddress());
+      current.proxies.push(p);
+      return { proxy: p, url: amqpUrlVia(await p.start()) };
+    };
+
+    afterEach(async () => {
+      for (const s of started.splice(0)) {
+        await Promise.all(s.brokers.map((b) => b.stop()));
+        await Promise.all(s.proxies.map((p) => p.close()));
+        await deleteTopology(s.prefix, s.nodeIds);
+      }
+    });
+
+    it('declares the topology with the arguments that let stranded commands find their device', async () => {
+      const prefix = setup('topology');
+      const t = topology(prefix);
+      await broker({ nodeId: 'n1' }).start();
+      await withChannel(async (ch) => {
+        // Redeclaring with the same arguments succeeds; different ones would close the channel.
+        await ch.assertExchange(t.down, 'direct', { durable: true, alternateExchange: t.downUnrouted });
+        await ch.assertQueue(t.nodeQueue('n1'), {
+          durable: true,
+          arguments: { 'x-message-ttl': 30_000, 'x-dead-letter-exchange': t.downUnrouted },
+        });
+        await ch.checkQueue(t.downOffline);
+        for (const x of [t.up, t.downUnrouted, t.events, t.control]) await ch.checkExchange(x);
+      });
+    });
+
+    it('resolves ok only once confirmed, and the message is persistent with its headers', async () => {
+      const prefix = setup('confirm');
+      const b = broker({ nodeId: 'n1' });
+      await b.start();
+      await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.app`, 'dev-1.*');
+      expect(await b.publishUplink({ device: 'dev-1', id: 'm-1', topic: 'temp', body: { v: 1 } })).toEqual({ ok: true });
+      const [m] = await rabbitBackEnd.read(prefix, `${prefix}.app`, 1);
+      expect(m?.properties.deliveryMode).toBe(2);
+      expect(m?.properties.contentType).toBe('application/json');
+      expect(m?.properties.messageId).toBe('m-1');
+      expect(m?.headers).toMatchObject({ 'device-id': 'dev-1', 'message-id': 'm-1', 'node-id': 'n1' });
+      expect(m?.headers[PUBLISH_ID_HEADER]).toEqual(expect.any(String));
+      expect(m?.body).toEqual({ v: 1 });
+    });
+
+    it('reports an uplink RabbitMQ refuses (nack) as rejected', async () => {
+      const prefix = setup('nack');
+      const b = broker({ nodeId: 'n1' });
+      await b.start();
+      await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.full`, '#', { durable: true, maxLength: 1, overflow: 'reject-publish' });
+      expect(await b.publishUplink({ device: 'dev-1', id: 'm-1', topic: 't', body: 1 })).toEqual({ ok: true });
+      expect(await b.publishUplink({ device: 'dev-1', id: 'm-2', topic: 't', body: 2 })).toEqual({ ok: false, reason: 'rejected' });
+      expect(b.state).toBe('connected');
+    });
+
+    it('loses no confirmed uplink when its connections are cut mid-stream, and downlink comes back', async () => {
+      const prefix = setup('cut');
+      const { proxy: p, url } = await proxy();
+      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 200 } });
+      const states: BrokerState[] = [];
+      b.on('state', (s) => states.push(s));
+      const commands = new EventLog<Command>(b, 'command');
+      await b.start();
+      await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.app`, '#');
+      await b.attachDevice('dev-cmd');
+
+      const N = 2000;
+      const window = 200;
+      const results: Promise<PublishResult>[] = [];
+      const cuts: number[] = [];
+      for (let i = 0; i < N; i++) {
+        results.push(b.publishUplink({ device: `dev-${i % 20}`, id: `m-${i}`, topic: 't', body: { i } }));
+        if (i === 600) cuts.push(p.cut());
+        if (i === 1300) {
+          // A longer outage: RabbitMQ is unreachable for a few attempts, then back.
+          p.pause();
+          cuts.push(p.cut());
+          await p.refusals(2);
+          p.resume();
+        }
+        // Like devices, keep a bounded number of messages unconfirmed.
+        if (i >= window) await results[i - window];
+      }
+      const settled = await Promise.all(results);
+      expect(cuts).toEqual([2, 2]);
+      expect(settled.filter((r) => r.ok).length).toBe(N);
+
+      // Every confirmed message is in the back end's queue; duplicates are allowed.
+      const seen = new Set<string>();
+      let received = 0;
+      await withChannel(async (ch) => {
+        const deadline = Date.now() + 15_000;
+        while (seen.size < N && Date.now() < deadline) {
+          const m = await ch.get(`${prefix}.app`, { noAck: true });
+          if (!m) continue;
+          received += 1;
+          seen.add(String(m.properties.messageId));
+        }
+      });
+      expect(seen.size).toBe(N);
+      expect(received).toBeGreaterThanOrEqual(N);
+
+      expect(states.filter((s) => s === 'reconnecting').length).toBe(2);
+      expect(states.at(-1)).toBe('connected');
+      // The binding of the device attached before the cuts is back, and so is the consumer.
+      await b.publishCommand('dev-cmd', { op: 'after-cut' }, { id: 'c-1' });
+      const command = await commands.next(10_000);
+      expect(command).toMatchObject({ id: 'c-1', device: 'dev-cmd', body: { op: 'after-cut' } });
+      command.ack();
+    });
+
+    it('binds a device attached while RabbitMQ is unreachable once it is back', async () => {
+      const prefix = setup('attach-down');
+      const { proxy: p, url } = await proxy();
+      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+      const commands = new EventLog<Command>(b, 'command');
+      await b.start();
+      await b.attachDevice('dev-gone');
+      p.pause();
+      p.cut();
+      await stateReached(b, 'reconnecting');
+      let attached = false;
+      const attaching = b.attachDevice('dev-new').then(() => (attached = true));
+      await b.detachDevice('dev-gone');
+      await p.refusals(1);
+      expect(attached).toBe(false);
+      p.resume();
+      await attaching;
+      expect(b.state).toBe('connected');
+
+      await b.publishCommand('dev-new', { op: 1 }, { id: 'c-new' });
+      expect((await commands.next()).id).toBe('c-new');
+      // dev-gone was detached while the link was down: its binding is gone too.
+      await b.publishCommand('dev-gone', { op: 2 }, { id: 'c-gone' });
+      const offline = await rabbitBackEnd.read(prefix, topology(prefix).downOffline, 1);
+      expect(offline.map((m) => m.messageId)).toEqual(['c-gone']);
+    });
+
+    it('a process taking over a crashed slot sends stranded commands on and removes the stale binding', async () => {
+      const prefix = setup('stranded');
+      // Slot 0 holds dev-1, then its process "crashes": its connection goes and nothing is unbound.
+      const { proxy: p, url } = await proxy();
+      const crashed = broker({ nodeId: 'n1', slot: '0', url });
+      await crashed.start();
+      await crashed.attachDevice('dev-1');
+      p.pause();
+      p.cut();
+      await stateReached(crashed, 'reconnecting');
+      // A command for dev-1 is routed into the dead slot's queue through the stale binding.
+      await withChannel(async (_ch, model) => {
+        const confirm = await model.createConfirmChannel();
+        confirm.publish(topology(prefix).down, 'dev-1', Buffer.from('{"op":"unlock"}'), { messageId: 'c-stranded', persistent: true });
+        await confirm.waitForConfirms();
+      });
+      // It waits in slot 0's queue: no consumer, and no alternate exchange for a routed message.
+      await withChannel(async (ch) => expect((await ch.checkQueue(topology(prefix).nodeQueue('n1', '0'))).messageCount).toBe(1));
+      // A new process takes over slot 0. It does not hold dev-1, which is connected nowhere:
+      // the command must reach the offline queue, not loop or vanish.
+      const takeover = broker({ nodeId: 'n1', slot: '0' });
+      await takeover.start();
+      const offline = await rabbitBackEnd.read(prefix, topology(prefix).downOffline, 1);
+      expect(offline.map((m) => m.messageId)).toEqual(['c-stranded']);
+      // The stale binding is gone: the next command goes straight to the offline queue too.
+      await takeover.publishCommand('dev-1', { op: 'lock' }, { id: 'c-next' });
+      const next = await rabbitBackEnd.read(prefix, topology(prefix).downOffline, 1);
+      expect(next.map((m) => m.messageId)).toEqual(['c-next']);
+    });
+
+    it('keeps a command’s deadline when it is redelivered', async () => {
+      setup('deadline');
+      const b = broker({ nodeId: 'n1' });
+      const commands = new EventLog<Command>(b, 'command');
+      await b.start();
+      await b.attachDevice('dev-1');
+      await b.publishCommand('dev-1', { op: 1 }, { id: 'c-1', expirationMs: 60_000 });
+      const first = await commands.next();
+      first.redeliver(); // still attached here: it comes back to this node
+      const second = await commands.next();
+      expect(second.id).toBe('c-1');
+      expect(Math.abs((second.expiresAt ?? 0) - (first.expiresAt ?? 0))).toBeLessThanOrEqual(5);
+      second.ack();
+    });
+
+    it('settles waiting publishes as shutting_down when stopped while RabbitMQ is unreachable', async () => {
+      setup('stop-down');
+      const { proxy: p, url } = await proxy();
+      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+      await b.start();
+      p.pause();
+      p.cut();
+      await stateReached(b, 'reconnecting');
+      const waiting = b.publishUplink({ device: 'dev-1', id: 'm-1', topic: 't', body: 1 });
+      await p.refusals(1);
+      const stopping = Date.now();
+      await b.stop();
+      // Closing the cut link must not wait for a close-ok that can never come.
+      expect(Date.now() - stopping).toBeLessThan(1000);
+      expect(await waiting).toEqual({ ok: false, reason: 'shutting_down' });
+      expect(await b.publishUplink({ device: 'dev-1', id: 'm-2', topic: 't', body: 2 })).toEqual({ ok: false, reason: 'shutting_down' });
+      expect(b.state).toBe('closed');
+    });
+
+    it('rejects start when RabbitMQ is unreachable, and leaves nothing behind', async () => {
+      setup('unreachable');
+      const { proxy: p, url } = await proxy();
+      p.pause();
+      const sockets = await quietSockets();
+      const b = broker({ nodeId: 'n1', url });
+      await expect(b.start()).rejects.toThrow();
+      expect(b.state).toBe('closed');
+      // amqplib destroys the socket of a failed connect; its handle (and the proxy's) go a tick later.
+      expect(await quietSockets(sockets)).toBeLessThanOrEqual(sockets);
+    });
+
+    it('leaves no socket or timer behind after stop', async () => {
+      setup('stop');
+      const sockets = await quietSockets();
+      const timers = countResources('Timeout');
+      const b = broker({ nodeId: 'n1' });
+      await b.start();
+      expect(countResources('TCPSocketWrap')).toBeGreaterThanOrEqual(sockets + 2);
+      await b.attachDevice('dev-1');
+      await b.publishUplink({ device: 'dev-1', id: 'm-1', topic: 't', body: 1 });
+      await b.stop();
+      expect(b.state).toBe('closed');
+      expect(countResources('TCPSocketWrap')).toBeLessThanOrEqual(sockets);
+      expect(countResources('Timeout')).toBeLessThanOrEqual(timers);
+    });
+  });
+});
+
+function countResources(kind: string): number {
+  return process.getActiveResourcesInfo().filter((r) => r === kind).length;
+}
+
+/**
+ * The number of TCP sockets once those closing (earlier tests' helper connections, reset proxy
+ * sockets) are gone: polls until there are at most `target`, for 2 s at most.
+ */
+async function quietSockets(target = 0): Promise<number> {
+  const deadline = Date.now() + 2000;
+  while (countResources('TCPSocketWrap') > target && Date.now() < deadline) await delay(10);
+  return countResources('TCPSocketWrap');
+}

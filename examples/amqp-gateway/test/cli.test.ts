@@ -1,0 +1,331 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { deviceToken } from '../src/auth.js';
+import { topology } from '../src/topology.js';
+import { AMQP_URL, deleteTopology, describeRabbit, uniquePrefix, withChannel } from './support/rabbit.js';
+
+// The gateway command (src/cli.ts) and the simulator (src/simulate.ts) as a user runs them: child
+// processes on loopback, with the embedded broker, and with RabbitMQ when one is reachable. npm
+// test builds dist/ once before the tests (pretest); the gateway imports corral from there.
+
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+const CLI = 'examples/amqp-gateway/src/cli.ts';
+const GATEWAY_BIN = 'examples/amqp-gateway/bin/corral-gateway.mjs';
+const SIMULATE_BIN = 'examples/amqp-gateway/bin/corral-simulate.mjs';
+
+/** A child process and everything it printed so far. */
+interface Proc {
+  readonly child: ChildProcess;
+  stdout: string;
+  stderr: string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const running: Proc[] = [];
+
+afterEach(stopAll);
+
+/** Kill every process group a test started (the gateway's workers and the simulator's children too). */
+async function stopAll(): Promise<void> {
+  for (const p of running.splice(0)) {
+    try {
+      process.kill(-p.child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    await within(p.exited, 5000, 'exit after SIGKILL');
+  }
+  for (const d of devices.splice(0)) d.socket.destroy();
+}
+
+/** Start `node <args>` in the repository root, leading its own process group. */
+function start(args: string[]): Proc {
+  // The gateway reads its secrets and broker URL from these too: keep the test's own choices only.
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('CORRAL_GATEWAY_') || k === 'CORRAL_SIMULATE_CHILD') delete env[k];
+  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const proc: Proc = {
+    child,
+    stdout: '',
+    stderr: '',
+    exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+  };
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (proc.stdout += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (proc.stderr += s));
+  running.push(proc);
+  return proc;
+}
+
+/** Wait until `pattern` matches what `proc` printed on `stream`; fail with its output after `ms`. */
+async function waitFor(proc: Proc, pattern: RegExp, ms = 60_000, stream: 'stdout' | 'stderr' = 'stdout'): Promise<RegExpMatchArray> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const m = proc[stream].match(pattern);
+    if (m) return m;
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null || Date.now() > deadline) {
+      throw new Error(`no ${pattern} on ${stream} (exit ${proc.child.exitCode})\n--- stdout\n${proc.stdout}\n--- stderr\n${proc.stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A started gateway: its process and the ports it printed. */
+interface RunningGateway {
+  readonly proc: Proc;
+  readonly port: number;
+  readonly admin: string;
+}
+
+/** Start the gateway and wait for its listening and admin lines. */
+async function startGateway(args: string[], entry: string[] = ['--import', 'tsx', CLI]): Promise<RunningGateway> {
+  const proc = start([...entry, '--port', '0', '--admin-port', '0', '--log-level', 'warn', ...args]);
+  const [, port] = await waitFor(proc, /^corral gateway listening on 127\.0\.0\.1:(\d+) \(tls, node [\w-]+.*\)$/m);
+  const [, admin] = await waitFor(proc, /^admin API on (http:\/\/127\.0\.0\.1:\d+) /m);
+  return { proc, port: Number(port), admin: admin! };
+}
+
+/** Run the simulator to the end; resolve with its exit code and its JSON summary. */
+async function simulate(port: number, secret: string, args: string[]): Promise<{ code: number | null; summary: Record<string, unknown>; proc: Proc }> {
+  const proc = start([SIMULATE_BIN, '--port', String(port), '--secret', secret, '--json', '--timeout', '60', ...args]);
+  const { code } = await within(proc.exited, 90_000, 'simulator exit');
+  const last = proc.stdout.trim().split('\n').at(-1) ?? '';
+  let summary: Record<string, unknown>;
+  try {
+    summary = JSON.parse(last) as Record<string, unknown>;
+  } catch {
+    throw new Error(`no JSON summary from the simulator (exit ${code})\n--- stdout\n${proc.stdout}\n--- stderr\n${proc.stderr}`);
+  }
+  return { code, summary, proc };
+}
+
+/** A hand-driven device: one TLS connection speaking the device protocol. */
+interface TestDevice {
+  readonly socket: tls.TLSSocket;
+  /** The next line from the gateway, parsed. */
+  next(): Promise<Record<string, unknown>>;
+  send(message: object): void;
+  readonly closed: Promise<void>;
+}
+const devices: TestDevice[] = [];
+
+async function connectDevice(port: number, device: string, secret: string): Promise<TestDevice> {
+  const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: ((m: Record<string, unknown>) => void)[] = [];
+  let buffer = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => {
+    buffer += chunk;
+    let i: number;
+    while ((i = buffer.indexOf('\n')) !== -1) {
+      const m = JSON.parse(buffer.slice(0, i)) as Record<string, unknown>;
+      buffer = buffer.slice(i + 1);
+      const w = waiters.shift();
+      if (w) w(m);
+      else lines.push(m);
+    }
+  });
+  socket.on('error', () => {});
+  const d: TestDevice = {
+    socket,
+    next: () => within(lines.length > 0 ? Promise.resolve(lines.shift()!) : new Promise((resolve) => waiters.push(resolve)), 10_000, 'a line from the gateway'),
+    send: (message) => socket.write(`${JSON.stringify(message)}\n`),
+    closed: new Promise((resolve) => socket.once('close', () => resolve())),
+  };
+  devices.push(d);
+  await within(new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject)), 10_000, 'TLS connect');
+  d.send({ type: 'hello', device, token: deviceToken(secret, device) });
+  expect(await d.next()).toMatchObject({ type: 'welcome' });
+  return d;
+}
+
+/** POST a command through the admin API. */
+function postCommand(admin: string, device: string, body: string, token?: string): Promise<Response> {
+  return fetch(`${admin}/devices/${device}/commands`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+    body,
+  });
+}
+
+describe('corral-gateway with the embedded broker', () => {
+  it('prints where it listens and a simulate command; simulated devices get every ack', { timeout: 120_000 }, async () => {
+    const gw = await startGateway([]);
+    expect(gw.proc.stdout).toMatch(/^broker: embedded/m);
+    expect(gw.proc.stderr).toContain('no --amqp-url: using the embedded in-process broker (single process only; uplinks are kept in memory)');
+    expect(gw.proc.stderr).toContain('no --admin-token: POST /devices/:id/commands is disabled');
+    // No --secret: it made one, printed it, and printed a ready-to-run simulate command with it.
+    const [, secret] = await waitFor(gw.proc, /^device secret \(generated, not stored anywhere\): (\S+)$/m);
+    expect(gw.proc.stdout).toContain(`npm run simulate -- --port ${gw.port} --secret ${secret} --devices 10 --rate 10 --msgs 5`);
+
+    const sim = await simulate(gw.port, secret!, ['--devices', '5', '--msgs', '3', '--rate', '50', '--interval', '10']);
+    expect(sim.code).toBe(0);
+    expect(sim.summary).toMatchObject({ devices: 5, connected: 5, acks: 15, nacks: 0, expected: 15, complete: true, stoppedBy: 'done' });
+    expect(sim.summary.p50Ms).toEqual(expect.any(Number));
+    expect(sim.summary.p99Ms).toEqual(expect.any(Number));
+    expect(sim.proc.stderr).toMatch(/^uplink: 15 acks, 0 nacks of 15 messages/m);
+
+    // The same through two simulator processes.
+    const sim2 = await simulate(gw.port, secret!, ['--devices', '6', '--msgs', '2', '--rate', '100', '--processes', '2', '--prefix-id', 'two']);
+    expect(sim2.summary).toMatchObject({ processes: 2, connected: 6, acks: 12, complete: true });
+
+    const health = await fetch(`${gw.admin}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'ok', mode: 'embedded', broker: 'connected' });
+    const metrics = await (await fetch(`${gw.admin}/metrics`)).text();
+    expect(metrics).toMatch(/^gateway_uplink_acked_total 27$/m);
+    expect(metrics).toMatch(/^corral_listener_opened 11$/m);
+
+    // No --admin-token: commands are disabled.
+    expect((await postCommand(gw.admin, 'dev-1', '{"body":1}', 'guess')).status).toBe(403);
+
+    // A wrong secret: the simulator's device gives up at once instead of retrying.
+    const wrong = await simulate(gw.port, 'not-the-secret', ['--devices', '1', '--msgs', '1']);
+    expect(wrong.code).toBe(1);
+    expect(wrong.summary).toMatchObject({ connected: 0, acks: 0, complete: false, errors: { unauthorized: 1 } });
+  });
+
+  it('lists connected devices and delivers a command from the admin API to its device', { timeout: 60_000 }, async () => {
+    const gw = await startGateway(['--secret', 's3cret', '--admin-token', 'adm1n', '--node-id', 'gw-cmd']);
+    const device = await connectDevice(gw.port, 'door-7', 's3cret');
+
+    const list = (await (await fetch(`${gw.admin}/devices`)).json()) as { device: string }[];
+    expect(list).toEqual([expect.objectContaining({ device: 'door-7', session: expect.any(String), remote: expect.stringMatching(/^127\.0\.0\.1:\d+$/) })]);
+
+    expect((await postCommand(gw.admin, 'door-7', '{"body":{"unlock":true}}')).status).toBe(401);
+    expect((await postCommand(gw.admin, 'door-7', '{"body":{"unlock":true}}', 'wrong')).status).toBe(401);
+    expect((await postCommand(gw.admin, 'door-7', '{"body":', 'adm1n')).status).toBe(400);
+    expect((await postCommand(gw.admin, 'door-7', JSON.stringify({ body: 'x'.repeat(70_000) }), 'adm1n')).status).toBe(413);
+
+    const res = await postCommand(gw.admin, 'door-7', '{"body":{"unlock":true},"id":"op-1"}', 'adm1n');
+    expect(res.status).toBe(202);
+    expect(await res.json()).toEqual({ id: 'op-1', device: 'door-7' });
+    expect(await device.next()).toEqual({ type: 'cmd', id: 'op-1', body: { unlock: true } });
+    device.send({ type: 'cmd_ack', id: 'op-1' });
+
+    // An id the gateway makes up comes back in the 202 and in the cmd.
+    const second = await postCommand(gw.admin, 'door-7', '{"body":"lock"}', 'adm1n');
+    const { id } = (await second.json()) as { id: string };
+    expect(await device.next()).toEqual({ type: 'cmd', id, body: 'lock' });
+    device.send({ type: 'cmd_ack', id });
+  });
+
+  it('SIGTERM: /healthz answers 503 while it drains, devices are closed, exit code 0', { timeout: 60_000 }, async () => {
+    const gw = await startGateway(['--secret', 's', '--drain-delay', '2000']);
+    const device = await connectDevice(gw.port, 'dev-drain', 's');
+    expect((await fetch(`${gw.admin}/healthz`)).status).toBe(200);
+
+    gw.proc.child.kill('SIGTERM');
+    await waitFor(gw.proc, /^draining on SIGTERM: \/healthz answers 503; closing devices in 2000 ms$/m, 10_000);
+    const health = await fetch(`${gw.admin}/healthz`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toMatchObject({ status: 'draining' });
+
+    await within(device.closed, 15_000, 'the device is closed by the drain');
+    expect(await within(gw.proc.exited, 15_000, 'gateway exit')).toEqual({ code: 0, signal: null });
+    expect(gw.proc.stdout).toMatch(/^drained in \d+ ms; exiting$/m);
+  });
+
+  it('refuses --workers without --amqp-url, and a bad flag, with exit code 2', { timeout: 30_000 }, async () => {
+    const workers = start(['--import', 'tsx', CLI, '--workers', '2']);
+    expect(await within(workers.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
+    expect(workers.stderr).toContain('--workers needs --amqp-url: worker processes cannot share the in-process broker');
+
+    const bad = start([GATEWAY_BIN, '--prot', '1']);
+    expect(await within(bad.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
+    expect(bad.stderr).toMatch(/Unknown option '--prot'/);
+    expect(bad.stderr).toContain('usage: corral-gateway');
+  });
+});
+
+describeRabbit('corral-gateway with RabbitMQ', () => {
+  let cleanup: { prefix: string; node: string; slots: string[] } | undefined;
+
+  afterEach(async () => {
+    if (!cleanup) return;
+    await stopAll(); // first: a live gateway would declare its queue again
+    const { prefix, node, slots } = cleanup;
+    cleanup = undefined;
+    // Every process of the gateway declared the downlink queue of its slot.
+    await withChannel(async (channel, model) => {
+      let ch = channel;
+      for (const slot of slots) {
+        await ch.deleteQueue(topology(prefix).nodeQueue(node, slot)).catch(async () => {
+          ch = await model.createChannel();
+          ch.on('error', () => undefined);
+        });
+      }
+    });
+    await deleteTopology(prefix, []);
+  });
+
+  /** Start a gateway on RabbitMQ under a fresh prefix, remembered for cleanup. */
+  async function startAmqpGateway(node: string, args: string[], entry?: string[]): Promise<RunningGateway & { prefix: string }> {
+    const prefix = uniquePrefix(`cli-${node}`);
+    cleanup = { prefix, node, slots: ['0', 'primary', '1'] };
+    const gw = await startGateway(['--amqp-url', AMQP_URL, '--prefix', prefix, '--node-id', node, ...args], entry);
+    return { ...gw, prefix };
+  }
+
+  for (const workers of [[], ['--workers', '2']]) {
+    it(`${workers.join(' ') || 'one process'}: a command from the admin API reaches its device`, { timeout: 60_000 }, async () => {
+      const gw = await startAmqpGateway('gw-c', [...workers, '--secret', 'c', '--admin-token', 't']);
+      const device = await connectDevice(gw.port, 'door-1', 'c');
+      for (let i = 0; i < 4; i++) {
+        const res = await postCommand(gw.admin, 'door-1', JSON.stringify({ body: i, id: `op-${i}` }), 't');
+        expect(res.status).toBe(202);
+        expect(await device.next()).toEqual({ type: 'cmd', id: `op-${i}`, body: i });
+        device.send({ type: 'cmd_ack', id: `op-${i}` });
+      }
+    });
+  }
+
+  it('--workers 2: simulated devices get every ack; the primary serves the listener counters of its workers', { timeout: 120_000 }, async () => {
+    // Through the bin shim: the workers re-run the shim, which registers tsx again.
+    const gw = await startAmqpGateway('gw-w', ['--workers', '2', '--secret', 'w'], [GATEWAY_BIN]);
+    expect(gw.proc.stdout).toMatch(/^corral gateway listening on .*, 2 workers, \w+\)$/m);
+    expect(gw.proc.stdout).toContain(`broker: ${redacted(AMQP_URL)}, prefix ${gw.prefix}`);
+    const password = new URL(AMQP_URL).password;
+    if (password) expect(gw.proc.stdout).not.toContain(`:${password}@`);
+
+    // A back end: one queue taking every uplink (without one, uplinks are nacked as unroutable).
+    await withChannel(async (channel) => {
+      const { queue } = await channel.assertQueue('', { exclusive: true });
+      await channel.bindQueue(queue, `${gw.prefix}.up`, '#');
+
+      const sim = await simulate(gw.port, 'w', ['--devices', '5', '--msgs', '3', '--rate', '50']);
+      expect(sim.summary).toMatchObject({ connected: 5, acks: 15, nacks: 0, complete: true });
+      expect((await channel.checkQueue(queue)).messageCount).toBe(15);
+    });
+
+    const metrics = await (await fetch(`${gw.admin}/metrics`)).text();
+    expect(metrics).toMatch(/^corral_listener_workers\{status="ready"\} 2$/m);
+    expect(metrics).toMatch(/^corral_listener_opened 5$/m);
+    expect((await fetch(`${gw.admin}/healthz`)).status).toBe(200);
+
+    gw.proc.child.kill('SIGTERM');
+    expect(await within(gw.proc.exited, 30_000, 'gateway exit')).toEqual({ code: 0, signal: null });
+  });
+});
+
+/** A URL without its password, as the gateway prints it. */
+function redacted(url: string): string {
+  const u = new URL(url);
+  u.password = '';
+  return u.toString();
+}

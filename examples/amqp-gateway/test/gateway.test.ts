@@ -1,0 +1,98 @@
+/**
+ * The gateway node as a whole: its listener, devices(), healthy() and drain().
+ */
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { hmacAuthenticate } from '../src/auth.js';
+import { startGateway } from '../src/gateway.js';
+import { MemoryBroker } from '../src/memory-broker.js';
+import { MemoryExchangeHub } from '../src/memory-exchange-hub.js';
+import { createMetrics } from '../src/metrics.js';
+import { DeviceClient } from './support/device-client.js';
+import { metric, nextEnqueued, SECRET, startTestNode, stopGateways, testCertificate, token } from './support/gateway-harness.js';
+
+afterEach(stopGateways);
+
+describe('gateway', () => {
+  it('names its listener after the node and lists its devices', async () => {
+    const node = await startTestNode({ nodeId: 'gw-list' });
+    expect(node.gateway.listener.name).toBe('gateway-gw-list');
+    expect(node.gateway.listener.role).toBe('single');
+    const a = await DeviceClient.hello(node.port, 'dev-a', token('dev-a'));
+    const b = await DeviceClient.hello(node.port, 'dev-b', token('dev-b'));
+    const unwelcomed = await DeviceClient.connect(node.port);
+    await node.gateway.listener.waitForConnections('==', 3);
+    const devices = await node.gateway.devices();
+    expect(devices.map((d) => [d.device, d.session]).sort()).toEqual([
+      ['dev-a', a.welcome.session],
+      ['dev-b', b.welcome.session],
+    ]);
+    await unwelcomed.close();
+  });
+
+  it('reports the broker state as a metric and healthy() until drained', async () => {
+    const node = await startTestNode();
+    expect(node.gateway.healthy()).toBe(true);
+    expect(await metric(node.metrics, 'gateway_broker_state', { state: 'connected' })).toBe(1);
+    await node.gateway.drain();
+    expect(node.gateway.healthy()).toBe(false);
+    expect(node.broker.state).toBe('closed');
+    expect(await metric(node.metrics, 'gateway_broker_state', { state: 'closed' })).toBe(1);
+    expect(await metric(node.metrics, 'gateway_broker_state', { state: 'connected' })).toBe(0);
+  });
+
+  it('refuses workers with the embedded broker', async () => {
+    await expect(
+      startGateway({
+        nodeId: 'gw-workers',
+        host: '127.0.0.1',
+        port: 0,
+        tls: await testCertificate(),
+        authenticate: hmacAuthenticate({ current: SECRET }),
+        broker: () => new MemoryBroker({ nodeId: 'gw-workers', hub: new MemoryExchangeHub() }),
+        logger: pino({ enabled: false }),
+        metrics: createMetrics({ defaultMetrics: false }),
+        workers: 2,
+      }),
+    ).rejects.toThrow(/workers need a shared broker/);
+  });
+});
+
+describe('drain', () => {
+  it('closes every device once its unconfirmed uplinks are acknowledged, then stops the broker', async () => {
+    const node = await startTestNode();
+    node.broker.bindQueue('presence', node.broker.topology.events, '*.disconnected');
+    const { client: quiet } = await DeviceClient.hello(node.port, 'quiet', token('quiet'));
+    const { client: busy } = await DeviceClient.hello(node.port, 'busy', token('busy'));
+    const hold = node.broker.holdConfirms();
+    busy.send({ type: 'msg', id: 'last', topic: 't', body: 1 });
+    await hold.waitFor(1);
+
+    const drained = node.gateway.drain();
+    await quiet.closed;
+    expect(node.gateway.healthy()).toBe(false);
+    // Still open while its uplink is unconfirmed; anything new goes elsewhere.
+    busy.send({ type: 'msg', id: 'too-late', topic: 't', body: 2 });
+    expect(await busy.next('nack')).toEqual({ type: 'nack', id: 'too-late', reason: 'shutting_down' });
+    hold.release();
+    expect(await busy.next('ack')).toEqual({ type: 'ack', id: 'last' });
+    await busy.closed;
+    await drained;
+    expect(node.broker.state).toBe('closed');
+    expect(busy.all('error')).toEqual([]);
+    expect(quiet.all('error')).toEqual([]);
+    expect(node.broker.read('presence').map((m) => m.routingKey).sort()).toEqual(['busy.disconnected', 'quiet.disconnected']);
+  });
+
+  it('gives commands of drained devices back, to the offline queue', async () => {
+    const hub = new MemoryExchangeHub();
+    const node = await startTestNode({ hub });
+    const { client } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    await node.broker.publishCommand('dev-1', 'x', { id: 'c-1' });
+    await client.next('cmd');
+    const offline = nextEnqueued(hub, node.broker.topology.downOffline);
+    await node.gateway.drain();
+    expect((await offline).messageId).toBe('c-1');
+    expect(await metric(node.metrics, 'gateway_downlink_redelivered_total', { reason: 'disconnected' })).toBe(1);
+  });
+});

@@ -1,0 +1,111 @@
+/**
+ * A device connecting again: the later session wins, on one node and across nodes, and its
+ * downlink follows it.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryExchangeHub } from '../src/memory-exchange-hub.js';
+import { DeviceClient } from './support/device-client.js';
+import { gatedAuthenticate, metric, startTestNode, stopGateways, token } from './support/gateway-harness.js';
+
+afterEach(stopGateways);
+
+async function roundTrip(client: DeviceClient): Promise<void> {
+  client.send({ type: 'ping' });
+  await client.next('pong');
+}
+
+describe('takeover on one node', () => {
+  it('closes the older session with taken_over when the device connects again', async () => {
+    const node = await startTestNode();
+    const { client: first } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    const { client: second, welcome } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    expect((await first.expectError()).code).toBe('taken_over');
+    await roundTrip(second);
+    await node.gateway.listener.waitForConnections('==', 1);
+    expect((await node.gateway.devices()).map((d) => d.session)).toEqual([welcome.session]);
+    expect(await metric(node.metrics, 'gateway_takeovers_total', { kind: 'closed' })).toBe(1);
+    expect(await metric(node.metrics, 'gateway_device_connections')).toBe(1);
+  });
+
+  it('moves commands the older session had not had acknowledged to the new one', async () => {
+    const node = await startTestNode();
+    const { client: first } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    await node.broker.publishCommand('dev-1', 'x', { id: 'c-1' });
+    await first.next('cmd');
+    const { client: second } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    await first.closed;
+    expect(await second.next('cmd')).toEqual({ type: 'cmd', id: 'c-1', body: 'x' });
+    await node.broker.publishCommand('dev-1', 'y', { id: 'c-2' });
+    expect((await second.next('cmd')).id).toBe('c-2');
+  });
+
+  it('keeps the device routed here while the newer session lives (attach and detach are counted)', async () => {
+    const node = await startTestNode();
+    await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    const { client: second } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    await node.gateway.listener.waitForConnections('==', 1);
+    await node.broker.publishCommand('dev-1', 'z', { id: 'c-1' });
+    expect((await second.next('cmd')).id).toBe('c-1');
+  });
+});
+
+describe('takeover across nodes sharing a hub', () => {
+  it('closes the session on the other node; commands follow the device to its new node', async () => {
+    const hub = new MemoryExchangeHub();
+    const a = await startTestNode({ hub, nodeId: 'gw-a' });
+    const b = await startTestNode({ hub, nodeId: 'gw-b' });
+    const { client: onA } = await DeviceClient.hello(a.port, 'dev-1', token('dev-1'));
+    await a.broker.publishCommand('dev-1', 'first', { id: 'c-1' });
+    expect((await onA.next('cmd')).id).toBe('c-1');
+    const { client: onB, welcome } = await DeviceClient.hello(b.port, 'dev-1', token('dev-1'));
+    expect(welcome.node).toBe('gw-b');
+    expect((await onA.expectError()).code).toBe('taken_over');
+    // c-1 was never acknowledged on a: it follows the device to b.
+    expect(await onB.next('cmd')).toEqual({ type: 'cmd', id: 'c-1', body: 'first' });
+    // A command published through either node now reaches b.
+    await a.broker.publishCommand('dev-1', 'second', { id: 'c-2' });
+    expect((await onB.next('cmd')).id).toBe('c-2');
+    expect(await a.gateway.devices()).toEqual([]);
+    expect((await b.gateway.devices()).map((d) => d.device)).toEqual(['dev-1']);
+  });
+});
+
+describe('simultaneous hellos: the later hello wins', () => {
+  for (const where of ['one node', 'two nodes'] as const) {
+    for (const finishing of ['the later hello finishes first', 'the earlier hello finishes first'] as const) {
+      it(`${where}, ${finishing}`, async () => {
+        const hub = new MemoryExchangeHub();
+        const gateA = gatedAuthenticate();
+        const gateB = where === 'one node' ? gateA : gatedAuthenticate();
+        const nodeA = await startTestNode({ hub, authenticate: gateA.authenticate });
+        const nodeB = where === 'one node' ? nodeA : await startTestNode({ hub, authenticate: gateB.authenticate });
+
+        const earlier = await DeviceClient.connect(nodeA.port);
+        earlier.send({ type: 'hello', device: 'dev-1', token: 'a' });
+        const callA = await gateA.call(0);
+        const later = await DeviceClient.connect(nodeB.port);
+        later.send({ type: 'hello', device: 'dev-1', token: 'b' });
+        const callB = await gateB.call(where === 'one node' ? 1 : 0);
+        expect([callA.hello.token, callB.hello.token]).toEqual(['a', 'b']);
+
+        if (finishing === 'the later hello finishes first') {
+          callB.accept();
+          await later.next('welcome');
+          callA.accept();
+        } else {
+          callA.accept();
+          await earlier.next('welcome');
+          callB.accept();
+          await later.next('welcome');
+        }
+        expect((await earlier.expectError()).code).toBe('taken_over');
+        await roundTrip(later);
+        await nodeB.broker.publishCommand('dev-1', 'to the winner', { id: 'c-1' });
+        expect((await later.next('cmd')).id).toBe('c-1');
+        const refused = await metric(nodeA.metrics, 'gateway_takeovers_total', { kind: 'refused' });
+        const closed = await metric(nodeA.metrics, 'gateway_takeovers_total', { kind: 'closed' });
+        expect(refused + closed).toBe(1);
+      });
+    }
+  }
+});
