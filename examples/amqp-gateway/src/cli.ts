@@ -142,7 +142,7 @@ const generated: { secret?: string; cert?: string; key?: string } = {};
 
 let secret = args.secret ?? (env.CORRAL_GATEWAY_SECRET || undefined) ?? inherited.secret;
 if (secret === undefined) {
-  secret = randomBytes(24).toString('base64url');
+  secret = randomBytes(24).toString('hex'); // hex: never starts with '-', so it pastes into any CLI
   generated.secret = secret;
 }
 
