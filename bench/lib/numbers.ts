@@ -1,0 +1,46 @@
+/** Small numeric helpers shared by the scenarios. */
+
+/** The p-th percentile (0–100) of `values` (sorted or not); NaN when empty. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
+}
+
+/** Round to `digits` decimals. */
+export function round(v: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+/** `n` with thousands separators: 16000 → "16,000". */
+export function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+/**
+ * Events per second over time: `times` (ms, relative to the origin) counted in bins of `binMs`,
+ * as [seconds at the bin's start, events per second] points, from 0 to the last event.
+ */
+export function ratePerSecond(times: readonly number[], binMs: number): [number, number][] {
+  const last = times.reduce((a, b) => Math.max(a, b), 0);
+  const bins = new Array<number>(Math.floor(last / binMs) + 1).fill(0);
+  for (const t of times) if (t >= 0) bins[Math.floor(t / binMs)]!++;
+  return bins.map((n, i) => [round((i * binMs) / 1000, 2), round((n * 1000) / binMs, 1)]);
+}
+
+/** Cumulative count over time: how many of `times` (ms) happened by each bin's end, as [s, count]. */
+export function cumulative(times: readonly number[], binMs: number): [number, number][] {
+  const sorted = [...times].filter((t) => t >= 0).sort((a, b) => a - b);
+  const last = sorted.at(-1) ?? 0;
+  const out: [number, number][] = [[0, 0]];
+  let j = 0;
+  for (let end = binMs; end < last + binMs; end += binMs) {
+    while (j < sorted.length && sorted[j]! < end) j++;
+    out.push([round(end / 1000, 2), j]);
+  }
+  return out;
+}
+
+/** Sleep. */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
