@@ -171,6 +171,7 @@ describe('corral-gateway with the embedded broker', () => {
     expect(gw.proc.stderr).toContain('no --admin-token: POST /devices/:id/commands is disabled');
     // No --secret: it made one, printed it, and printed a ready-to-run simulate command with it.
     const [, secret] = await waitFor(gw.proc, /^device secret \(generated, not stored anywhere\): (\S+)$/m);
+    expect(secret).toMatch(/^[0-9a-f]{48}$/); // never starts with '-' (parseArgs would take it for a flag)
     expect(gw.proc.stdout).toContain(`npm run simulate -- --port ${gw.port} --secret ${secret} --devices 10 --rate 10 --msgs 5`);
 
     const sim = await simulate(gw.port, secret!, ['--devices', '5', '--msgs', '3', '--rate', '50', '--interval', '10']);
