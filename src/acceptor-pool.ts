@@ -32,7 +32,7 @@ export interface AcceptorPoolStats {
 export interface AcceptorPool {
   /** Upper bound of handshakes plus counted connections. Raising it serves waiting sockets at once. */
   maxConnections: number;
-  /** How many handshakes may run at once. */
+  /** How many handshakes may run at once now (with `maxHandshakes: 'auto'`, the current window). */
   readonly maxHandshakes: number;
   /** Current counters. */
   readonly stats: AcceptorPoolStats;

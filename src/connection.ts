@@ -15,9 +15,13 @@ export interface Connection {
   readonly id: string;
   /** Name of the listener that accepted it. */
   readonly listener: string;
-  /** The local end. */
+  /**
+   * The local end. Read from the socket on first use and kept (as Ranch's `sockname`): read it
+   * while the connection is open — in `onReady`, say — if you need it after a peer's reset, when it
+   * can no longer be read and is `{ family: 'unknown' }`.
+   */
   readonly local: SocketAddress;
-  /** The peer end. */
+  /** The peer end; read on first use and kept, like `local` (Ranch's `peername`). */
   readonly remote: SocketAddress;
   /** TLS details (peer certificate, SNI servername, ALPN protocol), or `null` on plain transports. */
   readonly tls: TlsInfo | null;
@@ -133,8 +137,6 @@ function isThenable(v: unknown): v is PromiseLike<void> {
 export class SupervisedConnection implements Connection {
   readonly id: string;
   readonly listener: string;
-  readonly local: SocketAddress;
-  readonly remote: SocketAddress;
   readonly tls: TlsInfo | null;
   readonly openedAt = Date.now();
   data: unknown = undefined;
@@ -146,6 +148,9 @@ export class SupervisedConnection implements Connection {
   handler!: ProtocolHandler;
 
   private readonly stream: Duplex;
+  /** Addresses, read from the socket on first use (a syscall each, which most connections never need). */
+  private localAddress: SocketAddress | undefined = undefined;
+  private remoteAddress: SocketAddress | undefined = undefined;
   private readonly framer: Framer;
   private readonly transport: TransportConnection;
   private bytesIn = 0;
@@ -176,8 +181,6 @@ export class SupervisedConnection implements Connection {
     this.listener = owner.listenerName;
     this.transport = transport;
     this.stream = transport.stream;
-    this.local = transport.local;
-    this.remote = transport.remote;
     this.tls = transport.tls;
     this.framer = owner.framing.createFramer();
     const s = this.stream;
@@ -202,6 +205,14 @@ export class SupervisedConnection implements Connection {
     const als = this.owner.context;
     if (als === undefined) fn();
     else als.run({ listener: this.listener, connection: this.id }, fn);
+  }
+
+  get local(): SocketAddress {
+    return (this.localAddress ??= this.transport.local);
+  }
+
+  get remote(): SocketAddress {
+    return (this.remoteAddress ??= this.transport.remote);
   }
 
   get closed(): boolean {

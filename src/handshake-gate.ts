@@ -1,12 +1,14 @@
 import type { AcceptorPool, AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool.js';
 import { CorralError } from './errors.js';
+import { AUTO_HANDSHAKES, HandshakeWindow } from './handshake-window.js';
 import type { AcceptedSocket, Transport, TransportConnection } from './transport.js';
 import { type AdmissionPolicy, WaitQueue } from './wait-queue.js';
 
 /** Settings of a {@link HandshakeGate}. @internal */
 export interface HandshakeGateOptions {
   maxConnections: number;
-  maxHandshakes: number;
+  /** A fixed number, or `'auto'` for an adaptive {@link HandshakeWindow}. */
+  maxHandshakes: number | 'auto';
   handshakeTimeout: number;
   maxWaiting: number;
   waitTimeout: number;
@@ -22,6 +24,11 @@ export interface HandshakeGateEvents {
   rejected(socket: AcceptedSocket, reason: RejectReason): void;
   /** Any gauge changed (for `waitForConnections`). */
   changed(): void;
+  /**
+   * Whether a `rejected`/`handshakeFailed` report would carry the peer's address; if so the gate
+   * reads it at accept, while it can still be read.
+   */
+  wantsPeerAddress(): boolean;
 }
 
 function isThenable<T>(v: unknown): v is PromiseLike<T> {
@@ -34,7 +41,8 @@ function isThenable<T>(v: unknown): v is PromiseLike<T> {
  */
 export class HandshakeGate implements AcceptorPool {
   private limit: number;
-  readonly maxHandshakes: number;
+  private readonly fixedHandshakes: number | undefined;
+  private readonly window: HandshakeWindow | undefined;
   private readonly queue: WaitQueue<AcceptedSocket>;
   private readonly inFlight = new Set<AcceptedSocket>();
   private idleWaiters: (() => void)[] = [];
@@ -51,12 +59,21 @@ export class HandshakeGate implements AcceptorPool {
     private readonly events: HandshakeGateEvents,
   ) {
     this.limit = options.maxConnections;
-    this.maxHandshakes = options.maxHandshakes;
+    if (options.maxHandshakes === 'auto') {
+      this.window = new HandshakeWindow(AUTO_HANDSHAKES, () => this.slotsBound(), () => this.pump());
+    } else {
+      this.fixedHandshakes = options.maxHandshakes;
+    }
     this.queue = new WaitQueue(options.maxWaiting, options.admission, options.adaptiveTarget);
   }
 
   get maxConnections(): number {
     return this.limit;
+  }
+
+  /** How many handshakes may run at once now (with `'auto'`, the current window). */
+  get maxHandshakes(): number {
+    return this.window ? this.window.size : this.fixedHandshakes!;
   }
 
   set maxConnections(n: number) {
@@ -79,9 +96,12 @@ export class HandshakeGate implements AcceptorPool {
     this.accepted++;
     // Read the peer address while the socket is open: a net.Socket remembers it once read, but
     // one destroyed before it was read reports undefined, and `reject`/`handshakeError` events
-    // (emitted after the socket is closed) would lose it.
-    void socket.remoteAddress;
-    void socket.remotePort;
+    // (emitted after the socket is closed) would lose it. It costs a getpeername(2) per accept, so
+    // only when someone listens for those events.
+    if (this.events.wantsPeerAddress()) {
+      void socket.remoteAddress;
+      void socket.remotePort;
+    }
     if (this.closed) {
       this.reject(socket, 'shutdown');
       return;
@@ -90,6 +110,7 @@ export class HandshakeGate implements AcceptorPool {
     if (this.queue.length === 0 && this.canStart()) {
       this.startHandshake(socket);
     } else if (this.queue.push(socket, now)) {
+      if (this.window && this.slotsBound()) this.window.noteSaturated();
       this.armExpiry(now);
       this.events.changed();
     } else {
@@ -105,6 +126,7 @@ export class HandshakeGate implements AcceptorPool {
 
   close(): void {
     this.closed = true;
+    this.window?.stop();
     this.clear();
   }
 
@@ -137,6 +159,11 @@ export class HandshakeGate implements AcceptorPool {
     return h < this.maxHandshakes && h + this.counted < this.limit;
   }
 
+  /** Sockets wait because every handshake slot is taken (not because of `maxConnections`). */
+  private slotsBound(): boolean {
+    return this.queue.length > 0 && this.inFlight.size >= this.maxHandshakes && this.inFlight.size + this.counted < this.limit;
+  }
+
   /** Serve waiting sockets while slots are free. */
   private pump(): void {
     if (this.closed || this.queue.length === 0) return;
@@ -146,6 +173,7 @@ export class HandshakeGate implements AcceptorPool {
       this.startHandshake(this.queue.take(now)!);
       served = true;
     }
+    if (this.window && this.slotsBound()) this.window.noteSaturated();
     if (served) this.events.changed();
   }
 

@@ -31,6 +31,10 @@ export interface ListenerInfo {
   /** The bound address. */
   readonly address: SocketAddress;
   readonly maxConnections: number;
+  /**
+   * Handshakes that may run at once in one process now: the fixed `maxHandshakes`, or with `'auto'`
+   * the current window. For a primary, the widest of its workers'.
+   */
   readonly maxHandshakes: number;
   readonly admission: AdmissionPolicy;
   /** Connections counting against `maxConnections`, plus handshakes in progress. */
@@ -98,6 +102,11 @@ export interface HandlerCrashEvent {
 export interface HandshakeErrorEvent {
   readonly kind: HandshakeFailure;
   readonly error: Error;
+  /**
+   * The peer, read when the socket was accepted — only if a listener for this event (or a
+   * subscriber of its diagnostics channel) existed then: the read costs a syscall per accept, and
+   * once the socket is closed it cannot be read. `undefined` otherwise.
+   */
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
 }
@@ -105,6 +114,11 @@ export interface HandshakeErrorEvent {
 /** A socket closed unserved, as the `reject` event reports it. */
 export interface RejectEvent {
   readonly reason: RejectReason;
+  /**
+   * The peer, read when the socket was accepted — only if a listener for this event (or a
+   * subscriber of its diagnostics channel) existed then: the read costs a syscall per accept, and
+   * once the socket is closed it cannot be read. `undefined` otherwise.
+   */
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
 }

@@ -145,6 +145,11 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
           this.countWaiters.check();
           this.hooks.changed?.();
         },
+        wantsPeerAddress: () =>
+          this.listenerCount('reject') > 0 ||
+          this.listenerCount('handshakeError') > 0 ||
+          channels.overloadReject.hasSubscribers ||
+          channels.handshakeError.hasSubscribers,
       },
     );
   }

@@ -31,8 +31,13 @@ export interface ListenerOptions<O = unknown> {
    * `Infinity` for no limit. Default 1024 (as Ranch).
    */
   maxConnections?: number;
-  /** Most transport handshakes running at once (the acceptor pool's size). Default 128. */
-  maxHandshakes?: number;
+  /**
+   * Most transport handshakes running at once (the acceptor pool's size). A number fixes it.
+   * `'auto'` (the default) starts at 128 and, while every slot is taken and sockets wait but the event
+   * loop has idle time (the handshakes wait on slow peers' round trips, not on the CPU), widens up to
+   * 1024; it narrows back to 128 when the event loop is busy or the demand is gone. Per process.
+   */
+  maxHandshakes?: number | 'auto';
   /** Longest a transport handshake may take, in ms, before the socket is closed. Default 5000. */
   handshakeTimeout?: number;
   /** Most sockets waiting for a slot; a socket that finds the queue full is closed. Default 4096. */
@@ -105,7 +110,7 @@ export interface ResolvedListenerOptions {
   protocolOptions: unknown;
   framing: Framing;
   maxConnections: number;
-  maxHandshakes: number;
+  maxHandshakes: number | 'auto';
   handshakeTimeout: number;
   maxWaiting: number;
   waitTimeout: number;
@@ -161,6 +166,14 @@ export function checkCount(name: string, value: unknown, fallback: number, min: 
   if (infinite && value === Infinity) return Infinity;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
     throw new InvalidOptionError(name, `must be an integer >= ${min}${infinite ? ' or Infinity' : ''}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function checkHandshakes(value: unknown): number | 'auto' {
+  if (value === undefined || value === 'auto') return 'auto';
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new InvalidOptionError('maxHandshakes', `must be 'auto' or an integer >= 1, got ${String(value)}`);
   }
   return value;
 }
@@ -251,7 +264,7 @@ export function resolveListenerOptions(options: ListenerOptions<unknown>): Resol
     throw new InvalidOptionError('protocol', 'is required: a ProtocolHandler object, class or factory');
   }
   const maxConnections = checkCount('maxConnections', o.maxConnections, 1024, 1, true);
-  const maxHandshakes = checkCount('maxHandshakes', o.maxHandshakes, 128, 1);
+  const maxHandshakes = checkHandshakes(o.maxHandshakes);
   const framing = resolveFraming(o.framing);
   const transport = resolveTransport(o.transport, o.transportOptions);
   return {

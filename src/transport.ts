@@ -6,7 +6,9 @@ import type { Duplex } from 'node:stream';
 export type SocketAddress =
   | { readonly family: 'IPv4' | 'IPv6'; readonly address: string; readonly port: number }
   | { readonly family: 'unix'; readonly path: string }
-  | { readonly family: 'memory'; readonly address: string };
+  | { readonly family: 'memory'; readonly address: string }
+  /** The socket closed before its address was first read (addresses are read lazily, as in Ranch). */
+  | { readonly family: 'unknown' };
 
 /**
  * What a secure transport learned during its handshake. Absent on plain transports.

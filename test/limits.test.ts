@@ -193,6 +193,8 @@ describe('maxConnections', () => {
 describe('maxHandshakes', () => {
   it('runs at most maxHandshakes handshakes; the next socket waits, then runs when one ends', async () => {
     const l = await tlsListener({ maxHandshakes: 1, handshakeTimeout: 30_000 });
+    // Listening before the connect: the peer address is read at accept only for a listener then.
+    const failed = next(l, 'handshakeError');
     const first = await rawClient(l);
     await until(l, 'handshaking == 1', (i) => i.handshaking === 1);
     const second = await rawClient(l);
@@ -200,7 +202,6 @@ describe('maxHandshakes', () => {
     expect(info).toMatchObject({ handshaking: 1, waiting: 1, active: 1, connections: 0, accepted: 2 });
 
     // The first client gives up: its handshake fails and the second's handshake starts.
-    const failed = next(l, 'handshakeError');
     const firstPort = first.localPort;
     first.destroy();
     const event = await failed;
@@ -219,6 +220,32 @@ describe('maxHandshakes', () => {
     await securedNow;
     expect(await new LineClient(real).request('tls')).toBe('tls');
     expect(await l.info()).toMatchObject({ handshaking: 0, waiting: 0, opened: 1, handshakeFailures: { error: 2, timeout: 0 } });
+  });
+});
+
+describe("maxHandshakes: 'auto'", () => {
+  it('widens past 128 while silent peers hold every slot and the loop is idle, then narrows back', { timeout: 30_000 }, async () => {
+    // Raw TCP clients on a TLS port never send a ClientHello: each holds a handshake slot and costs
+    // no CPU, as devices on slow links do. The default window (128) must not cap them.
+    const l = await tlsListener({ handshakeTimeout: 60_000, maxConnections: 1000 });
+    expect((await l.info()).maxHandshakes).toBe(128);
+    const n = 400;
+    for (let i = 0; i < n; i++) await rawClient(l);
+    const wide = await until(l, `all ${n} handshaking`, (i) => i.handshaking === n && i.waiting === 0, 15_000);
+    expect(wide.maxHandshakes).toBeGreaterThanOrEqual(n);
+    expect(wide.maxHandshakes).toBeLessThanOrEqual(1024);
+
+    // The peers leave: with no demand the window returns to 128.
+    for (const s of sockets.splice(0)) s.destroy();
+    const back = await until(l, 'window back to 128', (i) => i.maxHandshakes === 128 && i.handshaking === 0, 15_000);
+    expect(back.handshakeFailures.error).toBe(n);
+  });
+
+  it('a fixed maxHandshakes is a hard limit: the rest wait', async () => {
+    const l = await tlsListener({ maxHandshakes: 4, handshakeTimeout: 60_000 });
+    for (let i = 0; i < 6; i++) await rawClient(l);
+    const info = await until(l, '2 waiting', (i) => i.waiting === 2);
+    expect(info).toMatchObject({ maxHandshakes: 4, handshaking: 4 });
   });
 });
 

@@ -452,6 +452,7 @@ describe('bad options', () => {
     { what: 'maxConnections -1', patch: { maxConnections: -1 }, option: 'maxConnections' },
     { what: "maxConnections 'x'", patch: { maxConnections: 'x' }, option: 'maxConnections' },
     { what: 'maxHandshakes 0', patch: { maxHandshakes: 0 }, option: 'maxHandshakes' },
+    { what: "maxHandshakes 'fast'", patch: { maxHandshakes: 'fast' }, option: 'maxHandshakes' },
     { what: 'handshakeTimeout -5', patch: { handshakeTimeout: -5 }, option: 'handshakeTimeout' },
     { what: "admission 'random'", patch: { admission: 'random' }, option: 'admission' },
     { what: "restart 'permanent'", patch: { restart: 'permanent' }, option: 'restart' },
@@ -558,6 +559,42 @@ describe('IPv6', () => {
     expect(await c.request('v6')).toBe('v6');
     const [info] = await l.connections();
     expect(info?.remote).toMatchObject({ family: 'IPv6', address: '::1' });
+  });
+});
+
+describe('connection addresses', () => {
+  it('are read on first use and kept: read in onReady, still known in onClose after a reset; never read, unknown', async () => {
+    const seen: { id: string; readFirst: boolean; local: unknown; remote: unknown }[] = [];
+    let readNext = true;
+    const l = await start({
+      protocol: {
+        onReady(conn: Connection) {
+          conn.data = readNext;
+          if (readNext) void [conn.local, conn.remote];
+          readNext = false;
+        },
+        onClose(conn: Connection) {
+          seen.push({ id: conn.id, readFirst: conn.data === true, local: conn.local, remote: conn.remote });
+        },
+      },
+    });
+    for (let i = 0; i < 2; i++) {
+      const c = await client(l.port!);
+      await l.waitForConnections('==', 1);
+      const port = (c.stream as net.Socket).localPort;
+      (c.stream as net.Socket).resetAndDestroy();
+      await l.waitForConnections('==', 0);
+      expect(seen).toHaveLength(i + 1);
+      const last = seen.at(-1)!;
+      if (last.readFirst) {
+        expect(last.remote).toEqual({ family: 'IPv4', address: '127.0.0.1', port });
+        expect(last.local).toEqual({ family: 'IPv4', address: '127.0.0.1', port: l.port });
+      } else {
+        expect(last.remote).toEqual({ family: 'unknown' });
+        expect(last.local).toEqual({ family: 'unknown' });
+      }
+    }
+    expect(seen.map((s) => s.readFirst)).toEqual([true, false]);
   });
 });
 

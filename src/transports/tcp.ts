@@ -91,22 +91,33 @@ export function addressOf(address: string | undefined, port: number | undefined,
   return { family: family === 'IPv6' ? 'IPv6' : 'IPv4', address, port: port ?? 0 };
 }
 
+/**
+ * One end of an accepted socket: its address, `unix` for a Unix socket (which has no peer address),
+ * or `unknown` when a TCP socket closed before the address was first read. @internal
+ */
+export function endOf(address: string | undefined, port: number | undefined, family: string | undefined, unix: boolean): SocketAddress {
+  if (address !== undefined) return addressOf(address, port, family);
+  return unix ? { family: 'unix', path: '' } : { family: 'unknown' };
+}
+
 /** Swallows errors on sockets nobody reads yet (a reset while waiting must not crash the process). */
 function ignoreError(): void {}
 
 /** The connection of an accepted TCP or Unix socket. Addresses are read lazily. */
 class TcpConnection implements TransportConnection {
   readonly tls = null;
-  constructor(readonly stream: net.Socket) {}
+  constructor(
+    readonly stream: net.Socket,
+    private readonly unix: boolean,
+  ) {}
   get local(): SocketAddress {
     const s = this.stream;
-    return s.localAddress === undefined
-      ? { family: 'unix', path: String((s as unknown as { server?: net.Server }).server?.address() ?? '') }
-      : addressOf(s.localAddress, s.localPort, s.localFamily);
+    if (this.unix) return { family: 'unix', path: String((s as unknown as { server?: net.Server }).server?.address() ?? '') };
+    return endOf(s.localAddress, s.localPort, s.localFamily, false);
   }
   get remote(): SocketAddress {
     const s = this.stream;
-    return s.remoteAddress === undefined ? { family: 'unix', path: '' } : addressOf(s.remoteAddress, s.remotePort, s.remoteFamily);
+    return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unix);
   }
   setKeepAlive(enable: boolean, initialDelayMs?: number): void {
     this.stream.setKeepAlive(enable, initialDelayMs);
@@ -152,6 +163,11 @@ export class TcpTransport implements Transport {
     checkTcpOptions(options as Record<string, unknown>, 'transportOptions', TCP_KEYS);
   }
 
+  /** Whether it binds a Unix socket (whose peers have no address). @internal */
+  get isUnix(): boolean {
+    return this.options.path !== undefined;
+  }
+
   /** `host:port` or the socket path, for messages. */
   describe(): string {
     const o = this.options;
@@ -185,7 +201,7 @@ export class TcpTransport implements Transport {
         server.on('error', (err) => handlers.onError(err));
         const tcpServer = new TcpServer(server);
         const a = tcpServer.address();
-        if (a.family !== 'unix' && a.family !== 'memory') this.boundPort = a.port;
+        if (a.family === 'IPv4' || a.family === 'IPv6') this.boundPort = a.port;
         resolve(tcpServer);
       });
     });
@@ -194,7 +210,7 @@ export class TcpTransport implements Transport {
   handshake(accepted: AcceptedSocket): TransportConnection {
     const socket = accepted as net.Socket;
     socket.off('error', ignoreError);
-    return new TcpConnection(socket);
+    return new TcpConnection(socket, this.isUnix);
   }
 
   /** Build the `net.Server` every listen path shares: paused accepted sockets, errors routed. */

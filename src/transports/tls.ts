@@ -11,7 +11,7 @@ import type {
   TransportListenHandlers,
   TransportServer,
 } from '../transport.js';
-import { addressOf, ignoreSocketError, TcpTransport, type TcpTransportOptions } from './tcp.js';
+import { endOf, ignoreSocketError, TcpTransport, type TcpTransportOptions } from './tcp.js';
 
 /** Secure-context settings accepted per SNI name: key and certificate, and optionally a CA. */
 export type SniContextOptions = Pick<tls.SecureContextOptions, 'key' | 'cert' | 'ca' | 'pfx' | 'passphrase'>;
@@ -99,16 +99,20 @@ class TlsDetails implements TlsInfo {
 
 class TlsConnection implements TransportConnection {
   readonly tls: TlsInfo;
-  constructor(readonly stream: tls.TLSSocket, private readonly raw: net.Socket) {
+  constructor(
+    readonly stream: tls.TLSSocket,
+    private readonly raw: net.Socket,
+    private readonly unix: boolean,
+  ) {
     this.tls = new TlsDetails(stream);
   }
   get local(): SocketAddress {
     const s = this.raw;
-    return s.localAddress === undefined ? { family: 'unix', path: '' } : addressOf(s.localAddress, s.localPort, s.localFamily);
+    return endOf(s.localAddress, s.localPort, s.localFamily, this.unix);
   }
   get remote(): SocketAddress {
     const s = this.raw;
-    return s.remoteAddress === undefined ? { family: 'unix', path: '' } : addressOf(s.remoteAddress, s.remotePort, s.remoteFamily);
+    return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unix);
   }
   setKeepAlive(enable: boolean, initialDelayMs?: number): void {
     this.raw.setKeepAlive(enable, initialDelayMs);
@@ -260,7 +264,7 @@ export class TlsTransport implements Transport {
         }
         raw.off('error', ignoreSocketError);
         socket.pause();
-        resolve(new TlsConnection(socket, raw));
+        resolve(new TlsConnection(socket, raw, this.tcp.isUnix));
       };
       socket.once('secure', onSecure);
       socket.once('error', onError);

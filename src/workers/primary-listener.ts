@@ -4,6 +4,7 @@ import type { ConnectionInfo } from '../connection.js';
 import { channels } from '../diagnostics.js';
 import { CorralError, InvalidOptionError } from '../errors.js';
 import { HandshakeGate } from '../handshake-gate.js';
+import { AUTO_HANDSHAKES } from '../handshake-window.js';
 import type { ConnectionCountOp, DrainResult, Listener, ListenerEvents, ListenerInfo, ListenerStatus } from '../listener.js';
 import { CountWaiters } from '../count-waiters.js';
 import { checkCount, type ListenerOptions, type ResolvedListenerOptions } from '../options.js';
@@ -293,6 +294,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
           this.emit('reject', { reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
         },
         changed: () => {},
+        wantsPeerAddress: () => this.listenerCount('reject') > 0 || this.listenerCount('handshakeError') > 0 || channels.overloadReject.hasSubscribers,
       },
     );
   }
@@ -418,7 +420,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       role: 'primary',
       distribution: this.distribution,
       maxConnections: this.limit,
-      maxHandshakes: this.options.maxHandshakes,
+      maxHandshakes: infos.length > 0 ? Math.max(...infos.map((i) => i.maxHandshakes)) : this.options.maxHandshakes === 'auto' ? AUTO_HANDSHAKES.floor : this.options.maxHandshakes,
       admission: this.options.admission,
       active: sum(infos.map((i) => i.active)),
       connections: sum(infos.map((i) => i.connections)),

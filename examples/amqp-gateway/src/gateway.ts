@@ -231,7 +231,9 @@ function formatAddress(a: SocketAddress): string {
       return `[${a.address}]:${a.port}`;
     case 'unix':
       return a.path;
-    default:
+    case 'memory':
       return a.address;
+    default:
+      return 'unknown';
   }
 }

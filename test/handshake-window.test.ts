@@ -1,0 +1,90 @@
+/**
+ * The adaptive handshake window (`maxHandshakes: 'auto'`), its decisions driven step by step with a
+ * scripted event-loop utilization; the listener-level behaviour (silent peers widen it, it narrows
+ * back) is in limits.test.ts.
+ */
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { HandshakeWindow, type HandshakeWindowOptions } from '../src/handshake-window.js';
+
+const OPTIONS: HandshakeWindowOptions = { floor: 128, ceiling: 1024, interval: 60_000 };
+
+let windows: HandshakeWindow[] = [];
+afterEach(() => {
+  for (const w of windows.splice(0)) w.stop();
+});
+
+/** A window whose event loop reports `busy()` and whose slots are saturated while `saturated()`. */
+function windowWith(busy: () => number, saturated: () => boolean) {
+  let widened = 0;
+  const w = new HandshakeWindow(OPTIONS, saturated, () => widened++, busy);
+  windows.push(w);
+  return { w, widenedCalls: () => widened };
+}
+
+describe('HandshakeWindow', () => {
+  it('widens by a quarter per look while saturated and the loop is idle, up to the ceiling', () => {
+    const { w, widenedCalls } = windowWith(() => 0.3, () => true);
+    expect(w.size).toBe(128);
+    w.noteSaturated();
+    expect(w.watching).toBe(true);
+    const sizes: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      w.adjust();
+      sizes.push(w.size);
+    }
+    expect(sizes.slice(0, 4)).toEqual([160, 200, 250, 313]);
+    expect(sizes.at(-1)).toBe(1024);
+    expect(widenedCalls()).toBe(sizes.filter((s, i) => s > (sizes[i - 1] ?? 128)).length);
+  });
+
+  it('does not widen while the event loop is busy: the CPU, not the peers, is the bottleneck', () => {
+    const { w } = windowWith(() => 0.99, () => true);
+    w.noteSaturated();
+    for (let i = 0; i < 5; i++) w.adjust();
+    expect(w.size).toBe(128);
+  });
+
+  it('narrows when the loop gets busy, and when the demand is gone; stops watching at the floor', () => {
+    let busy = 0.2;
+    let saturated = true;
+    const { w } = windowWith(() => busy, () => saturated);
+    w.noteSaturated();
+    for (let i = 0; i < 6; i++) w.adjust();
+    const wide = w.size;
+    expect(wide).toBeGreaterThan(400);
+    busy = 0.99;
+    w.adjust();
+    expect(w.size).toBe(Math.floor(wide * 0.8));
+    busy = 0.5;
+    saturated = false;
+    for (let i = 0; i < 20 && w.watching; i++) w.adjust();
+    expect(w.size).toBe(128);
+    expect(w.watching).toBe(false);
+  });
+
+  it('holds its size while saturated with the loop between 0.8 and 0.95 busy (the CPU is nearly used)', () => {
+    const script = [0.2, 0.2, 0.9, 0.85, 0.93];
+    let i = -1; // the first reading (at noteSaturated) only starts the measurement
+    const { w } = windowWith(() => (i < 0 ? (i++, 0) : script[i++]!), () => true);
+    w.noteSaturated();
+    const sizes = script.map(() => (w.adjust(), w.size));
+    expect(sizes).toEqual([160, 200, 200, 200, 200]);
+  });
+
+  it('stays within [floor, ceiling] whatever the event loop and the demand do', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.double({ min: 0, max: 1, noNaN: true }), fc.boolean()), { maxLength: 200 }), (steps) => {
+        let i = 0;
+        const w = new HandshakeWindow(OPTIONS, () => steps[i]?.[1] ?? false, () => {}, () => steps[i]?.[0] ?? 0);
+        w.noteSaturated();
+        for (i = 0; i < steps.length; i++) {
+          w.adjust();
+          expect(w.size).toBeGreaterThanOrEqual(OPTIONS.floor);
+          expect(w.size).toBeLessThanOrEqual(OPTIONS.ceiling);
+        }
+        w.stop();
+      }),
+    );
+  });
+});
