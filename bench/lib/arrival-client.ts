@@ -10,6 +10,7 @@
  * Started by bench/scenarios/overload.ts; not meant to be run by hand.
  */
 import tls from 'node:tls';
+import { sourceAddress } from './client-config.js';
 
 export interface ArrivalClientConfig {
   port: number;
@@ -60,10 +61,7 @@ if (process.send && process.env.CORRAL_ARRIVAL_CLIENT) {
   let running = false;
 
   const fail = (code: string): void => void (failed[code] = (failed[code] ?? 0) + 1);
-  const address = (i: number): string => {
-    const a = Math.floor(i / cfg.perAddress);
-    return `127.${cfg.net}.${Math.floor(a / 250) + 1}.${(a % 250) + 1}`;
-  };
+  const address = (i: number): string => sourceAddress(cfg.net, Math.floor(i / cfg.perAddress));
 
   // One client context for every arrival: building one per connection (tls.connect's default)
   // costs the client a third of its CPU per handshake and changes nothing the server sees.

@@ -1,21 +1,20 @@
 /**
- * Start one of the two benchmark line-echo servers (bench/servers/corral-echo.ts or bare-echo.ts)
- * as a child process, optionally pinned to CPUs with `taskset`, and read its cost from /proc.
+ * The two benchmark line-echo servers (bench/servers/corral-echo.ts and bare-echo.ts), started
+ * with {@link startServer} (optionally pinned to CPUs with `taskset`), with their cost read from /proc.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ListenerInfo } from '../../src/index.js';
 import { type TreeStats, treeStats } from './proc-stats.js';
+import { startServer } from './server-child.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SCRIPTS = {
+/** The echo servers' scripts: corral, and the bare node:net / node:tls one it is compared with. */
+export const ECHO_SERVERS = {
   corral: fileURLToPath(new URL('../servers/corral-echo.ts', import.meta.url)),
   bare: fileURLToPath(new URL('../servers/bare-echo.ts', import.meta.url)),
 };
 
 /** Which server: corral, or the bare node:net / node:tls one it is compared with. */
-export type ServerKind = keyof typeof SCRIPTS;
+export type ServerKind = keyof typeof ECHO_SERVERS;
 
 /** A running echo server. */
 export interface EchoServer {
@@ -40,77 +39,17 @@ export interface EchoServerOptions {
   cpus?: string;
 }
 
-/** True when `taskset` (util-linux) can be run here. */
-export function hasTaskset(): boolean {
-  try {
-    execFileSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * The command that runs `node --import tsx <script>`, pinned with `taskset -c <cpus>` when asked.
- * `taskset` execs node, so the child's pid is node's and an IPC channel passes through.
- */
-export function nodeCommand(script: string, cpus?: string): { command: string; args: string[] } {
-  const nodeArgs = ['--import', 'tsx', script];
-  return cpus === undefined ? { command: process.execPath, args: nodeArgs } : { command: 'taskset', args: ['-c', cpus, process.execPath, ...nodeArgs] };
-}
-
-/** Start a server and wait until it listens. */
+/** Start a server and wait until it listens (at most 30 s). */
 export async function startEchoServer(o: EchoServerOptions): Promise<EchoServer> {
-  const { command, args } = nodeCommand(SCRIPTS[o.kind], o.cpus);
-  const env = { ...process.env, BENCH_SERVER: JSON.stringify({ tls: o.tls, ...(o.kind === 'corral' ? (o.listener ?? {}) : {}) }) };
-  const child: ChildProcess = spawn(command, args, { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines: Interface = createInterface({ input: child.stdout! });
-  const queue: string[] = [];
-  const waiters: ((line: string) => void)[] = [];
-  lines.on('line', (line) => {
-    const w = waiters.shift();
-    if (w) w(line);
-    else queue.push(line);
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const nextLine = (what: string): Promise<string> =>
-    new Promise<string>((resolve, reject) => {
-      const queued = queue.shift();
-      if (queued !== undefined) return resolve(queued);
-      const timer = setTimeout(() => reject(new Error(`${o.kind} echo server: no ${what} within 30 s`)), 30_000);
-      waiters.push((line) => {
-        clearTimeout(timer);
-        resolve(line);
-      });
-      void exited.then(() => {
-        clearTimeout(timer);
-        reject(new Error(`${o.kind} echo server exited (code ${child.exitCode}) while waiting for ${what}`));
-      });
-    });
-  let port: number;
-  try {
-    port = (JSON.parse(await nextLine('port')) as { port: number }).port;
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  }
+  const config = { tls: o.tls, ...(o.kind === 'corral' ? (o.listener ?? {}) : {}) };
+  const server = await startServer(ECHO_SERVERS[o.kind], config, { startTimeoutMs: 30_000, ...(o.cpus !== undefined ? { cpus: o.cpus } : {}) });
   return {
     kind: o.kind,
-    pid: child.pid!,
-    port,
-    stats: () => treeStats(child.pid!),
-    info: async () => {
-      if (o.kind !== 'corral') return undefined;
-      child.stdin!.write('info\n');
-      return JSON.parse(await nextLine('info')) as ListenerInfo;
-    },
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.stdin!.end();
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    },
+    pid: server.pid,
+    port: server.port,
+    stats: () => treeStats(server.pid),
+    info: async () => (o.kind === 'corral' ? server.ask<ListenerInfo>('info', 30_000) : undefined),
+    stop: () => server.stop(10_000),
   };
 }
 

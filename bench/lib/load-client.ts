@@ -9,26 +9,10 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { type ConnectClientConfig, sourceAddress } from './client-config.js';
 
-export const MAX_PER_PROCESS = 15_000;
-
-export interface LoadClientConfig {
-  port: number;
-  host: string;
-  tls: boolean;
-  /** Connections this process opens. */
-  count: number;
-  /** Connections started per second by this process. */
-  rate: number;
-  /** Most connects (TCP + TLS handshake + first echo) in flight at once. */
-  inFlight: number;
-  /** Second octet of this process's source addresses (127.<net>.x.y), distinct per process. */
-  net: number;
-  /** Connections per source address. */
-  perAddress: number;
-  /** Give up one attempt after this many ms. */
-  connectTimeout: number;
-}
+/** A load client's config; a connect (counted by `inFlight`) is TCP connect, TLS handshake and first echo. */
+export type LoadClientConfig = ConnectClientConfig;
 
 export type LoadClientMessage =
   | { t: 'progress'; connected: number; failed: number; errors: Record<string, number> }
@@ -46,10 +30,7 @@ if (process.send && process.env.CORRAL_LOAD_CLIENT) {
   let active = 0;
   const began = Date.now();
 
-  const source = (i: number): string => {
-    const a = Math.floor(i / cfg.perAddress);
-    return `127.${cfg.net}.${Math.floor(a / 250) + 1}.${(a % 250) + 1}`;
-  };
+  const source = (i: number): string => sourceAddress(cfg.net, Math.floor(i / cfg.perAddress));
 
   const attempt = (i: number): void => {
     active++;

@@ -1,6 +1,8 @@
-import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { type LoadClientConfig, type LoadClientMessage, MAX_PER_PROCESS } from './load-client.js';
+import { MAX_PER_PROCESS } from './client-config.js';
+import { type ForkedClient, forkClient } from './fork-client.js';
+import type { LoadClientConfig, LoadClientMessage } from './load-client.js';
+import { shareOf, sums } from './numbers.js';
 
 const CLIENT = fileURLToPath(new URL('./load-client.ts', import.meta.url));
 
@@ -36,46 +38,31 @@ export interface LoadOptions {
  */
 export async function openConnections(o: LoadOptions): Promise<LoadResult & { close(): Promise<void> }> {
   const processes = Math.max(o.processes ?? 1, Math.ceil(o.connections / MAX_PER_PROCESS));
-  const children: ChildProcess[] = [];
-  const progress = new Map<ChildProcess, { connected: number; failed: number }>();
+  const children: ForkedClient<LoadClientMessage>[] = [];
+  const progress = new Map<number, { connected: number; failed: number }>();
   const results = await Promise.all(
     Array.from({ length: processes }, (_, i) => {
-      const count = Math.floor(o.connections / processes) + (i < o.connections % processes ? 1 : 0);
       const cfg: LoadClientConfig = {
         port: o.port,
         host: o.host ?? '127.0.0.1',
         tls: o.tls,
-        count,
+        count: shareOf(o.connections, processes, i),
         rate: o.rate / processes,
         inFlight: Math.max(1, Math.floor((o.inFlight ?? 512) / processes)),
         net: 10 + i,
         perAddress: 1000,
         connectTimeout: o.connectTimeout ?? 30_000,
       };
-      const child = fork(CLIENT, [], {
-        env: { ...process.env, CORRAL_LOAD_CLIENT: JSON.stringify(cfg) },
-        execArgv: ['--import', 'tsx'],
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        serialization: 'advanced',
+      const client = forkClient<LoadClientMessage>(CLIENT, 'CORRAL_LOAD_CLIENT', cfg, { name: `load client ${i}` });
+      children.push(client);
+      client.on('progress', (m) => {
+        progress.set(i, m);
+        if (o.onProgress) {
+          const total = sums(progress.values(), ['connected', 'failed']);
+          o.onProgress(total.connected, total.failed);
+        }
       });
-      children.push(child);
-      return new Promise<LoadResult>((resolve, reject) => {
-        child.on('message', (m: LoadClientMessage) => {
-          if (m.t === 'progress') {
-            progress.set(child, m);
-            if (o.onProgress) {
-              let c = 0;
-              let f = 0;
-              for (const p of progress.values()) {
-                c += p.connected;
-                f += p.failed;
-              }
-              o.onProgress(c, f);
-            }
-          } else if (m.t === 'done') resolve(m);
-        });
-        child.on('exit', (code) => reject(new Error(`load client ${i} exited with ${code} before it finished`)));
-      });
+      return client.message('done');
     }),
   );
   const errors: Record<string, number> = {};
@@ -87,17 +74,7 @@ export async function openConnections(o: LoadOptions): Promise<LoadResult & { cl
     ms: Math.max(...results.map((r) => r.ms)),
     latencies: results.flatMap((r) => r.latencies),
     close: async () => {
-      await Promise.all(
-        children.map(
-          (c) =>
-            new Promise<void>((resolve) => {
-              if (c.exitCode !== null) return resolve();
-              c.once('exit', () => resolve());
-              c.send({ t: 'close' });
-              setTimeout(() => c.kill('SIGKILL'), 30_000).unref();
-            }),
-        ),
-      );
+      await Promise.all(children.map((c) => c.close(30_000)));
     },
   };
 }

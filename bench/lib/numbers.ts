@@ -42,5 +42,17 @@ export function cumulative(times: readonly number[], binMs: number): [number, nu
   return out;
 }
 
+/** Part `i` of `total` split over `parts` as evenly as whole numbers allow (the first ones get the remainder). */
+export function shareOf(total: number, parts: number, i: number): number {
+  return Math.floor(total / parts) + (i < total % parts ? 1 : 0);
+}
+
+/** The sum of each of `keys` over `records`, e.g. the totals of what several client processes last reported. */
+export function sums<K extends string>(records: Iterable<Readonly<Record<K, number>>>, keys: readonly K[]): Record<K, number> {
+  const out = Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+  for (const r of records) for (const k of keys) out[k] += r[k];
+  return out;
+}
+
 /** Sleep. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -7,8 +7,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { nodeCommand } from './node-command.js';
 import { treeStats } from './proc-stats.js';
 
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** A benchmark server started by {@link startServer}. */
 export interface ServerChild {
   readonly child: ChildProcess;
   readonly pid: number;
@@ -56,10 +61,20 @@ export function killOnExit(child: ChildProcess): void {
   child.once('exit', () => live.delete(child));
 }
 
+/** Options of {@link startServer}. */
+export interface StartServerOptions {
+  /** How long it may take to print its port. Default 60 s. */
+  startTimeoutMs?: number;
+  /** Pin the server to these CPUs (`taskset -c`), e.g. `'0'`. */
+  cpus?: string;
+}
+
 /** Start `script` (relative to the repository root, or absolute) with BENCH_SERVER = `config`. */
-export async function startServer(script: string, config: unknown, o: { env?: Record<string, string>; startTimeoutMs?: number } = {}): Promise<ServerChild> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script], {
-    env: { ...process.env, ...o.env, BENCH_SERVER: JSON.stringify(config) },
+export async function startServer(script: string, config: unknown, o: StartServerOptions = {}): Promise<ServerChild> {
+  const { command, args } = nodeCommand(script, o.cpus);
+  const child = spawn(command, args, {
+    cwd: ROOT,
+    env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   killOnExit(child);

@@ -10,31 +10,16 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import { type ConnectClientConfig, sourceAddress } from './client-config.js';
 
-export const MAX_PER_PROCESS = 15_000;
-
-export interface SteadyClientConfig {
-  port: number;
-  host: string;
-  tls: boolean;
-  /** Connections this process opens and holds. */
-  count: number;
-  /** Connections started per second by this process. */
-  rate: number;
-  /** Most connects (TCP + TLS handshake) in progress at once. */
-  inFlight: number;
-  /** Second octet of this process's source addresses (127.<net>.x.y), distinct per process. */
-  net: number;
-  /** Connections per source address. */
-  perAddress: number;
+/** A steady client's config; a connect (counted by `inFlight`) is TCP connect plus TLS handshake. */
+export interface SteadyClientConfig extends ConnectClientConfig {
   /**
-   * Index of the first source address (127.<net>.0.1 is index 0). Each run should start at fresh
+   * Index of the first source address (127.<net>.1.1 is index 0). Each run should start at fresh
    * addresses: closed connections leave TIME_WAIT entries on theirs for a minute, and once tens of
    * thousands crowd a few addresses, binding a source port gets slow and connects stall.
    */
   firstAddress: number;
-  /** Give up one connect after this many ms. */
-  connectTimeout: number;
   /**
    * Connects retried after failing (a device reconnects): a server that sheds waiting sockets
    * under a saturating closed-loop client (corral's wait timeout) still ends up holding them all.
@@ -77,10 +62,7 @@ if (process.send && process.env.CORRAL_STEADY_CLIENT) {
   let active = 0;
   let began = 0;
 
-  const source = (i: number): string => {
-    const a = cfg.firstAddress + Math.floor(i / cfg.perAddress);
-    return `127.${cfg.net}.${Math.floor(a / 250) + 1}.${(a % 250) + 1}`;
-  };
+  const source = (i: number): string => sourceAddress(cfg.net, cfg.firstAddress + Math.floor(i / cfg.perAddress));
 
   // One client context for every connection: building one per connection (tls.connect's default)
   // costs the client a third of its CPU per handshake and changes nothing the server sees.

@@ -2,11 +2,11 @@
  * Drive the steady-state load client (bench/lib/steady-client.ts) over one or more processes:
  * connect and hold N connections, then have each exchange M lines one at a time, then close.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { nodeCommand } from './echo-server.js';
-import { treeStats } from './proc-stats.js';
-import { MAX_PER_PROCESS, type SteadyClientCommand, type SteadyClientConfig, type SteadyClientMessage } from './steady-client.js';
+import { MAX_PER_PROCESS } from './client-config.js';
+import { forkClient } from './fork-client.js';
+import { shareOf } from './numbers.js';
+import type { SteadyClientCommand, SteadyClientConfig, SteadyClientMessage } from './steady-client.js';
 
 const CLIENT = fileURLToPath(new URL('./steady-client.ts', import.meta.url));
 
@@ -71,7 +71,7 @@ export interface LinePhase {
 /** A steady-state load client that has connected and holds its connections. */
 export interface SteadyClient {
   readonly connect: ConnectPhase;
-  /** Exchange the lines on every held connection. */
+  /** Exchange the lines on every held connection (once per client: it answers the first call's lines). */
   lines(): Promise<LinePhase>;
   /** CPU seconds the client processes have used so far. */
   cpuSeconds(): number;
@@ -96,23 +96,12 @@ function nextAddressBlock(size: number): number {
 export async function startSteadyClient(o: SteadyOptions): Promise<SteadyClient> {
   const processes = Math.max(o.processes ?? 1, Math.ceil(o.connections / MAX_PER_PROCESS));
   const firstAddress = o.firstAddress ?? nextAddressBlock(Math.ceil(o.connections / processes / 1000));
-  const children: ChildProcess[] = [];
-  const inbox = new Map<ChildProcess, SteadyClientMessage[]>();
-  const waiters = new Map<ChildProcess, (m: SteadyClientMessage) => void>();
-  const next = (child: ChildProcess): Promise<SteadyClientMessage> =>
-    new Promise((resolve, reject) => {
-      const queued = inbox.get(child)!.shift();
-      if (queued) return resolve(queued);
-      waiters.set(child, resolve);
-      child.once('exit', (code) => reject(new Error(`steady client exited with ${code}`)));
-    });
-  for (let i = 0; i < processes; i++) {
-    const count = Math.floor(o.connections / processes) + (i < o.connections % processes ? 1 : 0);
+  const children = Array.from({ length: processes }, (_, i) => {
     const cfg: SteadyClientConfig = {
       port: o.port,
       host: '127.0.0.1',
       tls: o.tls,
-      count,
+      count: shareOf(o.connections, processes, i),
       rate: o.rate / processes,
       inFlight: Math.max(1, Math.floor(o.inFlight / processes)),
       net: (o.net ?? 20) + i,
@@ -125,39 +114,18 @@ export async function startSteadyClient(o: SteadyOptions): Promise<SteadyClient>
       linesInFlight: Math.max(1, Math.floor((o.linesInFlight ?? 256) / processes)),
       lineTimeout: 30_000,
     };
-    const { command, args } = nodeCommand(CLIENT, o.cpus);
-    const child = spawn(command, args, {
-      env: { ...process.env, CORRAL_STEADY_CLIENT: JSON.stringify(cfg) },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      serialization: 'advanced',
-    });
-    inbox.set(child, []);
-    child.on('message', (m: SteadyClientMessage) => {
-      const w = waiters.get(child);
-      waiters.delete(child);
-      if (w) w(m);
-      else inbox.get(child)!.push(m);
-    });
-    children.push(child);
-  }
-  const kill = (): void => {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-  };
+    return forkClient<SteadyClientMessage, SteadyClientCommand>(CLIENT, 'CORRAL_STEADY_CLIENT', cfg, { name: `steady client ${i}`, ...(o.cpus !== undefined ? { cpus: o.cpus } : {}) });
+  });
+  /** Every process's message of type `t`; SIGKILL them all if one exits first. */
   const expect = async <T extends SteadyClientMessage['t']>(t: T): Promise<Extract<SteadyClientMessage, { t: T }>[]> => {
     try {
-      return await Promise.all(
-        children.map(async (c) => {
-          const m = await next(c);
-          if (m.t !== t) throw new Error(`steady client sent ${m.t}, expected ${t}`);
-          return m as Extract<SteadyClientMessage, { t: T }>;
-        }),
-      );
+      return await Promise.all(children.map((c) => c.message(t)));
     } catch (err) {
-      kill();
+      for (const c of children) c.kill();
       throw err;
     }
   };
-  const cpuSeconds = (): number => children.reduce((a, c) => a + (c.pid ? treeStats(c.pid).cpuSeconds : 0), 0);
+  const cpuSeconds = (): number => children.reduce((a, c) => a + c.cpuSeconds(), 0);
   const command = (m: SteadyClientCommand): void => {
     for (const c of children) c.send(m);
   };
@@ -193,18 +161,7 @@ export async function startSteadyClient(o: SteadyOptions): Promise<SteadyClient>
     },
     cpuSeconds,
     close: async () => {
-      const exits = children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', () => resolve()))));
-      for (const c of children) if (c.connected) c.send({ t: 'close' } satisfies SteadyClientCommand);
-      const timer = setTimeout(kill, 15_000);
-      await Promise.all(exits);
-      clearTimeout(timer);
+      await Promise.all(children.map((c) => c.close(15_000)));
     },
   };
-}
-
-/** The `p`th percentile (0–100) of `values`, NaN when empty. */
-export function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = Float64Array.from(values).sort();
-  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
 }

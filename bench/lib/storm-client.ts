@@ -14,6 +14,7 @@
  * Started by bench/lib/storm.ts; not meant to be run by hand.
  */
 import tls from 'node:tls';
+import { sourceAddress } from './client-config.js';
 
 export interface StormClientConfig {
   port: number;
@@ -62,7 +63,7 @@ if (process.send && process.env.CORRAL_STORM_CLIENT) {
   let closing = false;
   let reported = false;
 
-  const address = (i: number): string => `127.${cfg.net}.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`;
+  const address = (i: number): string => sourceAddress(cfg.net, i);
 
   /** One connection: resolves true once the first echo came back, false when it failed or timed out. */
   const connect = (i: number, deadline: number, onOutcome: (ok: boolean, socket: tls.TLSSocket, reason: AbandonReason) => void): void => {

@@ -1,8 +1,36 @@
-import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { type ForkedClient, forkClient } from './fork-client.js';
+import { shareOf, sums } from './numbers.js';
 import type { AbandonReason, StormClientConfig, StormClientMessage } from './storm-client.js';
 
 const CLIENT = fileURLToPath(new URL('./storm-client.ts', import.meta.url));
+
+/** What both kinds of storm take: `devices` TLS devices split over `processes` client processes. */
+interface StormOptions {
+  port: number;
+  devices: number;
+  processes: number;
+  /** Per attempt, in ms. Default 5000. */
+  deadline?: number;
+  /** Stop retrying after this long, in ms. Default 120,000. */
+  giveUpAfter?: number;
+}
+
+/** Start the storm client processes (source addresses 127.<50+i>.x.y); `reconnect` as in StormClientConfig. */
+function startStormClients(o: StormOptions, reconnect?: StormClientConfig['reconnect']): ForkedClient<StormClientMessage>[] {
+  return Array.from({ length: o.processes }, (_, i) => {
+    const cfg: StormClientConfig = {
+      port: o.port,
+      host: '127.0.0.1',
+      count: shareOf(o.devices, o.processes, i),
+      net: 50 + i,
+      deadline: o.deadline ?? 5000,
+      giveUpAfter: o.giveUpAfter ?? 120_000,
+      ...(reconnect ? { reconnect } : {}),
+    };
+    return forkClient<StormClientMessage>(CLIENT, 'CORRAL_STORM_CLIENT', cfg, { name: `storm client ${i}` });
+  });
+}
 
 /** The outcome of one reconnect storm. */
 export interface StormResult {
@@ -18,27 +46,9 @@ export interface StormResult {
 }
 
 /** Run a storm of `devices` TLS devices (split over `processes`, each under 15,000) against `port`. */
-export async function runStorm(o: { port: number; devices: number; processes: number; deadline?: number; giveUpAfter?: number }): Promise<StormResult> {
-  const children: ChildProcess[] = [];
-  const results = await Promise.all(
-    Array.from({ length: o.processes }, (_, i) => {
-      const count = Math.floor(o.devices / o.processes) + (i < o.devices % o.processes ? 1 : 0);
-      const cfg: StormClientConfig = { port: o.port, host: '127.0.0.1', count, net: 50 + i, deadline: o.deadline ?? 5000, giveUpAfter: o.giveUpAfter ?? 120_000 };
-      const child = fork(CLIENT, [], {
-        env: { ...process.env, CORRAL_STORM_CLIENT: JSON.stringify(cfg) },
-        execArgv: ['--import', 'tsx'],
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        serialization: 'advanced',
-      });
-      children.push(child);
-      return new Promise<Extract<StormClientMessage, { t: 'done' }>>((resolve, reject) => {
-        child.on('message', (m: StormClientMessage) => {
-          if (m.t === 'done') resolve(m);
-        });
-        child.on('exit', (code) => reject(new Error(`storm client exited with ${code}`)));
-      });
-    }),
-  );
+export async function runStorm(o: StormOptions): Promise<StormResult> {
+  const children = startStormClients(o);
+  const results = await Promise.all(children.map((c) => c.message('done')));
   const attempts = results.flatMap((r) => r.attempts);
   const connectedAt = results.flatMap((r) => r.connectedAt);
   return {
@@ -49,15 +59,7 @@ export async function runStorm(o: { port: number; devices: number; processes: nu
     abandoned: results.flatMap((r) => r.abandoned),
     connectedAt,
     close: async () => {
-      await Promise.all(
-        children.map(
-          (c) =>
-            new Promise<void>((resolve) => {
-              c.once('exit', () => resolve());
-              c.send({ t: 'close' });
-            }),
-        ),
-      );
+      await Promise.all(children.map((c) => c.close()));
     },
   };
 }
@@ -96,111 +98,47 @@ export interface ReconnectStorm {
  * reconnects at once when its connection closes, with a `deadline` per attempt (default 5 s) and
  * backoff 1 s × 2ⁿ (capped at 30 s) × [0.5, 1.5), until `giveUpAfter` (default 120 s).
  */
-export async function prepareReconnectStorm(o: {
-  port: number;
-  devices: number;
-  processes: number;
-  rate: number;
-  inFlight?: number;
-  deadline?: number;
-  giveUpAfter?: number;
-  setupTimeoutMs?: number;
-  onProgress?: (connected: number, attempts: number) => void;
-}): Promise<ReconnectStorm> {
-  const children: ChildProcess[] = [];
+export async function prepareReconnectStorm(
+  o: StormOptions & {
+    /** Setup connects per second, over all processes. */
+    rate: number;
+    /** Setup connects in flight at once, over all processes. Default 256. */
+    inFlight?: number;
+    /** Default 180,000 ms. */
+    setupTimeoutMs?: number;
+    onProgress?: (connected: number, attempts: number) => void;
+  },
+): Promise<ReconnectStorm> {
+  const children = startStormClients(o, { rate: o.rate / o.processes, inFlight: Math.max(1, Math.floor((o.inFlight ?? 256) / o.processes)) });
   const progress = new Map<number, { connected: number; attempts: number }>();
-  const done: Promise<Extract<StormClientMessage, { t: 'done' }>>[] = [];
-  const armed: Promise<void>[] = [];
-  const ready: Promise<Extract<StormClientMessage, { t: 'ready' }>>[] = [];
-  const kill = (): void => {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-  };
-  for (let i = 0; i < o.processes; i++) {
-    const count = Math.floor(o.devices / o.processes) + (i < o.devices % o.processes ? 1 : 0);
-    const cfg: StormClientConfig = {
-      port: o.port,
-      host: '127.0.0.1',
-      count,
-      net: 50 + i,
-      deadline: o.deadline ?? 5000,
-      giveUpAfter: o.giveUpAfter ?? 120_000,
-      reconnect: { rate: o.rate / o.processes, inFlight: Math.max(1, Math.floor((o.inFlight ?? 256) / o.processes)) },
-    };
-    const child = fork(CLIENT, [], {
-      env: { ...process.env, CORRAL_STORM_CLIENT: JSON.stringify(cfg) },
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      serialization: 'advanced',
-    });
-    children.push(child);
-    const exited = new Promise<never>((_, reject) => child.on('exit', (code) => reject(new Error(`storm client ${i} exited with ${code}`))));
-    exited.catch(() => {});
-    const waitFor = <T extends StormClientMessage['t']>(t: T): Promise<Extract<StormClientMessage, { t: T }>> =>
-      Promise.race([
-        new Promise<Extract<StormClientMessage, { t: T }>>((resolve) => {
-          const on = (m: StormClientMessage): void => {
-            if (m.t !== t) return;
-            child.off('message', on);
-            resolve(m as Extract<StormClientMessage, { t: T }>);
-          };
-          child.on('message', on);
-        }),
-        exited,
-      ]);
-    child.on('message', (m: StormClientMessage) => {
-      if (m.t !== 'progress') return;
+  children.forEach((client, i) =>
+    client.on('progress', (m) => {
       progress.set(i, m);
       if (o.onProgress) {
-        let c = 0;
-        let a = 0;
-        for (const p of progress.values()) {
-          c += p.connected;
-          a += p.attempts;
-        }
-        o.onProgress(c, a);
+        const total = sums(progress.values(), ['connected', 'attempts']);
+        o.onProgress(total.connected, total.attempts);
       }
-    });
-    ready.push(waitFor('ready'));
-    done.push(waitFor('done'));
-    armed.push(waitFor('armed').then(() => undefined));
-  }
-  for (const p of [...done, ...armed]) p.catch(() => {});
+    }),
+  );
   let setup: Extract<StormClientMessage, { t: 'ready' }>[];
   try {
     const timeout = new Promise<never>((_, reject) =>
       setTimeout(() => reject(new Error(`storm setup: devices not all connected within ${o.setupTimeoutMs ?? 180_000} ms`)), o.setupTimeoutMs ?? 180_000).unref(),
     );
-    setup = await Promise.race([Promise.all(ready), timeout]);
+    setup = await Promise.race([Promise.all(children.map((c) => c.message('ready'))), timeout]);
   } catch (err) {
-    kill();
+    for (const c of children) c.kill();
     throw err;
   }
-  const close = async (): Promise<void> => {
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            c.once('exit', () => resolve());
-            try {
-              c.send({ t: 'close' });
-            } catch {
-              c.kill('SIGKILL');
-            }
-            setTimeout(() => c.kill('SIGKILL'), 10_000).unref();
-          }),
-      ),
-    );
-  };
   return {
     held: setup.reduce((a, r) => a + r.connected, 0),
     setupFailures: setup.reduce((a, r) => a + r.setupFailures, 0),
     arm: async () => {
       for (const c of children) c.send({ t: 'storm' });
-      await Promise.all(armed);
+      await Promise.all(children.map((c) => c.message('armed')));
     },
     result: async () => {
-      const results = await Promise.all(done);
+      const results = await Promise.all(children.map((c) => c.message('done')));
       const out: ReconnectStormResult = { devices: o.devices, connected: 0, connectedAt: [], attempts: [], abandoned: [] };
       for (const r of results) {
         const epoch = r.epoch ?? 0;
@@ -211,6 +149,8 @@ export async function prepareReconnectStorm(o: {
       }
       return out;
     },
-    close,
+    close: async () => {
+      await Promise.all(children.map((c) => c.close(10_000)));
+    },
   };
 }

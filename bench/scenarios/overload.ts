@@ -6,17 +6,17 @@
  * capacity however much more is offered, or spends its CPU on clients that will give up (a server
  * that starts every handshake it accepts risks falling behind every client's deadline at once).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { ListenerInfo } from '../../src/index.js';
 import type { ArrivalClientCommand, ArrivalClientConfig, ArrivalClientMessage } from '../lib/arrival-client.js';
-import { type EchoServer, nodeCommand, type ServerKind, startEchoServer, waitIdle } from '../lib/echo-server.js';
+import { type EchoServer, type ServerKind, startEchoServer, waitIdle } from '../lib/echo-server.js';
+import { forkClient } from '../lib/fork-client.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { tcpExt } from '../lib/netstat.js';
-import { treeStats } from '../lib/proc-stats.js';
-import { percentile, startSteadyClient } from '../lib/steady.js';
+import { percentile } from '../lib/numbers.js';
+import { startSteadyClient } from '../lib/steady.js';
 
 const CLIENT = fileURLToPath(new URL('../lib/arrival-client.ts', import.meta.url));
 const DEADLINE = 5000;
@@ -76,10 +76,7 @@ async function arrivals<T>(
   atWindowEnd: (clientCpuSeconds: number) => Promise<T>,
 ) {
   const processes = Math.max(2, Math.ceil((rate * (DEADLINE / 1000)) / (MAX_OPEN_PER_PROCESS * 0.85)));
-  const children: ChildProcess[] = [];
-  const ready: Promise<void>[] = [];
-  const done: Promise<Extract<ArrivalClientMessage, { t: 'done' }>>[] = [];
-  for (let i = 0; i < processes; i++) {
+  const children = Array.from({ length: processes }, (_, i) => {
     const cfg: ArrivalClientConfig = {
       port,
       host: '127.0.0.1',
@@ -90,46 +87,24 @@ async function arrivals<T>(
       perAddress: 500,
       maxOpen: MAX_OPEN_PER_PROCESS,
     };
-    const { command, args } = nodeCommand(CLIENT);
-    const child = spawn(command, args, {
-      env: { ...process.env, CORRAL_ARRIVAL_CLIENT: JSON.stringify(cfg) },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      serialization: 'advanced',
-    });
-    children.push(child);
-    const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`arrival client ${i} exited with ${code} before reporting`))));
-    exited.catch(() => {});
-    ready.push(Promise.race([new Promise<void>((resolve) => child.once('message', () => resolve())), exited]));
-    done.push(
-      Promise.race([
-        new Promise<Extract<ArrivalClientMessage, { t: 'done' }>>((resolve) =>
-          child.on('message', (m: ArrivalClientMessage) => {
-            if (m.t === 'done') resolve(m);
-          }),
-        ),
-        exited,
-      ]),
-    );
-  }
-  const kill = (): void => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  };
+    return forkClient<ArrivalClientMessage, ArrivalClientCommand>(CLIENT, 'CORRAL_ARRIVAL_CLIENT', cfg, { name: `arrival client ${i}` });
+  });
   try {
-    await Promise.all(ready);
-    const clientCpu = (): number => children.reduce((a, c) => a + (c.pid ? treeStats(c.pid).cpuSeconds : 0), 0);
+    await Promise.all(children.map((c) => c.message('ready')));
+    const clientCpu = (): number => children.reduce((a, c) => a + c.cpuSeconds(), 0);
     await atStart();
     const cpu0 = clientCpu();
     const startAt = Date.now() + 200;
-    for (const c of children) c.send({ t: 'go', startAt } satisfies ArrivalClientCommand);
+    for (const c of children) c.send({ t: 'go', startAt });
     // Just before the window closes (the clients then close what they hold).
     const snapshot = await new Promise<T>((resolve, reject) =>
       setTimeout(() => atWindowEnd(clientCpu() - cpu0).then(resolve, reject), Math.max(0, startAt + durationMs - 20 - Date.now())),
     );
-    const results = await Promise.all(done);
-    await Promise.all(children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', () => resolve())))));
+    const results = await Promise.all(children.map((c) => c.message('done')));
+    await Promise.all(children.map((c) => c.exited));
     return { processes, results, snapshot };
   } finally {
-    kill();
+    for (const c of children) c.kill();
   }
 }
 

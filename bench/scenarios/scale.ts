@@ -17,18 +17,14 @@
  * connection checked with one echo, then all held while the server is measured.
  */
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { ListenerInfo } from '../../src/index.js';
+import { ECHO_SERVERS } from '../lib/echo-server.js';
 import { openConnections } from '../lib/load.js';
 import { fmt, percentile, round, sleep } from '../lib/numbers.js';
 import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer } from '../lib/server-child.js';
 
-const SCRIPTS = {
-  corral: fileURLToPath(new URL('../servers/corral-echo.ts', import.meta.url)),
-  bare: fileURLToPath(new URL('../servers/bare-echo.ts', import.meta.url)),
-};
 const RATE = 1500;
 const IN_FLIGHT = 512;
 
@@ -58,7 +54,7 @@ interface HoldRun {
 }
 
 async function hold(ctx: BenchContext, label: string, kind: 'corral' | 'bare', options: Record<string, unknown>, config: string, connections: number): Promise<HoldRun> {
-  const server = await startServer(SCRIPTS[kind], { tls: true, ...options }, { startTimeoutMs: 120_000 });
+  const server = await startServer(ECHO_SERVERS[kind], { tls: true, ...options }, { startTimeoutMs: 120_000 });
   let load: Awaited<ReturnType<typeof openConnections>> | undefined;
   try {
     await sleep(ctx.quick ? 1000 : 1500); // let start-up work (workers, certificate, JIT) settle before the idle reading

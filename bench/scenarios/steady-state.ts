@@ -7,11 +7,13 @@
  * line, RSS growth per held connection. The connect phase, offered faster than any server here
  * completes handshakes, gives the TLS handshake capacity the later scenarios scale by.
  */
-import { type EchoServer, hasTaskset, type ServerKind, startEchoServer, waitIdle } from '../lib/echo-server.js';
+import { type EchoServer, type ServerKind, startEchoServer, waitIdle } from '../lib/echo-server.js';
 import { OtherLoad } from '../lib/machine-load.js';
 import { tcpExt } from '../lib/netstat.js';
+import { hasTaskset } from '../lib/node-command.js';
+import { percentile } from '../lib/numbers.js';
 import type { BenchContext, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
-import { percentile, startSteadyClient } from '../lib/steady.js';
+import { startSteadyClient } from '../lib/steady.js';
 
 /** One transport and placement the scenario runs both servers under. */
 interface Variant {

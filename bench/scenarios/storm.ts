@@ -12,12 +12,12 @@
  * started after that client had given up, matched by (source address, source port). The clients
  * record each abandoned attempt's address, port and time; the servers record each handshake's
  * start (corral: from its diagnostics channels; bare Node: at 'connection', where its handshake
- * starts) — bench/servers/storm-*-echo.ts.
+ * starts) — the `cut` and `record` options of bench/servers/*-echo.ts.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { ListenerInfo } from '../../src/index.js';
+import { ECHO_SERVERS } from '../lib/echo-server.js';
 import { openConnections } from '../lib/load.js';
 import { tcpExt, tcpExtDelta } from '../lib/netstat.js';
 import { cumulative, fmt, ratePerSecond, round, sleep } from '../lib/numbers.js';
@@ -25,12 +25,7 @@ import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer } from '../lib/server-child.js';
 import { prepareReconnectStorm, type ReconnectStormResult } from '../lib/storm.js';
-
-const SERVERS = {
-  corral: fileURLToPath(new URL('../servers/storm-corral-echo.ts', import.meta.url)),
-  bare: fileURLToPath(new URL('../servers/storm-bare-echo.ts', import.meta.url)),
-  bareEcho: fileURLToPath(new URL('../servers/bare-echo.ts', import.meta.url)),
-};
+import type { HandshakeRecord } from '../servers/handshake-record.js';
 
 /**
  * corral's configuration: one process, the defaults (maxHandshakes 128, admission `adaptive` with a
@@ -46,8 +41,6 @@ const SETUP_RATE = 1500;
 const COUNTERS = ['ListenOverflows', 'ListenDrops', 'SyncookiesSent'] as const;
 
 type Kind = 'corral' | 'bare';
-/** [kind, address, port, start, end, detail] as the storm servers record them. */
-type Record6 = [string, string, number, number, number, string];
 
 interface Run {
   kind: Kind;
@@ -84,7 +77,7 @@ interface Run {
 /** Handshakes per second bare Node (one process, TLS) completes here, when scenario 1 did not say. */
 async function measureCapacity(ctx: BenchContext): Promise<{ perSecond: number; connections: number; seconds: number }> {
   const connections = ctx.quick ? 1500 : 4000;
-  const server = await startServer(SERVERS.bareEcho, { tls: true });
+  const server = await startServer(ECHO_SERVERS.bare, { tls: true });
   try {
     await sleep(500);
     const load = await openConnections({ port: server.port, tls: true, connections, rate: 1_000_000, inFlight: 256, processes: CLIENT_PROCESSES });
@@ -97,9 +90,7 @@ async function measureCapacity(ctx: BenchContext): Promise<{ perSecond: number; 
 
 async function stormOnce(ctx: BenchContext, kind: Kind, devices: number): Promise<Run> {
   const recordFile = `${os.tmpdir()}/corral-bench-storm-${process.pid}-${kind}.json`;
-  const server = await startServer(kind === 'corral' ? SERVERS.corral : SERVERS.bare, kind === 'corral' ? CORRAL : { tls: true }, {
-    env: { BENCH_RECORD: recordFile },
-  });
+  const server = await startServer(ECHO_SERVERS[kind], { ...(kind === 'corral' ? CORRAL : { tls: true }), cut: true, record: recordFile });
   let storm: Awaited<ReturnType<typeof prepareReconnectStorm>> | undefined;
   try {
     ctx.log(`storm/${kind}: connecting ${fmt(devices)} devices at ${fmt(SETUP_RATE)}/s`);
@@ -128,7 +119,7 @@ async function stormOnce(ctx: BenchContext, kind: Kind, devices: number): Promis
     await storm.close();
     storm = undefined;
     await server.stop();
-    const records = JSON.parse(readFileSync(recordFile, 'utf8')) as Record6[];
+    const records = JSON.parse(readFileSync(recordFile, 'utf8')) as HandshakeRecord[];
     return analyse(kind, devices, t0, cut, result, records, kernel, cpu, info, setupFailures);
   } finally {
     await storm?.close();
@@ -143,7 +134,7 @@ function analyse(
   t0: number,
   cut: { ms: number },
   r: ReconnectStormResult,
-  records: Record6[],
+  records: HandshakeRecord[],
   kernel: Record<string, number>,
   cpu: number,
   info: ListenerInfo | undefined,
