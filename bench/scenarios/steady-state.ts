@@ -63,7 +63,7 @@ export interface ServerRun {
 }
 
 /**
- * TLS connects in flight: well above corral's 128 handshakes, so both servers are saturated; not so
+ * TLS connects in flight: well above corral's 128-handshake starting window, so both servers are saturated; not so
  * far above that a closed-loop client keeps corral's wait queue standing for its whole 5 s timeout.
  */
 const TLS_IN_FLIGHT = 512;
@@ -77,7 +77,7 @@ const ROUNDS = (ctx: BenchContext): number => (ctx.quick ? 1 : 3);
  */
 const WARMUP = (ctx: BenchContext): number => (ctx.quick ? 50 : 200);
 
-const CORRAL_DEFAULTS = 'maxHandshakes 128, maxWaiting 4096, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
+const CORRAL_DEFAULTS = 'maxHandshakes auto (128 to 1024), maxWaiting 4096, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
 
 function round(n: number, digits = 1): number {
   return Number.isFinite(n) ? Number(n.toFixed(digits)) : n;
@@ -231,12 +231,13 @@ function table(v: Variant, bare: ServerRun, corral: ServerRun, rounds: { bare: S
 const WHY: Record<'cpuConn' | 'rssConn' | 'cpuLine', string> = {
   cpuConn:
     'CPU profiles of both servers accepting 4,000 TLS and 10,000 TCP connections (node --cpu-prof) show where corral spends ' +
-    'more per connection: a handshake-timeout timer per handshake (src/handshake-gate.ts), the local and remote address read ' +
-    'eagerly for every Connection (two syscalls, getsockname and getpeername: src/connection.ts), the TLS details read eagerly ' +
+    'more per connection: a handshake-timeout timer per handshake (src/handshake-gate.ts), the TLS details read at handshake end ' +
     '(protocol, cipher, session reuse: three calls into the TLS handle, src/transports/tls.ts), and the admission path itself ' +
-    '(wait queue, handshake gate, supervisor, Connection and framer objects, nextTick hops). Together about 100 µs of JavaScript ' +
-    'per TLS connection and about 20 µs per TCP connection. What would close it: read addresses and TLS details on first use, ' +
-    'one timer list for all handshake timeouts instead of a timer each, and fewer hops between accept and onReady.',
+    '(wait queue, handshake gate, supervisor, Connection and framer objects, nextTick hops). The local and remote addresses, ' +
+    'which the first profile showed as two syscalls per connection (~15 µs of TCP corral’s ~22 µs extra in a 20,000-connection ' +
+    'profile), are now read on first use, and the peer address at accept only when a reject/handshakeError listener needs it. ' +
+    'What would close the rest: one timer list for all handshake timeouts instead of a timer each, and fewer hops between accept ' +
+    'and onReady.',
   rssConn:
     'corral keeps per connection a Connection with its context, framer and handler closures and a registry entry, on top of the ' +
     'socket itself. What would close it: fewer per-connection objects and closures (lazily created state); a heap snapshot of ' +
