@@ -16,9 +16,11 @@ export interface Connection {
   /** Name of the listener that accepted it. */
   readonly listener: string;
   /**
-   * The local end. Read from the socket on first use and kept (as Ranch's `sockname`): read it
-   * while the connection is open — in `onReady`, say — if you need it after a peer's reset, when it
-   * can no longer be read and is `{ family: 'unknown' }`.
+   * The local end. Read from the socket on first use and kept (a syscall that most connections
+   * never need; Ranch's `sockname` is a call too). Once the socket has closed — in `onClose`,
+   * whatever closed it — an address never read before can no longer be read and is
+   * `{ family: 'unknown' }` (Node's `socket.localAddress` is `undefined` then). Read it in
+   * `onReady` if `onClose` will want it.
    */
   readonly local: SocketAddress;
   /** The peer end; read on first use and kept, like `local` (Ranch's `peername`). */

@@ -62,6 +62,7 @@ export interface HandshakeErrorMessage {
   readonly listener: string;
   readonly kind: HandshakeFailure;
   readonly error: Error;
+  /** The peer, if someone listened on this channel (or for the event) when the socket was accepted; see `HandshakeErrorEvent`. */
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
 }
@@ -80,6 +81,7 @@ export interface HandlerCrashMessage {
 export interface OverloadRejectMessage {
   readonly listener: string;
   readonly reason: RejectReason;
+  /** The peer, if someone listened on this channel (or for the event) when the socket was accepted; see `RejectEvent`. */
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
 }

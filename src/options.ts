@@ -35,7 +35,8 @@ export interface ListenerOptions<O = unknown> {
    * Most transport handshakes running at once (the acceptor pool's size). A number fixes it.
    * `'auto'` (the default) starts at 128 and, while every slot is taken and sockets wait but the event
    * loop has idle time (the handshakes wait on slow peers' round trips, not on the CPU), widens up to
-   * 1024; it narrows back to 128 when the event loop is busy or the demand is gone. Per process.
+   * 1024; it narrows back to 128 when the event loop is busy or the demand is gone. Per listener and
+   * process (each worker has its own window).
    */
   maxHandshakes?: number | 'auto';
   /** Longest a transport handshake may take, in ms, before the socket is closed. Default 5000. */

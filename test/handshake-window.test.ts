@@ -77,13 +77,16 @@ describe('HandshakeWindow', () => {
       fc.property(fc.array(fc.tuple(fc.double({ min: 0, max: 1, noNaN: true }), fc.boolean()), { maxLength: 200 }), (steps) => {
         let i = 0;
         const w = new HandshakeWindow(OPTIONS, () => steps[i]?.[1] ?? false, () => {}, () => steps[i]?.[0] ?? 0);
-        w.noteSaturated();
-        for (i = 0; i < steps.length; i++) {
-          w.adjust();
-          expect(w.size).toBeGreaterThanOrEqual(OPTIONS.floor);
-          expect(w.size).toBeLessThanOrEqual(OPTIONS.ceiling);
+        try {
+          w.noteSaturated();
+          for (i = 0; i < steps.length; i++) {
+            w.adjust();
+            expect(w.size).toBeGreaterThanOrEqual(OPTIONS.floor);
+            expect(w.size).toBeLessThanOrEqual(OPTIONS.ceiling);
+          }
+        } finally {
+          w.stop();
         }
-        w.stop();
       }),
     );
   });

@@ -227,13 +227,14 @@ describe("maxHandshakes: 'auto'", () => {
   it('widens past 128 while silent peers hold every slot and the loop is idle, then narrows back', { timeout: 30_000 }, async () => {
     // Raw TCP clients on a TLS port never send a ClientHello: each holds a handshake slot and costs
     // no CPU, as devices on slow links do. The default window (128) must not cap them.
-    const l = await tlsListener({ handshakeTimeout: 60_000, maxConnections: 1000 });
+    const l = await tlsListener({ handshakeTimeout: 60_000, waitTimeout: 60_000, maxConnections: 1000 });
     expect((await l.info()).maxHandshakes).toBe(128);
     const n = 400;
     for (let i = 0; i < n; i++) await rawClient(l);
-    const wide = await until(l, `all ${n} handshaking`, (i) => i.handshaking === n && i.waiting === 0, 15_000);
+    const wide = await until(l, `all ${n} handshaking`, (i) => i.handshaking === n && i.waiting === 0, 20_000);
     expect(wide.maxHandshakes).toBeGreaterThanOrEqual(n);
     expect(wide.maxHandshakes).toBeLessThanOrEqual(1024);
+    expect(wide.rejected).toMatchObject({ wait_timeout: 0, queue_full: 0 });
 
     // The peers leave: with no demand the window returns to 128.
     for (const s of sockets.splice(0)) s.destroy();
@@ -241,11 +242,24 @@ describe("maxHandshakes: 'auto'", () => {
     expect(back.handshakeFailures.error).toBe(n);
   });
 
-  it('a fixed maxHandshakes is a hard limit: the rest wait', async () => {
-    const l = await tlsListener({ maxHandshakes: 4, handshakeTimeout: 60_000 });
+  // Six silent peers; the first handshake timeout (1 s: four of the window's 250 ms looks) is the
+  // moment to look. At that event the slot is freed but not yet given to a waiting socket, so two
+  // still waiting proves nothing widened the window before it.
+  it.each([
+    { what: 'a fixed maxHandshakes is a hard limit: the rest wait', options: { maxHandshakes: 4 }, window: 4 },
+    { what: 'waiting caused by maxConnections does not widen the window', options: { maxConnections: 4 }, window: 128 },
+  ])('$what', async ({ options, window }) => {
+    const l = await tlsListener({ ...options, handshakeTimeout: 1000, waitTimeout: 60_000 });
+    const atFirstTimeout = new Promise<Promise<ListenerInfo>>((resolve) =>
+      l.once('handshakeError', (e: HandshakeErrorEvent) => {
+        expect(e.kind).toBe('timeout');
+        resolve(l.info()); // the snapshot is taken now, synchronously
+      }),
+    );
     for (let i = 0; i < 6; i++) await rawClient(l);
-    const info = await until(l, '2 waiting', (i) => i.waiting === 2);
-    expect(info).toMatchObject({ maxHandshakes: 4, handshaking: 4 });
+    await until(l, '2 waiting', (i) => i.waiting === 2);
+    const info = await (await atFirstTimeout);
+    expect(info).toMatchObject({ maxHandshakes: window, handshaking: 3, waiting: 2 });
   });
 });
 

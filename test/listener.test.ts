@@ -563,38 +563,41 @@ describe('IPv6', () => {
 });
 
 describe('connection addresses', () => {
-  it('are read on first use and kept: read in onReady, still known in onClose after a reset; never read, unknown', async () => {
-    const seen: { id: string; readFirst: boolean; local: unknown; remote: unknown }[] = [];
+  it('are read on first use and kept: read in onReady, known in onClose; never read before the close, unknown', async () => {
+    const seen: { readFirst: boolean; local: unknown; remote: unknown }[] = [];
     let readNext = true;
     const l = await start({
       protocol: {
         onReady(conn: Connection) {
           conn.data = readNext;
           if (readNext) void [conn.local, conn.remote];
-          readNext = false;
         },
         onClose(conn: Connection) {
-          seen.push({ id: conn.id, readFirst: conn.data === true, local: conn.local, remote: conn.remote });
+          seen.push({ readFirst: conn.data === true, local: conn.local, remote: conn.remote });
         },
       },
     });
-    for (let i = 0; i < 2; i++) {
+    // Read in onReady or not, closed by a reset or by a graceful end.
+    for (const [readFirst, how] of [[true, 'reset'], [true, 'end'], [false, 'reset'], [false, 'end']] as const) {
+      readNext = readFirst;
       const c = await client(l.port!);
       await l.waitForConnections('==', 1);
-      const port = (c.stream as net.Socket).localPort;
-      (c.stream as net.Socket).resetAndDestroy();
+      const socket = c.stream as net.Socket;
+      const port = socket.localPort;
+      if (how === 'reset') socket.resetAndDestroy();
+      else socket.end();
       await l.waitForConnections('==', 0);
-      expect(seen).toHaveLength(i + 1);
       const last = seen.at(-1)!;
-      if (last.readFirst) {
-        expect(last.remote).toEqual({ family: 'IPv4', address: '127.0.0.1', port });
-        expect(last.local).toEqual({ family: 'IPv4', address: '127.0.0.1', port: l.port });
+      expect(last.readFirst).toBe(readFirst);
+      if (readFirst) {
+        expect(last.remote, how).toEqual({ family: 'IPv4', address: '127.0.0.1', port });
+        expect(last.local, how).toEqual({ family: 'IPv4', address: '127.0.0.1', port: l.port });
       } else {
-        expect(last.remote).toEqual({ family: 'unknown' });
-        expect(last.local).toEqual({ family: 'unknown' });
+        expect(last.remote, how).toEqual({ family: 'unknown' });
+        expect(last.local, how).toEqual({ family: 'unknown' });
       }
     }
-    expect(seen.map((s) => s.readFirst)).toEqual([true, false]);
+    expect(seen).toHaveLength(4);
   });
 });
 

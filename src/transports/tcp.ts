@@ -108,16 +108,16 @@ class TcpConnection implements TransportConnection {
   readonly tls = null;
   constructor(
     readonly stream: net.Socket,
-    private readonly unix: boolean,
+    private readonly unixPath: string | undefined,
   ) {}
   get local(): SocketAddress {
     const s = this.stream;
-    if (this.unix) return { family: 'unix', path: String((s as unknown as { server?: net.Server }).server?.address() ?? '') };
+    if (this.unixPath !== undefined) return { family: 'unix', path: this.unixPath };
     return endOf(s.localAddress, s.localPort, s.localFamily, false);
   }
   get remote(): SocketAddress {
     const s = this.stream;
-    return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unix);
+    return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unixPath !== undefined);
   }
   setKeepAlive(enable: boolean, initialDelayMs?: number): void {
     this.stream.setKeepAlive(enable, initialDelayMs);
@@ -163,9 +163,9 @@ export class TcpTransport implements Transport {
     checkTcpOptions(options as Record<string, unknown>, 'transportOptions', TCP_KEYS);
   }
 
-  /** Whether it binds a Unix socket (whose peers have no address). @internal */
-  get isUnix(): boolean {
-    return this.options.path !== undefined;
+  /** The Unix socket path it binds, if it binds one (its peers have no address). @internal */
+  get unixPath(): string | undefined {
+    return this.options.path;
   }
 
   /** `host:port` or the socket path, for messages. */
@@ -210,7 +210,7 @@ export class TcpTransport implements Transport {
   handshake(accepted: AcceptedSocket): TransportConnection {
     const socket = accepted as net.Socket;
     socket.off('error', ignoreError);
-    return new TcpConnection(socket, this.isUnix);
+    return new TcpConnection(socket, this.unixPath);
   }
 
   /** Build the `net.Server` every listen path shares: paused accepted sockets, errors routed. */

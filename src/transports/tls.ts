@@ -102,17 +102,18 @@ class TlsConnection implements TransportConnection {
   constructor(
     readonly stream: tls.TLSSocket,
     private readonly raw: net.Socket,
-    private readonly unix: boolean,
+    private readonly unixPath: string | undefined,
   ) {
     this.tls = new TlsDetails(stream);
   }
   get local(): SocketAddress {
     const s = this.raw;
-    return endOf(s.localAddress, s.localPort, s.localFamily, this.unix);
+    if (this.unixPath !== undefined) return { family: 'unix', path: this.unixPath };
+    return endOf(s.localAddress, s.localPort, s.localFamily, false);
   }
   get remote(): SocketAddress {
     const s = this.raw;
-    return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unix);
+    return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unixPath !== undefined);
   }
   setKeepAlive(enable: boolean, initialDelayMs?: number): void {
     this.raw.setKeepAlive(enable, initialDelayMs);
@@ -264,7 +265,7 @@ export class TlsTransport implements Transport {
         }
         raw.off('error', ignoreSocketError);
         socket.pause();
-        resolve(new TlsConnection(socket, raw, this.tcp.isUnix));
+        resolve(new TlsConnection(socket, raw, this.tcp.unixPath));
       };
       socket.once('secure', onSecure);
       socket.once('error', onError);
