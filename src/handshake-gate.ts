@@ -29,6 +29,11 @@ export interface HandshakeGateEvents {
    * reads it at accept, while it can still be read.
    */
   wantsPeerAddress(): boolean;
+  /**
+   * The wait queue overflowed (`true`: a socket found it full) or has room again (`false`: down to
+   * three quarters of `maxWaiting`, or with `maxWaiting` 0 a slot is free). Called on each edge only.
+   */
+  overflowed(full: boolean): void;
 }
 
 function isThenable<T>(v: unknown): v is PromiseLike<T> {
@@ -48,6 +53,8 @@ export class HandshakeGate implements AcceptorPool {
   private idleWaiters: (() => void)[] = [];
   private expiryTimer: NodeJS.Timeout | undefined = undefined;
   private closed = false;
+  /** A socket found the queue full, and it has not had room since. */
+  private overflowing = false;
   private accepted = 0;
   private counted = 0;
   private readonly rejected: Record<RejectReason, number> = { queue_full: 0, wait_timeout: 0, shutdown: 0 };
@@ -115,6 +122,10 @@ export class HandshakeGate implements AcceptorPool {
       this.events.changed();
     } else {
       this.reject(socket, 'queue_full');
+      if (!this.overflowing) {
+        this.overflowing = true;
+        this.events.overflowed(true);
+      }
     }
   }
 
@@ -141,6 +152,7 @@ export class HandshakeGate implements AcceptorPool {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
     for (const socket of this.queue.clear()) this.reject(socket, 'shutdown');
+    this.checkRoom();
   }
 
   /** Resolves once no handshake is running. */
@@ -166,15 +178,27 @@ export class HandshakeGate implements AcceptorPool {
 
   /** Serve waiting sockets while slots are free. */
   private pump(): void {
-    if (this.closed || this.queue.length === 0) return;
-    const now = Date.now();
-    let served = false;
-    while (this.queue.length > 0 && this.canStart()) {
-      this.startHandshake(this.queue.take(now)!);
-      served = true;
+    if (!this.closed && this.queue.length > 0) {
+      const now = Date.now();
+      let served = false;
+      while (this.queue.length > 0 && this.canStart()) {
+        this.startHandshake(this.queue.take(now)!);
+        served = true;
+      }
+      if (this.window && this.slotsBound()) this.window.noteSaturated();
+      if (served) this.events.changed();
     }
-    if (this.window && this.slotsBound()) this.window.noteSaturated();
-    if (served) this.events.changed();
+    this.checkRoom();
+  }
+
+  /** After an overflow: report once the queue has room again. */
+  private checkRoom(): void {
+    if (!this.overflowing) return;
+    const max = this.options.maxWaiting;
+    const room = this.closed || (max > 0 ? this.queue.length <= Math.floor((max * 3) / 4) : this.canStart());
+    if (!room) return;
+    this.overflowing = false;
+    this.events.overflowed(false);
   }
 
   private startHandshake(socket: AcceptedSocket): void {
@@ -253,6 +277,7 @@ export class HandshakeGate implements AcceptorPool {
     const expired = this.queue.expire(now - this.options.waitTimeout);
     for (const socket of expired) this.reject(socket, 'wait_timeout');
     if (expired.length > 0) this.events.changed();
+    this.checkRoom();
     this.armExpiry(now);
   }
 }

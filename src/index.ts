@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 export { startListener, getListener, stopListener, listeners } from './registry.js';
-export type { ListenerOptions } from './options.js';
+export type { ListenerOptions, Overflow } from './options.js';
 export type {
   Listener,
   ListenerStatus,

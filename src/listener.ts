@@ -37,6 +37,13 @@ export interface ListenerInfo {
    */
   readonly maxHandshakes: number;
   readonly admission: AdmissionPolicy;
+  /**
+   * `overflow: 'refuse'`: the wait queue overflowed and the listening socket is closed until it has
+   * room (for a primary: in any worker).
+   */
+  readonly refusing: boolean;
+  /** Times the wait queue overflowed (a socket found it full), since start. */
+  readonly overflows: number;
   /** Connections counting against `maxConnections`, plus handshakes in progress. */
   readonly active: number;
   /** Live connections, counted or not. */
@@ -136,6 +143,11 @@ export interface ListenerEvents {
   reject: [event: RejectEvent];
   /** A non-fatal error of the listening socket (e.g. `EMFILE` while accepting). */
   acceptError: [error: Error];
+  /**
+   * The wait queue overflowed (`true`: a socket found it full; with `overflow: 'refuse'` the
+   * listening socket is now closed) or has room again (`false`: reopened). Per process.
+   */
+  queueFull: [full: boolean];
   suspend: [];
   resume: [];
   stop: [];

@@ -58,6 +58,12 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
   private socketEpoch = 0;
   /** Accepting was paused (`pauseAccepting`): the socket is closed but the status stays `running`. */
   private acceptPaused = false;
+  /** `overflow: 'refuse'`: the wait queue overflowed and the socket is closed until it has room. */
+  private refusing = false;
+  /** Times the wait queue overflowed. */
+  private overflows = 0;
+  /** Retries reopening the socket after an overflow when the listen failed. */
+  private reopenTimer: NodeJS.Timeout | undefined = undefined;
   /** Called once the listener has stopped (the registry frees the name). */
   onStopped: (() => void) | undefined = undefined;
 
@@ -145,6 +151,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
           this.countWaiters.check();
           this.hooks.changed?.();
         },
+        overflowed: (full) => this.onOverflow(full),
         wantsPeerAddress: () =>
           this.listenerCount('reject') > 0 ||
           this.listenerCount('handshakeError') > 0 ||
@@ -217,6 +224,35 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     this.bound = this.server?.address() ?? this.hooks.address ?? this.bound;
   }
 
+  /**
+   * The wait queue overflowed or has room again. With `overflow: 'refuse'`, close the listening
+   * socket on overflow — the kernel then refuses connects (or, for a worker on a shared socket,
+   * holds them in the backlog) instead of corral accepting and closing each — and reopen it once
+   * the queue has room, unless something else (suspend, drain, pauseAccepting) keeps it closed.
+   */
+  private onOverflow(full: boolean): void {
+    if (full) this.overflows++;
+    const refuse = this.options.overflow === 'refuse';
+    if (full && refuse && this.state === 'running' && !this.refusing) {
+      this.refusing = true;
+      void this.closeSocket();
+    } else if (!full && this.refusing) {
+      this.refusing = false;
+      this.reopenAfterOverflow();
+    }
+    if (this.listenerCount('queueFull') > 0) this.emit('queueFull', full);
+  }
+
+  private reopenAfterOverflow(): void {
+    if (this.state !== 'running' || this.acceptPaused || this.refusing || this.server !== undefined) return;
+    this.openSocket().catch((err: unknown) => {
+      // The port may have been taken meanwhile: say so, and try again while it still matters.
+      this.emit('acceptError', err instanceof Error ? err : new Error(String(err)));
+      clearTimeout(this.reopenTimer);
+      this.reopenTimer = setTimeout(() => this.reopenAfterOverflow(), 1000);
+    });
+  }
+
   /** Admit a raw socket accepted by another process (distribution `primary`). @internal */
   adopt(raw: object): void {
     const adopt = this.options.transport.adopt;
@@ -260,7 +296,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     if (on) {
       if (!this.acceptPaused) return;
       this.acceptPaused = false;
-      if (this.state === 'running' && this.server === undefined) await this.openSocket();
+      if (this.state === 'running' && this.server === undefined && !this.refusing) await this.openSocket();
       return;
     }
     if (this.acceptPaused) return;
@@ -276,6 +312,8 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
 
   private async closeSocket(): Promise<void> {
     this.socketEpoch++;
+    clearTimeout(this.reopenTimer);
+    this.reopenTimer = undefined;
     const server = this.server;
     this.server = undefined;
     if (server) await server.close();
@@ -293,7 +331,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     this.assertNotStopped('resume');
     if (this.state === 'running') return;
     if (this.draining) await this.draining;
-    if (this.server === undefined && !this.acceptPaused) await this.openSocket();
+    if (this.server === undefined && !this.acceptPaused && !this.refusing) await this.openSocket();
     this.state = 'running';
     this.emit('resume');
   }
@@ -320,6 +358,8 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
       maxConnections: this.gate.maxConnections,
       maxHandshakes: this.gate.maxHandshakes,
       admission: this.options.admission,
+      refusing: this.refusing,
+      overflows: this.overflows,
       active: g.counted + g.handshaking,
       connections: this.supervisor.size,
       handshaking: g.handshaking,

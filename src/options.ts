@@ -9,6 +9,9 @@ import { TlsTransport, type TlsTransportOptions } from './transports/tls.js';
 import type { AdmissionPolicy } from './wait-queue.js';
 import { checkWorkers, type Distribution } from './workers/distribution.js';
 
+/** What a listener does with connects while its wait queue is full: see {@link ListenerOptions.overflow}. */
+export type Overflow = 'refuse' | 'close';
+
 /**
  * Everything `startListener` accepts. Only `name` and `protocol` are required; every default is
  * listed here and in the listeners guide.
@@ -49,6 +52,15 @@ export interface ListenerOptions<O = unknown> {
   admission?: AdmissionPolicy;
   /** With `admission: 'adaptive'`: the queueing delay, in ms, past which newest-first applies. Default 100. */
   adaptiveTarget?: number;
+  /**
+   * What happens to connects while the wait queue is full. `'refuse'` (default): the listening socket
+   * is closed at the first socket that finds the queue full and reopened once the queue is down to
+   * three quarters of `maxWaiting` (or, with `maxWaiting: 0`, once a slot is free); meanwhile the
+   * kernel refuses connects before a TLS byte is spent on either side — or, for a worker sharing
+   * the primary's socket (`distribution: 'shared'`), they wait in the backlog. `'close'`: every
+   * such socket is accepted and closed (`rejected.queue_full`). See docs/limits.md.
+   */
+  overflow?: Overflow;
   /**
    * How long a graceful close may take, in ms: the drain deadline of `stop()` and the flush bound of
    * `close()` and of framing errors. Default 5000.
@@ -117,6 +129,7 @@ export interface ResolvedListenerOptions {
   waitTimeout: number;
   admission: AdmissionPolicy;
   adaptiveTarget: number;
+  overflow: Overflow;
   shutdownTimeout: number;
   drainRate: number;
   idleTimeout: number;
@@ -146,6 +159,7 @@ const KNOWN = new Set<string>([
   'waitTimeout',
   'admission',
   'adaptiveTarget',
+  'overflow',
   'shutdownTimeout',
   'drainRate',
   'idleTimeout',
@@ -281,6 +295,7 @@ export function resolveListenerOptions(options: ListenerOptions<unknown>): Resol
     waitTimeout: checkMs('waitTimeout', o.waitTimeout, 5000),
     admission: checkEnum('admission', o.admission, ['fifo', 'lifo', 'adaptive'], 'adaptive'),
     adaptiveTarget: checkMs('adaptiveTarget', o.adaptiveTarget, 100, 0),
+    overflow: checkEnum<Overflow>('overflow', o.overflow, ['refuse', 'close'], 'refuse'),
     shutdownTimeout: checkMs('shutdownTimeout', o.shutdownTimeout, 5000, 0),
     drainRate: checkRate('drainRate', o.drainRate, 1000),
     idleTimeout: checkMs('idleTimeout', o.idleTimeout, 0, 0),

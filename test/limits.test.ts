@@ -85,6 +85,16 @@ async function rawClient(l: Listener): Promise<net.Socket> {
   return s;
 }
 
+/** Try to connect; resolve with the error code (e.g. `ECONNREFUSED`), or `'connected'`. */
+function connectFails(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: HOST });
+    sockets.push(s);
+    s.once('connect', () => resolve('connected'));
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}
+
 /** Bytes a client has received from the server. */
 function received(c: LineClient): number {
   return (c.stream as net.Socket).bytesRead;
@@ -416,6 +426,79 @@ describe('the wait queue', () => {
     await c.closed;
     expect(await l.info()).toMatchObject({ waiting: 0, rejected: { queue_full: 1 } });
     expect(await a.request('a2')).toBe('a2');
+  });
+
+  it("overflow 'refuse' (default): closes the listening socket at the first overflow and reopens once the queue has room", async () => {
+    const l = await tcpListener({ maxConnections: 1, maxWaiting: 1 });
+    const events: boolean[] = [];
+    l.on('queueFull', (full) => events.push(full));
+    const a = await tcpClient(l);
+    expect(await a.request('a')).toBe('a');
+    const w = await tcpClient(l);
+    w.send('w');
+    await until(l, 'waiting == 1', (i) => i.waiting === 1);
+
+    // The first socket that finds the queue full is closed, as with 'close', and the listener stops listening.
+    const rejected = next(l, 'reject');
+    const c = await tcpClient(l);
+    expect((await rejected).reason).toBe('queue_full');
+    await c.closed;
+    const info = await until(l, 'refusing', (i) => i.refusing);
+    expect(info).toMatchObject({ status: 'running', overflows: 1, rejected: { queue_full: 1 } });
+    expect(events).toEqual([true]);
+    // Now the kernel refuses: no accept, no TLS, no byte on either side.
+    expect(await connectFails(l.port!)).toBe('ECONNREFUSED');
+    expect((await l.info()).accepted).toBe(3);
+
+    // a leaves, w is served, the queue is empty (≤ 3/4 of 1): the socket reopens.
+    const reopened = new Promise<void>((resolve) => l.once('queueFull', (full) => !full && resolve()));
+    a.end();
+    expect(await w.line()).toBe('w');
+    await reopened;
+    expect(await l.info()).toMatchObject({ refusing: false });
+    const d = await tcpClient(l);
+    d.send('d');
+    w.end();
+    expect(await d.line()).toBe('d');
+    expect(events).toEqual([true, false]);
+  });
+
+  it("overflow 'close': keeps listening and closes every socket that finds the queue full", async () => {
+    const l = await tcpListener({ maxConnections: 1, maxWaiting: 1, overflow: 'close' });
+    const a = await tcpClient(l);
+    expect(await a.request('a')).toBe('a');
+    const w = await tcpClient(l);
+    w.send('w');
+    await until(l, 'waiting == 1', (i) => i.waiting === 1);
+    for (let k = 1; k <= 2; k++) {
+      const rejected = next(l, 'reject');
+      const c = await tcpClient(l);
+      expect((await rejected).reason).toBe('queue_full');
+      await c.closed;
+    }
+    expect(await l.info()).toMatchObject({ refusing: false, overflows: 1, accepted: 4, rejected: { queue_full: 2 } });
+  });
+
+  it("overflow 'refuse' with maxWaiting 0 reopens once a slot is free; a suspend meanwhile keeps it closed until resume", async () => {
+    const l = await tcpListener({ maxConnections: 1, maxWaiting: 0 });
+    const a = await tcpClient(l);
+    expect(await a.request('a')).toBe('a');
+    const rejected = next(l, 'reject');
+    const c = await tcpClient(l);
+    expect((await rejected).reason).toBe('queue_full');
+    await until(l, 'refusing', (i) => i.refusing);
+
+    // Suspended while refusing: room comes back, but the socket stays closed until resume().
+    await l.suspend();
+    const room = new Promise<void>((resolve) => l.once('queueFull', (full) => !full && resolve()));
+    a.end();
+    await room;
+    expect(await l.info()).toMatchObject({ status: 'suspended', refusing: false });
+    expect(await connectFails(l.port!)).toBe('ECONNREFUSED');
+    await l.resume();
+    const b = await tcpClient(l);
+    expect(await b.request('b')).toBe('b');
+    void c;
   });
 
   it('closes a socket that waited longer than waitTimeout and reports wait_timeout', async () => {

@@ -455,6 +455,7 @@ describe('bad options', () => {
     { what: "maxHandshakes 'fast'", patch: { maxHandshakes: 'fast' }, option: 'maxHandshakes' },
     { what: 'handshakeTimeout -5', patch: { handshakeTimeout: -5 }, option: 'handshakeTimeout' },
     { what: "admission 'random'", patch: { admission: 'random' }, option: 'admission' },
+    { what: "overflow 'drop'", patch: { overflow: 'drop' }, option: 'overflow' },
     { what: "restart 'permanent'", patch: { restart: 'permanent' }, option: 'restart' },
     { what: "framing 'xml'", patch: { framing: 'xml' }, option: 'framing' },
     { what: "framing {type:'line', maxLength: 0}", patch: { framing: { type: 'line', maxLength: 0 } }, option: 'framing.maxLength' },

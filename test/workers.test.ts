@@ -208,6 +208,35 @@ describe('accepting and limits across workers', () => {
     for (const c of waiting) expect(await c.line()).toBe('queued');
   });
 
+  it("overflow 'refuse' with distribution 'shared': a full worker closes its copy and connects wait in the backlog", async () => {
+    // Silent TCP peers on a TLS port hold the one handshake slot: the wait queue (1) overflows.
+    const p = await pool({ workers: 1, distribution: 'shared', tls: true, maxHandshakes: 1, maxWaiting: 1, handshakeTimeout: 30_000, waitTimeout: 30_000 });
+    const until = async (what: string, pred: (i: ListenerInfo) => boolean): Promise<ListenerInfo> => {
+      for (let k = 0; k < 500; k++) {
+        const i = await p.command<ListenerInfo>('info');
+        if (pred(i)) return i;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      throw new Error(`${what} not reached`);
+    };
+    const raw = async (): Promise<LineClient> => client(p);
+    const first = await raw();
+    await until('handshaking 1', (i) => i.handshaking === 1);
+    await raw();
+    await until('waiting 1', (i) => i.waiting === 1);
+    const third = await raw(); // finds the queue full: closed, and the worker closes its copy
+    await third.closed;
+    await until('refusing', (i) => i.refusing);
+    // The primary still holds the socket: this connect completes in the kernel and waits, unaccepted.
+    await raw();
+    expect(await p.command<ListenerInfo>('info')).toMatchObject({ accepted: 3, overflows: 1, rejected: { queue_full: 1 } });
+    // The first peer leaves: the waiting one takes the slot, the queue has room, the worker reopens
+    // its copy and accepts the one that waited in the backlog.
+    first.stream.destroy();
+    const info = await until('reopened and accepted', (i) => !i.refusing && i.accepted === 4);
+    expect(info).toMatchObject({ handshaking: 1, waiting: 1, rejected: { queue_full: 1 } });
+  });
+
   it.each(['shared', 'primary'] as const)('holds maxConnections over all workers (%s)', async (distribution) => {
     const p = await pool({ workers: 2, distribution, maxConnections: 2 });
     const held = await Promise.all([client(p), client(p)]);

@@ -46,6 +46,8 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
   private shared: SharedListenHandle | undefined = undefined;
   private server: TransportServer | undefined = undefined;
   private gate: HandshakeGate | undefined = undefined;
+  /** Times the primary's own wait queue (distribution 'primary') overflowed. */
+  private gateOverflows = 0;
   private bound: SocketAddress | undefined = undefined;
   private limit: number;
   private protocolOptions: { value: unknown } | undefined = undefined;
@@ -295,6 +297,11 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
         },
         changed: () => {},
         wantsPeerAddress: () => this.listenerCount('reject') > 0 || this.listenerCount('handshakeError') > 0 || channels.overloadReject.hasSubscribers,
+        // Distribution 'primary': the primary's own socket is not closed on overflow (the wait queue
+        // here is the whole pool's); overflowing sockets are closed as with overflow: 'close'.
+        overflowed: (full) => {
+          if (full) this.gateOverflows++;
+        },
       },
     );
   }
@@ -422,6 +429,8 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       maxConnections: this.limit,
       maxHandshakes: infos.length > 0 ? Math.max(...infos.map((i) => i.maxHandshakes)) : this.options.maxHandshakes === 'auto' ? AUTO_HANDSHAKES.floor : this.options.maxHandshakes,
       admission: this.options.admission,
+      refusing: infos.some((i) => i.refusing),
+      overflows: sum(infos.map((i) => i.overflows)) + this.gateOverflows,
       active: sum(infos.map((i) => i.active)),
       connections: sum(infos.map((i) => i.connections)),
       handshaking: sum(infos.map((i) => i.handshaking)),
