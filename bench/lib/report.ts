@@ -163,8 +163,14 @@ export function renderReport(results: BenchResults): RenderedReport {
       for (const t of missed) out.push(`- ${t.target}: ${t.measured}; ${t.note ? firstSentence(t.note) : 'missed.'}`);
       out.push('');
       // The why and the fix, once each, however many targets they explain.
-      const whys = [...new Set(missed.map((t) => (t.note ? t.note.slice(firstSentence(t.note).length).trim() : '')).filter(Boolean))];
-      for (const why of whys) out.push(why, '');
+      // A note's "What would close it: …" is kept apart, so that one shared by two notes prints once.
+      const CLOSE = 'What would close it:';
+      const parts = missed.flatMap((t) => {
+        const rest = t.note ? t.note.slice(firstSentence(t.note).length).trim() : '';
+        const at = rest.indexOf(CLOSE);
+        return at === -1 ? [rest] : [rest.slice(0, at).trim(), rest.slice(at).trim()];
+      });
+      for (const part of new Set(parts.filter(Boolean))) out.push(part, '');
     }
     out.push(`Rerun: \`npm run bench -- --only ${s.id}\` (add \`--quick\` for the small sizes).`, '');
   }
