@@ -234,6 +234,7 @@ export class HandshakeGate implements AcceptorPool {
       return;
     }
     this.counted++;
+    this.window?.noteCompleted();
     this.events.handshaken(conn, socket, startedAt);
     this.settleIdleWaiters();
     this.pump();

@@ -31,6 +31,10 @@ export function eventLoopBusy(): LoopBusy {
 const WIDEN_BELOW = 0.8;
 /** Above this, the CPU is the bottleneck: narrow back toward the floor. */
 const NARROW_ABOVE = 0.95;
+/** A widening must raise the handshakes completed per interval by this factor to be kept. */
+const WORTH_IT = 1.05;
+/** Intervals without widening after one that did not pay off. */
+const HOLD_AFTER_FUTILE = 8;
 
 /**
  * How many handshakes may run at once, for `maxHandshakes: 'auto'`.
@@ -41,14 +45,26 @@ const NARROW_ABOVE = 0.95;
  * every slot is taken, sockets wait, and the event loop was idle for more than a fifth of the last
  * interval — the handshakes wait on peers, not on the CPU — and narrows (by a fifth, not below the
  * floor) when the loop is busy for more than 95% of it, or when the slots were no longer all taken.
- * Under a stampede the CPU is the bottleneck, the loop is busy, and the window stays at the floor, so
- * the wait queue (and its newest-first order) keeps doing the choosing. @internal
+ * A widening must pay: if the next interval completes fewer than 5% more handshakes than the one
+ * before it, the window returns to its previous size and does not widen for 8 intervals. Peers can
+ * be slow because they are far away — then more slots mean more handshakes — or because they are
+ * short of CPU themselves, or the process is (the loop looks idle while it waits to be scheduled) —
+ * then more slots only add handshakes in flight. Under a stampede the CPU is the bottleneck, the
+ * loop is busy, and the window stays at the floor, so the wait queue (and its newest-first order)
+ * keeps doing the choosing. @internal
  */
 export class HandshakeWindow {
   private current: number;
   private timer: NodeJS.Timeout | undefined = undefined;
   /** Were all slots taken with sockets waiting at some point in this interval? */
   private saturated = false;
+  /** Handshakes completed in this interval, and in the one before. */
+  private completed = 0;
+  private completedBefore = 0;
+  /** The size before the last widening, while its payoff is judged. */
+  private beforeWidening: number | undefined = undefined;
+  /** Intervals left without widening. */
+  private hold = 0;
 
   constructor(
     private readonly options: HandshakeWindowOptions,
@@ -65,6 +81,11 @@ export class HandshakeWindow {
     return this.current;
   }
 
+  /** A handshake completed. */
+  noteCompleted(): void {
+    this.completed++;
+  }
+
   /** The gate found every slot taken with sockets waiting. */
   noteSaturated(): void {
     this.saturated = true;
@@ -78,6 +99,8 @@ export class HandshakeWindow {
 
   private start(): void {
     this.loopBusy(); // start the measurement now
+    this.completed = 0;
+    this.beforeWidening = undefined;
     this.timer = setInterval(() => this.adjust(), this.options.interval);
     this.timer.unref();
   }
@@ -92,10 +115,22 @@ export class HandshakeWindow {
     const busy = this.loopBusy();
     const saturated = this.saturated || this.isSaturated();
     this.saturated = false;
+    const completed = this.completed;
+    const completedBefore = this.completedBefore;
+    this.completed = 0;
+    this.completedBefore = completed;
     const { floor, ceiling } = this.options;
     const before = this.current;
-    if (saturated && busy < WIDEN_BELOW) {
+    const judged = this.beforeWidening;
+    this.beforeWidening = undefined;
+    if (this.hold > 0) this.hold--;
+    if (judged !== undefined && completed < completedBefore * WORTH_IT) {
+      // The last widening did not raise the handshake rate: undo it and wait before trying again.
+      this.current = judged;
+      this.hold = HOLD_AFTER_FUTILE;
+    } else if (saturated && busy < WIDEN_BELOW && this.hold === 0 && before < ceiling) {
       this.current = Math.min(ceiling, before + Math.ceil(before / 4));
+      this.beforeWidening = before;
     } else if (busy > NARROW_ABOVE || !saturated) {
       this.current = Math.max(floor, Math.floor(before * 0.8));
     }

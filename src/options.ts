@@ -35,11 +35,12 @@ export interface ListenerOptions<O = unknown> {
    */
   maxConnections?: number;
   /**
-   * Most transport handshakes running at once (the acceptor pool's size). A number fixes it.
-   * `'auto'` (the default) starts at 128 and, while every slot is taken and sockets wait but the event
-   * loop has idle time (the handshakes wait on slow peers' round trips, not on the CPU), widens up to
-   * 1024; it narrows back to 128 when the event loop is busy or the demand is gone. Per listener and
-   * process (each worker has its own window).
+   * Most transport handshakes running at once (the acceptor pool's size), per listener and process.
+   * Default 128. `'auto'` starts at 128 and, while every slot is taken and sockets wait but the
+   * event loop has idle time (the handshakes wait on far-away peers' round trips, not on the CPU),
+   * widens up to 1024 as long as each widening raises the handshake rate; it narrows back when the
+   * loop is busy or the demand is gone. Consider it for clients whose round trip times a core's
+   * handshake rate exceed 128 (e.g. 300 ms × 1,200/s). See docs/limits.md.
    */
   maxHandshakes?: number | 'auto';
   /** Longest a transport handshake may take, in ms, before the socket is closed. Default 5000. */
@@ -186,7 +187,8 @@ export function checkCount(name: string, value: unknown, fallback: number, min: 
 }
 
 function checkHandshakes(value: unknown): number | 'auto' {
-  if (value === undefined || value === 'auto') return 'auto';
+  if (value === undefined) return 128;
+  if (value === 'auto') return 'auto';
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
     throw new InvalidOptionError('maxHandshakes', `must be 'auto' or an integer >= 1, got ${String(value)}`);
   }

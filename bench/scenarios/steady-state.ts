@@ -63,7 +63,7 @@ export interface ServerRun {
 }
 
 /**
- * TLS connects in flight: well above corral's 128-handshake starting window, so both servers are saturated; not so
+ * TLS connects in flight: well above corral's 128 handshakes, so both servers are saturated; not so
  * far above that a closed-loop client keeps corral's wait queue standing for its whole 5 s timeout.
  */
 const TLS_IN_FLIGHT = 512;
@@ -77,7 +77,7 @@ const ROUNDS = (ctx: BenchContext): number => (ctx.quick ? 1 : 3);
  */
 const WARMUP = (ctx: BenchContext): number => (ctx.quick ? 50 : 200);
 
-const CORRAL_DEFAULTS = 'maxHandshakes auto (128 to 1024), maxWaiting 4096, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
+const CORRAL_DEFAULTS = 'maxHandshakes 128, overflow refuse, maxWaiting 4096, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
 
 function round(n: number, digits = 1): number {
   return Number.isFinite(n) ? Number(n.toFixed(digits)) : n;

@@ -28,7 +28,7 @@ import { prepareReconnectStorm, type ReconnectStormResult } from '../lib/storm.j
 import type { HandshakeRecord } from '../servers/handshake-record.js';
 
 /**
- * corral's configuration: one process, the defaults (maxHandshakes 'auto', from 128, admission `adaptive` with a
+ * corral's configuration: one process, the defaults (maxHandshakes 128, admission `adaptive` with a
  * 100 ms target, waitTimeout and handshakeTimeout 5 s) except the two limits a 16,000-device
  * listener must raise — the same configuration as the admission-policy measurements in
  * docs/limits.md.
@@ -231,7 +231,7 @@ export const scenario: Scenario = {
     }
     const [corral, bare] = runs as [Run, Run];
 
-    const corralConfig = `corral, one process: maxConnections 30,000, maxWaiting 15,000, otherwise defaults (maxHandshakes auto from 128, admission adaptive 100 ms, waitTimeout 5 s, handshakeTimeout 5 s), backlog 4,096`;
+    const corralConfig = `corral, one process: maxConnections 30,000, maxWaiting 15,000, otherwise defaults (maxHandshakes 128, overflow refuse, admission adaptive 100 ms, waitTimeout 5 s, handshakeTimeout 5 s), backlog 4,096`;
     const bareConfig = 'bare Node tls.createServer, one process, backlog 4,096';
     const table: Table = {
       title: `Reconnect storm: ${fmt(devices)} TLS devices cut at once by the server (all connections destroyed, process and listening socket kept), all reconnect at once; 5 s deadline per attempt, backoff 1 s × 2ⁿ (cap 30 s) × [0.5, 1.5). Ideal: N ÷ capacity = ${(ideal / 1000).toFixed(1)} s at ${fmt(capacity)} handshakes/s`,
