@@ -85,6 +85,24 @@ async function rawClient(l: Listener): Promise<net.Socket> {
   return s;
 }
 
+/** With maxConnections 1: `a` is served, `w` waits in the queue. */
+async function servedAndWaiting(l: Listener): Promise<{ a: LineClient; w: LineClient }> {
+  const a = await tcpClient(l);
+  expect(await a.request('a')).toBe('a');
+  const w = await tcpClient(l);
+  w.send('w');
+  await until(l, 'waiting == 1', (i) => i.waiting === 1);
+  return { a, w };
+}
+
+/** Connect once more into a full queue: that socket is accepted and closed as queue_full. */
+async function overflowOnce(l: Listener): Promise<void> {
+  const rejected = next(l, 'reject');
+  const c = await tcpClient(l);
+  expect((await rejected).reason).toBe('queue_full');
+  await c.closed;
+}
+
 /** Try to connect; resolve with the error code (e.g. `ECONNREFUSED`), or `'connected'`. */
 function connectFails(port: number): Promise<string> {
   return new Promise((resolve) => {
@@ -436,17 +454,9 @@ describe('the wait queue', () => {
     const l = await tcpListener({ maxConnections: 1, maxWaiting: 1 });
     const events: boolean[] = [];
     l.on('queueFull', (full) => events.push(full));
-    const a = await tcpClient(l);
-    expect(await a.request('a')).toBe('a');
-    const w = await tcpClient(l);
-    w.send('w');
-    await until(l, 'waiting == 1', (i) => i.waiting === 1);
-
+    const { a, w } = await servedAndWaiting(l);
     // The first socket that finds the queue full is closed, as with 'close', and the listener stops listening.
-    const rejected = next(l, 'reject');
-    const c = await tcpClient(l);
-    expect((await rejected).reason).toBe('queue_full');
-    await c.closed;
+    await overflowOnce(l);
     const info = await until(l, 'refusing', (i) => i.refusing);
     expect(info).toMatchObject({ status: 'running', overflows: 1, rejected: { queue_full: 1 } });
     expect(events).toEqual([true]);
@@ -469,17 +479,9 @@ describe('the wait queue', () => {
 
   it("overflow 'close': keeps listening and closes every socket that finds the queue full", async () => {
     const l = await tcpListener({ maxConnections: 1, maxWaiting: 1, overflow: 'close' });
-    const a = await tcpClient(l);
-    expect(await a.request('a')).toBe('a');
-    const w = await tcpClient(l);
-    w.send('w');
-    await until(l, 'waiting == 1', (i) => i.waiting === 1);
-    for (let k = 1; k <= 2; k++) {
-      const rejected = next(l, 'reject');
-      const c = await tcpClient(l);
-      expect((await rejected).reason).toBe('queue_full');
-      await c.closed;
-    }
+    await servedAndWaiting(l);
+    await overflowOnce(l);
+    await overflowOnce(l);
     expect(await l.info()).toMatchObject({ refusing: false, overflows: 1, accepted: 4, rejected: { queue_full: 2 } });
   });
 
@@ -487,9 +489,7 @@ describe('the wait queue', () => {
     const l = await tcpListener({ maxConnections: 1, maxWaiting: 0 });
     const a = await tcpClient(l);
     expect(await a.request('a')).toBe('a');
-    const rejected = next(l, 'reject');
-    const c = await tcpClient(l);
-    expect((await rejected).reason).toBe('queue_full');
+    await overflowOnce(l);
     await until(l, 'refusing', (i) => i.refusing);
 
     // Suspended while refusing: room comes back, but the socket stays closed until resume().
@@ -502,7 +502,6 @@ describe('the wait queue', () => {
     await l.resume();
     const b = await tcpClient(l);
     expect(await b.request('b')).toBe('b');
-    void c;
   });
 
   it('closes a socket that waited longer than waitTimeout and reports wait_timeout', async () => {
