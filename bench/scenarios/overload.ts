@@ -15,7 +15,7 @@ import { forkClient } from '../lib/fork-client.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { tcpExt } from '../lib/netstat.js';
-import { percentile } from '../lib/numbers.js';
+import { fmt, percentile } from '../lib/numbers.js';
 import { startSteadyClient } from '../lib/steady.js';
 
 const CLIENT = fileURLToPath(new URL('../lib/arrival-client.ts', import.meta.url));
@@ -371,12 +371,13 @@ export const scenario: Scenario = {
                 `arrival clock fell up to ${c3.clientMaxLagMs} ms behind. A handshake keeps its slot until the client answers, so ` +
                 `CPU-starved clients hold slots longer: all ${c3.widestWindow ?? 128} slots were taken in ${Math.round((c3.slotsFullShare ?? 0) * 100)}% of the samples. ` +
                 `corral accepted and closed ${c3.rejected ? Object.entries(c3.rejected).map(([k, v]) => `${v} ${k}`).join(', ') || 'no' : 'no'} ` +
-                'arrivals it could not serve, which costs CPU on both sides per arrival. ' +
+                `arrivals it could not serve, and refused ${fmt(c3.failed.ECONNREFUSED ?? 0)} more while its wait queue was full ` +
+                '(overflow \'refuse\': the kernel refuses them before any TLS work). ' +
                 (compare ? `With maxHandshakes 'auto' (same run, for comparison; widest window ${of(COMPARE.label, 3).widestWindow ?? '?'}) corral served ${Math.round(of(COMPARE.label, 3).goodputOfCapacity * 100)}% at 3×. ` : '') +
                 'Capacity is measured with the clients at 1× load; at 3× the clients themselves take most of the two cores, so no server ' +
-                'here can reach its 1× capacity (bare Node did not either). What would close it: a load client on other cores or another ' +
-                'machine, so that overload measures the server; in corral, shedding excess arrivals without accepting them (stop ' +
-                'accepting while the wait queue is full, letting the kernel backlog and SYN retries absorb them).',
+                'here can reach its 1× capacity (bare Node did not either), and the level\'s result moves by tens of points from run to ' +
+                'run with how the scheduler splits the cores between server and clients. What would close it: a load client on other ' +
+                'cores or another machine, so that overload measures the server and not the machine.',
             }),
       },
     ];
