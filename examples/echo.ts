@@ -125,22 +125,27 @@ const listener = await startListener(options).catch((err: Error) => {
   return process.exit(1);
 });
 // With --workers this script also runs in every worker process, where startListener joined the
-// primary's listener: only the primary prints and handles signals.
-if (listener.role === 'worker') await new Promise(() => {}); // serve until the primary stops us
-const host = args.host.includes(':') ? `[${args.host}]` : args.host;
-const pool = workers === undefined ? '' : `, ${(await listener.info()).workers.length} workers, ${(await listener.info()).distribution}`;
-console.log(`echo listening on ${host}:${listener.port} (${tls ? 'tls' : 'tcp'}${pool})`);
+// primary's listener and serves until the primary stops it: only the primary prints and handles
+// signals. (Not `await new Promise(() => {})` in workers: a worker that exits with a top-level
+// await still pending gets a warning and exit code 13 from Node.)
+if (listener.role !== 'worker') await primary();
 
-// ---- shutdown -------------------------------------------------------------------------------
-// stop() refuses new clients, asks every connection to close, force-closes what is still open
-// at the deadline (`shutdownTimeout`, 5 s by default; see docs/draining.md), and reports.
-let stopping = false;
-async function shutdown(signal: NodeJS.Signals): Promise<void> {
-  if (stopping) return; // under npm and tsx, one Ctrl-C can arrive twice
-  stopping = true;
-  const result = await listener.stop();
-  console.log(`echo stopped on ${signal}: ${JSON.stringify(result)}`);
-  process.exit(0);
+async function primary(): Promise<void> {
+  const host = args.host.includes(':') ? `[${args.host}]` : args.host;
+  const pool = workers === undefined ? '' : `, ${(await listener.info()).workers.length} workers, ${(await listener.info()).distribution}`;
+  console.log(`echo listening on ${host}:${listener.port} (${tls ? 'tls' : 'tcp'}${pool})`);
+
+  // ---- shutdown -------------------------------------------------------------------------------
+  // stop() refuses new clients, asks every connection to close, force-closes what is still open
+  // at the deadline (`shutdownTimeout`, 5 s by default; see docs/draining.md), and reports.
+  let stopping = false;
+  async function shutdown(signal: NodeJS.Signals): Promise<void> {
+    if (stopping) return; // under npm and tsx, one Ctrl-C can arrive twice
+    stopping = true;
+    const result = await listener.stop();
+    console.log(`echo stopped on ${signal}: ${JSON.stringify(result)}`);
+    process.exit(0);
+  }
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
 }
-process.on('SIGINT', shutdown);
-process.on('SIGTERM', shutdown);

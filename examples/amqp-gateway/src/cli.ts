@@ -200,76 +200,80 @@ try {
   process.exit(1);
 }
 
-// In a worker process the listener joined the primary's: serve until the primary stops us. The
-// admin API, the output and the signals belong to the primary.
-if (gateway.listener.role === 'worker') await new Promise(() => {});
+// In a worker process the listener joined the primary's and serves until the primary stops it.
+// The admin API, the output and the signals belong to the primary. (Not `await new Promise(() => {})`
+// in workers: a worker that exits with a top-level await still pending gets a warning and exit
+// code 13 from Node.)
+if (gateway.listener.role !== 'worker') await primary();
 
-// ---- admin API ------------------------------------------------------------------------------
-let admin: AdminServer;
-try {
-  admin = await startAdminServer({
-    host: args['admin-host'],
-    port: adminPort,
-    gateway,
-    metrics,
-    token: adminToken,
-    logger: moduleLogger(logger, 'admin'),
-  });
-} catch (err) {
-  log.fatal({ err }, 'admin API failed to start');
-  process.stderr.write(`corral-gateway: admin API on ${args['admin-host']}:${adminPort}: ${(err as Error).message}\n`);
-  process.exit(1);
-}
-if (adminToken === undefined) {
-  process.stderr.write('no --admin-token: POST /devices/:id/commands is disabled (403); a command may unlock a door\n');
-}
-
-// ---- ready ----------------------------------------------------------------------------------
-const host = args.host.includes(':') ? `[${args.host}]` : args.host;
-const pool = workers === undefined ? '' : `, ${workers} workers, ${(await gateway.listener.info()).distribution}`;
-const devicePort = gateway.listener.port ?? port;
-const shownSecret = generated.secret ?? '<your secret>';
-const simulateHost = args.host === '127.0.0.1' || args.host === '0.0.0.0' ? '' : ` --host ${args.host}`;
-console.log(
-  [
-    `corral gateway listening on ${host}:${devicePort} (tls, node ${nodeId}${pool})`,
-    `broker: ${amqpUrl === undefined ? 'embedded (in-process, no --amqp-url)' : withoutPassword(amqpUrl)}, prefix ${prefix}`,
-    `admin API on ${admin.url} (GET /metrics /healthz /devices; POST /devices/:id/commands ${adminToken === undefined ? 'disabled' : 'with the bearer token'})`,
-    ...(generated.secret === undefined ? [] : [`device secret (generated, not stored anywhere): ${generated.secret}`]),
-    `simulate devices: npm run simulate -- --port ${devicePort}${simulateHost} --secret ${shownSecret} --devices 10 --rate 10 --msgs 5`,
-  ].join('\n'),
-);
-log.info({ port: devicePort, adminPort: admin.port, mode, prefix, workers: workers ?? 0 }, 'gateway ready');
-
-gateway.listener.on('fatal', (err) => {
-  // Worker processes died more often than corral's restart intensity allows: the listener stopped.
-  log.fatal({ err }, 'device listener gave up');
-  process.exit(1);
-});
-
-// ---- drain on SIGTERM / SIGINT --------------------------------------------------------------
-let draining = false;
-async function drain(signal: NodeJS.Signals): Promise<void> {
-  if (draining) return; // under npm and tsx, one Ctrl-C can arrive twice
-  draining = true;
-  admin.startDraining();
-  console.log(`draining on ${signal}: /healthz answers 503${drainDelay > 0 ? `; closing devices in ${drainDelay} ms` : ''}`);
-  log.info({ signal, drainDelay }, 'draining');
-  if (drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, drainDelay));
-  const began = Date.now();
+async function primary(): Promise<void> {
+  // ---- admin API ------------------------------------------------------------------------------
+  let admin: AdminServer;
   try {
-    await gateway.drain();
+    admin = await startAdminServer({
+      host: args['admin-host'],
+      port: adminPort,
+      gateway,
+      metrics,
+      token: adminToken,
+      logger: moduleLogger(logger, 'admin'),
+    });
   } catch (err) {
-    log.error({ err }, 'drain failed');
+    log.fatal({ err }, 'admin API failed to start');
+    process.stderr.write(`corral-gateway: admin API on ${args['admin-host']}:${adminPort}: ${(err as Error).message}\n`);
     process.exit(1);
   }
-  await admin.close();
-  console.log(`drained in ${Date.now() - began} ms; exiting`);
-  log.info({ ms: Date.now() - began }, 'drained');
-  process.exit(0);
+  if (adminToken === undefined) {
+    process.stderr.write('no --admin-token: POST /devices/:id/commands is disabled (403); a command may unlock a door\n');
+  }
+
+  // ---- ready ----------------------------------------------------------------------------------
+  const host = args.host.includes(':') ? `[${args.host}]` : args.host;
+  const pool = workers === undefined ? '' : `, ${workers} workers, ${(await gateway.listener.info()).distribution}`;
+  const devicePort = gateway.listener.port ?? port;
+  const shownSecret = generated.secret ?? '<your secret>';
+  const simulateHost = args.host === '127.0.0.1' || args.host === '0.0.0.0' ? '' : ` --host ${args.host}`;
+  console.log(
+    [
+      `corral gateway listening on ${host}:${devicePort} (tls, node ${nodeId}${pool})`,
+      `broker: ${amqpUrl === undefined ? 'embedded (in-process, no --amqp-url)' : withoutPassword(amqpUrl)}, prefix ${prefix}`,
+      `admin API on ${admin.url} (GET /metrics /healthz /devices; POST /devices/:id/commands ${adminToken === undefined ? 'disabled' : 'with the bearer token'})`,
+      ...(generated.secret === undefined ? [] : [`device secret (generated, not stored anywhere): ${generated.secret}`]),
+      `simulate devices: npm run simulate -- --port ${devicePort}${simulateHost} --secret ${shownSecret} --devices 10 --rate 10 --msgs 5`,
+    ].join('\n'),
+  );
+  log.info({ port: devicePort, adminPort: admin.port, mode, prefix, workers: workers ?? 0 }, 'gateway ready');
+
+  gateway.listener.on('fatal', (err) => {
+    // Worker processes died more often than corral's restart intensity allows: the listener stopped.
+    log.fatal({ err }, 'device listener gave up');
+    process.exit(1);
+  });
+
+  // ---- drain on SIGTERM / SIGINT --------------------------------------------------------------
+  let draining = false;
+  async function drain(signal: NodeJS.Signals): Promise<void> {
+    if (draining) return; // under npm and tsx, one Ctrl-C can arrive twice
+    draining = true;
+    admin.startDraining();
+    console.log(`draining on ${signal}: /healthz answers 503${drainDelay > 0 ? `; closing devices in ${drainDelay} ms` : ''}`);
+    log.info({ signal, drainDelay }, 'draining');
+    if (drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, drainDelay));
+    const began = Date.now();
+    try {
+      await gateway.drain();
+    } catch (err) {
+      log.error({ err }, 'drain failed');
+      process.exit(1);
+    }
+    await admin.close();
+    console.log(`drained in ${Date.now() - began} ms; exiting`);
+    log.info({ ms: Date.now() - began }, 'drained');
+    process.exit(0);
+  }
+  process.on('SIGINT', drain);
+  process.on('SIGTERM', drain);
 }
-process.on('SIGINT', drain);
-process.on('SIGTERM', drain);
 
 /** The URL without its password, for output and logs. */
 function withoutPassword(url: string): string {
