@@ -232,10 +232,12 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
    */
   private onOverflow(full: boolean): void {
     if (full) this.overflows++;
-    const refuse = this.options.overflow === 'refuse';
+    // Distribution 'primary': this worker has no socket of its own; the primary's queue overflows
+    // as with 'close'.
+    const refuse = this.options.overflow === 'refuse' && this.hooks.distribution !== 'primary';
     if (full && refuse && this.state === 'running' && !this.refusing) {
       this.refusing = true;
-      void this.closeSocket();
+      this.closeSocket().catch((err: unknown) => this.emit('acceptError', err instanceof Error ? err : new Error(String(err))));
     } else if (!full && this.refusing) {
       this.refusing = false;
       this.reopenAfterOverflow();
