@@ -1,20 +1,15 @@
 import type { AcceptorPool, AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool.js';
 import { CorralError } from './errors.js';
 import { AUTO_HANDSHAKES, HandshakeWindow } from './handshake-window.js';
+import type { ResolvedListenerOptions } from './options.js';
 import type { AcceptedSocket, Transport, TransportConnection } from './transport.js';
-import { type AdmissionPolicy, WaitQueue } from './wait-queue.js';
+import { WaitQueue } from './wait-queue.js';
 
-/** Settings of a {@link HandshakeGate}. @internal */
-export interface HandshakeGateOptions {
-  maxConnections: number;
-  /** A fixed number, or `'auto'` for an adaptive {@link HandshakeWindow}. */
-  maxHandshakes: number | 'auto';
-  handshakeTimeout: number;
-  maxWaiting: number;
-  waitTimeout: number;
-  admission: AdmissionPolicy;
-  adaptiveTarget: number;
-}
+/** Settings of a {@link HandshakeGate}: the listener's admission options. @internal */
+export type HandshakeGateOptions = Pick<
+  ResolvedListenerOptions,
+  'maxConnections' | 'maxHandshakes' | 'handshakeTimeout' | 'maxWaiting' | 'waitTimeout' | 'admission' | 'adaptiveTarget'
+>;
 
 /** What the gate reports to its listener. @internal */
 export interface HandshakeGateEvents {

@@ -117,15 +117,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     );
     this.gate = new HandshakeGate(
       options.transport,
-      {
-        maxConnections: options.maxConnections,
-        maxHandshakes: options.maxHandshakes,
-        handshakeTimeout: options.handshakeTimeout,
-        maxWaiting: options.maxWaiting,
-        waitTimeout: options.waitTimeout,
-        admission: options.admission,
-        adaptiveTarget: options.adaptiveTarget,
-      },
+      options,
       {
         handshaken: (transportConn, _socket, startedAt) => {
           const conn = this.supervisor.start(transportConn);
