@@ -95,7 +95,7 @@ export function addressOf(address: string | undefined, port: number | undefined,
  * One end of an accepted socket: its address, `unix` for a Unix socket (which has no peer address),
  * or `unknown` when a TCP socket closed before the address was first read. @internal
  */
-export function endOf(address: string | undefined, port: number | undefined, family: string | undefined, unix: boolean): SocketAddress {
+function endOf(address: string | undefined, port: number | undefined, family: string | undefined, unix: boolean): SocketAddress {
   if (address !== undefined) return addressOf(address, port, family);
   return unix ? { family: 'unix', path: '' } : { family: 'unknown' };
 }
@@ -103,27 +103,41 @@ export function endOf(address: string | undefined, port: number | undefined, fam
 /** Swallows errors on sockets nobody reads yet (a reset while waiting must not crash the process). */
 function ignoreError(): void {}
 
-/** The connection of an accepted TCP or Unix socket. Addresses are read lazily. */
-class TcpConnection implements TransportConnection {
-  readonly tls = null;
+/**
+ * What a connection over an accepted TCP or Unix socket knows of that socket: its ends (read when
+ * asked) and its socket options. The TCP and TLS connections share it. @internal
+ */
+export class SocketEnds {
   constructor(
-    readonly stream: net.Socket,
+    private readonly socket: net.Socket,
+    /** The Unix socket path the listener binds, if it binds one. */
     private readonly unixPath: string | undefined,
   ) {}
   get local(): SocketAddress {
-    const s = this.stream;
+    const s = this.socket;
     if (this.unixPath !== undefined) return { family: 'unix', path: this.unixPath };
     return endOf(s.localAddress, s.localPort, s.localFamily, false);
   }
   get remote(): SocketAddress {
-    const s = this.stream;
+    const s = this.socket;
     return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unixPath !== undefined);
   }
   setKeepAlive(enable: boolean, initialDelayMs?: number): void {
-    this.stream.setKeepAlive(enable, initialDelayMs);
+    this.socket.setKeepAlive(enable, initialDelayMs);
   }
   setNoDelay(noDelay: boolean): void {
-    this.stream.setNoDelay(noDelay);
+    this.socket.setNoDelay(noDelay);
+  }
+}
+
+/** The connection of an accepted TCP or Unix socket. Addresses are read lazily. */
+class TcpConnection extends SocketEnds implements TransportConnection {
+  readonly tls = null;
+  constructor(
+    readonly stream: net.Socket,
+    unixPath: string | undefined,
+  ) {
+    super(stream, unixPath);
   }
 }
 

@@ -4,14 +4,13 @@ import { CorralError, InvalidOptionError } from '../errors.js';
 import type {
   AcceptedSocket,
   SharedListenHandle,
-  SocketAddress,
   TlsInfo,
   Transport,
   TransportConnection,
   TransportListenHandlers,
   TransportServer,
 } from '../transport.js';
-import { endOf, ignoreSocketError, TcpTransport, type TcpTransportOptions } from './tcp.js';
+import { ignoreSocketError, SocketEnds, TcpTransport, type TcpTransportOptions } from './tcp.js';
 
 /** Secure-context settings accepted per SNI name: key and certificate, and optionally a CA. */
 export type SniContextOptions = Pick<tls.SecureContextOptions, 'key' | 'cert' | 'ca' | 'pfx' | 'passphrase'>;
@@ -97,29 +96,16 @@ class TlsDetails implements TlsInfo {
   }
 }
 
-class TlsConnection implements TransportConnection {
+/** A TLS connection: the ends and socket options are the raw socket's. */
+class TlsConnection extends SocketEnds implements TransportConnection {
   readonly tls: TlsInfo;
   constructor(
     readonly stream: tls.TLSSocket,
-    private readonly raw: net.Socket,
-    private readonly unixPath: string | undefined,
+    raw: net.Socket,
+    unixPath: string | undefined,
   ) {
+    super(raw, unixPath);
     this.tls = new TlsDetails(stream);
-  }
-  get local(): SocketAddress {
-    const s = this.raw;
-    if (this.unixPath !== undefined) return { family: 'unix', path: this.unixPath };
-    return endOf(s.localAddress, s.localPort, s.localFamily, false);
-  }
-  get remote(): SocketAddress {
-    const s = this.raw;
-    return endOf(s.remoteAddress, s.remotePort, s.remoteFamily, this.unixPath !== undefined);
-  }
-  setKeepAlive(enable: boolean, initialDelayMs?: number): void {
-    this.raw.setKeepAlive(enable, initialDelayMs);
-  }
-  setNoDelay(noDelay: boolean): void {
-    this.raw.setNoDelay(noDelay);
   }
 }
 
