@@ -1,30 +1,13 @@
 import { FrameTooLargeError } from '../errors.js';
-import type { Framer, Framing, LengthPrefixedFramingOptions } from './framer.js';
+import { BufferingFramer } from './buffering-framer.js';
+import type { Framing, LengthPrefixedFramingOptions } from './framer.js';
 
-const EMPTY = Buffer.alloc(0);
-
-class LengthPrefixedFramer implements Framer {
-  private buf: Buffer = EMPTY;
-  private start = 0;
-
+class LengthPrefixedFramer extends BufferingFramer {
   constructor(
     private readonly headerSize: 2 | 4,
     private readonly maxLength: number,
-  ) {}
-
-  get buffered(): number {
-    return this.buf.length - this.start;
-  }
-
-  push(chunk: Buffer): void {
-    if (this.start >= this.buf.length) {
-      this.buf = chunk;
-      this.start = 0;
-      return;
-    }
-    const rest = this.buf.subarray(this.start);
-    this.buf = Buffer.concat([rest, chunk], rest.length + chunk.length);
-    this.start = 0;
+  ) {
+    super();
   }
 
   next(): Buffer | undefined {
@@ -34,17 +17,12 @@ class LengthPrefixedFramer implements Framer {
     if (available < this.headerSize) return undefined;
     const length = this.headerSize === 2 ? buf.readUInt16BE(start) : buf.readUInt32BE(start);
     if (length > this.maxLength) {
-      this.buf = EMPTY;
-      this.start = 0;
+      this.clear();
       throw new FrameTooLargeError(this.maxLength, `header announces ${length} bytes`);
     }
     if (available < this.headerSize + length) return undefined;
     const from = start + this.headerSize;
-    this.start = from + length;
-    if (this.start >= buf.length) {
-      this.buf = EMPTY;
-      this.start = 0;
-    }
+    this.consume(from + length);
     return buf.subarray(from, from + length);
   }
 }

@@ -1,34 +1,20 @@
 import { FrameTooLargeError } from '../errors.js';
-import type { Framer, Framing, LineFramingOptions } from './framer.js';
+import { BufferingFramer } from './buffering-framer.js';
+import type { Framing, LineFramingOptions } from './framer.js';
 
 const LF = 0x0a;
 const CR = 0x0d;
-const EMPTY = Buffer.alloc(0);
 
-class LineFramer implements Framer {
-  private buf: Buffer = EMPTY;
-  /** Start of the unread part of `buf`. */
-  private start = 0;
+class LineFramer extends BufferingFramer {
   /** Where the search for the next `\n` resumes (everything before it was searched). */
   private scan = 0;
 
-  constructor(private readonly maxLength: number) {}
-
-  get buffered(): number {
-    return this.buf.length - this.start;
+  constructor(private readonly maxLength: number) {
+    super();
   }
 
-  push(chunk: Buffer): void {
-    if (this.start >= this.buf.length) {
-      this.buf = chunk;
-      this.start = 0;
-      this.scan = 0;
-      return;
-    }
-    const rest = this.buf.subarray(this.start);
-    this.scan -= this.start;
-    this.buf = Buffer.concat([rest, chunk], rest.length + chunk.length);
-    this.start = 0;
+  protected override shifted(n: number): void {
+    this.scan -= n;
   }
 
   next(): Buffer | undefined {
@@ -46,19 +32,13 @@ class LineFramer implements Framer {
     }
     const end = lf > start && buf[lf - 1] === CR ? lf - 1 : lf;
     if (end - start > this.maxLength) this.fail(`line of ${end - start} bytes`);
-    this.start = lf + 1;
+    this.consume(lf + 1);
     this.scan = this.start;
-    if (this.start >= buf.length) {
-      this.buf = EMPTY;
-      this.start = 0;
-      this.scan = 0;
-    }
     return buf.subarray(start, end);
   }
 
   private fail(detail: string): never {
-    this.buf = EMPTY;
-    this.start = 0;
+    this.clear();
     this.scan = 0;
     throw new FrameTooLargeError(this.maxLength, detail);
   }
