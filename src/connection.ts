@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { ConnectionContext } from './connection-context.js';
 import { CorralError } from './errors.js';
 import type { Framer, Framing } from './framing/framer.js';
+import type { Lease } from './acceptor-pool/lease.js';
 import type { CloseReason, ProtocolHandler } from './protocol.js';
 import type { RestartIntensity } from './restart-intensity.js';
 import type { SocketAddress, TlsInfo, TransportConnection } from './transport.js';
@@ -121,8 +122,6 @@ export interface ConnectionOwner {
   readonly context: AsyncLocalStorage<ConnectionContext> | undefined;
   /** Called when a hook throws or rejects; returns a fresh handler to restart with, or `undefined`. */
   crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown): ProtocolHandler | undefined;
-  /** Called when the connection stops counting against `maxConnections` (removed or closed). */
-  uncounted(conn: SupervisedConnection): void;
   /** Called once, after `onClose`, when the stream has closed. */
   closed(conn: SupervisedConnection, reason: CloseReason): void;
 }
@@ -144,7 +143,6 @@ export class SupervisedConnection implements Connection {
   data: unknown = undefined;
   private metaRecord: Record<string, ConnectionMetaValue> | undefined = undefined;
   restarts = 0;
-  counted = true;
   /** Restart-intensity window, created on the first restart. */
   intensity: RestartIntensity | undefined = undefined;
   handler!: ProtocolHandler;
@@ -178,6 +176,8 @@ export class SupervisedConnection implements Connection {
     private readonly owner: ConnectionOwner,
     id: string,
     transport: TransportConnection,
+    /** Its slot of `maxConnections`, released when it closes or leaves the count. */
+    private readonly lease: Lease,
   ) {
     this.id = id;
     this.listener = owner.listenerName;
@@ -219,6 +219,10 @@ export class SupervisedConnection implements Connection {
 
   get closed(): boolean {
     return this.closing;
+  }
+
+  get counted(): boolean {
+    return !this.lease.released;
   }
 
   get meta(): Record<string, ConnectionMetaValue> {
@@ -501,9 +505,7 @@ export class SupervisedConnection implements Connection {
   // ---- counting and shutdown -----------------------------------------------------------------
 
   removeFromCount(): void {
-    if (!this.counted) return;
-    this.counted = false;
-    this.owner.uncounted(this);
+    this.lease.release();
   }
 
   /** The listener is draining: run `onShutdown` once (default: close). @internal */
@@ -598,6 +600,7 @@ export class SupervisedConnection implements Connection {
         this.owner.crashed(this, 'onClose', e);
       }
     }
+    this.lease.release();
     this.owner.closed(this, reason);
     this.resolveClosed?.();
   }

@@ -1,5 +1,5 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
-import type { HandshakeFailure, RejectReason } from './acceptor-pool.js';
+import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool.js';
 import type { HandlerHook } from './connection.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';

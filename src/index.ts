@@ -25,8 +25,10 @@ export type { WorkerInfo } from './workers/ipc.js';
 export { currentWorker, type WorkerIdentity } from './workers/current-worker.js';
 export type { WorkerRestartOptions } from './options.js';
 export { currentConnection, type ConnectionContext } from './connection-context.js';
-export type { AcceptorPool, AcceptorPoolStats, RejectReason, HandshakeFailure } from './acceptor-pool.js';
-export type { AdmissionPolicy } from './wait-queue.js';
+export type { AcceptorPoolStats, RejectReason, HandshakeFailure } from './acceptor-pool/acceptor-pool.js';
+export type { SilentCloseReason } from './acceptor-pool/silent-sockets.js';
+export type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
+export { sourceKey, type SourcePrefix } from './limits/source-key.js';
 export type {
   ProtocolHandler,
   ProtocolHandlerClass,

@@ -1,9 +1,9 @@
 import type { EventEmitter } from 'node:events';
-import type { HandshakeFailure, RejectReason } from './acceptor-pool.js';
+import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool.js';
 import type { ConnectionInfo, HandlerHook } from './connection.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';
-import type { AdmissionPolicy } from './wait-queue.js';
+import type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
 import type { Distribution } from './workers/distribution.js';
 import type { WorkerInfo } from './workers/ipc.js';
 
@@ -31,10 +31,7 @@ export interface ListenerInfo {
   /** The bound address. */
   readonly address: SocketAddress;
   readonly maxConnections: number;
-  /**
-   * Handshakes that may run at once in one process now: the fixed `maxHandshakes`, or with `'auto'`
-   * the current window. For a primary, the widest of its workers'.
-   */
+  /** Handshakes that may be in progress at once in one process (`maxHandshakes`). */
   readonly maxHandshakes: number;
   readonly admission: AdmissionPolicy;
   /**
@@ -48,12 +45,16 @@ export interface ListenerInfo {
   readonly active: number;
   /** Live connections, counted or not. */
   readonly connections: number;
+  /** Sockets whose peer has not yet sent its first message (see `clientFirst`); they hold no slot. */
+  readonly silent: number;
   /** Handshakes in progress. */
   readonly handshaking: number;
   /** Sockets waiting, paused, for a slot. */
   readonly waiting: number;
   /** Sockets accepted since start. */
   readonly accepted: number;
+  /** Sockets whose peer closed them before sending its first message, since start. */
+  readonly gaveUp: number;
   /** Connections that completed their handshake since start. */
   readonly opened: number;
   /** Connections closed since start. */

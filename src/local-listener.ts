@@ -4,7 +4,8 @@ import { connectionStorage } from './connection-context.js';
 import { CountWaiters } from './count-waiters.js';
 import { channels } from './diagnostics.js';
 import { CorralError } from './errors.js';
-import { HandshakeGate } from './handshake-gate.js';
+import { AcceptorPool } from './acceptor-pool/acceptor-pool.js';
+import type { Lease } from './acceptor-pool/lease.js';
 import type {
   ConnectionCountOp,
   DrainResult,
@@ -31,8 +32,6 @@ export interface LocalListenerHooks {
   readonly distribution?: Distribution;
   /** The address to report when `open` returns no server. */
   address?: SocketAddress;
-  /** A connection stopped counting against `maxConnections`. */
-  released?(): void;
   /** Handshakes or counted connections changed. */
   changed?(): void;
 }
@@ -45,7 +44,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
   private state: ListenerStatus = 'suspended';
   private server: TransportServer | undefined = undefined;
   private bound: SocketAddress | undefined = undefined;
-  private readonly gate: HandshakeGate;
+  private readonly pool: AcceptorPool;
   private readonly supervisor: ConnectionSupervisor;
   private protocolOptions: unknown;
   private opened = 0;
@@ -102,10 +101,6 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
           }
           this.emit('handlerCrash', { id: conn.id, hook, error, restarted });
         },
-        uncounted: () => {
-          this.gate.release();
-          this.hooks.released?.();
-        },
         closed: (conn, reason) => {
           if (channels.connectionClose.hasSubscribers) {
             channels.connectionClose.publish({ listener: this.name, id: conn.id, reason, durationMs: Date.now() - conn.openedAt });
@@ -115,30 +110,29 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
         },
       },
     );
-    this.gate = new HandshakeGate(
+    this.pool = new AcceptorPool(
       options.transport,
       options,
+      { kind: 'handshake' },
       {
-        handshaken: (transportConn, _socket, startedAt) => {
-          const conn = this.supervisor.start(transportConn);
+        handshaken: (transportConn, lease, startedAt) => {
+          const conn = this.supervisor.start(transportConn, lease);
           if (this.drainDeadline !== undefined) this.supervisor.shutdown(conn, this.drainDeadline);
           if (channels.connectionOpen.hasSubscribers) {
             channels.connectionOpen.publish({ listener: this.name, id: conn.id, remote: conn.remote, handshakeMs: Date.now() - startedAt });
           }
         },
         handshakeFailed: (socket, kind, error) => {
-          // Distribution primary: the primary counted this socket when it handed it over.
-          if (this.hooks.distribution === 'primary') this.hooks.released?.();
           const event = { kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
           if (channels.handshakeError.hasSubscribers) channels.handshakeError.publish({ listener: this.name, ...event });
           this.emit('handshakeError', event);
         },
         rejected: (socket, reason) => {
-          if (this.hooks.distribution === 'primary') this.hooks.released?.();
           const event = { reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
           if (channels.overloadReject.hasSubscribers) channels.overloadReject.publish({ listener: this.name, ...event });
           if (this.listenerCount('reject') > 0) this.emit('reject', event);
         },
+        released: () => {},
         changed: () => {
           this.countWaiters.check();
           this.hooks.changed?.();
@@ -173,12 +167,12 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
   }
 
   get maxConnections(): number {
-    return this.gate.maxConnections;
+    return this.pool.maxConnections;
   }
 
   set maxConnections(n: number) {
     // `undefined` must not fall back to anything: a listener limit of undefined would serve nobody.
-    this.gate.maxConnections = checkCount('maxConnections', n === undefined ? Number.NaN : n, 0, 1, true);
+    this.pool.maxConnections = checkCount('maxConnections', n === undefined ? Number.NaN : n, 0, 1, true);
   }
 
   /** Open the listening socket. @internal */
@@ -201,7 +195,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
 
   private async openSocket(): Promise<void> {
     const handlers: TransportListenHandlers = {
-      onSocket: (socket) => this.gate.admit(socket),
+      onSocket: (socket) => this.pool.admit(socket),
       onError: (err) => this.emit('acceptError', err),
     };
     const open = this.hooks.open;
@@ -247,16 +241,19 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     });
   }
 
-  /** Admit a raw socket accepted by another process (distribution `primary`). @internal */
-  adopt(raw: object): void {
+  /**
+   * Admit a raw socket another process accepted and holds a slot for (distribution `primary`), with
+   * the bytes it read from it. `upstream` is released once, when the socket is done here. @internal
+   */
+  adopt(raw: object, head: Buffer | undefined, upstream: Lease): void {
     const adopt = this.options.transport.adopt;
     if (adopt === undefined) throw new CorralError('CORRAL_LISTEN_FAILED', `transport ${this.options.transport.name} cannot adopt sockets`);
-    this.gate.admit(adopt.call(this.options.transport, raw));
+    this.pool.admitDispatched(adopt.call(this.options.transport, raw), head, upstream);
   }
 
   /** Counted connections plus handshakes, and the live total. @internal */
   load(): { counted: number; handshaking: number; connections: number } {
-    const g = this.gate.stats;
+    const g = this.pool.stats;
     return { counted: g.counted, handshaking: g.handshaking, connections: this.supervisor.size };
   }
 
@@ -340,7 +337,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
 
   /** The same as `info()`, synchronously. @internal */
   snapshot(): ListenerInfo {
-    const g = this.gate.stats;
+    const g = this.pool.stats;
     const s = this.supervisor.stats;
     return {
       name: this.name,
@@ -349,16 +346,18 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
       distribution: this.hooks.distribution ?? null,
       transport: this.options.transport.name,
       address: this.address,
-      maxConnections: this.gate.maxConnections,
-      maxHandshakes: this.gate.maxHandshakes,
+      maxConnections: this.pool.maxConnections,
+      maxHandshakes: this.options.maxHandshakes,
       admission: this.options.admission,
       refusing: this.refusing,
       overflows: this.overflows,
       active: g.counted + g.handshaking,
       connections: this.supervisor.size,
+      silent: g.silent,
       handshaking: g.handshaking,
       waiting: g.waiting,
       accepted: g.accepted,
+      gaveUp: g.gaveUp,
       opened: this.opened,
       closed: s.closed,
       rejected: g.rejected,
@@ -415,9 +414,9 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     if (wasRunning) this.emit('suspend');
     // Waiting sockets were never served: close them. Handshakes under way finish, and what they
     // open is asked to shut down at once (see `handshaken`), so no client is cut mid-handshake.
-    const before = this.gate.stats;
-    this.gate.rejectWaiting();
-    const abandoned = this.gate.stats.rejected.shutdown - before.rejected.shutdown;
+    const before = this.pool.stats;
+    this.pool.rejectWaiting();
+    const abandoned = this.pool.stats.rejected.shutdown - before.rejected.shutdown;
     const openedBefore = this.opened;
     const live = this.supervisor.size;
     // The deadline allows for the pacing: the last connection is asked n/rate seconds in.
@@ -428,8 +427,8 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     const settled = async (): Promise<false> => {
       for (;;) {
         await this.supervisor.whenEmpty();
-        if (this.gate.stats.handshaking === 0) return false;
-        await this.gate.whenNoHandshakes();
+        if (this.pool.stats.handshaking === 0) return false;
+        await this.pool.whenNoHandshakes();
       }
     };
     const timedOut = await Promise.race([
@@ -450,7 +449,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     let forced = 0;
     if (timedOut) {
       forced = this.supervisor.size;
-      this.gate.clear();
+      this.pool.clear();
       this.supervisor.forceCloseAll();
       await this.supervisor.whenEmpty();
     }
@@ -467,7 +466,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     if (invalid instanceof TypeError) return Promise.reject(invalid);
     this.stopping = (async () => {
       const result = await this.drainOnce(options);
-      this.gate.close();
+      this.pool.close();
       this.state = 'stopped';
       this.countWaiters.stop();
       this.onStopped?.();

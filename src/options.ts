@@ -6,7 +6,9 @@ import type { RestartStrategy } from './supervisor.js';
 import type { Transport } from './transport.js';
 import { TcpTransport, type TcpTransportOptions } from './transports/tcp.js';
 import { TlsTransport, type TlsTransportOptions } from './transports/tls.js';
-import type { AdmissionPolicy } from './wait-queue.js';
+import type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
+import { checkSourcePrefix, type SourcePrefix } from './limits/source-key.js';
+import { sessionIdContextFor } from './transports/ticket-keys.js';
 import { checkWorkers, type Distribution } from './workers/distribution.js';
 
 /** What a listener does with connects while its wait queue is full: see {@link ListenerOptions.overflow}. */
@@ -35,16 +37,49 @@ export interface ListenerOptions<O = unknown> {
    */
   maxConnections?: number;
   /**
-   * Most transport handshakes running at once (the acceptor pool's size), per listener and process.
-   * Default 128. `'auto'` starts at 128 and, while every slot is taken and sockets wait but the
-   * event loop has idle time (the handshakes wait on far-away peers' round trips, not on the CPU),
-   * widens up to 1024 as long as each widening raises the handshake rate; it narrows back when the
-   * loop is busy or the demand is gone. Consider it for clients whose round trip times a core's
-   * handshake rate exceed 128 (e.g. 300 ms × 1,200/s). See docs/limits.md.
+   * Most transport handshakes in progress at once, per listener and process: handshakes that have
+   * started (for TLS: the ClientHello was handed to OpenSSL, which answered it) and wait for their
+   * peer. A bound on memory, not on CPU (see `handshakeBatch` for that): a handshake waiting for a
+   * far-away peer costs no CPU. When every slot is taken and a ClientHello waits, the handshake that
+   * has waited longest for its peer is closed if that is over a fifth of `handshakeTimeout`
+   * (`handshakeFailures.stalled`). Default 1024. See docs/limits.md.
    */
-  maxHandshakes?: number | 'auto';
-  /** Longest a transport handshake may take, in ms, before the socket is closed. Default 5000. */
+  maxHandshakes?: number;
+  /**
+   * Most handshakes started in one turn of the event loop, per listener. Starting a TLS handshake
+   * whose ClientHello has arrived is its CPU-heavy step (about half a millisecond here), so this
+   * bounds how long the loop is away from the I/O of live connections and of handshakes finishing.
+   * Default 8.
+   */
+  handshakeBatch?: number;
+  /** Longest a transport handshake may take once started, in ms, before the socket is closed. Default 5000. */
   handshakeTimeout?: number;
+  /**
+   * Admit a socket only once its peer has sent its first message (TLS: the complete first record,
+   * the ClientHello). Until then the socket is *silent*: corral reads it, but it holds no slot and
+   * counts against none of `maxHandshakes`, `maxConnections` or `maxWaiting`, so peers that connect
+   * and say nothing cannot keep real clients out. Default: `true` for TLS (a TLS client always
+   * speaks first), `false` for TCP and Unix sockets (with a protocol in which the server speaks
+   * first, a client-first listener would wait for ever: turn it on only when your clients speak
+   * first).
+   */
+  clientFirst?: boolean;
+  /** Longest a socket may stay silent (see `clientFirst`), in ms, before it is closed. Default 10000. */
+  silentTimeout?: number;
+  /**
+   * Most silent sockets per listener and process; over it, the one silent longest is closed
+   * (`rejected.silent_limit`). Default 8192.
+   */
+  maxSilent?: number;
+  /**
+   * Most silent sockets from one source (one IPv4 address, one IPv6 /64: see `sourcePrefix`), per
+   * listener and process; over it, that source's oldest silent socket is closed
+   * (`rejected.source_limit`). A real client speaks within a round trip of its connect, so a fleet
+   * behind one NAT or load balancer is not held back by it. `Infinity` for none. Default 64.
+   */
+  maxSilentPerSource?: number;
+  /** How peer addresses are grouped into sources for per-source bounds. Default `{ ipv4: 32, ipv6: 64 }`. */
+  sourcePrefix?: Partial<SourcePrefix>;
   /** Most sockets waiting for a slot; a socket that finds the queue full is closed. Default 4096. */
   maxWaiting?: number;
   /** Longest a socket may wait for a slot, in ms, before it is closed. Default 5000. */
@@ -94,8 +129,9 @@ export interface ListenerOptions<O = unknown> {
   /** Supervision of worker processes: OTP restart intensity and restart backoff. */
   workerRestarts?: WorkerRestartOptions;
   /**
-   * With workers and TLS: rotate the shared session-ticket keys every this many ms (`0`: never).
-   * A rotation invalidates every ticket issued before it. Default 0.
+   * With workers and TLS, when `transportOptions.ticketKeys` is not given: every this many ms, give
+   * new tickets a fresh key (`0`: never). Tickets made under the key before it still resume, and are
+   * renewed under the new one, until the next rotation; older ones get a full handshake. Default 0.
    */
   ticketKeyRotation?: number;
   /** The script workers run. Default: this process's entry script (`process.argv[1]`). */
@@ -124,8 +160,14 @@ export interface ResolvedListenerOptions {
   protocolOptions: unknown;
   framing: Framing;
   maxConnections: number;
-  maxHandshakes: number | 'auto';
+  maxHandshakes: number;
+  handshakeBatch: number;
   handshakeTimeout: number;
+  clientFirst: boolean;
+  silentTimeout: number;
+  maxSilent: number;
+  maxSilentPerSource: number;
+  sourcePrefix: SourcePrefix;
   maxWaiting: number;
   waitTimeout: number;
   admission: AdmissionPolicy;
@@ -155,7 +197,13 @@ const KNOWN = new Set<string>([
   'framing',
   'maxConnections',
   'maxHandshakes',
+  'handshakeBatch',
   'handshakeTimeout',
+  'clientFirst',
+  'silentTimeout',
+  'maxSilent',
+  'maxSilentPerSource',
+  'sourcePrefix',
   'maxWaiting',
   'waitTimeout',
   'admission',
@@ -186,12 +234,9 @@ export function checkCount(name: string, value: unknown, fallback: number, min: 
   return value;
 }
 
-function checkHandshakes(value: unknown): number | 'auto' {
-  if (value === undefined) return 128;
-  if (value === 'auto') return 'auto';
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new InvalidOptionError('maxHandshakes', `must be 'auto' or an integer >= 1, got ${String(value)}`);
-  }
+function checkBoolean(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new InvalidOptionError(name, `must be true or false, got ${String(value)}`);
   return value;
 }
 
@@ -247,13 +292,13 @@ function checkEnum<T extends string>(name: string, value: unknown, allowed: read
   return value as T;
 }
 
-function resolveTransport(transport: unknown, transportOptions: unknown): Transport {
+function resolveTransport(transport: unknown, transportOptions: unknown, name: string): Transport {
   if (transport === undefined || transport === 'tcp' || transport === 'tls') {
     if (transportOptions !== undefined && (typeof transportOptions !== 'object' || transportOptions === null)) {
       throw new InvalidOptionError('transportOptions', 'must be an object');
     }
     const o = (transportOptions ?? {}) as TlsTransportOptions;
-    return transport === 'tls' ? new TlsTransport(o) : new TcpTransport(o);
+    return transport === 'tls' ? new TlsTransport({ sessionIdContext: sessionIdContextFor(name), ...o }) : new TcpTransport(o);
   }
   if (typeof transport === 'object' && transport !== null) {
     const t = transport as Partial<Transport>;
@@ -281,9 +326,14 @@ export function resolveListenerOptions(options: ListenerOptions<unknown>): Resol
     throw new InvalidOptionError('protocol', 'is required: a ProtocolHandler object, class or factory');
   }
   const maxConnections = checkCount('maxConnections', o.maxConnections, 1024, 1, true);
-  const maxHandshakes = checkHandshakes(o.maxHandshakes);
   const framing = resolveFraming(o.framing);
-  const transport = resolveTransport(o.transport, o.transportOptions);
+  const transport = resolveTransport(o.transport, o.transportOptions, o.name);
+  const clientFirst = checkBoolean('clientFirst', o.clientFirst, transport.clientFirst ?? false);
+  if (clientFirst && (transport.readFirstBytes === undefined || transport.unread === undefined)) {
+    throw new InvalidOptionError('clientFirst', `needs a transport that can read a socket's first bytes; ${transport.name} cannot`);
+  }
+  const sourcePrefix = checkSourcePrefix(o.sourcePrefix);
+  if (typeof sourcePrefix === 'string') throw new InvalidOptionError('sourcePrefix', sourcePrefix);
   return {
     name: o.name,
     transport,
@@ -291,8 +341,14 @@ export function resolveListenerOptions(options: ListenerOptions<unknown>): Resol
     protocolOptions: o.protocolOptions,
     framing,
     maxConnections,
-    maxHandshakes,
+    maxHandshakes: checkCount('maxHandshakes', o.maxHandshakes, 1024, 1),
+    handshakeBatch: checkCount('handshakeBatch', o.handshakeBatch, 8, 1),
     handshakeTimeout: checkMs('handshakeTimeout', o.handshakeTimeout, 5000),
+    clientFirst,
+    silentTimeout: checkMs('silentTimeout', o.silentTimeout, 10_000),
+    maxSilent: checkCount('maxSilent', o.maxSilent, 8192, 1, true),
+    maxSilentPerSource: checkCount('maxSilentPerSource', o.maxSilentPerSource, 64, 1, true),
+    sourcePrefix,
     maxWaiting: checkCount('maxWaiting', o.maxWaiting, 4096, 0),
     waitTimeout: checkMs('waitTimeout', o.waitTimeout, 5000),
     admission: checkEnum('admission', o.admission, ['fifo', 'lifo', 'adaptive'], 'adaptive'),

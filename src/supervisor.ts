@@ -1,5 +1,6 @@
 import { type ConnectionOwner, type HandlerHook, SupervisedConnection } from './connection.js';
 import type { AsyncLocalStorage } from 'node:async_hooks';
+import type { Lease } from './acceptor-pool/lease.js';
 import type { ConnectionContext } from './connection-context.js';
 import type { Framing } from './framing/framer.js';
 import type { CloseReason, ProtocolHandler } from './protocol.js';
@@ -38,7 +39,6 @@ export interface SupervisorOptions {
 export interface SupervisorEvents {
   opened(conn: SupervisedConnection): void;
   crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restarted: boolean): void;
-  uncounted(conn: SupervisedConnection): void;
   closed(conn: SupervisedConnection, reason: CloseReason): void;
 }
 
@@ -87,9 +87,9 @@ export class ConnectionSupervisor implements ConnectionOwner {
     return this.live.values();
   }
 
-  /** Start a handler on a handshaken connection. */
-  start(transport: TransportConnection): SupervisedConnection {
-    const conn = new SupervisedConnection(this, this.options.idPrefix + String(this.nextId++), transport);
+  /** Start a handler on a handshaken connection that holds `lease`. */
+  start(transport: TransportConnection, lease: Lease): SupervisedConnection {
+    const conn = new SupervisedConnection(this, this.options.idPrefix + String(this.nextId++), transport, lease);
     this.live.set(conn.id, conn);
     this.events.opened(conn);
     conn.inContext(() => {
@@ -127,17 +127,9 @@ export class ConnectionSupervisor implements ConnectionOwner {
     return fresh;
   }
 
-  uncounted(conn: SupervisedConnection): void {
-    this.events.uncounted(conn);
-  }
-
   closed(conn: SupervisedConnection, reason: CloseReason): void {
     this.live.delete(conn.id);
     this.closedTotal++;
-    if (conn.counted) {
-      conn.counted = false;
-      this.events.uncounted(conn);
-    }
     this.events.closed(conn, reason);
     if (this.live.size === 0 && this.emptyWaiters.length > 0) {
       const waiters = this.emptyWaiters;

@@ -111,6 +111,30 @@ export interface Transport {
    */
   handshake(socket: AcceptedSocket): Promise<TransportConnection> | TransportConnection;
   /**
+   * Whether the client always speaks first on this transport (TLS: the ClientHello). It is the
+   * default of the listener's `clientFirst` option: the acceptor pool then reads each socket's first
+   * message before the socket takes any slot (see `ListenerOptions.clientFirst`).
+   */
+  readonly clientFirst?: boolean;
+  /**
+   * How long the client's first message is, judged from the bytes read so far: its total length in
+   * bytes once `head` says it, `0` while `head` is too short to tell, `-1` when the bytes cannot
+   * start a valid first message (the socket is then closed as `malformed`). Without it, any byte
+   * completes the first message.
+   */
+  firstMessageLength?(head: Buffer): number;
+  /**
+   * Read an accepted socket before its handshake: call `onData` with each chunk the peer sends and
+   * `onEnd` once if the peer ends or resets the socket, until {@link Transport.unread} (or
+   * `destroy`). Needed for client-first admission.
+   */
+  readFirstBytes?(socket: AcceptedSocket, onData: (chunk: Buffer) => void, onEnd: () => void): void;
+  /**
+   * Stop reading (after {@link Transport.readFirstBytes}, or on a socket adopted from another
+   * process) and put `head` back, so that the handshake reads it first.
+   */
+  unread?(socket: AcceptedSocket, head: Buffer): void;
+  /**
    * Replace options that apply to new connections (for TLS: certificates, SNI contexts).
    * Optional; transports without run-time options omit it.
    */

@@ -7,6 +7,7 @@ import {
   type Connection,
   type HandshakeErrorEvent,
   type Listener,
+  type RejectEvent,
   type ListenerOptions,
   type TlsInfo,
   type TlsTransportOptions,
@@ -14,7 +15,7 @@ import {
   TlsTransport,
 } from '../src/index.js';
 import { certificateFor, testCerts } from './support/certs.js';
-import { connectTcp, connectTls, LineClient, once } from './support/clients.js';
+import { captureClientHello, connectTcp, connectTls, LineClient, once } from './support/clients.js';
 import { uniqueName } from './support/transports.js';
 
 // ---- harness ------------------------------------------------------------------------------------
@@ -85,6 +86,10 @@ function nextHandshakeError(l: Listener): Promise<HandshakeErrorEvent> {
   return new Promise((resolve) => l.once('handshakeError', resolve));
 }
 
+function nextReject(l: Listener): Promise<RejectEvent> {
+  return new Promise((resolve) => l.once('reject', resolve));
+}
+
 function closed(s: net.Socket): Promise<void> {
   return new Promise((resolve) => (s.destroyed && s.closed ? resolve() : s.once('close', () => resolve())));
 }
@@ -101,73 +106,75 @@ function peerFingerprint(c: LineClient): string {
 const otherCert = () => certificateFor('other.test');
 
 /** A real TLS ClientHello, captured from Node's client by a plain TCP server. */
-async function captureClientHello(): Promise<Buffer> {
-  const server = net.createServer();
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const hello = new Promise<Buffer>((resolve) => {
-    server.once('connection', (s) => {
-      let buf = Buffer.alloc(0);
-      s.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        // One handshake record: 5-byte header, then the announced length.
-        if (buf.length >= 5 && buf.length >= 5 + buf.readUInt16BE(3)) {
-          s.destroy();
-          resolve(buf);
-        }
-      });
-    });
-  });
-  const client = track(tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false }));
-  const bytes = await hello;
-  client.destroy();
-  server.close();
-  expect(bytes[0]).toBe(0x16); // handshake record
-  return bytes;
-}
-
 // ---- handshake limits and failures -------------------------------------------------------------
 
 describe('TLS handshake failures', () => {
-  it('a client that never starts the handshake is closed at handshakeTimeout; others connect meanwhile', async () => {
-    const { listener, port } = await startTls({}, { handshakeTimeout: 300 });
-    const failed = nextHandshakeError(listener);
+  it('a client that never sends its ClientHello holds no slot and is closed at silentTimeout; others connect meanwhile', async () => {
+    const { listener, port } = await startTls({}, { silentTimeout: 300, maxHandshakes: 1, maxConnections: 1 });
+    const rejected = nextReject(listener);
     const silent = track(await connectTcp(port));
     silent.resume();
     const silentClosed = closed(silent);
 
+    // maxHandshakes and maxConnections are 1: were the silent socket holding a slot, this would wait.
     const c = await tlsClient(port);
     expect(await c.request('meanwhile')).toBe('meanwhile');
+    expect((await listener.info()).silent).toBe(1);
 
     await silentClosed;
-    const event = await failed;
-    expect(event.kind).toBe('timeout');
-    expect(event.error).toMatchObject({ code: 'CORRAL_HANDSHAKE_TIMEOUT' });
+    const event = await rejected;
+    expect(event.reason).toBe('silent_timeout');
     expect(event.remoteAddress).toBe('127.0.0.1');
     const info = await listener.info();
-    expect(info.handshakeFailures).toEqual({ timeout: 1, error: 0 });
+    expect(info.rejected.silent_timeout).toBe(1);
+    expect(info.handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 0 });
+    expect(info.silent).toBe(0);
     expect(info.handshaking).toBe(0);
     expect(info.opened).toBe(1);
     expect(await c.request('still fine')).toBe('still fine');
   });
 
-  it('garbage instead of a ClientHello is a counted handshake error; the listener keeps serving', async () => {
+  it('garbage instead of a ClientHello is closed before OpenSSL sees it, counted as malformed; the listener keeps serving', async () => {
     const { listener, port } = await startTls();
-    const failed = nextHandshakeError(listener);
+    const rejected = nextReject(listener);
     const raw = track(await connectTcp(port));
     raw.resume();
     const rawClosed = closed(raw);
     raw.write('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n');
     await rawClosed;
-    const event = await failed;
-    expect(event.kind).toBe('error');
-    expect(event.error).toBeInstanceOf(Error);
+    expect((await rejected).reason).toBe('malformed');
     const info = await listener.info();
-    expect(info.handshakeFailures).toEqual({ timeout: 0, error: 1 });
+    expect(info.rejected.malformed).toBe(1);
+    expect(info.handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 0 });
     expect(info.handshaking).toBe(0);
     expect(info.opened).toBe(0);
     const c = await tlsClient(port);
     expect(await c.request('after garbage')).toBe('after garbage');
+  });
+
+  it('a TLS record that is not a ClientHello is malformed; a ClientHello record with a bad body is a handshake error', async () => {
+    const hello = await captureClientHello();
+    const { listener, port } = await startTls();
+    // An alert record (type 21) where the ClientHello should be.
+    const rejected = nextReject(listener);
+    const alert = track(await connectTcp(port));
+    alert.resume();
+    alert.write(Buffer.from([21, 3, 3, 0, 2, 2, 40]));
+    await closed(alert);
+    expect((await rejected).reason).toBe('malformed');
+    // A handshake record of the right length that OpenSSL then refuses: past corral's check.
+    const failed = nextHandshakeError(listener);
+    const bad = Buffer.from(hello);
+    bad.fill(0xee, 9, 40); // inside the ClientHello body: version and random mangled
+    bad[9] = 0x01; // an impossible legacy_version 0x01ee
+    const mangled = track(await connectTcp(port));
+    mangled.resume();
+    mangled.write(bad);
+    await closed(mangled);
+    expect((await failed).kind).toBe('error');
+    const info = await listener.info();
+    expect(info.rejected.malformed).toBe(1);
+    expect(info.handshakeFailures.error).toBe(1);
   });
 
   it('a client that disconnects mid-handshake is counted and gives its handshake slot back', async () => {
@@ -185,7 +192,7 @@ describe('TLS handshake failures', () => {
     const info = await listener.info();
     expect(info.handshaking).toBe(0);
     expect(info.active).toBe(0);
-    expect(info.handshakeFailures).toEqual({ timeout: 0, error: 1 });
+    expect(info.handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 1 });
     // maxHandshakes is 1: a leaked slot would leave this client waiting.
     const c = await tlsClient(port);
     expect(await c.request('slot is free')).toBe('slot is free');
@@ -221,7 +228,7 @@ describe('TLS handshake failures', () => {
     expect(await clientError).toBeInstanceOf(Error);
     const event = await failed;
     expect(event.kind).toBe('error');
-    expect((await listener.info()).handshakeFailures).toEqual({ timeout: 0, error: 1 });
+    expect((await listener.info()).handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 1 });
 
     // TLS 1.2 is still accepted.
     const ok = await tlsClient(port, { maxVersion: 'TLSv1.2' });
@@ -331,7 +338,7 @@ describe('mutual TLS', () => {
     await expect(a.line()).rejects.toThrow('connection closed');
     expect((await failed).kind).toBe('error');
     const info = await listener.info();
-    expect(info.handshakeFailures).toEqual({ timeout: 0, error: 1 });
+    expect(info.handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 1 });
     expect(info.opened).toBe(1);
     expect(seen).toHaveLength(1);
   });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ListenerInfo, supportsReusePort } from '../src/index.js';
-import { connectTcp, connectTls, LineClient, once } from './support/clients.js';
+import { captureClientHello, connectTcp, connectTls, LineClient, once } from './support/clients.js';
 import { alive, Pool } from './support/pool.js';
 
 let pools: Pool[] = [];
@@ -209,8 +209,9 @@ describe('accepting and limits across workers', () => {
   });
 
   it("overflow 'refuse' with distribution 'shared': a full worker closes its copy and connects wait in the backlog", async () => {
-    // Silent TCP peers on a TLS port hold the one handshake slot: the wait queue (1) overflows.
+    // Peers that send a ClientHello and stall hold the one handshake slot: the wait queue (1) overflows.
     const p = await pool({ workers: 1, distribution: 'shared', tls: true, maxHandshakes: 1, maxWaiting: 1, handshakeTimeout: 30_000, waitTimeout: 30_000 });
+    const hello = await captureClientHello();
     const until = async (what: string, pred: (i: ListenerInfo) => boolean): Promise<ListenerInfo> => {
       for (let k = 0; k < 500; k++) {
         const i = await p.command<ListenerInfo>('info');
@@ -219,7 +220,11 @@ describe('accepting and limits across workers', () => {
       }
       throw new Error(`${what} not reached`);
     };
-    const raw = async (): Promise<LineClient> => client(p);
+    const raw = async (): Promise<LineClient> => {
+      const c = await client(p);
+      c.stream.write(hello);
+      return c;
+    };
     const first = await raw();
     await until('handshaking 1', (i) => i.handshaking === 1);
     await raw();
@@ -228,13 +233,13 @@ describe('accepting and limits across workers', () => {
     await third.closed;
     await until('refusing', (i) => i.refusing);
     // The primary still holds the socket: this connect completes in the kernel and waits, unaccepted.
-    await raw();
+    await client(p);
     expect(await p.command<ListenerInfo>('info')).toMatchObject({ accepted: 3, overflows: 1, rejected: { queue_full: 1 } });
     // The first peer leaves: the waiting one takes the slot, the queue has room, the worker reopens
     // its copy and accepts the one that waited in the backlog.
     first.stream.destroy();
     const info = await until('reopened and accepted', (i) => !i.refusing && i.accepted === 4);
-    expect(info).toMatchObject({ handshaking: 1, waiting: 1, rejected: { queue_full: 1 } });
+    expect(info).toMatchObject({ handshaking: 1, waiting: 0, silent: 1, rejected: { queue_full: 1 } });
   });
 
   it.each(['shared', 'primary'] as const)('holds maxConnections over all workers (%s)', async (distribution) => {
@@ -276,15 +281,27 @@ describe('TLS across workers', () => {
 describe('rolling restarts and suspension, edge cases', () => {
   it('distribution primary: sockets that never become connections free their slots', async () => {
     const p = await pool({ workers: 2, distribution: 'primary', tls: true, maxConnections: 2 });
-    // Health checks: connect and close without a TLS handshake (each is a handshake failure).
+    const info = async (): Promise<ListenerInfo> => p.command<ListenerInfo>('info');
+    // Health checks: connect and close without a TLS byte. They never leave the primary's silent
+    // stage, hold no slot, and are counted as given up.
     for (let i = 0; i < 4; i++) {
       const s = await connectTcp(p.port);
       s.destroy();
       await once(s, 'close');
     }
-    const failed = async (): Promise<number> => (await p.command<ListenerInfo>('info')).handshakeFailures.error;
-    // Synchronize on the workers having seen all four failures (reported through info()).
-    for (let n = await failed(); n < 4; n = await failed()) await p.command('connections');
+    for (let i = await info(); i.gaveUp < 4; i = await info()) await p.command('connections');
+    // Peers that send a ClientHello, are passed to a worker, and leave mid-handshake: each is a
+    // handshake failure in a worker, which gives the primary its slot back.
+    const hello = await captureClientHello();
+    for (let i = 0; i < 4; i++) {
+      const s = await connectTcp(p.port);
+      s.resume();
+      s.write(hello);
+      await once(s, 'data'); // the server's first flight: a worker runs the handshake
+      s.destroy();
+      await once(s, 'close');
+    }
+    for (let i = await info(); i.handshakeFailures.error < 4; i = await info()) await p.command('connections');
     const a = new LineClient(await connectTls(p.port));
     const b = new LineClient(await connectTls(p.port));
     clients.push(a, b);

@@ -103,6 +103,38 @@ function endOf(address: string | undefined, port: number | undefined, family: st
 /** Swallows errors on sockets nobody reads yet (a reset while waiting must not crash the process). */
 function ignoreError(): void {}
 
+/** How to stop reading a socket's first bytes: its listeners, kept on the socket while it is read. */
+const firstBytesReader = Symbol('corral.firstBytesReader');
+type ReadingSocket = net.Socket & { [firstBytesReader]?: () => void };
+
+/** Read an accepted socket's first bytes: see {@link Transport.readFirstBytes}. @internal */
+export function readFirstBytes(socket: net.Socket, onData: (chunk: Buffer) => void, onEnd: () => void): void {
+  const s = socket as ReadingSocket;
+  const end = (): void => {
+    stop();
+    onEnd();
+  };
+  const stop = (): void => {
+    s.off('data', onData);
+    s.off('end', end);
+    s.off('close', end);
+    s[firstBytesReader] = undefined;
+  };
+  s[firstBytesReader] = stop;
+  s.on('data', onData);
+  s.once('end', end);
+  s.once('close', end);
+  s.resume();
+}
+
+/** Stop reading (if reading) and put `head` back to be read first: see {@link Transport.unread}. @internal */
+export function unread(socket: net.Socket, head: Buffer): void {
+  const s = socket as ReadingSocket;
+  s[firstBytesReader]?.();
+  s.pause();
+  s.unshift(head);
+}
+
 /**
  * What a connection over an accepted TCP or Unix socket knows of that socket: its ends (read when
  * asked) and its socket options. The TCP and TLS connections share it. @internal
@@ -170,6 +202,8 @@ class TcpServer implements TransportServer {
 export class TcpTransport implements Transport {
   readonly name: string = 'tcp';
   readonly secure: boolean = false;
+  /** TCP carries any protocol, and in some the server speaks first: client-first admission is opt-in. */
+  readonly clientFirst: boolean = false;
   /** The port actually bound the first time, reused by later `listen` calls (suspend/resume). */
   private boundPort: number | undefined;
 
@@ -219,6 +253,14 @@ export class TcpTransport implements Transport {
         resolve(tcpServer);
       });
     });
+  }
+
+  readFirstBytes(socket: AcceptedSocket, onData: (chunk: Buffer) => void, onEnd: () => void): void {
+    readFirstBytes(socket as net.Socket, onData, onEnd);
+  }
+
+  unread(socket: AcceptedSocket, head: Buffer): void {
+    unread(socket as net.Socket, head);
   }
 
   handshake(accepted: AcceptedSocket): TransportConnection {

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { randomBytes } from 'node:crypto';
 import tls from 'node:tls';
 import { CorralError, InvalidOptionError } from '../errors.js';
 import type {
@@ -10,7 +11,8 @@ import type {
   TransportListenHandlers,
   TransportServer,
 } from '../transport.js';
-import { ignoreSocketError, SocketEnds, TcpTransport, type TcpTransportOptions } from './tcp.js';
+import { ignoreSocketError, readFirstBytes, SocketEnds, TcpTransport, type TcpTransportOptions, unread } from './tcp.js';
+import { checkTicketKeys, sessionIdContextFor, TICKET_KEY_BYTES, useTicketKeys } from './ticket-keys.js';
 
 /** Secure-context settings accepted per SNI name: key and certificate, and optionally a CA. */
 export type SniContextOptions = Pick<tls.SecureContextOptions, 'key' | 'cert' | 'ca' | 'pfx' | 'passphrase'>;
@@ -19,7 +21,17 @@ export type SniContextOptions = Pick<tls.SecureContextOptions, 'key' | 'cert' | 
  * Options of the `tls` transport: the TCP options plus Node's secure-context options.
  * Defaults differ from Node in one place: `minVersion` is `'TLSv1.2'`.
  */
-export interface TlsTransportOptions extends TcpTransportOptions, tls.SecureContextOptions {
+export interface TlsTransportOptions extends TcpTransportOptions, Omit<tls.SecureContextOptions, 'ticketKeys'> {
+  /**
+   * Session-ticket keys, 48 bytes each (16 name, 16 HMAC secret, 16 AES key). The first encrypts
+   * new tickets; every key in the list decrypts, and a ticket under an older key is accepted and
+   * renewed under the first — so a key can be replaced without sending every returning client
+   * through a full handshake. Give the same keys to every process and every restart of a listener
+   * so that tickets stay valid across them (load them from the environment or a secret file; a
+   * leaked key exposes the sessions of TLS 1.2 tickets made with it). Default: random keys made at
+   * start (kept across suspend/resume and certificate reloads, shared by the workers of a pool).
+   */
+  ticketKeys?: Buffer | readonly Buffer[];
   /** Ask clients for a certificate (mutual TLS). Default false. */
   requestCert?: boolean;
   /** With `requestCert`, refuse clients whose certificate does not verify against `ca`. Default true. */
@@ -137,13 +149,41 @@ export class TlsTransport implements Transport {
   private readonly tcp: TcpTransport;
   private context: tls.SecureContext;
   private tlsOptions: TlsTransportOptions;
+  /** The client always speaks first (its ClientHello): the acceptor pool reads it before any slot is taken. */
+  readonly clientFirst: boolean = true;
   private sniContexts = new Map<string, tls.SecureContext>();
+  /** Given, or made at start: kept across certificate reloads so that tickets stay valid. */
+  private ticketKeys: Buffer[];
 
   constructor(options: TlsTransportOptions) {
     const { tcp, rest } = splitOptions(options);
     this.tcp = new TcpTransport(tcp);
-    this.tlsOptions = rest;
-    this.context = this.build(rest);
+    this.ticketKeys = checkTicketKeys(rest.ticketKeys) ?? [randomBytes(TICKET_KEY_BYTES)];
+    this.tlsOptions = { sessionIdContext: sessionIdContextFor(''), ...rest };
+    this.context = this.build(this.tlsOptions);
+  }
+
+  /**
+   * The length of a TLS client's first record, from its 5-byte header: a handshake record
+   * (content type 22) of TLS 1.x (major version 3) holding a ClientHello (handshake type 1), at most
+   * 2^14 bytes long. Anything else is not a TLS client (`-1`).
+   */
+  firstMessageLength(head: Buffer): number {
+    if (head.length >= 1 && head[0] !== 0x16) return -1;
+    if (head.length >= 2 && head[1] !== 0x03) return -1;
+    if (head.length >= 6 && head[5] !== 0x01) return -1;
+    if (head.length < 5) return 0;
+    const length = head.readUInt16BE(3);
+    if (length === 0 || length > 16384) return -1;
+    return 5 + length;
+  }
+
+  readFirstBytes(socket: AcceptedSocket, onData: (chunk: Buffer) => void, onEnd: () => void): void {
+    readFirstBytes((socket as TlsAcceptedSocket).raw, onData, onEnd);
+  }
+
+  unread(socket: AcceptedSocket, head: Buffer): void {
+    unread((socket as TlsAcceptedSocket).raw, head);
   }
 
   private build(o: TlsTransportOptions): tls.SecureContext {
@@ -153,24 +193,40 @@ export class TlsTransport implements Transport {
     if (o.key === undefined && o.pfx === undefined && o.SNICallback === undefined && o.sni === undefined) {
       throw new InvalidOptionError('transportOptions.key', 'is required by the tls transport (or pfx, sni, SNICallback)');
     }
-    const { requestCert: _r, rejectUnauthorized: _u, ALPNProtocols: _a, sni, SNICallback: _s, ...contextOptions } = o;
+    const { requestCert: _r, rejectUnauthorized: _u, ALPNProtocols: _a, sni, SNICallback: _s, ticketKeys: _k, ...contextOptions } = o;
+    const keys = this.ticketKeys;
+    const make = (extra: tls.SecureContextOptions = {}): tls.SecureContext => {
+      const context = tls.createSecureContext({ minVersion: 'TLSv1.2', ...contextOptions, ...extra, ticketKeys: keys[0] });
+      if (keys.length > 1) useTicketKeys(context, keys);
+      return context;
+    };
     let context: tls.SecureContext;
     try {
-      context = tls.createSecureContext({ minVersion: 'TLSv1.2', ...contextOptions });
-      this.sniContexts = new Map(
-        Object.entries(sni ?? {}).map(([name, opts]) => [name.toLowerCase(), tls.createSecureContext({ minVersion: 'TLSv1.2', ...contextOptions, ...opts })]),
-      );
+      context = make();
+      this.sniContexts = new Map(Object.entries(sni ?? {}).map(([name, opts]) => [name.toLowerCase(), make(opts)]));
     } catch (err) {
+      if (err instanceof InvalidOptionError) throw err;
       throw new InvalidOptionError('transportOptions', `do not make a valid TLS context: ${(err as Error).message}`);
     }
     return context;
   }
 
-  /** Replace certificates and other TLS settings for new connections. */
+  /**
+   * Replace certificates and other TLS settings for new connections; live connections keep theirs.
+   * Session-ticket keys carry over unless `ticketKeys` is among the new options.
+   */
   update(options: Readonly<Record<string, unknown>>): void {
-    const next = { ...this.tlsOptions, ...(options as TlsTransportOptions) };
-    this.context = this.build(next);
-    this.tlsOptions = next;
+    const given = options as TlsTransportOptions;
+    const keys = checkTicketKeys(given.ticketKeys) ?? this.ticketKeys;
+    const before = this.ticketKeys;
+    this.ticketKeys = keys;
+    try {
+      this.context = this.build({ ...this.tlsOptions, ...given });
+    } catch (err) {
+      this.ticketKeys = before;
+      throw err;
+    }
+    this.tlsOptions = { ...this.tlsOptions, ...given };
   }
 
   /** `host:port` or the socket path, for messages. */

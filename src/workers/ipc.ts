@@ -15,8 +15,8 @@ export interface WorkerConfig {
   readonly distribution: Distribution;
   /** This worker's share of `maxConnections` (`Infinity` in `primary` distribution). */
   readonly maxConnections: number;
-  /** Shared TLS session ticket keys (48 bytes), for TLS transports. */
-  readonly ticketKeys: Uint8Array | undefined;
+  /** Shared TLS session-ticket keys (48 bytes each, the current one first), for TLS transports. */
+  readonly ticketKeys: readonly Uint8Array[] | undefined;
   /** Protocol options set at run time with `setProtocolOptions`, if any. */
   readonly protocolOptions?: { readonly value: unknown };
   /** Whether the worker should accept now (false while the primary has paused accepting). */
@@ -33,7 +33,7 @@ export type WorkerCommand =
   | { op: 'connections' }
   | { op: 'setMaxConnections'; n: number }
   | { op: 'setProtocolOptions'; value: unknown }
-  | { op: 'setTicketKeys'; keys: Uint8Array }
+  | { op: 'setTicketKeys'; keys: readonly Uint8Array[] }
   | { op: 'accepting'; on: boolean }
   | { op: 'suspend' }
   | { op: 'resume' }
@@ -44,7 +44,8 @@ export type WorkerCommand =
 export type ToWorker =
   | { t: 'start'; config: WorkerConfig }
   | { t: 'handle' }
-  | { t: 'socket' }
+  /** A socket for the worker to serve (distribution `primary`), with the bytes the primary read from it. */
+  | { t: 'socket'; head: Buffer | undefined }
   | { t: 'cmd'; id: number; cmd: WorkerCommand };
 
 /** Messages from a worker to the primary. @internal */

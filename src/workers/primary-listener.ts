@@ -3,12 +3,11 @@ import { EventEmitter } from 'node:events';
 import type { ConnectionInfo } from '../connection.js';
 import { channels } from '../diagnostics.js';
 import { CorralError, InvalidOptionError } from '../errors.js';
-import { HandshakeGate } from '../handshake-gate.js';
-import { AUTO_HANDSHAKES } from '../handshake-window.js';
+import { AcceptorPool } from '../acceptor-pool/acceptor-pool.js';
 import type { ConnectionCountOp, DrainResult, Listener, ListenerEvents, ListenerInfo, ListenerStatus } from '../listener.js';
 import { CountWaiters } from '../count-waiters.js';
 import { checkCount, type ListenerOptions, type ResolvedListenerOptions } from '../options.js';
-import type { AcceptedSocket, SharedListenHandle, SocketAddress, Transport, TransportConnection, TransportServer } from '../transport.js';
+import type { AcceptedSocket, SharedListenHandle, SocketAddress, Transport, TransportServer } from '../transport.js';
 import { supportsReusePort } from '../transports/tcp.js';
 import { autoWorkerCount, type Distribution, defaultDistribution } from './distribution.js';
 import type { WorkerConfig, WorkerInfo } from './ipc.js';
@@ -45,13 +44,15 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
   private readonly transport: Transport;
   private shared: SharedListenHandle | undefined = undefined;
   private server: TransportServer | undefined = undefined;
-  private gate: HandshakeGate | undefined = undefined;
+  /** Distribution `primary`: the primary's acceptor pool, whose last step passes sockets to workers. */
+  private pool: AcceptorPool | undefined = undefined;
   /** Times the primary's own wait queue (distribution 'primary') overflowed. */
-  private gateOverflows = 0;
+  private poolOverflows = 0;
   private bound: SocketAddress | undefined = undefined;
   private limit: number;
   private protocolOptions: { value: unknown } | undefined = undefined;
-  private ticketKeys: Buffer | undefined = undefined;
+  /** Session-ticket keys made here and shared by every worker: the current one first, then the one before. */
+  private ticketKeys: Buffer[] | undefined = undefined;
   private rotationTimer: NodeJS.Timeout | undefined = undefined;
   private accepting = true;
   private stopping: Promise<DrainResult> | undefined = undefined;
@@ -110,10 +111,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
               if (this.shared) w.post({ t: 'handle' }, this.shared.handle);
             },
             load: () => this.countWaiters.check(),
-            released: (w, n) => {
-              w.counted -= n;
-              for (let k = 0; k < n; k++) this.gate?.release();
-            },
+            released: (w, n) => w.releaseLeases(n),
             crashReport: (w, message) => this.emit('workerCrash', { index: w.index, pid: w.pid, message }),
             exit: (w, code, signal) => this.onExit(w, code, signal),
           },
@@ -163,9 +161,9 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
    * otherwise they wait, unread, in the primary's queue (bounded by maxWaiting and waitTimeout).
    */
   private updateDispatchLimit(): void {
-    if (!this.gate) return;
+    if (!this.pool) return;
     const ready = this.slots.some((w) => w.status === 'ready');
-    this.gate.maxConnections = this.accepting && ready ? this.limit : 0;
+    this.pool.maxConnections = this.accepting && ready ? this.limit : 0;
   }
 
   /** Each worker's share of `maxConnections` (distribution `primary` enforces the total itself). */
@@ -196,7 +194,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
   async start(): Promise<void> {
     const secure = this.transport.secure;
     const userKeys = this.userTicketKeys;
-    if (secure && !userKeys) this.ticketKeys = randomBytes(48);
+    if (secure && !userKeys) this.ticketKeys = [randomBytes(48)];
     await this.openSocket();
     this.state = 'running';
     try {
@@ -224,9 +222,12 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     }
   }
 
-  /** Replace the shared TLS session-ticket keys in every worker; earlier tickets stop working. */
+  /**
+   * Give every worker a fresh session-ticket key for new tickets; tickets made under the key before
+   * it still resume (and are renewed under the new key) until the next rotation.
+   */
   rotateTicketKeys(): void {
-    this.ticketKeys = randomBytes(48);
+    this.ticketKeys = [randomBytes(48), ...(this.ticketKeys ?? []).slice(0, 1)];
     for (const w of this.slots) void w.request({ op: 'setTicketKeys', keys: this.ticketKeys }).catch(() => {});
   }
 
@@ -235,10 +236,10 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       this.shared = await this.transport.createSharedHandle!();
       this.bound = this.shared.address;
     } else if (this.distribution === 'primary') {
-      this.gate ??= this.dispatchGate();
-      const gate = this.gate;
+      this.pool ??= this.dispatchPool();
+      const pool = this.pool;
       this.server = await this.transport.listen({
-        onSocket: (socket) => gate.admit(socket),
+        onSocket: (socket) => pool.admit(socket),
         onError: (err) => this.emit('acceptError', err),
       });
       this.bound = this.server.address();
@@ -254,62 +255,60 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
   }
 
   /**
-   * Distribution `primary`: the primary's own acceptor pool. Its "handshake" is the hand-off of the
-   * still-unread socket to the worker with the fewest connections; workers report when a
-   * connection stops counting, so `maxConnections` holds exactly over all workers.
+   * Distribution `primary`: the primary's own acceptor pool. It reads each socket's first message
+   * (for TLS the ClientHello; silent sockets hold no slot here either), then passes the socket, with
+   * what it read, to the ready worker with the fewest connections, with a lease on its slot of
+   * `maxConnections` that the worker gives back when the connection is done (or that is released
+   * when the worker dies) — so `maxConnections` holds exactly over all workers.
    */
-  private dispatchGate(): HandshakeGate {
+  private dispatchPool(): AcceptorPool {
     const transport = this.transport;
-    const dispatched = { stream: null, local: null, remote: null, tls: null } as unknown as TransportConnection;
-    const dispatcher: Transport = {
-      name: transport.name,
-      secure: transport.secure,
-      listen: () => Promise.reject(new Error('not used')),
-      handshake: (socket: AcceptedSocket) => {
-        let best: WorkerProcess | undefined;
-        for (const w of this.slots) if (w.status === 'ready' && (!best || w.counted < best.counted)) best = w;
-        if (!best) throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
-        if (!best.post({ t: 'socket' }, transport.detach!(socket))) throw new CorralError('CORRAL_HANDSHAKE_FAILED', `worker ${best.index} is gone`);
-        best.counted++;
-        return dispatched;
-      },
-    };
-    return new HandshakeGate(
-      dispatcher,
+    const pool = new AcceptorPool(
+      transport,
+      this.options,
       {
-        maxConnections: this.limit,
-        maxHandshakes: Number.MAX_SAFE_INTEGER,
-        handshakeTimeout: this.options.handshakeTimeout,
-        maxWaiting: this.options.maxWaiting,
-        waitTimeout: this.options.waitTimeout,
-        admission: this.options.admission,
-        adaptiveTarget: this.options.adaptiveTarget,
+        kind: 'dispatch',
+        dispatch: (socket: AcceptedSocket, head, lease) => {
+          let best: WorkerProcess | undefined;
+          for (const w of this.slots) if (w.status === 'ready' && (!best || w.leaseCount < best.leaseCount)) best = w;
+          if (!best) throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
+          if (!best.post({ t: 'socket', head }, transport.detach!(socket))) return false;
+          best.hold(lease);
+          return true;
+        },
       },
       {
         handshaken: () => {},
-        handshakeFailed: (socket, kind, error) =>
-          this.emit('handshakeError', { kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
-        rejected: (socket, reason) => {
-          if (channels.overloadReject.hasSubscribers) {
-            channels.overloadReject.publish({ listener: this.name, reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
-          }
-          this.emit('reject', { reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
+        handshakeFailed: (socket, kind, error) => {
+          const event = { kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+          if (channels.handshakeError.hasSubscribers) channels.handshakeError.publish({ listener: this.name, ...event });
+          this.emit('handshakeError', event);
         },
+        rejected: (socket, reason) => {
+          const event = { reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+          if (channels.overloadReject.hasSubscribers) channels.overloadReject.publish({ listener: this.name, ...event });
+          if (this.listenerCount('reject') > 0) this.emit('reject', event);
+        },
+        released: () => {},
         changed: () => {},
-        wantsPeerAddress: () => this.listenerCount('reject') > 0 || this.listenerCount('handshakeError') > 0 || channels.overloadReject.hasSubscribers,
+        wantsPeerAddress: () =>
+          this.listenerCount('reject') > 0 ||
+          this.listenerCount('handshakeError') > 0 ||
+          channels.overloadReject.hasSubscribers ||
+          channels.handshakeError.hasSubscribers,
         // Distribution 'primary': the primary's own socket is not closed on overflow (the wait queue
         // here is the whole pool's); overflowing sockets are closed as with overflow: 'close'.
         overflowed: (full) => {
-          if (full) this.gateOverflows++;
+          if (full) this.poolOverflows++;
         },
       },
     );
+    return pool;
   }
 
   private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     // Its connections are gone: release what it held against maxConnections.
-    for (let k = 0; k < w.counted; k++) this.gate?.release();
-    w.counted = 0;
+    w.releaseLeases(Infinity);
     w.connections = 0;
     this.countWaiters.check();
     const how = signal ? `signal ${signal}` : `exit code ${code}`;
@@ -410,7 +409,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       this.slots.map(async (w) => ({ w, info: w.child ? await w.request<ListenerInfo>({ op: 'info' }, 2000).catch(() => undefined) : undefined })),
     );
     const infos = answers.flatMap((a) => (a.info ? [a.info] : []));
-    const g = this.gate?.stats;
+    const g = this.pool?.stats;
     const workers: WorkerInfo[] = answers.map(({ w, info }) => ({
       index: w.index,
       pid: w.pid,
@@ -427,15 +426,17 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       role: 'primary',
       distribution: this.distribution,
       maxConnections: this.limit,
-      maxHandshakes: infos.length > 0 ? Math.max(...infos.map((i) => i.maxHandshakes)) : this.options.maxHandshakes === 'auto' ? AUTO_HANDSHAKES.floor : this.options.maxHandshakes,
+      maxHandshakes: this.options.maxHandshakes,
       admission: this.options.admission,
       refusing: infos.some((i) => i.refusing),
-      overflows: sum(infos.map((i) => i.overflows)) + this.gateOverflows,
+      overflows: sum(infos.map((i) => i.overflows)) + this.poolOverflows,
       active: sum(infos.map((i) => i.active)),
       connections: sum(infos.map((i) => i.connections)),
+      silent: sum(infos.map((i) => i.silent)) + (g?.silent ?? 0),
       handshaking: sum(infos.map((i) => i.handshaking)),
       waiting: sum(infos.map((i) => i.waiting)) + (g?.waiting ?? 0),
       accepted: g ? g.accepted : sum(infos.map((i) => i.accepted)),
+      gaveUp: sum(infos.map((i) => i.gaveUp)) + (g?.gaveUp ?? 0),
       opened: sum(infos.map((i) => i.opened)),
       closed: sum(infos.map((i) => i.closed)),
       rejected: addCounts([...infos.map((i) => i.rejected), ...(g ? [g.rejected] : [])]),
@@ -465,7 +466,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     if (this.state === 'running') await this.suspend();
     this.state = 'draining';
     // Sockets waiting in the primary's own queue (distribution primary) are never served now.
-    this.gate?.rejectWaiting();
+    this.pool?.rejectWaiting();
     const results = await this.broadcast<DrainResult>(
       { op: 'drain', timeout: options.timeout, rate: this.workerDrainRate() },
       this.drainBudget(options.timeout),
@@ -493,7 +494,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       connections: sum(results.map((r) => r.connections)),
       closedGracefully: sum(results.map((r) => r.closedGracefully)),
       forced: sum(results.map((r) => r.forced)),
-      abandoned: sum(results.map((r) => r.abandoned)) + (this.gate?.stats.waiting ?? 0),
+      abandoned: sum(results.map((r) => r.abandoned)) + (this.pool?.stats.waiting ?? 0),
       durationMs: Date.now() - began,
     };
   }
@@ -509,7 +510,7 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     this.restartTimers.clear();
     if (this.rotationTimer) clearInterval(this.rotationTimer);
     this.state = 'draining';
-    this.gate?.close();
+    this.pool?.close();
     await this.closeSocket();
     // A worker starting for a rolling restart is not in a slot yet: it goes too.
     const starting = this.starting;

@@ -1,5 +1,6 @@
 import { connectionStorage } from '../connection-context.js';
 import { CorralError } from '../errors.js';
+import { Lease } from '../acceptor-pool/lease.js';
 import { LocalListener } from '../local-listener.js';
 import { type ListenerOptions, type ResolvedListenerOptions, resolveListenerOptions } from '../options.js';
 import type { TransportListenHandlers } from '../transport.js';
@@ -71,7 +72,7 @@ export async function startWorkerListener(userOptions: ListenerOptions<unknown>,
   const handleWaiters: ((handle: object) => void)[] = [];
   let startHandle: object | undefined;
   let listener: LocalListener | undefined;
-  const earlySockets: object[] = [];
+  const earlySockets: { raw: object; head: Buffer | undefined }[] = [];
   let startResolve!: (config: WorkerConfig) => void;
   const started = new Promise<WorkerConfig>((resolve) => {
     startResolve = resolve;
@@ -90,11 +91,13 @@ export async function startWorkerListener(userOptions: ListenerOptions<unknown>,
         else closeHandle(handle);
         break;
       }
-      case 'socket':
+      case 'socket': {
         if (handle === undefined) break;
-        if (listener) listener.adopt(handle);
-        else earlySockets.push(handle);
+        const head = message.head === undefined ? undefined : Buffer.from(message.head.buffer, message.head.byteOffset, message.head.byteLength);
+        if (listener) adopt(listener, handle, head);
+        else earlySockets.push({ raw: handle, head });
         break;
+      }
       case 'cmd':
         void run(message.id, message.cmd);
         break;
@@ -122,7 +125,7 @@ export async function startWorkerListener(userOptions: ListenerOptions<unknown>,
     options = resolveListenerOptions({ ...userOptions, transportOptions: { ...to, reusePort: true, ...port } } as ListenerOptions<unknown>);
   }
   const transport = options.transport;
-  if (config.ticketKeys && transport.secure) transport.update?.({ ticketKeys: Buffer.from(config.ticketKeys) });
+  if (config.ticketKeys && transport.secure) transport.update?.({ ticketKeys: config.ticketKeys.map((k) => Buffer.from(k)) });
 
   const nextHandle = (): Promise<object> => {
     const h = startHandle;
@@ -195,10 +198,6 @@ export async function startWorkerListener(userOptions: ListenerOptions<unknown>,
     distribution: config.distribution,
     ...(open ? { open } : {}),
     ...(config.address ? { address: config.address } : {}),
-    released: () => {
-      released++;
-      scheduleReport();
-    },
     changed: () => {
       scheduleReport();
       if (config.distribution === 'shared') applyAccepting();
@@ -213,7 +212,19 @@ export async function startWorkerListener(userOptions: ListenerOptions<unknown>,
     closeHandle(startHandle);
     startHandle = undefined;
   }
-  for (const raw of earlySockets.splice(0)) listener.adopt(raw);
+  for (const { raw, head } of earlySockets.splice(0)) adopt(listener, raw, head);
+
+  /** Serve a socket the primary passed; the primary holds its slot until this worker says it is done. */
+  function adopt(l: LocalListener, raw: object, head: Buffer | undefined): void {
+    l.adopt(
+      raw,
+      head,
+      new Lease(() => {
+        released++;
+        scheduleReport();
+      }),
+    );
+  }
 
   async function run(id: number, cmd: WorkerCommand): Promise<void> {
     const l = listener;
@@ -253,7 +264,7 @@ export async function startWorkerListener(userOptions: ListenerOptions<unknown>,
         l.setProtocolOptions(cmd.value);
         return null;
       case 'setTicketKeys':
-        transport.update?.({ ticketKeys: Buffer.from(cmd.keys) });
+        transport.update?.({ ticketKeys: cmd.keys.map((k) => Buffer.from(k)) });
         return null;
       case 'accepting':
         userAccepting = cmd.on;

@@ -1,4 +1,5 @@
 import { type ChildProcess, fork } from 'node:child_process';
+import type { Lease } from '../acceptor-pool/lease.js';
 import { CorralError } from '../errors.js';
 import { RestartIntensity } from '../restart-intensity.js';
 import type { SocketAddress } from '../transport.js';
@@ -41,8 +42,8 @@ export class WorkerProcess {
   status: WorkerInfo['status'] = 'starting';
   generation = 0;
   connections = 0;
-  /** Connections the primary dispatched to this worker and that still count (distribution `primary`). */
-  counted = 0;
+  /** Slots of `maxConnections` held for sockets the primary passed to this worker (distribution `primary`). */
+  private readonly leases: Lease[] = [];
   restarts = 0;
   /** The pid of the most recent process, kept after it exits (for `workerExit`). */
   lastPid: number | undefined = undefined;
@@ -88,7 +89,7 @@ export class WorkerProcess {
     this.generation++;
     this.status = this.generation === 1 ? 'starting' : 'restarting';
     this.connections = 0;
-    this.counted = 0;
+    this.releaseLeases(Infinity);
     const child = fork(this.launch.script, [...this.launch.args], {
       env: { ...process.env, [WORKER_ENV]: this.launch.listener, [WORKER_INDEX_ENV]: String(this.index) },
       execArgv: process.execArgv,
@@ -150,6 +151,21 @@ export class WorkerProcess {
         break;
       }
     }
+  }
+
+  /** Sockets passed to this worker that still hold a slot (distribution `primary`). */
+  get leaseCount(): number {
+    return this.leases.length;
+  }
+
+  /** Hold the lease of a socket just passed to this worker. */
+  hold(lease: Lease): void {
+    this.leases.push(lease);
+  }
+
+  /** Release `n` of the leases this worker holds (it reported them done, or it died: `Infinity`). */
+  releaseLeases(n: number): void {
+    for (let k = 0; k < n && this.leases.length > 0; k++) this.leases.pop()!.release();
   }
 
   /** Send a message (with an optional handle or socket) to the current process. Returns false if it is gone. */

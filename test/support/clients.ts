@@ -90,3 +90,35 @@ export class LineClient {
     this.stream.destroy();
   }
 }
+
+/**
+ * A real ClientHello record, as Node's TLS client sends it: one is captured from a client talking
+ * to a plain TCP server (which then closes), so a test can send it, or part of it, by hand.
+ */
+export async function captureClientHello(options: tls.ConnectionOptions = {}): Promise<Buffer> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const hello = new Promise<Buffer>((resolve) => {
+      server.once('connection', (s) => {
+        let buf = Buffer.alloc(0);
+        s.on('data', (d: Buffer) => {
+          buf = Buffer.concat([buf, d]);
+          // One handshake record: 5-byte header, then the announced length.
+          if (buf.length >= 5 && buf.length >= 5 + buf.readUInt16BE(3)) {
+            s.destroy();
+            resolve(buf.subarray(0, 5 + buf.readUInt16BE(3)));
+          }
+        });
+      });
+    });
+    const client = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false, ...options });
+    client.on('error', () => {});
+    const bytes = await hello;
+    client.destroy();
+    if (bytes[0] !== 0x16) throw new Error('captured bytes are not a TLS handshake record');
+    return bytes;
+  } finally {
+    server.close();
+  }
+}

@@ -1,0 +1,501 @@
+import { CorralError } from '../errors.js';
+import type { SourcePrefix } from '../limits/source-key.js';
+import type { AcceptedSocket, Transport, TransportConnection } from '../transport.js';
+import { Lease } from './lease.js';
+import { type SilentCloseReason, SilentSockets } from './silent-sockets.js';
+import { type AdmissionPolicy, WaitQueue } from './wait-queue.js';
+
+/**
+ * Why an accepted socket was closed without being served:
+ *
+ * - `queue_full`: it found the wait queue full (`maxWaiting`).
+ * - `wait_timeout`: it waited longer than `waitTimeout` for a handshake slot.
+ * - `shutdown`: the listener drained or stopped while it waited.
+ * - and, for sockets whose peer had not yet sent its first message, a {@link SilentCloseReason}:
+ *   `silent_timeout`, `source_limit`, `silent_limit` or `malformed`.
+ */
+export type RejectReason = 'queue_full' | 'wait_timeout' | 'shutdown' | SilentCloseReason;
+
+/**
+ * How a transport handshake failed: `timeout` (`handshakeTimeout` passed), `stalled` (every
+ * handshake slot was taken, a ClientHello was waiting, and this handshake had waited longest for
+ * its peer — over a fifth of `handshakeTimeout`), or `error`.
+ */
+export type HandshakeFailure = 'timeout' | 'stalled' | 'error';
+
+/** Counters and gauges of an acceptor pool. */
+export interface AcceptorPoolStats {
+  /** Sockets accepted since the listener started. */
+  readonly accepted: number;
+  /** Sockets whose peer has not yet sent its first message (they hold no slot). */
+  readonly silent: number;
+  /** Handshakes running now. */
+  readonly handshaking: number;
+  /** Sockets waiting, paused, for a slot. */
+  readonly waiting: number;
+  /** Connections counting against `maxConnections` (excludes handshakes and removed ones). */
+  readonly counted: number;
+  /** Sockets closed unserved, by reason. */
+  readonly rejected: Readonly<Record<RejectReason, number>>;
+  /** Sockets whose peer closed them before sending its first message. */
+  readonly gaveUp: number;
+  /** Failed handshakes, by kind. */
+  readonly handshakeFailures: Readonly<Record<HandshakeFailure, number>>;
+}
+
+/** The acceptor pool's share of the resolved listener options. @internal */
+export interface AcceptorPoolOptions {
+  readonly maxConnections: number;
+  readonly maxHandshakes: number;
+  readonly handshakeBatch: number;
+  readonly handshakeTimeout: number;
+  readonly maxWaiting: number;
+  readonly waitTimeout: number;
+  readonly admission: AdmissionPolicy;
+  readonly adaptiveTarget: number;
+  readonly clientFirst: boolean;
+  readonly silentTimeout: number;
+  readonly maxSilent: number;
+  readonly maxSilentPerSource: number;
+  readonly sourcePrefix: SourcePrefix;
+}
+
+/**
+ * The last step of admission: run the transport handshake here, or pass the socket — still
+ * unhandshaken, with the bytes read from it — to another process (a worker pool's `primary`
+ * distribution). A dispatch returns `false` when no process could take the socket. @internal
+ */
+export type Handoff =
+  | { readonly kind: 'handshake' }
+  | { readonly kind: 'dispatch'; dispatch(socket: AcceptedSocket, head: Buffer | undefined, lease: Lease): boolean };
+
+/** What the pool reports to its listener. @internal */
+export interface AcceptorPoolEvents {
+  /** A handshake completed; `lease` holds its slot of `maxConnections` until released. */
+  handshaken(conn: TransportConnection, lease: Lease, startedAt: number): void;
+  handshakeFailed(socket: AcceptedSocket, kind: HandshakeFailure, error: Error): void;
+  rejected(socket: AcceptedSocket, reason: RejectReason): void;
+  /** A lease was released: a connection stopped counting against `maxConnections`. */
+  released(): void;
+  /** Any gauge changed (for `waitForConnections` and load reports). */
+  changed(): void;
+  /**
+   * Whether a `rejected`/`handshakeFailed` report would carry the peer's address; if so the pool
+   * reads it at accept, while it can still be read. (With client-first admission it always does.)
+   */
+  wantsPeerAddress(): boolean;
+  /**
+   * The wait queue overflowed (`true`: a socket found it full) or has room again (`false`: down to
+   * three quarters of `maxWaiting`, or with `maxWaiting` 0 a slot is free). Called on each edge only.
+   */
+  overflowed(full: boolean): void;
+}
+
+/** A socket whose first message has arrived (or that does not wait for one), waiting for a slot. */
+interface Ready {
+  readonly socket: AcceptedSocket;
+  /** The bytes read from it so far, to put back before its handshake. */
+  readonly head: Buffer | undefined;
+  /** The slot another process holds for it (distribution `primary`), released when it is done here. */
+  readonly upstream: Lease | undefined;
+}
+
+/** A running handshake. */
+interface Handshake {
+  readonly startedAt: number;
+  readonly upstream: Lease | undefined;
+}
+
+function isThenable<T>(v: unknown): v is PromiseLike<T> {
+  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<T>).then === 'function';
+}
+
+/**
+ * The acceptor pool of one listener in one process (Ranch's acceptors and `max_connections`): the
+ * one owner of admission. Every accepted socket goes forward through three stages and leaves each
+ * either served or closed and counted:
+ *
+ * 1. **Silent** (client-first transports, e.g. TLS): corral reads the socket until the peer's first
+ *    message is complete — for TLS the first record, the ClientHello — bounded by `silentTimeout`,
+ *    `maxSilentPerSource` and `maxSilent` ({@link SilentSockets}). A silent socket holds no slot.
+ * 2. **Waiting**: the socket, paused, with what it sent, waits in the bounded, policy-ordered
+ *    {@link WaitQueue} (`maxWaiting`, `waitTimeout`, `admission`) for a slot.
+ * 3. **Handshake**: a handshake starts when fewer than `maxHandshakes` run and handshakes plus
+ *    counted connections are below `maxConnections`, and at most `handshakeBatch` start in one
+ *    turn of the event loop. With the ClientHello already read, starting a TLS handshake *is* the
+ *    CPU-heavy step (OpenSSL answers it within the same turn); the batch bounds how long the loop
+ *    is away from the I/O of connections and of handshakes waiting for their peer.
+ *    `maxHandshakes` bounds the handshakes past their ClientHello — waiting for the peer's second
+ *    flight — by memory, and `handshakeTimeout` bounds each.
+ *
+ * A completed handshake gets a {@link Lease} on its slot of `maxConnections`; the connection
+ * releases it, once, when it closes or leaves the count. @internal
+ */
+export class AcceptorPool {
+  private limit: number;
+  private readonly silent: SilentSockets | undefined;
+  private readonly queue: WaitQueue<Ready>;
+  /** Handshakes running, oldest first. */
+  private readonly inFlight = new Map<AcceptedSocket, Handshake>();
+  private idleWaiters: (() => void)[] = [];
+  private expiryTimer: NodeJS.Timeout | undefined = undefined;
+  private closed = false;
+  /** A socket found the queue full, and it has not had room since. */
+  private overflowing = false;
+  /** Handshakes started in this turn of the event loop, and the turn's end. */
+  private startedThisTurn = 0;
+  private turnEnd: NodeJS.Immediate | undefined = undefined;
+  private accepted = 0;
+  private leases = 0;
+  private gaveUp = 0;
+  private readonly rejected: Record<RejectReason, number> = {
+    queue_full: 0,
+    wait_timeout: 0,
+    shutdown: 0,
+    silent_timeout: 0,
+    source_limit: 0,
+    silent_limit: 0,
+    malformed: 0,
+  };
+  private readonly failures: Record<HandshakeFailure, number> = { timeout: 0, stalled: 0, error: 0 };
+  private stallTimer: NodeJS.Timeout | undefined = undefined;
+  /** Handshakes closed to make room (their failure is `stalled`). */
+  private readonly stalled = new WeakSet<AcceptedSocket>();
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly options: AcceptorPoolOptions,
+    private readonly handoff: Handoff,
+    private readonly events: AcceptorPoolEvents,
+  ) {
+    this.limit = options.maxConnections;
+    this.queue = new WaitQueue(options.maxWaiting, options.admission, options.adaptiveTarget);
+    if (options.clientFirst) {
+      if (transport.readFirstBytes === undefined || transport.unread === undefined) {
+        throw new CorralError('CORRAL_UNSUPPORTED', `transport ${transport.name} cannot read a socket's first bytes (clientFirst)`);
+      }
+      const read = transport.readFirstBytes.bind(transport);
+      const measure = transport.firstMessageLength?.bind(transport);
+      this.silent = new SilentSockets(options, read, measure, {
+        spoke: (socket, head) => this.enqueue({ socket, head, upstream: undefined }),
+        closed: (socket, reason) => this.rejectClosed(socket, reason),
+        gaveUp: () => {
+          this.gaveUp++;
+          this.events.changed();
+        },
+      });
+    }
+  }
+
+  get maxConnections(): number {
+    return this.limit;
+  }
+
+  /** Raising it serves waiting sockets at once; lowering it closes nothing. */
+  set maxConnections(n: number) {
+    this.limit = n;
+    this.pump();
+  }
+
+  get stats(): AcceptorPoolStats {
+    return {
+      accepted: this.accepted,
+      silent: this.silent?.size ?? 0,
+      handshaking: this.inFlight.size,
+      waiting: this.queue.length,
+      counted: this.leases,
+      rejected: { ...this.rejected },
+      gaveUp: this.gaveUp,
+      handshakeFailures: { ...this.failures },
+    };
+  }
+
+  /** Take a freshly accepted socket. */
+  admit(socket: AcceptedSocket): void {
+    this.accepted++;
+    if (this.closed) {
+      this.reject(socket, 'shutdown');
+      return;
+    }
+    if (this.silent !== undefined) {
+      // The per-source bound reads the peer's address anyway (a getpeername(2) per accept).
+      this.silent.add(socket, Date.now());
+      this.events.changed();
+      return;
+    }
+    // Read the peer address while the socket is open: a net.Socket remembers it once read, but
+    // one destroyed before it was read reports undefined, and `reject`/`handshakeError` events
+    // (emitted after the socket is closed) would lose it. It costs a getpeername(2) per accept, so
+    // only when someone listens for those events.
+    if (this.events.wantsPeerAddress()) {
+      void socket.remoteAddress;
+      void socket.remotePort;
+    }
+    this.enqueue({ socket, head: undefined, upstream: undefined });
+  }
+
+  /**
+   * Take a socket that another process accepted, read the first message of (`head`) and holds a
+   * slot for (`upstream`): a worker of the `primary` distribution. It goes straight to the wait
+   * queue; `upstream` is released once, when the socket is rejected, its handshake fails, or its
+   * connection stops counting.
+   */
+  admitDispatched(socket: AcceptedSocket, head: Buffer | undefined, upstream: Lease): void {
+    this.accepted++;
+    this.enqueue({ socket, head, upstream });
+  }
+
+  /** Close every silent and waiting socket and abort running handshakes; admit nothing more. */
+  close(): void {
+    this.closed = true;
+    if (this.turnEnd !== undefined) clearImmediate(this.turnEnd);
+    this.turnEnd = undefined;
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    this.clear();
+  }
+
+  /** Close every silent and waiting socket (rejected as `shutdown`) and abort running handshakes. */
+  clear(): void {
+    this.rejectWaiting();
+    for (const socket of [...this.inFlight.keys()]) socket.destroy();
+  }
+
+  /** Close every silent and waiting socket (rejected as `shutdown`); let running handshakes finish. */
+  rejectWaiting(): void {
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    this.silent?.clear((socket) => this.reject(socket, 'shutdown', false));
+    for (const ready of this.queue.clear()) this.rejectReady(ready, 'shutdown');
+    this.checkRoom();
+    this.events.changed();
+  }
+
+  /** Resolves once no handshake is running. */
+  whenNoHandshakes(): Promise<void> {
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private settleIdleWaiters(): void {
+    if (this.inFlight.size > 0 || this.idleWaiters.length === 0) return;
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private enqueue(ready: Ready): void {
+    if (this.closed) {
+      this.rejectReady(ready, 'shutdown');
+      return;
+    }
+    if (this.queue.length === 0 && this.canStart()) {
+      this.start(ready);
+    } else if (this.queue.push(ready, Date.now())) {
+      this.makeRoomForHandshakes();
+      this.armExpiry(Date.now());
+      this.events.changed();
+    } else {
+      this.rejectReady(ready, 'queue_full');
+      if (!this.overflowing) {
+        this.overflowing = true;
+        this.events.overflowed(true);
+      }
+    }
+  }
+
+  /** A slot of `maxConnections` and a handshake slot are free, and this turn's batch is not spent. */
+  private canStart(): boolean {
+    const h = this.inFlight.size;
+    return h < this.options.maxHandshakes && h + this.leases < this.limit && this.startedThisTurn < this.options.handshakeBatch;
+  }
+
+  /** Serve waiting sockets while slots are free. */
+  private pump(): void {
+    if (!this.closed && this.queue.length > 0) {
+      const now = Date.now();
+      let served = false;
+      while (this.queue.length > 0 && this.canStart()) {
+        this.start(this.queue.take(now)!);
+        served = true;
+      }
+      if (this.queue.length > 0) this.makeRoomForHandshakes();
+      if (served) this.events.changed();
+    }
+    this.checkRoom();
+  }
+
+  /**
+   * Every handshake slot is taken and a ClientHello waits: close the handshake that has waited
+   * longest for its peer, if that is over a fifth of `handshakeTimeout` (a peer that sent a
+   * ClientHello and went quiet must not keep a live one out for the whole timeout).
+   */
+  private makeRoomForHandshakes(): void {
+    const h = this.inFlight.size;
+    if (h < this.options.maxHandshakes || h + this.leases >= this.limit) return;
+    const [oldest, { startedAt }] = this.inFlight.entries().next().value!;
+    const due = startedAt + this.options.handshakeTimeout / 5 - Date.now();
+    if (due < 0) {
+      this.stalled.add(oldest);
+      oldest.destroy();
+    } else if (this.stallTimer === undefined) {
+      // Look again when the oldest has waited long enough, if a ClientHello still waits then.
+      this.stallTimer = setTimeout(() => {
+        this.stallTimer = undefined;
+        if (this.queue.length > 0) this.makeRoomForHandshakes();
+      }, due + 1);
+      this.stallTimer.unref();
+    }
+  }
+
+  /** After an overflow: report once the queue has room again. */
+  private checkRoom(): void {
+    if (!this.overflowing) return;
+    const max = this.options.maxWaiting;
+    const room = this.closed || (max > 0 ? this.queue.length <= Math.floor((max * 3) / 4) : this.canStart());
+    if (!room) return;
+    this.overflowing = false;
+    this.events.overflowed(false);
+  }
+
+  /** Count a start against this turn's batch; the turn ends (and the count resets) at setImmediate. */
+  private noteStart(): void {
+    if (this.startedThisTurn++ === 0) {
+      this.turnEnd = setImmediate(() => {
+        this.turnEnd = undefined;
+        this.startedThisTurn = 0;
+        this.pump();
+      });
+    }
+  }
+
+  private start(ready: Ready): void {
+    if (this.handoff.kind === 'dispatch') {
+      this.dispatch(ready, this.handoff.dispatch);
+      return;
+    }
+    const { socket, head, upstream } = ready;
+    const startedAt = Date.now();
+    this.noteStart();
+    this.inFlight.set(socket, { startedAt, upstream });
+    if (head !== undefined) this.transport.unread!(socket, head);
+    let result: Promise<TransportConnection> | TransportConnection;
+    try {
+      result = this.transport.handshake(socket);
+    } catch (err) {
+      this.failed(socket, 'error', err, undefined);
+      return;
+    }
+    if (!isThenable<TransportConnection>(result)) {
+      this.succeeded(socket, result, startedAt, undefined);
+      return;
+    }
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      socket.destroy();
+    }, this.options.handshakeTimeout);
+    result.then(
+      (conn) => this.succeeded(socket, conn, startedAt, timer),
+      (err: unknown) => this.failed(socket, timedOut ? 'timeout' : this.stalled.has(socket) ? 'stalled' : 'error', err, timer),
+    );
+  }
+
+  private dispatch(ready: Ready, dispatch: (socket: AcceptedSocket, head: Buffer | undefined, lease: Lease) => boolean): void {
+    const lease = this.lease(undefined);
+    let ok = false;
+    let error: unknown;
+    try {
+      ok = dispatch(ready.socket, ready.head, lease);
+    } catch (err) {
+      error = err;
+    }
+    if (ok) return;
+    lease.release();
+    ready.socket.destroy();
+    this.failures.error++;
+    const err = error instanceof Error ? error : new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker could take the connection');
+    this.events.handshakeFailed(ready.socket, 'error', err);
+  }
+
+  /** A new lease on a slot of `maxConnections`; releasing it releases `upstream` too. */
+  private lease(upstream: Lease | undefined): Lease {
+    this.leases++;
+    return new Lease(() => {
+      this.leases--;
+      upstream?.release();
+      this.events.released();
+      this.pump();
+      this.events.changed();
+    });
+  }
+
+  private succeeded(socket: AcceptedSocket, conn: TransportConnection, startedAt: number, timer: NodeJS.Timeout | undefined): void {
+    if (timer) clearTimeout(timer);
+    const handshake = this.inFlight.get(socket);
+    if (handshake === undefined) {
+      // Aborted by close() while the handshake was finishing (and reported as failed then).
+      conn.stream.destroy();
+      return;
+    }
+    this.inFlight.delete(socket);
+    this.events.handshaken(conn, this.lease(handshake.upstream), startedAt);
+    this.settleIdleWaiters();
+    this.pump();
+    this.events.changed();
+  }
+
+  private failed(socket: AcceptedSocket, kind: HandshakeFailure, err: unknown, timer: NodeJS.Timeout | undefined): void {
+    if (timer) clearTimeout(timer);
+    const handshake = this.inFlight.get(socket);
+    this.inFlight.delete(socket);
+    handshake?.upstream?.release();
+    socket.destroy();
+    this.failures[kind]++;
+    this.settleIdleWaiters();
+    const error =
+      kind === 'timeout'
+        ? new CorralError('CORRAL_HANDSHAKE_TIMEOUT', `handshake did not complete within ${this.options.handshakeTimeout} ms`, { cause: err })
+        : kind === 'stalled'
+          ? new CorralError('CORRAL_HANDSHAKE_TIMEOUT', 'handshake closed: its peer stalled while every handshake slot was taken and a ClientHello waited', { cause: err })
+          : err instanceof Error
+            ? err
+            : new CorralError('CORRAL_HANDSHAKE_FAILED', `handshake failed: ${String(err)}`);
+    this.events.handshakeFailed(socket, kind, error);
+    this.pump();
+    this.events.changed();
+  }
+
+  private rejectClosed(socket: AcceptedSocket, reason: SilentCloseReason): void {
+    this.rejected[reason]++;
+    this.events.rejected(socket, reason);
+    this.events.changed();
+  }
+
+  private rejectReady(ready: Ready, reason: RejectReason): void {
+    ready.upstream?.release();
+    this.reject(ready.socket, reason);
+  }
+
+  private reject(socket: AcceptedSocket, reason: RejectReason, destroy = true): void {
+    if (destroy) socket.destroy();
+    this.rejected[reason]++;
+    this.events.rejected(socket, reason);
+  }
+
+  private armExpiry(now: number): void {
+    if (this.expiryTimer !== undefined) return;
+    const oldest = this.queue.oldestSince;
+    if (oldest === undefined) return;
+    this.expiryTimer = setTimeout(() => this.expire(), Math.max(0, oldest + this.options.waitTimeout - now));
+    this.expiryTimer.unref();
+  }
+
+  private expire(): void {
+    this.expiryTimer = undefined;
+    const now = Date.now();
+    const expired = this.queue.expire(now - this.options.waitTimeout);
+    for (const ready of expired) this.rejectReady(ready, 'wait_timeout');
+    if (expired.length > 0) this.events.changed();
+    this.checkRoom();
+    this.armExpiry(now);
+  }
+}
