@@ -309,6 +309,38 @@ describe('rolling restarts and suspension, edge cases', () => {
     expect(await b.request('two')).toBe('two');
   });
 
+  it("distribution primary: a crash, removeFromCount and a worker's death each give the primary its slot back", async () => {
+    const p = await pool({ workers: 2, distribution: 'primary', maxConnections: 2 });
+    const info = (): Promise<ListenerInfo> => p.command<ListenerInfo>('info');
+    const a = await client(p);
+    const b = await client(p);
+    expect(await a.request('in')).toBe('in');
+    expect(await b.request('in')).toBe('in');
+    const waiting = async (line: string): Promise<LineClient> => {
+      const c = await client(p);
+      c.send(line);
+      for (let i = await info(); i.waiting < 1; i = await info()) await p.command('connections');
+      return c;
+    };
+    // A handler crash closes a's connection: the waiting client gets its slot.
+    const w = await waiting('w');
+    a.send('crash');
+    expect(await w.line()).toBe('w');
+    // b leaves the count (it stays open): the next waiting client gets its slot.
+    const x = await waiting('x');
+    expect(await b.request('uncount')).toBe('uncounted');
+    expect(await x.line()).toBe('x');
+    expect((await info()).active).toBe(2);
+    // The worker serving w dies: its slots come back, and the next waiting client is served.
+    const y = await waiting('y');
+    const pid = Number(await w.request('pid'));
+    const xSurvives = Number(await x.request('pid')) !== pid;
+    process.kill(pid, 'SIGKILL');
+    expect(await y.line()).toBe('y');
+    // Exactly y, and x if it was on the other worker: every lease of the dead worker came back once.
+    expect((await info()).active).toBe(xSurvives ? 2 : 1);
+  });
+
   it('stop during restartWorkers leaves no worker behind', async () => {
     const p = await pool({ workers: 2, distribution: 'shared' });
     const before = workerPids(await p.command<ListenerInfo>('info'));

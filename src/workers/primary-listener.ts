@@ -269,12 +269,15 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       {
         kind: 'dispatch',
         dispatch: (socket: AcceptedSocket, head, lease) => {
-          let best: WorkerProcess | undefined;
-          for (const w of this.slots) if (w.status === 'ready' && (!best || w.leaseCount < best.leaseCount)) best = w;
-          if (!best) throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
-          if (!best.post({ t: 'socket', head }, transport.detach!(socket))) return false;
-          best.hold(lease);
-          return true;
+          // The ready worker with the fewest connections; one whose process just went is skipped.
+          const ready = this.slots.filter((w) => w.status === 'ready' && w.child !== undefined).sort((a, b) => a.leaseCount - b.leaseCount);
+          const raw = transport.detach!(socket);
+          for (const w of ready) {
+            if (!w.post({ t: 'socket', head }, raw)) continue;
+            w.hold(lease);
+            return true;
+          }
+          throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
         },
       },
       {
@@ -430,7 +433,8 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       admission: this.options.admission,
       refusing: infos.some((i) => i.refusing),
       overflows: sum(infos.map((i) => i.overflows)) + this.poolOverflows,
-      active: sum(infos.map((i) => i.active)),
+      // Distribution primary: the primary's pool holds every slot (its leases cover the workers' handshakes).
+      active: g ? g.counted : sum(infos.map((i) => i.active)),
       connections: sum(infos.map((i) => i.connections)),
       silent: sum(infos.map((i) => i.silent)) + (g?.silent ?? 0),
       handshaking: sum(infos.map((i) => i.handshaking)),

@@ -38,6 +38,9 @@ interface MemorySocket extends AcceptedSocket {
 
 let nextId = 1;
 
+/** How to stop reading the first bytes of a memory stream. */
+const readers = new WeakMap<Duplex, () => void>();
+
 /**
  * A test-only transport over in-memory streams, written against corral's public `Transport`
  * interface only. It proves that a third transport plugs into the core unchanged.
@@ -57,6 +60,30 @@ export class MemoryTransport implements Transport {
         this.handlers = undefined;
       },
     });
+  }
+
+  /** Client-first admission over memory streams: read the first chunks, then put them back. */
+  readFirstBytes(socket: MemorySocket, onData: (chunk: Buffer) => void, onEnd: () => void): void {
+    const stream = socket.stream;
+    const end = (): void => {
+      stream.off('data', onData);
+      onEnd();
+    };
+    readers.set(stream, () => {
+      stream.off('data', onData);
+      stream.off('end', end);
+      stream.off('close', end);
+    });
+    stream.on('data', onData);
+    stream.once('end', end);
+    stream.once('close', end);
+  }
+
+  unread(socket: MemorySocket, head: Buffer): void {
+    readers.get(socket.stream)?.();
+    readers.delete(socket.stream);
+    socket.stream.pause();
+    socket.stream.unshift(head);
   }
 
   handshake(socket: MemorySocket): TransportConnection {
