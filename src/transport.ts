@@ -124,6 +124,15 @@ export interface Transport {
    */
   firstMessageLength?(head: Buffer): number;
   /**
+   * Whether a peer that ends its side before the handshake has left for good (TLS: a client never
+   * half-closes before its handshake, so an early end is a client that gave up, e.g. at its
+   * deadline). Then corral keeps reading a socket while it waits for a handshake slot, and drops it
+   * the moment its peer leaves instead of spending a handshake on it. Leave it unset where a client
+   * may send a request and half-close at once (a plain TCP protocol): such a socket is then not
+   * read while it waits.
+   */
+  readonly earlyEndIsDeparture?: boolean;
+  /**
    * Read an accepted socket before its handshake: call `onData` with each chunk the peer sends and
    * `onEnd` once if the peer ends or resets the socket, until {@link Transport.unread} (or
    * `destroy`). Needed for client-first admission.

@@ -91,14 +91,26 @@ export interface AcceptorPoolEvents {
   overflowed(full: boolean): void;
 }
 
-/** A socket whose first message has arrived (or that does not wait for one), waiting for a slot. */
+/**
+ * A socket on its way through the pool: silent, then waiting for a slot. A client-first socket is
+ * read all along — for its first message while silent, and while it waits to learn whether its
+ * peer gives up (a client past its deadline closes its end; the socket then leaves the queue
+ * instead of costing a handshake).
+ */
 interface Ready {
   readonly socket: AcceptedSocket;
   /** The bytes read from it so far, to put back before its handshake. */
-  readonly head: Buffer | undefined;
+  head: Buffer | undefined;
   /** The slot another process holds for it (distribution `primary`), released when it is done here. */
   readonly upstream: Lease | undefined;
+  /** Still being read (until its handshake starts, or it sent more than a waiting socket may). */
+  reading: boolean;
 }
+
+const EMPTY = Buffer.alloc(0);
+
+/** Most bytes read from a socket before its handshake (its first message and what followed). */
+const MAX_HEAD = 16 * 1024 + 5 + 4096;
 
 /** A running handshake. */
 interface Handshake {
@@ -174,16 +186,7 @@ export class AcceptorPool {
       if (transport.readFirstBytes === undefined || transport.unread === undefined) {
         throw new CorralError('CORRAL_UNSUPPORTED', `transport ${transport.name} cannot read a socket's first bytes (clientFirst)`);
       }
-      const read = transport.readFirstBytes.bind(transport);
-      const measure = transport.firstMessageLength?.bind(transport);
-      this.silent = new SilentSockets(options, read, measure, {
-        spoke: (socket, head) => this.enqueue({ socket, head, upstream: undefined }),
-        closed: (socket, reason) => this.rejectClosed(socket, reason),
-        gaveUp: () => {
-          this.gaveUp++;
-          this.events.changed();
-        },
-      });
+      this.silent = new SilentSockets(options, { closed: (socket, reason) => this.rejectClosed(socket, reason) });
     }
   }
 
@@ -219,7 +222,13 @@ export class AcceptorPool {
     }
     if (this.silent !== undefined) {
       // The per-source bound reads the peer's address anyway (a getpeername(2) per accept).
-      this.silent.add(socket, Date.now());
+      if (!this.silent.add(socket, Date.now())) return;
+      const ready: Ready = { socket, head: undefined, upstream: undefined, reading: true };
+      this.transport.readFirstBytes!(
+        socket,
+        (chunk) => this.onBytes(ready, chunk),
+        () => this.onPeerGone(ready),
+      );
       this.events.changed();
       return;
     }
@@ -231,7 +240,49 @@ export class AcceptorPool {
       void socket.remoteAddress;
       void socket.remotePort;
     }
-    this.enqueue({ socket, head: undefined, upstream: undefined });
+    this.enqueue({ socket, head: undefined, upstream: undefined, reading: false });
+  }
+
+  /** Bytes from a socket being read: its first message (while silent), or more while it waits. */
+  private onBytes(ready: Ready, chunk: Buffer): void {
+    const head = ready.head === undefined ? chunk : Buffer.concat([ready.head, chunk]);
+    ready.head = head;
+    if (!this.silent!.has(ready.socket)) {
+      // It waits for a slot: keep what it sent, up to a bound; past it, stop reading (the kernel
+      // keeps the rest, and TCP pushes back).
+      if (head.length > MAX_HEAD) this.stopReading(ready);
+      return;
+    }
+    const need = this.transport.firstMessageLength === undefined ? 1 : this.transport.firstMessageLength(head);
+    if (need < 0) {
+      this.silent!.close(ready.socket, 'malformed');
+      return;
+    }
+    if (need === 0 || head.length < need) {
+      if (head.length > MAX_HEAD) this.silent!.close(ready.socket, 'malformed');
+      return;
+    }
+    this.silent!.remove(ready.socket);
+    // Where an early end is not a departure (a request followed by a half-close), stop reading now:
+    // the end must reach the connection, not be taken for a client that left.
+    if (this.transport.earlyEndIsDeparture !== true) this.stopReading(ready);
+    this.enqueue(ready);
+  }
+
+  /** The peer ended or reset a socket being read: it gave up, silent or waiting. */
+  private onPeerGone(ready: Ready): void {
+    ready.reading = false;
+    if (!this.silent!.remove(ready.socket) && !this.queue.delete(ready)) return;
+    ready.socket.destroy();
+    this.gaveUp++;
+    this.events.changed();
+  }
+
+  /** Stop reading a socket; what was read stays in `ready.head`. */
+  private stopReading(ready: Ready): void {
+    if (!ready.reading) return;
+    ready.reading = false;
+    this.transport.unread!(ready.socket, EMPTY);
   }
 
   /**
@@ -242,7 +293,7 @@ export class AcceptorPool {
    */
   admitDispatched(socket: AcceptedSocket, head: Buffer | undefined, upstream: Lease): void {
     this.accepted++;
-    this.enqueue({ socket, head, upstream });
+    this.enqueue({ socket, head, upstream, reading: false });
   }
 
   /** Close every silent and waiting socket and abort running handshakes; admit nothing more. */
@@ -372,11 +423,11 @@ export class AcceptorPool {
       this.dispatch(ready, this.handoff.dispatch);
       return;
     }
-    const { socket, head, upstream } = ready;
+    const { socket, upstream } = ready;
     const startedAt = Date.now();
     this.noteStart();
     this.inFlight.set(socket, { startedAt, upstream });
-    if (head !== undefined) this.transport.unread!(socket, head);
+    this.putBack(ready);
     let result: Promise<TransportConnection> | TransportConnection;
     try {
       result = this.transport.handshake(socket);
@@ -401,6 +452,8 @@ export class AcceptorPool {
 
   private dispatch(ready: Ready, dispatch: (socket: AcceptedSocket, head: Buffer | undefined, lease: Lease) => boolean): void {
     const lease = this.lease(undefined);
+    // What was read goes along with the socket, so nothing is put back here.
+    this.stopReading(ready);
     let ok = false;
     let error: unknown;
     try {
@@ -414,6 +467,13 @@ export class AcceptorPool {
     this.failures.error++;
     const err = error instanceof Error ? error : new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker could take the connection');
     this.events.handshakeFailed(ready.socket, 'error', err);
+  }
+
+  /** Before a handshake: stop reading the socket and put back what was read from it. */
+  private putBack(ready: Ready): void {
+    this.stopReading(ready);
+    if (ready.head !== undefined) this.transport.unread!(ready.socket, ready.head);
+    ready.head = undefined;
   }
 
   /** A new lease on a slot of `maxConnections`; releasing it releases `upstream` too. */

@@ -21,38 +21,26 @@ export interface SilentSocketsOptions {
 
 /** What the silent stage reports to its acceptor pool. @internal */
 export interface SilentSocketsEvents {
-  /** The socket's first message is complete: `head` is every byte read from it. */
-  spoke(socket: AcceptedSocket, head: Buffer): void;
-  /** The stage closed the socket. */
+  /** The stage closed the socket (a bound or the timeout). */
   closed(socket: AcceptedSocket, reason: SilentCloseReason): void;
-  /** The peer ended or reset the socket before its first message was complete (it is destroyed). */
-  gaveUp(socket: AcceptedSocket): void;
 }
-
-/**
- * How much of a client's first message `head` holds: the message's total length in bytes once
- * `head` says it (it may not be complete yet), `0` while `head` is too short to tell, `-1` when the
- * bytes cannot start a valid first message. @internal
- */
-export type MeasureFirstMessage = (head: Buffer) => number;
 
 interface Entry {
   readonly socket: AcceptedSocket;
   readonly source: string | undefined;
   readonly since: number;
-  chunks: Buffer[];
-  length: number;
 }
 
 /**
  * The sockets of one listener whose peer has not yet sent its first message — for TLS, a complete
  * first record (the ClientHello). Such a socket does no work, so it holds no handshake slot and
  * counts against none of `maxHandshakes`, `maxConnections` or `maxWaiting`; it costs a file
- * descriptor and a few hundred bytes, and is bounded by time (`silentTimeout`), per source
- * (`maxSilentPerSource`: per IPv4 address or IPv6 prefix, see `sourceKey`) and in all
+ * descriptor and a few hundred bytes, and this stage bounds it by time (`silentTimeout`), per
+ * source (`maxSilentPerSource`: per IPv4 address or IPv6 prefix, see `sourceKey`) and in all
  * (`maxSilent`). Over a bound, the oldest silent socket of that source (or of the listener) is
  * closed: a real client speaks within a round trip of its connect, so the socket that has been
- * silent longest is the one least likely to be a client. @internal
+ * silent longest is the one least likely to be a client. The acceptor pool reads the sockets and
+ * tells this stage when one spoke or left. @internal
  */
 export class SilentSockets {
   /** Every silent socket, oldest first (a Map iterates in insertion order). */
@@ -63,9 +51,6 @@ export class SilentSockets {
 
   constructor(
     private readonly options: SilentSocketsOptions,
-    /** Reads a socket's first bytes (`Transport.readFirstBytes`). */
-    private readonly read: (socket: AcceptedSocket, onData: (chunk: Buffer) => void, onEnd: () => void) => void,
-    private readonly measure: MeasureFirstMessage | undefined,
     private readonly events: SilentSocketsEvents,
   ) {}
 
@@ -74,67 +59,62 @@ export class SilentSockets {
     return this.entries.size;
   }
 
-  /** Start reading a freshly accepted socket's first bytes. */
-  add(socket: AcceptedSocket, now: number): void {
+  /**
+   * Count a freshly accepted socket as silent, closing the oldest of its source or of the listener
+   * if a bound is passed. Returns `false` if the socket itself was closed (a bound of zero).
+   */
+  add(socket: AcceptedSocket, now: number): boolean {
     const source = sourceKey(socket.remoteAddress, this.options.sourcePrefix);
-    const entry: Entry = { socket, source, since: now, chunks: [], length: 0 };
+    const entry: Entry = { socket, source, since: now };
     this.entries.set(socket, entry);
     if (source !== undefined) {
       let group = this.bySource.get(source);
       if (group === undefined) this.bySource.set(source, (group = new Set()));
       group.add(entry);
-      if (group.size > this.options.maxSilentPerSource) this.close(group.values().next().value!, 'source_limit');
+      if (group.size > this.options.maxSilentPerSource) this.closeEntry(group.values().next().value!, 'source_limit');
     }
-    if (this.entries.size > this.options.maxSilent) this.close(this.entries.values().next().value!, 'silent_limit');
-    if (!this.entries.has(socket)) return; // it was the oldest itself (a bound of 0)
+    if (this.entries.size > this.options.maxSilent) this.closeEntry(this.entries.values().next().value!, 'silent_limit');
+    if (!this.entries.has(socket)) return false;
     this.armTimer(now);
-    this.read(
-      socket,
-      (chunk) => this.onData(entry, chunk),
-      () => {
-        if (!this.remove(entry)) return;
-        socket.destroy();
-        this.events.gaveUp(socket);
-      },
-    );
+    return true;
   }
 
-  /** Close every silent socket (the listener stops or drains); reports each as `closed` with `reason`. */
+  /** Whether the socket is still silent. */
+  has(socket: AcceptedSocket): boolean {
+    return this.entries.has(socket);
+  }
+
+  /** The socket spoke or its peer left: it is no longer silent. `false` if it was not. */
+  remove(socket: AcceptedSocket): boolean {
+    const entry = this.entries.get(socket);
+    if (entry === undefined) return false;
+    this.forget(entry);
+    return true;
+  }
+
+  /** Close a silent socket for `reason` (reported as `closed`). */
+  close(socket: AcceptedSocket, reason: SilentCloseReason): void {
+    const entry = this.entries.get(socket);
+    if (entry !== undefined) this.closeEntry(entry, reason);
+  }
+
+  /** Close every silent socket (the listener stops or drains); `onClosed` is told of each. */
   clear(onClosed: (socket: AcceptedSocket) => void): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
     for (const entry of [...this.entries.values()]) {
-      this.remove(entry);
+      this.forget(entry);
       entry.socket.destroy();
       onClosed(entry.socket);
     }
   }
 
-  private onData(entry: Entry, chunk: Buffer): void {
-    if (!this.entries.has(entry.socket)) return;
-    entry.chunks.push(chunk);
-    entry.length += chunk.length;
-    const head = entry.chunks.length === 1 ? chunk : Buffer.concat(entry.chunks, entry.length);
-    entry.chunks = [head];
-    const need = this.measure === undefined ? 1 : this.measure(head);
-    if (need < 0) {
-      this.close(entry, 'malformed');
-      return;
-    }
-    if (need === 0 || head.length < need) return;
-    this.remove(entry);
-    this.events.spoke(entry.socket, head);
-  }
-
-  private close(entry: Entry, reason: SilentCloseReason): void {
-    if (!this.remove(entry)) return;
+  private closeEntry(entry: Entry, reason: SilentCloseReason): void {
+    this.forget(entry);
     entry.socket.destroy();
     this.events.closed(entry.socket, reason);
   }
 
-  /** Forget an entry; `false` if it was already gone. */
-  private remove(entry: Entry): boolean {
-    if (!this.entries.delete(entry.socket)) return false;
+  private forget(entry: Entry): void {
+    this.entries.delete(entry.socket);
     if (entry.source !== undefined) {
       const group = this.bySource.get(entry.source);
       if (group !== undefined) {
@@ -146,7 +126,6 @@ export class SilentSockets {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    return true;
   }
 
   /** One timer for the whole stage, due when the oldest silent socket times out. */
@@ -164,7 +143,7 @@ export class SilentSockets {
     const cutoff = now - this.options.silentTimeout;
     for (const entry of this.entries.values()) {
       if (entry.since > cutoff) break;
-      this.close(entry, 'silent_timeout');
+      this.closeEntry(entry, 'silent_timeout');
     }
     this.armTimer(now);
   }

@@ -127,12 +127,12 @@ export function readFirstBytes(socket: net.Socket, onData: (chunk: Buffer) => vo
   s.resume();
 }
 
-/** Stop reading (if reading) and put `head` back to be read first: see {@link Transport.unread}. @internal */
+/** Stop reading (if reading) and put `head` (if any) back to be read first: see {@link Transport.unread}. @internal */
 export function unread(socket: net.Socket, head: Buffer): void {
   const s = socket as ReadingSocket;
   s[firstBytesReader]?.();
   s.pause();
-  s.unshift(head);
+  if (head.length > 0) s.unshift(head);
 }
 
 /**

@@ -151,6 +151,8 @@ export class TlsTransport implements Transport {
   private tlsOptions: TlsTransportOptions;
   /** The client always speaks first (its ClientHello): the acceptor pool reads it before any slot is taken. */
   readonly clientFirst: boolean = true;
+  /** A TLS client that ends its side before the handshake has given up. */
+  readonly earlyEndIsDeparture: boolean = true;
   private sniContexts = new Map<string, tls.SecureContext>();
   /** Given, or made at start: kept across certificate reloads so that tickets stay valid. */
   private ticketKeys: Buffer[];

@@ -169,6 +169,7 @@ describe('WaitQueue', () => {
     | { kind: 'push'; count: number; advance: number }
     | { kind: 'take'; advance: number }
     | { kind: 'expire'; age: number; advance: number }
+    | { kind: 'delete'; pick: number }
     | { kind: 'clear' };
 
   const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -177,10 +178,11 @@ describe('WaitQueue', () => {
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('push' as const), count: fc.integer({ min: 100, max: 700 }), advance: fc.integer({ min: 0, max: 30 }) }) },
     { weight: 5, arbitrary: fc.record({ kind: fc.constant('take' as const), advance: fc.integer({ min: 0, max: 60 }) }) },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('expire' as const), age: fc.integer({ min: 0, max: 200 }), advance: fc.integer({ min: 0, max: 30 }) }) },
+    { weight: 3, arbitrary: fc.record({ kind: fc.constant('delete' as const), pick: fc.nat() }) },
     { weight: 1, arbitrary: fc.constant({ kind: 'clear' as const }) },
   );
 
-  it('behaves like a simple array model for any sequence of push, take, expire and clear', () => {
+  it('behaves like a simple array model for any sequence of push, take, expire, delete and clear', () => {
     fc.assert(
       fc.property(
         fc.constantFrom<AdmissionPolicy>('fifo', 'lifo', 'adaptive'),
@@ -222,6 +224,17 @@ describe('WaitQueue', () => {
                 expect(q.expire(cutoff)).toEqual(want);
                 break;
               }
+              case 'delete': {
+                // Delete a waiting item (anywhere), or one that is not waiting (pick past the end).
+                const i = op.pick % (model.length + 1);
+                if (i < model.length) {
+                  expect(q.delete(model[i]!.item)).toBe(true);
+                  model.splice(i, 1);
+                } else {
+                  expect(q.delete(-1 - op.pick)).toBe(false);
+                }
+                break;
+              }
               case 'clear':
                 expect(q.clear()).toEqual(model.splice(0).map((w) => w.item));
                 break;
@@ -232,7 +245,7 @@ describe('WaitQueue', () => {
           expect(q.clear()).toEqual(model.map((w) => w.item));
         },
       ),
-      { numRuns: 300 },
+      { numRuns: 500 },
     );
   });
 });

@@ -83,7 +83,7 @@ export class MemoryTransport implements Transport {
     readers.get(socket.stream)?.();
     readers.delete(socket.stream);
     socket.stream.pause();
-    socket.stream.unshift(head);
+    if (head.length > 0) socket.stream.unshift(head);
   }
 
   handshake(socket: MemorySocket): TransportConnection {
