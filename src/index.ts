@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 export { startListener, getListener, stopListener, listeners } from './registry.js';
-export type { ListenerOptions, Overflow } from './options.js';
+export type { ListenerOptions } from './options.js';
 export type {
   Listener,
   ListenerStatus,
@@ -25,7 +25,7 @@ export type { WorkerInfo } from './workers/ipc.js';
 export { currentWorker, type WorkerIdentity } from './workers/current-worker.js';
 export type { WorkerRestartOptions } from './options.js';
 export { currentConnection, type ConnectionContext } from './connection-context.js';
-export type { AcceptorPoolStats, RejectReason, HandshakeFailure } from './acceptor-pool/acceptor-pool.js';
+export type { AcceptorPoolStats, RejectReason, HandshakeFailure, Overflow } from './acceptor-pool/acceptor-pool.js';
 export type { SilentCloseReason } from './acceptor-pool/silent-sockets.js';
 export type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
 export { sourceKey, type SourcePrefix } from './limits/source-key.js';

@@ -6,13 +6,12 @@ import type { RestartStrategy } from './supervisor.js';
 import type { Transport } from './transport.js';
 import { TcpTransport, type TcpTransportOptions } from './transports/tcp.js';
 import { TlsTransport, type TlsTransportOptions } from './transports/tls.js';
+import type { Overflow } from './acceptor-pool/acceptor-pool.js';
 import type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
 import { checkSourcePrefix, type SourcePrefix } from './limits/source-key.js';
 import { sessionIdContextFor } from './transports/ticket-keys.js';
 import { checkWorkers, type Distribution } from './workers/distribution.js';
 
-/** What a listener does with connects while its wait queue is full: see {@link ListenerOptions.overflow}. */
-export type Overflow = 'refuse' | 'close';
 
 /**
  * Everything `startListener` accepts. Only `name` and `protocol` are required; every default is
@@ -94,7 +93,9 @@ export interface ListenerOptions<O = unknown> {
    * three quarters of `maxWaiting` (or, with `maxWaiting: 0`, once a slot is free); meanwhile the
    * kernel refuses connects before a TLS byte is spent on either side — or, for a worker sharing
    * the primary's socket (`distribution: 'shared'`), they wait in the backlog. `'close'`: every
-   * such socket is accepted and closed (`rejected.queue_full`). See docs/limits.md.
+   * such socket is accepted and closed (`rejected.queue_full`). `'drop-oldest'`: the socket that
+   * has waited longest is closed (`rejected.queue_full`) to make room for the new one, which is the
+   * one a newest-first queue serves next. See docs/limits.md.
    */
   overflow?: Overflow;
   /**
@@ -353,7 +354,7 @@ export function resolveListenerOptions(options: ListenerOptions<unknown>): Resol
     waitTimeout: checkMs('waitTimeout', o.waitTimeout, 5000),
     admission: checkEnum('admission', o.admission, ['fifo', 'lifo', 'adaptive'], 'adaptive'),
     adaptiveTarget: checkMs('adaptiveTarget', o.adaptiveTarget, 100, 0),
-    overflow: checkEnum<Overflow>('overflow', o.overflow, ['refuse', 'close'], 'refuse'),
+    overflow: checkEnum<Overflow>('overflow', o.overflow, ['refuse', 'close', 'drop-oldest'], 'refuse'),
     shutdownTimeout: checkMs('shutdownTimeout', o.shutdownTimeout, 5000, 0),
     drainRate: checkRate('drainRate', o.drainRate, 1000),
     idleTimeout: checkMs('idleTimeout', o.idleTimeout, 0, 0),

@@ -480,6 +480,19 @@ describe('the wait queue', () => {
     expect(await l.info()).toMatchObject({ refusing: false, overflows: 1, accepted: 4, rejected: { queue_full: 2 } });
   });
 
+  it("overflow 'drop-oldest': keeps listening, closes the socket that waited longest and keeps the new one", async () => {
+    const l = await tcpListener({ maxConnections: 1, maxWaiting: 1, overflow: 'drop-oldest' });
+    const { a, w } = await servedAndWaiting(l);
+    const rejected = next(l, 'reject');
+    const fresh = await tcpClient(l);
+    fresh.send('fresh');
+    expect((await rejected).reason).toBe('queue_full');
+    await w.closed; // the one that waited longest made room
+    expect(await l.info()).toMatchObject({ refusing: false, waiting: 1, rejected: { queue_full: 1 } });
+    a.end();
+    expect(await fresh.line()).toBe('fresh');
+  });
+
   it("overflow 'refuse' with maxWaiting 0 reopens once a slot is free; a suspend meanwhile keeps it closed until resume", async () => {
     const l = await tcpListener({ maxConnections: 1, maxWaiting: 0 });
     const a = await tcpClient(l);

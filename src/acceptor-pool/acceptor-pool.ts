@@ -16,6 +16,9 @@ import { type AdmissionPolicy, WaitQueue } from './wait-queue.js';
  */
 export type RejectReason = 'queue_full' | 'wait_timeout' | 'shutdown' | SilentCloseReason;
 
+/** What a listener does with connects while its wait queue is full: see `ListenerOptions.overflow`. */
+export type Overflow = 'refuse' | 'close' | 'drop-oldest';
+
 /**
  * How a transport handshake failed: `timeout` (`handshakeTimeout` passed), `stalled` (every
  * handshake slot was taken, a ClientHello was waiting, and this handshake had waited longest for
@@ -53,6 +56,7 @@ export interface AcceptorPoolOptions {
   readonly waitTimeout: number;
   readonly admission: AdmissionPolicy;
   readonly adaptiveTarget: number;
+  readonly overflow: Overflow;
   readonly clientFirst: boolean;
   readonly silentTimeout: number;
   readonly maxSilent: number;
@@ -343,6 +347,11 @@ export class AcceptorPool {
     } else if (this.queue.push(ready, Date.now())) {
       this.makeRoomForHandshakes();
       this.armExpiry(Date.now());
+      this.events.changed();
+    } else if (this.options.overflow === 'drop-oldest' && this.queue.length > 0) {
+      // Make room: the socket that has waited longest is the one least likely to be served in time.
+      this.rejectReady(this.queue.shift()!, 'queue_full');
+      this.queue.push(ready, Date.now());
       this.events.changed();
     } else {
       this.rejectReady(ready, 'queue_full');

@@ -75,6 +75,11 @@ export class WaitQueue<T> {
     return newest ? this.popTail() : this.popHead();
   }
 
+  /** Remove and return the oldest item, or `undefined` if empty. */
+  shift(): T | undefined {
+    return this.size === 0 ? undefined : this.popHead();
+  }
+
   /** Remove an item wherever it is; `false` if it is not waiting. */
   delete(item: T): boolean {
     const w = this.index.get(item);

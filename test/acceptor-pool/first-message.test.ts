@@ -55,6 +55,7 @@ const defaults: AcceptorPoolOptions = {
   waitTimeout: 60_000,
   admission: 'fifo',
   adaptiveTarget: 100,
+  overflow: 'close',
   clientFirst: true,
   silentTimeout: 60_000,
   maxSilent: 100,
