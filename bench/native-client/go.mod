@@ -1,0 +1,3 @@
+module corral-load
+
+go 1.19

@@ -1,0 +1,54 @@
+// Command corral-load is the benchmark's native load client: TLS devices on loopback that cost
+// far less CPU per handshake than a Node client, so that on a small machine the server, not the
+// client, is what a storm or an overload measures.
+//
+//	corral-load storm    -port N -devices N [-reconnect [-resume]] ...  a reconnect storm
+//	corral-load overload -port N -rate R -seconds T ...                 open-loop arrivals
+//	corral-load capacity -port N -concurrency C -seconds T ...          closed-loop handshakes per second
+//	corral-load silent   -port N -count N -kind K ...                   hostile peers held open
+//	corral-load probe    -port N -samples S ...                         sequential service latency
+//
+// Every subcommand ends by itself (-max-seconds at the latest), writes progress to stderr and
+// prints its result as one JSON line on stdout, tagged "t":"done" (a few print earlier lines,
+// tagged otherwise, as their docs say). Each result carries the client's own CPU time (user +
+// system, µs) and the handshakes it completed (full and resumed), so that a runner can report the
+// client's CPU per handshake. With -stdin, the process also reads commands from stdin (one per
+// line: "storm", "stop") and takes the end of stdin as "stop": the runner that started it is gone.
+//
+// Standard library only; see bench/lib/native-client.ts for how the benchmark builds and runs it.
+package main
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"time"
+)
+
+const usage = `usage: corral-load <storm|overload|capacity|silent|probe> [flags]
+run "corral-load <subcommand> -h" for the flags of one subcommand
+`
+
+func main() {
+	rand.Seed(time.Now().UnixNano())
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "storm":
+		runStorm(args)
+	case "overload":
+		runOverload(args)
+	case "capacity":
+		runCapacity(args)
+	case "silent":
+		runSilent(args)
+	case "probe":
+		runProbe(args)
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+}
