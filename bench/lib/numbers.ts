@@ -7,6 +7,27 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
 }
 
+/** The median, 90th and 99th percentiles and the maximum of a set of values. */
+export interface Percentiles {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+/** {@link Percentiles} of `values` (null when empty). */
+export function percentiles(values: readonly number[]): Percentiles | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
+  return { p50: at(50), p90: at(90), p99: at(99), max: sorted.at(-1)! };
+}
+
+/** The median of `values` (of an even count, the upper of the two middle ones); NaN when empty. */
+export function median(values: readonly number[]): number {
+  return percentile(values, 50);
+}
+
 /** Round to `digits` decimals. */
 export function round(v: number, digits = 1): number {
   const f = 10 ** digits;

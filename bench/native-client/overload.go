@@ -17,8 +17,9 @@ import (
 //
 // The result ({"t":"done",...}): offered (R × T), started, skipped by cause, succeeded, good
 // (succeeded within [-warmup, T]), failed by reason, unfinished, latency percentiles of the
-// successes (ms), how late the clock started arrivals (max, p99), the most sockets open at once,
-// and the client's CPU and handshakes.
+// successes and each success's latency (ms, so that a runner can merge processes), how late the
+// clock started arrivals (max, p99), the most sockets open at once, and the client's CPU and
+// handshakes.
 func runOverload(args []string) {
 	fs := flag.NewFlagSet("overload", flag.ExitOnError)
 	o := commonFlags(fs, 120)
@@ -80,6 +81,7 @@ func runOverload(args []string) {
 			"failed":            failed,
 			"unfinished":        unfinished,
 			"latency":           percentilesOf(latencies),
+			"latencies":         nonNil(latencies),
 			"maxLagMs":          ms(maxLagSeen),
 			"lagP99Ms":          lagP99,
 			"maxOpen":           maxOpenSeen,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"sync"
 	"time"
 )
 
@@ -13,7 +14,7 @@ import (
 // The result ({"t":"done",...}): every attempt's time in ms (`latencies`, in order; a failed
 // attempt counts with the time it took to fail, so a timeout weighs as much as its deadline),
 // which of them failed (`failedAt`, indexes) and why (`failed`), their p50/p90/p99/max, and the
-// client's CPU and handshakes.
+// client's CPU and handshakes. Cut short by -max-seconds, it reports the samples taken so far.
 func runProbe(args []string) {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
 	o := commonFlags(fs, 300)
@@ -25,36 +26,26 @@ func runProbe(args []string) {
 		fatalf("-samples must be positive")
 	}
 	cfg := o.tlsConfig()
+	var mu sync.Mutex
 	latencies := make([]float64, 0, *samples)
 	failed := map[string]int{}
 	failedAt := []int{}
-	var snapshot func(bool) interface{}
-	results := make(chan func(), 1)
-	snapshot = func(truncated bool) interface{} {
-		// Called by the watchdog from another goroutine: read through the probe loop when it can.
-		done := make(chan interface{}, 1)
-		select {
-		case results <- func() { done <- probeResult(truncated, latencies, failed, failedAt) }:
-			return <-done
-		case <-time.After(2 * time.Second):
-			return map[string]interface{}{"t": "done", "truncated": true, "error": "probe loop busy"}
-		}
-	}
-	watchdog(o, snapshot)
+	watchdog(o, func(truncated bool) interface{} {
+		mu.Lock()
+		defer mu.Unlock()
+		return probeResult(truncated, latencies, failed, failedAt)
+	})
 	begin := time.Now()
 	last := begin
 	for i := 0; i < *samples; i++ {
-		select {
-		case f := <-results:
-			f()
-		default:
-		}
 		a := o.connectOnce(sourceAddress(o.net, i%250), time.Duration(*deadline)*time.Millisecond, cfg, false)
+		mu.Lock()
 		latencies = append(latencies, ms(a.latency))
 		if !a.ok {
 			failed[a.reason]++
 			failedAt = append(failedAt, i)
 		}
+		mu.Unlock()
 		if time.Since(last) > 2*time.Second {
 			last = time.Now()
 			logf("probe: %d/%d samples, %d failed", i+1, *samples, len(failedAt))
@@ -63,6 +54,8 @@ func runProbe(args []string) {
 			time.Sleep(time.Duration(*interval) * time.Millisecond)
 		}
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	finish(probeResult(false, latencies, failed, failedAt))
 }
 

@@ -100,12 +100,14 @@ func runStorm(args []string) {
 		s.startStorm()
 		pace(len(s.devices), *connectRate, 0, s.stop, func(i int) { s.stormDevice(s.devices[i]) })
 	}
+	stopped := false
 	select {
 	case <-s.ended:
 	case <-s.stop:
+		stopped = true
 	}
 	close(progress)
-	finish(s.result(false))
+	finish(s.result(stopped))
 	if s.hold && o.stdin {
 		<-s.stop
 	}
