@@ -247,6 +247,11 @@ export interface NativeStormOptions extends NativeCommon {
   connectRate?: number;
   /** Each device keeps its TLS session cache across attempts. */
   resume?: boolean;
+  /**
+   * With `resume`: a failed attempt keeps the device's ticket (default true; crypto/tls drops it
+   * after any failed resumption, even a connection reset by a server that is going down).
+   */
+  keepTicket?: boolean;
 }
 
 /** A storm's outcome over all its processes; every time in wall-clock ms (Date.now()). */
@@ -329,6 +334,7 @@ function stormArgs(o: NativeStormOptions, devices: number, processes: number): s
   if (o.giveUpMs !== undefined) a.push('-give-up', String(o.giveUpMs));
   if (o.connectRate !== undefined) a.push('-connect-rate', String(o.connectRate / processes));
   if (o.resume) a.push('-resume');
+  if (o.keepTicket !== undefined) a.push(`-keep-ticket=${o.keepTicket}`);
   return a;
 }
 

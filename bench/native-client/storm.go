@@ -20,7 +20,9 @@ import (
 // once, retried quietly), print {"t":"ready",...} once all are connected, and wait for the stdin
 // line "storm" (answered {"t":"armed"}). From then on a device whose connection closes starts the
 // storm sequence above at once; times count from the arming. With -resume, each device keeps its
-// own session cache across attempts, so after a server restart it offers its ticket.
+// own session cache across attempts, so after a server restart it offers its ticket; crypto/tls
+// empties that cache whenever a resumption attempt fails, even when the connection was only reset
+// or timed out, so by default (-keep-ticket) a device keeps its ticket until it gets a new one.
 //
 // The result ({"t":"done",...}) reports per device its attempts, when each device came back (ms
 // from the storm's start, whose wall-clock time is `epoch`), every failed attempt with its source
@@ -40,6 +42,7 @@ func runStorm(args []string) {
 	setupRate := fs.Float64("setup-rate", 1000, "with -reconnect: setup connects per second")
 	setupInFlight := fs.Int("setup-in-flight", 256, "with -reconnect: setup connects in flight at once")
 	resume := fs.Bool("resume", false, "each device keeps its own TLS session cache (tickets) across attempts")
+	keepTicket := fs.Bool("keep-ticket", true, "with -resume: a failed attempt keeps the device's ticket (crypto/tls drops it on any failed resumption, even a reset)")
 	parse(fs, o, args)
 	if *devices <= 0 {
 		fatalf("-devices is required")
@@ -67,6 +70,9 @@ func runStorm(args []string) {
 		if *resume {
 			d.cfg = base.Clone()
 			d.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			if *keepTicket {
+				d.cfg.ClientSessionCache = keptTicket{d.cfg.ClientSessionCache}
+			}
 		}
 		s.devices[i] = d
 	}
@@ -458,5 +464,18 @@ func pace(n int, rate float64, inFlight int, stop <-chan struct{}, fn func(i int
 				<-slots
 			}
 		}(i)
+	}
+}
+
+// keptTicket is a device's session cache that a failed attempt does not empty: crypto/tls
+// removes the ticket (Put with nil) after any failed handshake that offered it, including a
+// connection reset by a dying server or an attempt past its deadline, so without this a device
+// would do a full handshake after every failed attempt. A server that no longer accepts the
+// ticket answers with a full handshake and a new ticket, which replaces it.
+type keptTicket struct{ tls.ClientSessionCache }
+
+func (k keptTicket) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		k.ClientSessionCache.Put(key, cs)
 	}
 }

@@ -10,6 +10,9 @@
  * - `record: <file>` (with `tls`): record every handshake, written to <file> as JSON when stdin
  *   ends: `start` at 'connection' (bare Node starts the TLS handshake on every accepted socket at
  *   once), `open` at 'secureConnection', `fail` at 'tlsClientError', with the peer's address and port.
+ *
+ * `port` and `ticketKeys` (hex) are passed to `listen` and `tls.createServer`; stdin `usage` and
+ * `trace` answer with its CPU and event-loop use (bench/servers/usage-trace.ts).
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -17,8 +20,10 @@ import { benchCertificate } from './certificate.js';
 import { HandshakeRecorder } from './handshake-record.js';
 import { LiveConnections } from './live-connections.js';
 import { announcePort, answerStdin, type EchoServerConfig, readConfig } from './server-io.js';
+import { UsageTrace, usageNow } from './usage-trace.js';
 
-const { tls: secure, cut, record }: EchoServerConfig = readConfig();
+const { tls: secure, cut, record, port, ticketKeys }: EchoServerConfig = readConfig();
+const usage = new UsageTrace();
 const live = cut ? new LiveConnections<net.Socket>() : undefined;
 const recorder = record ? new HandshakeRecorder(record) : undefined;
 
@@ -40,14 +45,16 @@ function echo(socket: net.Socket): void {
   socket.on('error', () => socket.destroy());
 }
 
-const server = secure ? tls.createServer({ ...(await benchCertificate()), minVersion: 'TLSv1.2' }, echo) : net.createServer(echo);
+const server = secure
+  ? tls.createServer({ ...(await benchCertificate()), minVersion: 'TLSv1.2', ...(ticketKeys ? { ticketKeys: Buffer.from(ticketKeys, 'hex') } : {}) }, echo)
+  : net.createServer(echo);
 server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => recorder?.add('fail', socket.remoteAddress, socket.remotePort, err.code ?? err.message));
 if (recorder) {
   server.on('connection', (socket: net.Socket) => recorder.add('start', socket.remoteAddress, socket.remotePort));
   server.on('secureConnection', (socket: tls.TLSSocket) => recorder.add('open', socket.remoteAddress, socket.remotePort));
 }
-server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, () => announcePort((server.address() as net.AddressInfo).port));
-answerStdin(live ? { cut: () => live.cut() } : {}, () => {
+server.listen({ host: '127.0.0.1', port: port ?? 0, backlog: 4096 }, () => announcePort((server.address() as net.AddressInfo).port));
+answerStdin({ usage: usageNow, trace: () => ({ samples: usage.samples() }), ...(live ? { cut: () => live.cut() } : {}) }, () => {
   recorder?.write();
   live?.cut();
   server.close();

@@ -14,6 +14,9 @@
  *   `fail` (corral:handshake:error, at the failure) and `reject` (corral:overload:reject). With
  *   `record` and `tls` the transport is the same TlsTransport corral builds for `transport: 'tls'`,
  *   passed as an object, so the listener runs the same code.
+ *
+ * `port` and `ticketKeys` (hex) go into `transportOptions`; stdin `usage` and `trace` answer with
+ * its CPU and event-loop use (bench/servers/usage-trace.ts).
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
 import {
@@ -29,8 +32,10 @@ import { benchCertificate } from './certificate.js';
 import { HandshakeRecorder } from './handshake-record.js';
 import { LiveConnections } from './live-connections.js';
 import { announcePort, answerStdin, readConfig } from './server-io.js';
+import { UsageTrace, usageNow } from './usage-trace.js';
 
-const { tls, cut, record, ...options } = readConfig<Partial<ListenerOptions>>();
+const { tls, cut, record, port, ticketKeys, ...options } = readConfig<Partial<ListenerOptions>>();
+const usage = new UsageTrace();
 const live = cut ? new LiveConnections<Connection>() : undefined;
 const recorder = record ? new HandshakeRecorder(record) : undefined;
 if (recorder) {
@@ -57,7 +62,13 @@ class RecordingTlsTransport extends TlsTransport {
 }
 
 const cert = tls ? await benchCertificate() : undefined;
-const transportOptions = { host: '127.0.0.1', port: 0, backlog: 4096, ...(cert ?? {}) };
+const transportOptions = {
+  host: '127.0.0.1',
+  port: port ?? 0,
+  backlog: 4096,
+  ...(cert ?? {}),
+  ...(tls && ticketKeys ? { ticketKeys: Buffer.from(ticketKeys, 'hex') } : {}),
+};
 const listener = await startListener({
   name: 'bench-echo',
   framing: 'line',
@@ -81,7 +92,7 @@ const listener = await startListener({
 });
 if (listener.role !== 'worker') {
   announcePort(listener.port!); // a TCP or TLS listener: it has a port
-  answerStdin({ info: () => listener.info(), ...(live ? { cut: () => live.cut() } : {}) }, async () => {
+  answerStdin({ info: () => listener.info(), usage: usageNow, trace: () => ({ samples: usage.samples() }), ...(live ? { cut: () => live.cut() } : {}) }, async () => {
     recorder?.write();
     live?.cut();
     await listener.stop({ timeout: 1000 });

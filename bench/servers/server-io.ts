@@ -1,7 +1,9 @@
 /**
  * How a benchmark server talks to the process that started it (bench/lib/server-child.ts): its
  * config is JSON in the BENCH_SERVER environment variable; it prints `{"port":…}` once listening;
- * it answers known stdin lines with one JSON line each and stops when its stdin ends.
+ * it answers known stdin lines with one JSON line each and stops when its stdin ends. Every
+ * server answers `usage` (its CPU and event-loop use now) and `trace` (sampled every 200 ms since
+ * its start; see bench/servers/usage-trace.ts).
  */
 import { createInterface } from 'node:readline';
 
@@ -15,6 +17,10 @@ export interface EchoServerConfig {
   cut?: boolean;
   /** Record every handshake (see bench/servers/handshake-record.ts) and write them to this file when stdin ends. */
   record?: string;
+  /** Listen on this port (default: any free one), e.g. to restart on the same port. */
+  port?: number;
+  /** TLS session ticket keys, 48 bytes as hex: a restarted server with the same keys resumes its tickets. */
+  ticketKeys?: string;
 }
 
 /** The server's config: BENCH_SERVER parsed, `{}` when unset. */
