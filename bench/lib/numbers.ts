@@ -28,6 +28,35 @@ export function median(values: readonly number[]): number {
   return percentile(values, 50);
 }
 
+/**
+ * The item of `items` whose `key` is the median (of an even count, the upper middle one); `key`
+ * null counts as worse than any number (e.g. a storm whose devices did not all come back).
+ */
+export function medianBy<T>(items: readonly T[], key: (item: T) => number | null): T {
+  if (items.length === 0) throw new Error('medianBy: no items');
+  const sorted = [...items].sort((a, b) => (key(a) ?? Infinity) - (key(b) ?? Infinity));
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+/**
+ * What changed between two snapshots of a JSON object of counters (e.g. corral's `info()`):
+ * every numeric leaf that differs, by its dotted path, as `after − before`. Read without
+ * knowing the object's shape, so it survives a renamed or added counter.
+ */
+export function counterDelta(before: unknown, after: unknown, prefix = ''): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (typeof after === 'number') {
+    const d = after - (typeof before === 'number' ? before : 0);
+    if (d !== 0 && prefix) out[prefix] = d;
+  } else if (after && typeof after === 'object' && !Array.isArray(after)) {
+    for (const [k, v] of Object.entries(after)) {
+      const b = before && typeof before === 'object' ? (before as Record<string, unknown>)[k] : undefined;
+      Object.assign(out, counterDelta(b, v, prefix ? `${prefix}.${k}` : k));
+    }
+  }
+  return out;
+}
+
 /** Round to `digits` decimals. */
 export function round(v: number, digits = 1): number {
   const f = 10 ** digits;

@@ -4,55 +4,55 @@
  * a network outage) and every device reconnects at once: 5 s deadline per attempt (TCP connect,
  * TLS handshake, first echo), then backoff 1 s × 2ⁿ (capped at 30 s) × random [0.5, 1.5). The same
  * storm runs against corral and against bare Node (one process each, same certificate, same echo),
- * one after the other in the same run.
+ * one after the other in the same run. The devices are the native load client
+ * (bench/native-client, Go): a Node client would spend more CPU per handshake than the server.
  *
- * Measured: time until all are back, handshakes completed per second over time, attempts per
- * device, the kernel's listen-queue overflows during the storm (TcpExt ListenOverflows /
- * ListenDrops in /proc/net/netstat), server CPU, and wasted handshakes: handshakes the server
- * started after that client had given up, matched by (source address, source port). The clients
- * record each abandoned attempt's address, port and time; the servers record each handshake's
- * start (corral: from its diagnostics channels; bare Node: at 'connection', where its handshake
- * starts) — the `cut` and `record` options of bench/servers/*-echo.ts.
+ * Measured: time until all are back against the ideal (N × the server CPU one full handshake
+ * costs, measured in this run), handshakes completed per second over time, attempts per device,
+ * the server's CPU busy share and event-loop utilization until the last device was back, the
+ * client's CPU per handshake, the kernel's listen-queue overflows (TcpExt ListenOverflows /
+ * ListenDrops), and wasted handshakes: handshakes the server started after that client had given
+ * up, matched by (source address, source port). The clients report each failed attempt's address,
+ * port and time; the servers record each handshake's start (corral: its TLS transport's
+ * handshake(); bare Node: 'connection', where its handshake starts) — the `cut` and `record`
+ * options of bench/servers/*-echo.ts. Also run, and reported without a target (full run only):
+ * 3 s and 10 s deadlines, and half the devices.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
-import type { ListenerInfo } from '../../src/index.js';
 import { ECHO_SERVERS } from '../lib/echo-server.js';
-import { openConnections } from '../lib/load.js';
+import { prepareNativeStorm } from '../lib/native-client.js';
 import { tcpExt, tcpExtDelta } from '../lib/netstat.js';
-import { cumulative, fmt, ratePerSecond, round, sleep } from '../lib/numbers.js';
-import { treeStats } from '../lib/proc-stats.js';
+import { counterDelta, cumulative, fmt, medianBy, ratePerSecond, round, sleep } from '../lib/numbers.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
-import { startServer } from '../lib/server-child.js';
-import { prepareReconnectStorm, type ReconnectStormResult } from '../lib/storm.js';
+import { type ServerChild, startServer } from '../lib/server-child.js';
+import { busyText, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
 import type { HandshakeRecord } from '../servers/handshake-record.js';
+import type { UsageSample } from '../servers/usage-trace.js';
 
 /**
- * corral's configuration: one process, the defaults (maxHandshakes 128, admission `adaptive` with a
- * 100 ms target, waitTimeout and handshakeTimeout 5 s) except the two limits a 16,000-device
- * listener must raise — the same configuration as the admission-policy measurements in
- * docs/limits.md.
+ * corral's configuration: one process, its defaults except the two limits a 16,000-device
+ * listener must raise.
  */
-const CORRAL = { tls: true, maxConnections: 30_000, maxWaiting: 15_000 } as const;
-const DEADLINE_MS = 5000;
+const CORRAL = { maxConnections: 30_000, maxWaiting: 15_000 } as const;
 const GIVE_UP_MS = 120_000;
 const CLIENT_PROCESSES = 2;
-const SETUP_RATE = 1500;
+const SETUP_RATE = 2000;
+const SETUP_IN_FLIGHT = 256;
 const COUNTERS = ['ListenOverflows', 'ListenDrops', 'SyncookiesSent'] as const;
 
-type Kind = 'corral' | 'bare';
-
-interface Run {
-  kind: Kind;
+/** One storm configuration; only the main one has targets. */
+interface Variant {
+  id: string;
+  label: string;
   devices: number;
-  back: number;
-  /** ms from the cut until the last device was back (null: not all came back). */
-  allBackMs: number | null;
-  lastBackMs: number;
-  attemptsPerDevice: number;
-  maxAttempts: number;
-  abandoned: number;
-  abandonedBy: Record<string, number>;
+  deadlineMs: number;
+  gated: boolean;
+}
+
+interface Run extends StormRun {
+  variant: string;
+  deadlineMs: number;
   handshakesStarted: number;
   handshakesCompleted: number;
   handshakesFailed: number;
@@ -61,104 +61,89 @@ interface Run {
   /** Handshakes completed (whenever started) after the client had given up on that attempt. */
   wastedCompleted: number;
   wastedPct: number;
+  /** Server CPU from the cut until the last device was back, per handshake completed meanwhile, µs. */
+  serverCpuUsPerHandshake: number | null;
   kernel: Record<string, number>;
-  serverCpuSeconds: number;
   cutMs: number;
   setupFailures: number;
-  corralInfo?: { rejected: ListenerInfo['rejected']; handshakeFailures: ListenerInfo['handshakeFailures']; accepted: number; opened: number };
+  /** corral: what its info() counters did over the storm. */
+  corralCounters?: Record<string, number>;
   /** ms from the cut to the first completed handshake. */
   firstCompletedMs: number | null;
   /** ms after the cut at which each handshake completed (for the chart). */
   completedAt: number[];
-  /** ms after the cut at which each device was back. */
-  backAt: number[];
 }
 
-/** Handshakes per second bare Node (one process, TLS) completes here, when scenario 1 did not say. */
-async function measureCapacity(ctx: BenchContext): Promise<{ perSecond: number; connections: number; seconds: number }> {
-  const connections = ctx.quick ? 1500 : 4000;
-  const server = await startServer(ECHO_SERVERS.bare, { tls: true });
-  try {
-    await sleep(500);
-    const load = await openConnections({ port: server.port, tls: true, connections, rate: 1_000_000, inFlight: 256, processes: CLIENT_PROCESSES });
-    await load.close();
-    return { perSecond: Math.round(load.connected / (load.ms / 1000)), connections: load.connected, seconds: load.ms / 1000 };
-  } finally {
-    await server.stop();
-  }
-}
-
-async function stormOnce(ctx: BenchContext, kind: Kind, devices: number): Promise<Run> {
+async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: number): Promise<Run> {
   const recordFile = `${os.tmpdir()}/corral-bench-storm-${process.pid}-${kind}.json`;
-  const server = await startServer(ECHO_SERVERS[kind], { ...(kind === 'corral' ? CORRAL : { tls: true }), cut: true, record: recordFile });
-  let storm: Awaited<ReturnType<typeof prepareReconnectStorm>> | undefined;
+  const server = await startServer(ECHO_SERVERS[kind], { tls: true, ...(kind === 'corral' ? CORRAL : {}), cut: true, record: recordFile });
+  const storm = prepareNativeStorm({
+    port: server.port,
+    net,
+    devices: v.devices,
+    processes: CLIENT_PROCESSES,
+    setupRate: SETUP_RATE,
+    setupInFlight: SETUP_IN_FLIGHT,
+    deadlineMs: v.deadlineMs,
+    giveUpMs: GIVE_UP_MS,
+  });
   try {
-    ctx.log(`storm/${kind}: connecting ${fmt(devices)} devices at ${fmt(SETUP_RATE)}/s`);
-    storm = await prepareReconnectStorm({ port: server.port, devices, processes: CLIENT_PROCESSES, rate: SETUP_RATE, inFlight: 256, deadline: DEADLINE_MS, giveUpAfter: GIVE_UP_MS });
-    const setupFailures = storm.setupFailures;
+    const info0 = kind === 'corral' ? await server.ask('info') : undefined;
+    ctx.log(`storm/${v.id}/${kind}: connecting ${fmt(v.devices)} devices at ${fmt(SETUP_RATE)}/s`);
+    const ready = await storm.ready;
     await sleep(ctx.quick ? 1000 : 2000); // let the setup's last echoes and GC settle
-    await storm.arm();
+    await storm.storm();
     const kernel0 = tcpExt();
-    const cpu0 = treeStats(server.pid).cpuSeconds;
     const t0 = Date.now();
     const cut = await server.ask<{ cut: number; at: number; ms: number }>('cut');
-    ctx.log(`storm/${kind}: cut ${fmt(cut.cut)} connections in ${cut.ms} ms; devices reconnecting`);
-    let result: ReconnectStormResult;
-    const progress = setInterval(() => {
-      const s = treeStats(server.pid);
-      ctx.log(`storm/${kind}: ${((Date.now() - t0) / 1000).toFixed(0)} s after the cut, server CPU ${(s.cpuSeconds - cpu0).toFixed(1)} s`);
-    }, 10_000);
-    try {
-      result = await storm.result();
-    } finally {
-      clearInterval(progress);
-    }
+    ctx.log(`storm/${v.id}/${kind}: cut ${fmt(cut.cut)} connections in ${cut.ms} ms; devices reconnecting`);
+    const progress = setInterval(() => ctx.log(`storm/${v.id}/${kind}: ${((Date.now() - t0) / 1000).toFixed(0)} s after the cut`), 10_000);
+    const result = await storm.done.finally(() => clearInterval(progress));
     const kernel = tcpExtDelta(kernel0, tcpExt(), COUNTERS);
-    const cpu = treeStats(server.pid).cpuSeconds - cpu0;
-    const info = kind === 'corral' ? await server.ask<ListenerInfo>('info') : undefined;
+    const info1 = kind === 'corral' ? await server.ask('info') : undefined;
+    const trace = (await server.ask<{ samples: UsageSample[] }>('trace')).samples;
     await storm.close();
-    storm = undefined;
     await server.stop();
     const records = JSON.parse(readFileSync(recordFile, 'utf8')) as HandshakeRecord[];
-    return analyse(kind, devices, t0, cut, result, records, kernel, cpu, info, setupFailures);
+    // Failed attempts by (address, port): the wall-clock times the client gave up on them. An
+    // attempt whose TCP connect never completed has port 0 and matches no server handshake.
+    const gaveUp = new Map<string, number[]>();
+    for (const a of result.abandoned) {
+      if (a.port === 0) continue;
+      const key = `${a.address}:${a.port}`;
+      const list = gaveUp.get(key);
+      if (list) list.push(a.at);
+      else gaveUp.set(key, [a.at]);
+    }
+    const base = summarizeStorm(kind, result, t0, trace);
+    return {
+      ...base,
+      variant: v.id,
+      deadlineMs: v.deadlineMs,
+      ...countHandshakes(base, t0, records, gaveUp),
+      kernel,
+      cutMs: cut.ms,
+      setupFailures: ready.setupFailures,
+      ...(info1 ? { corralCounters: counterDelta(info0, info1) } : {}),
+    };
   } finally {
-    await storm?.close();
+    await storm.close();
     await server.stop();
     rmSync(recordFile, { force: true });
   }
 }
 
-function analyse(
-  kind: Kind,
-  devices: number,
-  t0: number,
-  cut: { ms: number },
-  r: ReconnectStormResult,
-  records: HandshakeRecord[],
-  kernel: Record<string, number>,
-  cpu: number,
-  info: ListenerInfo | undefined,
-  setupFailures: number,
-): Run {
-  // Abandoned attempts by (address, port): the wall-clock times the client gave up.
-  const gaveUp = new Map<string, number[]>();
-  const abandonedBy: Record<string, number> = {};
-  for (const a of r.abandoned) {
-    const key = `${a.address}:${a.port}`;
-    const list = gaveUp.get(key);
-    if (list) list.push(a.at);
-    else gaveUp.set(key, [a.at]);
-    abandonedBy[a.reason ?? 'unknown'] = (abandonedBy[a.reason ?? 'unknown'] ?? 0) + 1;
-  }
+/** What the server's handshake record says about the storm from `t0` on. */
+function countHandshakes(base: StormRun, t0: number, records: HandshakeRecord[], gaveUp: Map<string, number[]>) {
   const afterGivingUp = (address: string, port: number, at: number): boolean => gaveUp.get(`${address}:${port}`)?.some((g) => g <= at) ?? false;
   let started = 0;
   let completed = 0;
+  let completedUntilBack = 0;
   let failed = 0;
   let wasted = 0;
   let wastedCompleted = 0;
   const completedAt: number[] = [];
-  // Both servers record `start` when a handshake starts (corral: its TLS transport's handshake();
-  // bare Node: 'connection', where its handshake starts), `open` when one completes and `fail`
+  // Both servers record `start` when a handshake starts, `open` when one completes and `fail`
   // when one fails; corral also `reject` for sockets it closed unserved (no handshake).
   for (const [k, address, port, start, end] of records) {
     if (start < t0) continue; // the setup's handshakes
@@ -168,73 +153,81 @@ function analyse(
     } else if (k === 'open') {
       completed++;
       completedAt.push(end - t0);
+      if (end - t0 <= base.lastBackMs) completedUntilBack++;
       if (afterGivingUp(address, port, end)) wastedCompleted++;
     } else if (k === 'fail') failed++;
   }
-  const backAt = r.connectedAt.map((t) => t - t0);
-  const lastBackMs = backAt.reduce((a, b) => Math.max(a, b), 0);
-  const attempts = r.attempts.reduce((a, b) => a + b, 0);
   return {
-    kind,
-    devices,
-    back: r.connected,
-    allBackMs: r.connected === devices ? lastBackMs : null,
-    lastBackMs,
-    attemptsPerDevice: attempts / devices,
-    maxAttempts: r.attempts.reduce((a, b) => Math.max(a, b), 0),
-    abandoned: r.abandoned.length,
-    abandonedBy,
     handshakesStarted: started,
     handshakesCompleted: completed,
     handshakesFailed: failed,
     wasted,
     wastedCompleted,
     wastedPct: (wasted / Math.max(1, started)) * 100,
-    kernel,
-    serverCpuSeconds: cpu,
-    cutMs: cut.ms,
-    setupFailures,
-    ...(info ? { corralInfo: { rejected: info.rejected, handshakeFailures: info.handshakeFailures, accepted: info.accepted, opened: info.opened } } : {}),
+    serverCpuUsPerHandshake: completedUntilBack > 0 ? Math.round((base.serverCpuSeconds * 1e6) / completedUntilBack) : null,
     firstCompletedMs: completedAt.length ? completedAt.reduce((a, b) => Math.min(a, b), Infinity) : null,
     completedAt,
-    backAt,
   };
 }
 
-const s = (ms: number | null): string => (ms === null ? 'not all back' : `${(ms / 1000).toFixed(1)} s`);
+const pct = (v: number): string => `${Math.round(v * 100)}%`;
 
 export const scenario: Scenario = {
   id: 'storm',
+  budgetSeconds: { quick: 60, full: 2400 },
   async run(ctx: BenchContext): Promise<ScenarioResult> {
     const devices = ctx.quick ? 2000 : 16_000;
+    const repeats = ctx.quick ? 1 : 3;
+    const variants: Variant[] = [
+      { id: 'main', label: `${fmt(devices)} devices, 5 s deadline`, devices, deadlineMs: 5000, gated: true },
+      ...(ctx.quick
+        ? []
+        : [
+            { id: 'deadline-3s', label: `${fmt(devices)} devices, 3 s deadline`, devices, deadlineMs: 3000, gated: false },
+            { id: 'deadline-10s', label: `${fmt(devices)} devices, 10 s deadline`, devices, deadlineMs: 10_000, gated: false },
+            { id: 'half', label: `${fmt(devices / 2)} devices, 5 s deadline`, devices: devices / 2, deadlineMs: 5000, gated: false },
+          ]),
+    ];
     const loadBefore = os.loadavg();
-    let capacity = ctx.capacity?.tlsHandshakesPerSecond;
-    let capacitySource = 'scenario 1 (steady-state) of this run: bare Node, one process, TLS handshakes per second';
-    let capacityRaw: unknown = { fromContext: capacity };
-    if (!capacity) {
-      ctx.log('storm: no capacity from scenario 1; measuring bare Node TLS handshakes per second');
-      const m = await measureCapacity(ctx);
-      capacity = m.perSecond;
-      capacitySource = `measured here: bare Node, one process, ${fmt(m.connections)} TLS connects (handshake + first echo), 256 in flight, in ${m.seconds.toFixed(1)} s`;
-      capacityRaw = m;
-      ctx.log(`storm: capacity ${fmt(capacity)} handshakes/s`);
-    }
-    const ideal = (devices / capacity) * 1000;
-    const limit = 1.2 * ideal;
+
+    // corral's settings as it reports them (its defaults, whatever they are now, plus the two raised limits).
+    const probe: ServerChild = await startServer(ECHO_SERVERS.corral, { tls: true, ...CORRAL });
+    const corralInfo = await probe.ask<Record<string, unknown>>('info').finally(() => probe.stop());
 
     const runs: Run[] = [];
-    for (const kind of ['corral', 'bare'] as const) {
-      runs.push(await stormOnce(ctx, kind, devices));
-      const r = runs.at(-1)!;
-      ctx.log(`storm/${kind}: ${fmt(r.back)}/${fmt(devices)} back in ${s(r.allBackMs)}, ${r.attemptsPerDevice.toFixed(2)} attempts/device, wasted ${fmt(r.wasted)} (${r.wastedPct.toFixed(1)}%)`);
-      await sleep(1000);
+    let net = 60;
+    for (const v of variants) {
+      for (let i = 0; i < repeats; i++) {
+        for (const kind of ['corral', 'bare'] as const) {
+          const r = await stormOnce(ctx, kind, v, net);
+          net = net >= 100 ? 60 : net + CLIENT_PROCESSES;
+          runs.push(r);
+          ctx.log(
+            `storm/${v.id}/${kind} run ${i + 1}/${repeats}: ${fmt(r.back)}/${fmt(r.devices)} back in ${s(r.allBackMs)}, ${r.attemptsPerDevice.toFixed(2)} attempts/device, ` +
+              `wasted ${fmt(r.wasted)} (${r.wastedPct.toFixed(1)}%), server ${r.serverCpuUsPerHandshake ?? '–'} µs/handshake, busy ${pct(r.serverBusyShare)}, client ${r.clientCpuUsPerHandshake ?? '–'} µs/handshake`,
+          );
+          await sleep(1000);
+        }
+      }
     }
-    const [corral, bare] = runs as [Run, Run];
+    const median = (variant: string, kind: ServerKind): Run => medianBy(runs.filter((r) => r.variant === variant && r.server === kind), (r) => r.allBackMs);
+    const corral = median('main', 'corral');
+    const bare = median('main', 'bare');
+    // The cost of a full handshake on this machine: the cheaper server's CPU per handshake it completed during the storm.
+    const costs = [corral.serverCpuUsPerHandshake, bare.serverCpuUsPerHandshake].filter((c): c is number => c !== null);
+    const perHandshakeUs = costs.length ? Math.min(...costs) : Number.NaN;
+    const idealFor = (n: number): number => (n * perHandshakeUs) / 1000;
+    const ideal = idealFor(devices);
+    const limit = 1.2 * ideal;
+    const x = (r: Run): number | null => (r.allBackMs === null ? null : round(r.allBackMs / idealFor(r.devices), 2));
 
-    const corralConfig = `corral, one process: maxConnections 30,000, maxWaiting 15,000, otherwise defaults (maxHandshakes 128, overflow refuse, admission adaptive 100 ms, waitTimeout 5 s, handshakeTimeout 5 s), backlog 4,096`;
+    const corralConfig = `corral, one process: maxConnections ${fmt(CORRAL.maxConnections)}, maxWaiting ${fmt(CORRAL.maxWaiting)}, otherwise its defaults; backlog 4,096`;
     const bareConfig = 'bare Node tls.createServer, one process, backlog 4,096';
+    const ofRuns = repeats > 1 ? ` (median of ${repeats} runs by time until all back)` : '';
     const table: Table = {
-      title: `Reconnect storm: ${fmt(devices)} TLS devices cut at once by the server (all connections destroyed, process and listening socket kept), all reconnect at once; 5 s deadline per attempt, backoff 1 s × 2ⁿ (cap 30 s) × [0.5, 1.5). Ideal: N ÷ capacity = ${(ideal / 1000).toFixed(1)} s at ${fmt(capacity)} handshakes/s`,
+      title:
+        `Reconnect storm: ${fmt(devices)} TLS devices cut at once by the server (all connections destroyed, process and listening socket kept), all reconnect at once; ` +
+        `5 s deadline per attempt, backoff 1 s × 2ⁿ (cap 30 s) × [0.5, 1.5)${ofRuns}. Ideal: N × ${fmt(perHandshakeUs)} µs of server CPU per full handshake = ${(ideal / 1000).toFixed(1)} s`,
       columns: [
         'server',
         'back',
@@ -242,23 +235,28 @@ export const scenario: Scenario = {
         '× ideal',
         'attempts per device',
         'max attempts',
-        'attempts abandoned (deadline / closed / error)',
+        'failed attempts (by reason)',
         'handshakes started',
         'completed',
         'wasted: started after the client gave up',
         'completed after the client gave up',
         'first handshake after the cut',
         'ListenOverflows / ListenDrops',
-        'server CPU',
+        'server CPU until all back',
+        'server CPU µs per completed handshake',
+        'server CPU busy until all back (% of one core)',
+        'event-loop utilization until all back',
+        'client CPU µs per handshake',
+        'client CPU until all back (cores)',
       ],
-      rows: runs.map((r) => [
-        r.kind === 'corral' ? corralConfig : bareConfig,
+      rows: [corral, bare].map((r) => [
+        r.server === 'corral' ? corralConfig : bareConfig,
         `${fmt(r.back)} / ${fmt(r.devices)}`,
         s(r.allBackMs),
-        r.allBackMs === null ? null : round(r.allBackMs / ideal, 2),
+        x(r),
         round(r.attemptsPerDevice, 2),
         r.maxAttempts,
-        `${fmt(r.abandoned)} (${fmt(r.abandonedBy.deadline ?? 0)} / ${fmt(r.abandonedBy.closed ?? 0)} / ${fmt(r.abandonedBy.error ?? 0)})`,
+        failedText(r),
         r.handshakesStarted,
         r.handshakesCompleted,
         `${fmt(r.wasted)} (${r.wastedPct.toFixed(1)}%)`,
@@ -266,80 +264,93 @@ export const scenario: Scenario = {
         s(r.firstCompletedMs),
         `${fmt(r.kernel.ListenOverflows ?? 0)} / ${fmt(r.kernel.ListenDrops ?? 0)}`,
         `${r.serverCpuSeconds.toFixed(1)} s`,
+        r.serverCpuUsPerHandshake,
+        Math.round(r.serverBusyShare * 100),
+        round(r.serverElu, 2),
+        r.clientCpuUsPerHandshake,
+        round(r.clientCores, 2),
       ]),
     };
-    const corralTable: Table = {
-      title: 'corral during the storm: what its admission control did (listener.info())',
-      columns: ['accepted', 'handshakes completed', 'closed unserved: queue full', 'closed unserved: waited > 5 s', 'handshakes failed (error / timeout)'],
-      rows: corral.corralInfo
-        ? [
-            [
-              corral.corralInfo.accepted,
-              corral.corralInfo.opened,
-              corral.corralInfo.rejected.queue_full,
-              corral.corralInfo.rejected.wait_timeout,
-              `${corral.corralInfo.handshakeFailures.error} / ${corral.corralInfo.handshakeFailures.timeout}`,
-            ],
-          ]
-        : [],
-    };
+    const tables: Table[] = [table];
+    if (variants.length > 1) {
+      tables.push({
+        title: `The same storm at other deadlines and sizes (reported, no target)${ofRuns}; ideal = devices × ${fmt(perHandshakeUs)} µs`,
+        columns: ['storm', 'server', 'back', 'all back after', '× ideal', 'corral ÷ bare', 'attempts per device', 'failed attempts (by reason)', 'wasted', 'server busy (% of one core)', 'event-loop utilization', 'all back after, each run'],
+        rows: variants.flatMap((v) =>
+          (['corral', 'bare'] as const).map((kind) => {
+            const r = median(v.id, kind);
+            const other = median(v.id, kind === 'corral' ? 'bare' : 'corral');
+            return [
+              v.label,
+              serverName(kind),
+              `${fmt(r.back)} / ${fmt(r.devices)}`,
+              s(r.allBackMs),
+              x(r),
+              kind === 'corral' && r.allBackMs !== null && other.allBackMs ? round(r.allBackMs / other.allBackMs, 2) : null,
+              round(r.attemptsPerDevice, 2),
+              failedText(r),
+              `${r.wastedPct.toFixed(1)}%`,
+              Math.round(r.serverBusyShare * 100),
+              round(r.serverElu, 2),
+              runs
+                .filter((q) => q.variant === v.id && q.server === kind)
+                .map((q) => s(q.allBackMs))
+                .join(', '),
+            ];
+          }),
+        ),
+      });
+    }
+    if (corral.corralCounters) {
+      tables.push({
+        title: 'corral during the storm: its info() counters that changed (after − before)',
+        columns: ['counter', 'change'],
+        rows: Object.entries(corral.corralCounters).map(([k, v]) => [k, v]),
+      });
+    }
     const binMs = ctx.quick ? 250 : 1000;
     const charts: Chart[] = [
       {
         title: `Handshakes completed per second after the cut (${fmt(devices)} devices)`,
         xLabel: 'seconds after the cut',
         yLabel: 'handshakes completed per second',
-        series: runs.map((r) => ({ name: r.kind === 'corral' ? 'corral' : 'bare Node', points: ratePerSecond(r.completedAt, binMs) })),
+        series: [corral, bare].map((r) => ({ name: serverName(r.server), points: ratePerSecond(r.completedAt, binMs) })),
       },
       {
         title: `Devices back after the cut (${fmt(devices)} devices)`,
         xLabel: 'seconds after the cut',
         yLabel: 'devices back',
         series: [
-          ...runs.map((r) => ({ name: r.kind === 'corral' ? 'corral' : 'bare Node', points: cumulative(r.backAt, binMs) })),
-          { name: 'ideal (N ÷ capacity)', points: [[0, 0], [round(ideal / 1000, 2), devices]] as [number, number][] },
+          ...[corral, bare].map((r) => ({ name: serverName(r.server), points: cumulative(r.backAt, binMs) })),
+          { name: 'ideal (N × CPU per handshake)', points: [[0, 0], [round(ideal / 1000, 2), devices]] as [number, number][], reference: true },
         ],
       },
     ];
 
-    const firstTry = Math.round(capacity * (DEADLINE_MS / 1000));
-    const coresBusy = corral.allBackMs ? corral.serverCpuSeconds / (corral.allBackMs / 1000) : corral.serverCpuSeconds / (corral.lastBackMs / 1000 || 1);
-    const firstGap = corral.firstCompletedMs === null ? '' :
-      corral.firstCompletedMs > 1000
-        ? ` No handshake completed in the first ${(corral.firstCompletedMs / 1000).toFixed(1)} s after the cut (bare Node: ${bare.firstCompletedMs === null ? '–' : `${(bare.firstCompletedMs / 1000).toFixed(1)} s`}): ` +
-          `the ${CLIENT_PROCESSES} client processes share the machine's cores and were opening ${fmt(devices)} TLS connections at once.`
-        : '';
+    const firstTry = Math.round((5000 * 1000) / perHandshakeUs);
     const why =
+      busyText(corral, bare) +
       (devices > firstTry
-        ? `${fmt(devices)} devices need ${(ideal / 1000).toFixed(1)} s of handshakes at ${fmt(capacity)}/s, longer than the 5 s deadline: ` +
-          `at most ~${fmt(firstTry)} can be served on a first attempt, so the rest time out (or are closed unserved) and come back only ` +
-          `after their backoff (0.5–1.5 s, then 1–3 s, 2–6 s, …), in waves with gaps between them (see the chart); over the storm corral's server ` +
-          `used ${coresBusy.toFixed(2)} of the machine's ${os.availableParallelism()} cores. The server cannot shorten the clients' backoff.`
-        : `the burst (${(ideal / 1000).toFixed(1)} s of handshakes at ${fmt(capacity)}/s) fits within the 5 s deadline, yet the storm ran at ` +
-          `${fmt(Math.round(devices / Math.max(0.001, corral.lastBackMs / 1000)))} devices back per second. ` +
-          (corral.abandoned > 0
-            ? `corral's default admission policy (adaptive) serves the newest sockets first once a queue stands (its oldest waiter older than 100 ms), ` +
-              `so the oldest waiters passed their 5 s deadline (${fmt(corral.abandoned)} attempts abandoned) and came back only after their backoff; ` +
-              `for a burst that fits the deadline, fifo serves everyone on the first attempt (docs/limits.md measured the same at 6,000 devices). `
-            : '') +
-          `The reconnecting clients, on the same cores, open ${fmt(devices)} TLS connections at once, and their work is part of the time; ` +
-          `the capacity figure was measured with ${CLIENT_PROCESSES} steady clients.`) + firstGap;
+        ? `${fmt(devices)} devices need ${(ideal / 1000).toFixed(1)} s of handshakes, longer than the 5 s deadline: at most ~${fmt(firstTry)} can be served on a first attempt, ` +
+          'so the rest fail and come back only after their backoff (0.5–1.5 s, then 1–3 s, 2–6 s, …), in waves (see the chart). '
+        : '') +
+      `The client spent ${corral.clientCpuUsPerHandshake ?? '–'} µs of CPU per handshake on the same two cores.`;
     const close =
-      'What would close it: more handshake capacity (corral with workers spreads handshakes over cores; here the clients share the 2 cores), ' +
-      'cheaper reconnects (TLS session resumption skips the certificate signature: the storm clients do full handshakes), ' +
-      'or clients whose deadline covers the backlog (≥ N ÷ capacity). The workload was not tuned.';
+      'What would close it: more handshake capacity (corral with workers spreads handshakes over cores), cheaper reconnects (TLS session resumption: see the resumption storm), ' +
+      'or clients whose deadline covers the backlog (≥ N × CPU per handshake). The workload was not tuned.';
+    const corralMet = corral.allBackMs !== null && corral.allBackMs <= limit;
     const targets: TargetCheck[] = [
       {
-        target: `all devices back within 1.2 × N ÷ capacity = ${(limit / 1000).toFixed(1)} s (N ${fmt(devices)}, capacity ${fmt(capacity)} handshakes/s)`,
-        measured: `corral ${s(corral.allBackMs)} (${corral.allBackMs === null ? '–' : `${round(corral.allBackMs / ideal, 2)}× ideal`}); bare Node ${s(bare.allBackMs)}`,
-        met: corral.allBackMs !== null && corral.allBackMs <= limit,
-        ...(corral.allBackMs !== null && corral.allBackMs <= limit
+        target: `all devices back within 1.2 × N × CPU per full handshake = ${(limit / 1000).toFixed(1)} s (N ${fmt(devices)}, ${fmt(perHandshakeUs)} µs)`,
+        measured: `corral ${s(corral.allBackMs)} (${x(corral) ?? '–'}× ideal); bare Node ${s(bare.allBackMs)} (${x(bare) ?? '–'}×)`,
+        met: corralMet,
+        ...(corralMet
           ? {}
           : {
               note:
                 corral.allBackMs === null
                   ? `${fmt(devices - corral.back)} devices did not come back within ${GIVE_UP_MS / 1000} s. ${why} ${close}`
-                  : `Missed by ${((corral.allBackMs - limit) / 1000).toFixed(1)} s (${round(corral.allBackMs / limit, 2)}× the limit): ${why} ${close}`,
+                  : `Missed by ${((corral.allBackMs - limit) / 1000).toFixed(1)} s (${round(corral.allBackMs / limit, 2)}× the limit). ${why} ${close}`,
             }),
       },
       {
@@ -350,8 +361,8 @@ export const scenario: Scenario = {
           ? {}
           : {
               note:
-                `Missed by ${round(corral.attemptsPerDevice / 1.1, 2)}×: every device the server cannot serve within its first 5 s needs a second attempt, ` +
-                `and ${fmt(Math.max(0, devices - firstTry))} of ${fmt(devices)} could not be. ${close}`,
+                `Missed by ${round(corral.attemptsPerDevice / 1.1, 2)}×: every device the server cannot serve within its first 5 s needs a second attempt ` +
+                `(${fmt(corral.failedAttempts)} attempts failed: ${failedText(corral)}). ${close}`,
             }),
       },
       {
@@ -363,38 +374,43 @@ export const scenario: Scenario = {
           : {
               note:
                 `Missed by ${(corral.wastedPct - 1).toFixed(2)} points. corral serves a waiting socket without knowing whether its client is still there ` +
-                '(its ClientHello sits unread in the kernel): with admission adaptive it serves the newest first once a queue stands, but a socket ' +
-                'whose client gave up seconds ago is still served when the queue runs short. Closing it: a waitTimeout below the clients\' deadline ' +
-                '(here both are 5 s), or peeking for a FIN before starting a handshake.',
+                '(its ClientHello sits unread in the kernel), so a socket whose client gave up is still served when the queue reaches it.',
             }),
       },
     ];
 
+    const scalarSettings = Object.entries(corralInfo)
+      .filter(([k, v]) => (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') && !['name', 'status', 'role', 'transport'].includes(k))
+      .map(([k, v]) => `${k} ${typeof v === 'number' ? fmt(v) : String(v)}`)
+      .join(', ');
     return {
       id: 'storm',
       title: 'Reconnect storm',
       config: {
         devices,
         cut: 'the server destroys every connection at once (stdin `cut`): no restart, the listening socket stays',
-        deadlineMs: DEADLINE_MS,
+        deadlineMs: 5000,
         backoff: '1 s × 2ⁿ, capped at 30 s, × random [0.5, 1.5)',
         giveUpAfterMs: GIVE_UP_MS,
-        clientProcesses: CLIENT_PROCESSES,
-        setupRate: SETUP_RATE,
+        client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device (127.60–101.x.y); setup at ${fmt(SETUP_RATE)}/s, ${SETUP_IN_FLIGHT} in flight`,
+        runs: repeats > 1 ? `${repeats} per server and storm, corral and bare Node alternating; the tables show the median run` : '1 per server and storm',
         corral: corralConfig,
         corralOptions: CORRAL,
+        corralSettings: `as corral's info() reports them: ${scalarSettings}`,
         bare: bareConfig,
-        capacity: { tlsHandshakesPerSecond: capacity, source: capacitySource },
+        ideal: `devices × the server CPU one full handshake costs: server CPU from the cut until the last device was back ÷ handshakes completed meanwhile, the cheaper of the two servers in this run (${fmt(perHandshakeUs)} µs)`,
         wastedDefinition:
           "server handshakes started after the client had abandoned that attempt, matched by source address and port; corral: when its TLS transport's handshake() is called (after the wait queue); bare Node: the accept ('connection'), where its handshake starts. Also shown: handshakes completed after the client gave up, whenever they started",
+        busy: 'server CPU (process.cpuUsage) and event-loop utilization (performance.eventLoopUtilization) from the cut until the last device was back, sampled by the server every 200 ms',
         kernelCounters: 'TcpExt deltas from /proc/net/netstat over the storm, for the whole network namespace',
       },
-      tables: [table, corralTable],
+      tables,
       charts,
       targets,
       raw: {
         loadAverage: { before: loadBefore, after: os.loadavg() },
-        capacity: capacityRaw,
+        corralInfoAtStart: corralInfo,
+        serverCpuUsPerFullHandshake: perHandshakeUs,
         idealMs: ideal,
         runs: runs.map(({ completedAt, backAt, ...r }) => ({
           ...r,

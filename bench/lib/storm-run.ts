@@ -1,0 +1,103 @@
+/**
+ * One storm against one server, summarised the same way by the three storm scenarios (storm,
+ * far-away storm, resumption storm): when the devices came back, how many attempts it took, what
+ * the server's CPU and event loop did until the last one was back (from the server's own usage
+ * trace, bench/servers/usage-trace.ts), and what the native client spent per handshake.
+ */
+import type { UsageSample } from '../servers/usage-trace.js';
+import { usageBetween } from '../servers/usage-trace.js';
+import { type NativeStormResult, cpuPerHandshake } from './native-client.js';
+import { fmt } from './numbers.js';
+
+/** Which server a run measured. */
+export type ServerKind = 'corral' | 'bare';
+
+/** A storm's outcome, every time in ms from the storm's origin (the cut, the kill, the start). */
+export interface StormRun {
+  server: ServerKind;
+  devices: number;
+  back: number;
+  /** ms until the last device was back; null: not all came back. */
+  allBackMs: number | null;
+  lastBackMs: number;
+  attemptsPerDevice: number;
+  maxAttempts: number;
+  /** Attempts that failed (the client gave up at the deadline, or it was refused, closed or failed). */
+  failedAttempts: number;
+  failedBy: Record<string, number>;
+  /** Devices back with a resumed TLS handshake. */
+  resumedDevices: number;
+  /** The client's CPU over the storm per handshake it completed, µs. */
+  clientCpuUsPerHandshake: number | null;
+  /** The client's CPU over the storm, in cores (CPU seconds per second until the last device was back). */
+  clientCores: number;
+  /** Server CPU from the origin until the last device was back, seconds. */
+  serverCpuSeconds: number;
+  /** That CPU as a share of one core (a single-process server can use about one). */
+  serverBusyShare: number;
+  /** The server's event-loop utilization over the same interval. */
+  serverElu: number;
+  /** ms from the origin at which each device came back. */
+  backAt: number[];
+  /** A client process was cut short by its time bound. */
+  truncated: boolean;
+}
+
+/** Summarise a storm measured from wall-clock `origin`, with the server's usage trace. */
+export function summarizeStorm(server: ServerKind, r: NativeStormResult, origin: number, trace: readonly UsageSample[]): StormRun {
+  const backAt = r.connectedAt.map((t) => t - origin);
+  const lastBackMs = backAt.reduce((a, b) => Math.max(a, b), 0);
+  const attempts = r.attempts.reduce((a, b) => a + b, 0);
+  const failedBy: Record<string, number> = {};
+  for (const a of r.abandoned) failedBy[a.reason] = (failedBy[a.reason] ?? 0) + 1;
+  const usage = usageBetween(trace, origin, origin + Math.max(1, lastBackMs));
+  return {
+    server,
+    devices: r.devices,
+    back: r.connected,
+    allBackMs: r.connected === r.devices ? lastBackMs : null,
+    lastBackMs,
+    attemptsPerDevice: attempts / Math.max(1, r.devices),
+    maxAttempts: r.attempts.reduce((a, b) => Math.max(a, b), 0),
+    failedAttempts: r.abandoned.length,
+    failedBy,
+    resumedDevices: r.resumedDevices,
+    clientCpuUsPerHandshake: cpuPerHandshake(r.stormCost),
+    clientCores: r.stormCost.cpuUs / 1e6 / Math.max(0.001, lastBackMs / 1000),
+    serverCpuSeconds: usage.cpuSeconds,
+    serverBusyShare: usage.cpuShare,
+    serverElu: usage.elu,
+    backAt,
+    truncated: r.truncated,
+  };
+}
+
+/** "12.3 s", or "not all back". */
+export const seconds = (ms: number | null): string => (ms === null ? 'not all back' : `${(ms / 1000).toFixed(1)} s`);
+
+/** Failed attempts by reason, e.g. "1,234 (1,000 deadline, 234 refused)". */
+export function failedText(r: StormRun): string {
+  const parts = Object.entries(r.failedBy)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${fmt(v)} ${k}`);
+  return parts.length === 0 ? '0' : `${fmt(r.failedAttempts)} (${parts.join(', ')})`;
+}
+
+/** The server's name in tables. */
+export const serverName = (k: ServerKind): string => (k === 'corral' ? 'corral' : 'bare Node');
+
+/**
+ * Why a storm took longer than its ideal, as far as the server's CPU and event loop tell: it had
+ * work but not the CPU (shared with the load client), it waited for devices in backoff, or it was
+ * the bottleneck.
+ */
+export function busyText(r: StormRun, other?: StormRun): string {
+  const pct = (v: number): string => `${Math.round(v * 100)}%`;
+  const head =
+    `Until its last device was back ${serverName(r.server)}'s server got ${pct(r.serverBusyShare)} of one core while its event loop was busy ${pct(r.serverElu)} of the time` +
+    (other ? ` (${serverName(other.server)}: ${pct(other.serverBusyShare)} and ${pct(other.serverElu)})` : '') +
+    `; the load client used ${r.clientCores.toFixed(2)} cores meanwhile. `;
+  if (r.serverElu >= 0.85 && r.serverBusyShare < 0.8) return `${head}The server had work but not the CPU: the machine's cores are shared with the client. `;
+  if (r.serverBusyShare < 0.8) return `${head}The rest of the time it had no handshake to do, while devices waited out their backoff. `;
+  return `${head}The server was the bottleneck. `;
+}
