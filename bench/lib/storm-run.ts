@@ -31,6 +31,8 @@ export interface StormRun {
   clientCpuUsPerHandshake: number | null;
   /** The client's CPU over the storm, in cores (CPU seconds per second until the last device was back). */
   clientCores: number;
+  /** Cores used meanwhile by processes other than this server and its client (shared machine); null: not measured. */
+  otherCores: number | null;
   /** Server CPU from the origin until the last device was back, seconds. */
   serverCpuSeconds: number;
   /** That CPU as a share of one core (a single-process server can use about one). */
@@ -43,14 +45,30 @@ export interface StormRun {
   truncated: boolean;
 }
 
-/** Summarise a storm measured from wall-clock `origin`, with the server's usage trace. */
-export function summarizeStorm(server: ServerKind, r: NativeStormResult, origin: number, trace: readonly UsageSample[]): StormRun {
+/**
+ * Summarise a storm measured from wall-clock `origin`, with the server's usage trace, and
+ * optionally the machine's busy CPU seconds (bench/lib/machine-load.ts) from `origin` to `until`
+ * (when the storm ended), to tell what other processes took meanwhile.
+ */
+export function summarizeStorm(
+  server: ServerKind,
+  r: NativeStormResult,
+  origin: number,
+  trace: readonly UsageSample[],
+  machine?: { busySeconds: number; until: number },
+): StormRun {
   const backAt = r.connectedAt.map((t) => t - origin);
   const lastBackMs = backAt.reduce((a, b) => Math.max(a, b), 0);
   const attempts = r.attempts.reduce((a, b) => a + b, 0);
   const failedBy: Record<string, number> = {};
   for (const a of r.abandoned) failedBy[a.reason] = (failedBy[a.reason] ?? 0) + 1;
   const usage = usageBetween(trace, origin, origin + Math.max(1, lastBackMs));
+  let otherCores: number | null = null;
+  if (machine && Number.isFinite(machine.busySeconds) && machine.until > origin) {
+    const whole = usageBetween(trace, origin, machine.until);
+    const other = machine.busySeconds - whole.cpuSeconds - r.stormCost.cpuUs / 1e6;
+    otherCores = Math.max(0, other / ((machine.until - origin) / 1000));
+  }
   return {
     server,
     devices: r.devices,
@@ -64,6 +82,7 @@ export function summarizeStorm(server: ServerKind, r: NativeStormResult, origin:
     resumedDevices: r.resumedDevices,
     clientCpuUsPerHandshake: cpuPerHandshake(r.stormCost),
     clientCores: r.stormCost.cpuUs / 1e6 / Math.max(0.001, lastBackMs / 1000),
+    otherCores,
     serverCpuSeconds: usage.cpuSeconds,
     serverBusyShare: usage.cpuShare,
     serverElu: usage.elu,
@@ -96,8 +115,11 @@ export function busyText(r: StormRun, other?: StormRun): string {
   const head =
     `Until its last device was back ${serverName(r.server)}'s server got ${pct(r.serverBusyShare)} of one core while its event loop was busy ${pct(r.serverElu)} of the time` +
     (other ? ` (${serverName(other.server)}: ${pct(other.serverBusyShare)} and ${pct(other.serverElu)})` : '') +
-    `; the load client used ${r.clientCores.toFixed(2)} cores meanwhile. `;
-  if (r.serverElu >= 0.85 && r.serverBusyShare < 0.8) return `${head}The server had work but not the CPU: the machine's cores are shared with the client. `;
+    `; the load client used ${r.clientCores.toFixed(2)} cores meanwhile` +
+    (r.otherCores === null ? '. ' : ` and other processes on the machine ${r.otherCores.toFixed(2)}. `);
+  if (r.serverElu >= 0.85 && r.serverBusyShare < 0.8) {
+    return `${head}The server had work but not the CPU: the machine's cores are shared with the client${r.otherCores !== null && r.otherCores >= 0.2 ? ' and with other work' : ''}. `;
+  }
   if (r.serverBusyShare < 0.8) return `${head}The rest of the time it had no handshake to do, while devices waited out their backoff. `;
   return `${head}The server was the bottleneck. `;
 }

@@ -21,6 +21,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { ECHO_SERVERS } from '../lib/echo-server.js';
+import { machineBusySeconds } from '../lib/machine-load.js';
 import { prepareNativeStorm } from '../lib/native-client.js';
 import { tcpExt, tcpExtDelta } from '../lib/netstat.js';
 import { counterDelta, cumulative, fmt, medianBy, ratePerSecond, round, sleep } from '../lib/numbers.js';
@@ -94,11 +95,13 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
     await sleep(ctx.quick ? 1000 : 2000); // let the setup's last echoes and GC settle
     await storm.storm();
     const kernel0 = tcpExt();
+    const busy0 = machineBusySeconds();
     const t0 = Date.now();
     const cut = await server.ask<{ cut: number; at: number; ms: number }>('cut');
     ctx.log(`storm/${v.id}/${kind}: cut ${fmt(cut.cut)} connections in ${cut.ms} ms; devices reconnecting`);
     const progress = setInterval(() => ctx.log(`storm/${v.id}/${kind}: ${((Date.now() - t0) / 1000).toFixed(0)} s after the cut`), 10_000);
     const result = await storm.done.finally(() => clearInterval(progress));
+    const machine = { busySeconds: machineBusySeconds() - busy0, until: Date.now() };
     const kernel = tcpExtDelta(kernel0, tcpExt(), COUNTERS);
     const info1 = kind === 'corral' ? await server.ask('info') : undefined;
     const trace = (await server.ask<{ samples: UsageSample[] }>('trace')).samples;
@@ -115,7 +118,7 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
       if (list) list.push(a.at);
       else gaveUp.set(key, [a.at]);
     }
-    const base = summarizeStorm(kind, result, t0, trace);
+    const base = summarizeStorm(kind, result, t0, trace, machine);
     return {
       ...base,
       variant: v.id,
@@ -248,6 +251,7 @@ export const scenario: Scenario = {
         'event-loop utilization until all back',
         'client CPU µs per handshake',
         'client CPU until all back (cores)',
+        'other processes (cores)',
       ],
       rows: [corral, bare].map((r) => [
         r.server === 'corral' ? corralConfig : bareConfig,
@@ -269,6 +273,7 @@ export const scenario: Scenario = {
         round(r.serverElu, 2),
         r.clientCpuUsPerHandshake,
         round(r.clientCores, 2),
+        r.otherCores === null ? null : round(r.otherCores, 2),
       ]),
     };
     const tables: Table[] = [table];
