@@ -271,7 +271,7 @@ export interface NativeStormResult {
   abandoned: { address: string; port: number; at: number; reason: FailReason }[];
   /** TCP connects refused. */
   refused: number;
-  /** The storm's start (the latest of the processes' starts). */
+  /** The storm's start: the earliest of the processes' starts (or armings, with `reconnect`). */
   epoch: number;
   /** The client processes over the storm alone. */
   stormCost: ClientCost;
@@ -308,7 +308,7 @@ function mergeStorm(results: readonly StormDone[]): NativeStormResult {
     connectedAt: [],
     abandoned: [],
     refused: 0,
-    epoch: Math.max(...results.map((r) => r.epoch)),
+    epoch: Math.min(...results.map((r) => r.epoch)),
     stormCost: addCosts(results.map((r) => r.storm)),
     cost: addCosts(results),
     truncated: results.some((r) => r.truncated),

@@ -110,7 +110,7 @@ export const serverName = (k: ServerKind): string => (k === 'corral' ? 'corral' 
  * work but not the CPU (shared with the load client), it waited for devices in backoff, or it was
  * the bottleneck.
  */
-export function busyText(r: StormRun, other?: StormRun): string {
+export function busyText(r: StormRun, other?: StormRun, idle = 'while devices waited out their backoff'): string {
   const pct = (v: number): string => `${Math.round(v * 100)}%`;
   const head =
     `Until its last device was back ${serverName(r.server)}'s server got ${pct(r.serverBusyShare)} of one core while its event loop was busy ${pct(r.serverElu)} of the time` +
@@ -120,6 +120,6 @@ export function busyText(r: StormRun, other?: StormRun): string {
   if (r.serverElu >= 0.85 && r.serverBusyShare < 0.8) {
     return `${head}The server had work but not the CPU: the machine's cores are shared with the client${r.otherCores !== null && r.otherCores >= 0.2 ? ' and with other work' : ''}. `;
   }
-  if (r.serverBusyShare < 0.8) return `${head}The rest of the time it had no handshake to do, while devices waited out their backoff. `;
+  if (r.serverBusyShare < 0.8) return `${head}The rest of the time it had nothing to do, ${idle}. `;
   return `${head}The server was the bottleneck. `;
 }

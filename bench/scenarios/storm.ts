@@ -20,13 +20,13 @@
  */
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
-import { ECHO_SERVERS } from '../lib/echo-server.js';
+import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { prepareNativeStorm } from '../lib/native-client.js';
 import { tcpExt, tcpExtDelta } from '../lib/netstat.js';
 import { counterDelta, cumulative, fmt, medianBy, ratePerSecond, round, sleep } from '../lib/numbers.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
-import { type ServerChild, startServer } from '../lib/server-child.js';
+import { startServer } from '../lib/server-child.js';
 import { busyText, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
 import type { HandshakeRecord } from '../servers/handshake-record.js';
 import type { UsageSample } from '../servers/usage-trace.js';
@@ -194,8 +194,7 @@ export const scenario: Scenario = {
     const loadBefore = os.loadavg();
 
     // corral's settings as it reports them (its defaults, whatever they are now, plus the two raised limits).
-    const probe: ServerChild = await startServer(ECHO_SERVERS.corral, { tls: true, ...CORRAL });
-    const corralInfo = await probe.ask<Record<string, unknown>>('info').finally(() => probe.stop());
+    const settings = await corralSettings(CORRAL);
 
     const runs: Run[] = [];
     let net = 60;
@@ -384,10 +383,6 @@ export const scenario: Scenario = {
       },
     ];
 
-    const scalarSettings = Object.entries(corralInfo)
-      .filter(([k, v]) => (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') && !['name', 'status', 'role', 'transport'].includes(k))
-      .map(([k, v]) => `${k} ${typeof v === 'number' ? fmt(v) : String(v)}`)
-      .join(', ');
     return {
       id: 'storm',
       title: 'Reconnect storm',
@@ -401,7 +396,7 @@ export const scenario: Scenario = {
         runs: repeats > 1 ? `${repeats} per server and storm, corral and bare Node alternating; the tables show the median run` : '1 per server and storm',
         corral: corralConfig,
         corralOptions: CORRAL,
-        corralSettings: `as corral's info() reports them: ${scalarSettings}`,
+        corralSettings: `as corral's info() reports them: ${settings.text}`,
         bare: bareConfig,
         ideal: `devices × the server CPU one full handshake costs: server CPU from the cut until the last device was back ÷ handshakes completed meanwhile, the cheaper of the two servers in this run (${fmt(perHandshakeUs)} µs)`,
         wastedDefinition:
@@ -414,7 +409,7 @@ export const scenario: Scenario = {
       targets,
       raw: {
         loadAverage: { before: loadBefore, after: os.loadavg() },
-        corralInfoAtStart: corralInfo,
+        corralInfoAtStart: settings.info,
         serverCpuUsPerFullHandshake: perHandshakeUs,
         idealMs: ideal,
         runs: runs.map(({ completedAt, backAt, ...r }) => ({
