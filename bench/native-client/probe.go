@@ -14,7 +14,8 @@ import (
 // The result ({"t":"done",...}): every attempt's time in ms (`latencies`, in order; a failed
 // attempt counts with the time it took to fail, so a timeout weighs as much as its deadline),
 // which of them failed (`failedAt`, indexes) and why (`failed`), their p50/p90/p99/max, and the
-// client's CPU and handshakes. Cut short by -max-seconds, it reports the samples taken so far.
+// client's CPU and handshakes. Cut short by -max-seconds, it reports the samples taken so far,
+// and the attempt then in progress as failed ("unfinished") with the time it had taken.
 func runProbe(args []string) {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
 	o := commonFlags(fs, 300)
@@ -30,16 +31,27 @@ func runProbe(args []string) {
 	latencies := make([]float64, 0, *samples)
 	failed := map[string]int{}
 	failedAt := []int{}
+	var current time.Time // start of the attempt in progress
 	watchdog(o, func(truncated bool) interface{} {
 		mu.Lock()
 		defer mu.Unlock()
+		// The attempt in progress took at least this long: it counts, as failed ("unfinished").
+		if !current.IsZero() {
+			latencies = append(latencies, ms(time.Since(current)))
+			failed["unfinished"]++
+			failedAt = append(failedAt, len(latencies)-1)
+		}
 		return probeResult(truncated, latencies, failed, failedAt)
 	})
 	begin := time.Now()
 	last := begin
 	for i := 0; i < *samples; i++ {
+		mu.Lock()
+		current = time.Now()
+		mu.Unlock()
 		a := o.connectOnce(sourceAddress(o.net, i%250), time.Duration(*deadline)*time.Millisecond, cfg, false)
 		mu.Lock()
+		current = time.Time{}
 		latencies = append(latencies, ms(a.latency))
 		if !a.ok {
 			failed[a.reason]++
