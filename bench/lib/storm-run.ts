@@ -33,7 +33,7 @@ export interface StormRun {
   clientCores: number;
   /** Cores used meanwhile by processes other than this server and its client (shared machine); null: not measured. */
   otherCores: number | null;
-  /** Server CPU from the origin until the last device was back, seconds. */
+  /** Server CPU from the origin (or `usageFrom`) until the last device was back, seconds. */
   serverCpuSeconds: number;
   /** That CPU as a share of one core (a single-process server can use about one). */
   serverBusyShare: number;
@@ -45,25 +45,28 @@ export interface StormRun {
   truncated: boolean;
 }
 
-/**
- * Summarise a storm measured from wall-clock `origin`, with the server's usage trace, and
- * optionally the machine's busy CPU seconds (bench/lib/machine-load.ts) from `origin` to `until`
- * (when the storm ended), to tell what other processes took meanwhile.
- */
-export function summarizeStorm(
-  server: ServerKind,
-  r: NativeStormResult,
-  origin: number,
-  trace: readonly UsageSample[],
-  machine?: { busySeconds: number; until: number },
-): StormRun {
+/** Options of {@link summarizeStorm}. */
+export interface SummaryOptions {
+  /**
+   * The machine's busy CPU seconds (bench/lib/machine-load.ts) from the origin to `until` (when
+   * the storm ended), to tell what other processes took meanwhile.
+   */
+  machine?: { busySeconds: number; until: number };
+  /** Read the server's CPU and event loop from this wall-clock time on (default: the origin), e.g. once a restarted server listens. */
+  usageFrom?: number;
+}
+
+/** Summarise a storm measured from wall-clock `origin`, with the server's usage trace. */
+export function summarizeStorm(server: ServerKind, r: NativeStormResult, origin: number, trace: readonly UsageSample[], o: SummaryOptions = {}): StormRun {
   const backAt = r.connectedAt.map((t) => t - origin);
   const lastBackMs = backAt.reduce((a, b) => Math.max(a, b), 0);
   const attempts = r.attempts.reduce((a, b) => a + b, 0);
   const failedBy: Record<string, number> = {};
   for (const a of r.abandoned) failedBy[a.reason] = (failedBy[a.reason] ?? 0) + 1;
-  const usage = usageBetween(trace, origin, origin + Math.max(1, lastBackMs));
+  const from = o.usageFrom ?? origin;
+  const usage = usageBetween(trace, from, Math.max(from + 1, origin + lastBackMs));
   let otherCores: number | null = null;
+  const machine = o.machine;
   if (machine && Number.isFinite(machine.busySeconds) && machine.until > origin) {
     const whole = usageBetween(trace, origin, machine.until);
     const other = machine.busySeconds - whole.cpuSeconds - r.stormCost.cpuUs / 1e6;

@@ -66,7 +66,7 @@ async function once(ctx: BenchContext, kind: ServerKind, e: Emulation, devices: 
     }).finally(() => clearInterval(progress));
     const machine = { busySeconds: machineBusySeconds() - busy0, until: Date.now() };
     const trace = (await server.ask<{ samples: UsageSample[] }>('trace')).samples;
-    return { ...summarizeStorm(kind, result, result.epoch, trace, machine), emulation: e.id };
+    return { ...summarizeStorm(kind, result, result.epoch, trace, { machine }), emulation: e.id };
   } finally {
     await server.stop();
   }

@@ -118,7 +118,7 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
       if (list) list.push(a.at);
       else gaveUp.set(key, [a.at]);
     }
-    const base = summarizeStorm(kind, result, t0, trace, machine);
+    const base = summarizeStorm(kind, result, t0, trace, { machine });
     return {
       ...base,
       variant: v.id,
