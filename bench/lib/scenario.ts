@@ -5,13 +5,8 @@
 
 /** What the runner gives every scenario. */
 export interface BenchContext {
-  /** `npm run bench -- --quick`: small sizes, the whole suite under 3 minutes; a smoke check. */
+  /** `npm run bench -- --quick`: small sizes, well under a minute per scenario; a smoke check. */
   readonly quick: boolean;
-  /**
-   * Handshakes per second bare Node completed in scenario 1 of this run (TLS, one process), once
-   * scenario 1 has run: the capacity scenarios 3 and 4 scale their load by.
-   */
-  capacity?: { readonly tlsHandshakesPerSecond: number };
   /** Progress output (stderr). */
   log(message: string): void;
 }

@@ -5,7 +5,8 @@
  * TLS run is repeated with the server and the load client pinned to different cores. Server cost
  * comes from the server's own process tree (/proc): CPU per accepted connection and per echoed
  * line, RSS growth per held connection. The connect phase, offered faster than any server here
- * completes handshakes, gives the TLS handshake capacity the later scenarios scale by.
+ * completes handshakes, gives the rate at which this machine completes TLS handshakes with the Node
+ * client (the storm and overload scenarios measure theirs with the native client instead).
  */
 import { type EchoServer, type ServerKind, startEchoServer, waitIdle } from '../lib/echo-server.js';
 import { OtherLoad } from '../lib/machine-load.js';
@@ -352,8 +353,8 @@ export const scenario: Scenario = {
           `(each once the server is idle again); ${ROUNDS(ctx)} round(s) per server and variant, alternating which server goes first; ` +
           'tables show each number’s median over the rounds',
         capacity:
-          `${capacity} TLS handshakes per second: bare Node’s rate in the unpinned TLS connect phase (median of the rounds), which ` +
-          'scenarios 3 and 4 scale their load by. The load client shares the machine and spends about as much CPU per handshake as ' +
+          `${capacity} TLS handshakes per second: bare Node’s rate in the unpinned TLS connect phase (median of the rounds), with ` +
+          'this scenario’s Node client (overload measures its own capacity with the native client). The load client shares the machine and spends about as much CPU per handshake as ' +
           'the server (see "load client CPU per connection"), so on a 2-core machine this is the rate the machine completes ' +
           'handshakes with this client, not the server’s alone',
         pinning: pinned
