@@ -70,15 +70,16 @@ export async function waitIdle(server: EchoServer, maxMs = 5000, threshold = 0.0
 
 /**
  * corral's settings as its `info()` reports them for `listener` options (its defaults filled in,
- * whatever they are now): the scalar fields, as text for a report, and the whole info. Starts a
- * corral echo server, asks, stops it.
+ * whatever they are now): the scalar fields, as text for a report (those zero or false in a fresh
+ * listener are left out: they are its counters and states, not settings), and the whole info.
+ * Starts a corral echo server, asks, stops it.
  */
 export async function corralSettings(listener: Record<string, unknown>): Promise<{ text: string; info: Record<string, unknown> }> {
   const server = await startServer(ECHO_SERVERS.corral, { tls: true, ...listener }, { startTimeoutMs: 30_000 });
   try {
     const info = await server.ask<Record<string, unknown>>('info', 30_000);
     const text = Object.entries(info)
-      .filter(([k, v]) => ['number', 'string', 'boolean'].includes(typeof v) && !['name', 'status', 'role', 'transport'].includes(k))
+      .filter(([k, v]) => ['number', 'string', 'boolean'].includes(typeof v) && v !== 0 && v !== false && !['name', 'status', 'role', 'transport'].includes(k))
       .map(([k, v]) => `${k} ${typeof v === 'number' ? v.toLocaleString('en-US') : String(v)}`)
       .join(', ');
     return { text, info };
