@@ -29,7 +29,7 @@ import { parseProxyHeader } from '../../src/proxy-header/parse.js';
 import { ipv4, ipv6, nodeAddress, port, tlvList, unixPath, v1Case, v2Case } from './arbitraries.js';
 
 /** Run counts per property (quoted in docs/proxy-header.md). */
-export const CROSS_RUNS = 1000;
+const CROSS_RUNS = 1000;
 
 const payloadArb = fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b));
 

@@ -11,7 +11,7 @@ import type { ProxyHeaderParseResult } from '../../src/proxy-header/parse-result
 import { V1_SIG, V2_SIG, anyBytes, expectHeader, v1Case, v2Case } from './arbitraries.js';
 
 /** Run counts per property (see the doc's table). */
-export const RUNS = { bytes: 3000, mutated: 3000, roundTrip: 2000, payload: 1000, rebuild: 1000 } as const;
+const RUNS = { bytes: 3000, mutated: 3000, roundTrip: 2000, payload: 1000, rebuild: 1000 } as const;
 
 const optionsArb: fc.Arbitrary<ProxyHeaderParseOptions | undefined> = fc.oneof(
   fc.constant(undefined),
