@@ -109,6 +109,8 @@ interface Ready {
   readonly upstream: Lease | undefined;
   /** Still being read (until its handshake starts, or it sent more than a waiting socket may). */
   reading: boolean;
+  /** Where it is: silent, arrived in this turn, in the wait queue, or gone on (started, closed). */
+  stage: 'silent' | 'arrived' | 'queued' | 'done';
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -161,6 +163,18 @@ export class AcceptorPool {
   /** Handshakes started in this turn of the event loop, and the turn's end. */
   private startedThisTurn = 0;
   private turnEnd: NodeJS.Immediate | undefined = undefined;
+  /**
+   * Sockets whose first message arrived in this turn of the event loop, in order, and those of the
+   * turn before (`ripe`). They join the wait queue (or start) at the end of the turn after the one
+   * they arrived in, once another read of the socket has come in: a client that gave up while its
+   * connect sat in the kernel's accept queue (its deadline ran, the server had not accepted yet)
+   * has its ClientHello and its end waiting together, libuv delivers the end on the read after the
+   * ClientHello's, and the socket is dropped instead of costing a handshake.
+   */
+  private arrived: Ready[] = [];
+  private ripe: Ready[] = [];
+  /** Of both, the ones still there (not gone). */
+  private arrivedCount = 0;
   private accepted = 0;
   private leases = 0;
   private gaveUp = 0;
@@ -209,7 +223,7 @@ export class AcceptorPool {
       accepted: this.accepted,
       silent: this.silent?.size ?? 0,
       handshaking: this.inFlight.size,
-      waiting: this.queue.length,
+      waiting: this.queue.length + this.arrivedCount,
       counted: this.leases,
       rejected: { ...this.rejected },
       gaveUp: this.gaveUp,
@@ -224,18 +238,6 @@ export class AcceptorPool {
       this.reject(socket, 'shutdown');
       return;
     }
-    if (this.silent !== undefined) {
-      // The per-source bound reads the peer's address anyway (a getpeername(2) per accept).
-      if (!this.silent.add(socket, Date.now())) return;
-      const ready: Ready = { socket, head: undefined, upstream: undefined, reading: true };
-      this.transport.readFirstBytes!(
-        socket,
-        (chunk) => this.onBytes(ready, chunk),
-        () => this.onPeerGone(ready),
-      );
-      this.events.changed();
-      return;
-    }
     // Read the peer address while the socket is open: a net.Socket remembers it once read, but
     // one destroyed before it was read reports undefined, and `reject`/`handshakeError` events
     // (emitted after the socket is closed) would lose it. It costs a getpeername(2) per accept, so
@@ -244,7 +246,18 @@ export class AcceptorPool {
       void socket.remoteAddress;
       void socket.remotePort;
     }
-    this.enqueue({ socket, head: undefined, upstream: undefined, reading: false });
+    if (this.silent !== undefined) {
+      if (!this.silent.add(socket, Date.now())) return;
+      const ready: Ready = { socket, head: undefined, upstream: undefined, reading: true, stage: 'silent' };
+      this.transport.readFirstBytes!(
+        socket,
+        (chunk) => this.onBytes(ready, chunk),
+        () => this.onPeerGone(ready),
+      );
+      this.events.changed();
+      return;
+    }
+    this.enqueue({ socket, head: undefined, upstream: undefined, reading: false, stage: 'queued' });
   }
 
   /** Bytes from a socket being read: its first message (while silent), or more while it waits. */
@@ -269,14 +282,34 @@ export class AcceptorPool {
     this.silent!.remove(ready.socket);
     // Where an early end is not a departure (a request followed by a half-close), stop reading now:
     // the end must reach the connection, not be taken for a client that left.
-    if (this.transport.earlyEndIsDeparture !== true) this.stopReading(ready);
-    this.enqueue(ready);
+    if (this.transport.earlyEndIsDeparture !== true) {
+      this.stopReading(ready);
+      this.enqueue(ready);
+      return;
+    }
+    ready.stage = 'arrived';
+    this.arrived.push(ready);
+    this.arrivedCount++;
+    this.scheduleTurnEnd();
   }
 
   /** The peer ended or reset a socket being read: it gave up, silent or waiting. */
   private onPeerGone(ready: Ready): void {
     ready.reading = false;
-    if (!this.silent!.remove(ready.socket) && !this.queue.delete(ready)) return;
+    switch (ready.stage) {
+      case 'silent':
+        this.silent!.remove(ready.socket);
+        break;
+      case 'arrived':
+        this.arrivedCount--;
+        break;
+      case 'queued':
+        this.queue.delete(ready);
+        break;
+      case 'done':
+        return;
+    }
+    ready.stage = 'done';
     ready.socket.destroy();
     this.gaveUp++;
     this.events.changed();
@@ -297,7 +330,7 @@ export class AcceptorPool {
    */
   admitDispatched(socket: AcceptedSocket, head: Buffer | undefined, upstream: Lease): void {
     this.accepted++;
-    this.enqueue({ socket, head, upstream, reading: false });
+    this.enqueue({ socket, head, upstream, reading: false, stage: 'queued' });
   }
 
   /** Close every silent and waiting socket and abort running handshakes; admit nothing more. */
@@ -321,7 +354,9 @@ export class AcceptorPool {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
     this.silent?.clear((socket) => this.reject(socket, 'shutdown', false));
-    for (const ready of this.queue.clear()) this.rejectReady(ready, 'shutdown');
+    this.arrivedCount = 0;
+    const unserved = [...this.ripe.splice(0), ...this.arrived.splice(0), ...this.queue.clear()];
+    for (const ready of unserved) if (ready.stage !== 'done') this.rejectReady(ready, 'shutdown');
     this.checkRoom();
     this.events.changed();
   }
@@ -345,6 +380,7 @@ export class AcceptorPool {
     if (this.queue.length === 0 && this.canStart()) {
       this.start(ready);
     } else if (this.queue.push(ready, Date.now())) {
+      ready.stage = 'queued';
       this.makeRoomForHandshakes();
       this.armExpiry(Date.now());
       this.events.changed();
@@ -352,6 +388,7 @@ export class AcceptorPool {
       // Make room: the socket that has waited longest is the one least likely to be served in time.
       this.rejectReady(this.queue.shift()!, 'queue_full');
       this.queue.push(ready, Date.now());
+      ready.stage = 'queued';
       this.events.changed();
     } else {
       this.rejectReady(ready, 'queue_full');
@@ -416,18 +453,35 @@ export class AcceptorPool {
     this.events.overflowed(false);
   }
 
-  /** Count a start against this turn's batch; the turn ends (and the count resets) at setImmediate. */
+  /** Count a start against this turn's batch. */
   private noteStart(): void {
-    if (this.startedThisTurn++ === 0) {
-      this.turnEnd = setImmediate(() => {
-        this.turnEnd = undefined;
-        this.startedThisTurn = 0;
-        this.pump();
-      });
-    }
+    this.startedThisTurn++;
+    this.scheduleTurnEnd();
+  }
+
+  /**
+   * At the end of this turn of the event loop (its check phase): the batch count resets, the
+   * sockets that arrived in the turn before join the queue, and waiting sockets are served.
+   */
+  private scheduleTurnEnd(): void {
+    this.turnEnd ??= setImmediate(() => {
+      this.turnEnd = undefined;
+      this.startedThisTurn = 0;
+      const ripe = this.ripe;
+      this.ripe = this.arrived;
+      this.arrived = [];
+      for (const ready of ripe) {
+        if (ready.stage !== 'arrived') continue;
+        this.arrivedCount--;
+        this.enqueue(ready);
+      }
+      if (this.ripe.length > 0) this.scheduleTurnEnd();
+      this.pump();
+    });
   }
 
   private start(ready: Ready): void {
+    ready.stage = 'done';
     if (this.handoff.kind === 'dispatch') {
       this.dispatch(ready, this.handoff.dispatch);
       return;
@@ -540,6 +594,7 @@ export class AcceptorPool {
   }
 
   private rejectReady(ready: Ready, reason: RejectReason): void {
+    ready.stage = 'done';
     ready.upstream?.release();
     this.reject(ready.socket, reason);
   }

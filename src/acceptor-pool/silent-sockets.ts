@@ -27,8 +27,9 @@ export interface SilentSocketsEvents {
 
 interface Entry {
   readonly socket: AcceptedSocket;
-  readonly source: string | undefined;
   readonly since: number;
+  /** Its source (`sourceKey`), once counted per source; `null`: it has none (no IP address). */
+  source: string | null | undefined;
 }
 
 /**
@@ -45,8 +46,10 @@ interface Entry {
 export class SilentSockets {
   /** Every silent socket, oldest first (a Map iterates in insertion order). */
   private readonly entries = new Map<AcceptedSocket, Entry>();
-  /** Silent sockets by source, oldest first. */
+  /** Silent sockets by source, oldest first (while `counting`). */
   private readonly bySource = new Map<string, Set<Entry>>();
+  /** Whether sources are counted: since the stage held more than `maxSilentPerSource`, until it is empty. */
+  private counting = false;
   private timer: NodeJS.Timeout | undefined = undefined;
 
   constructor(
@@ -64,19 +67,35 @@ export class SilentSockets {
    * if a bound is passed. Returns `false` if the socket itself was closed (a bound of zero).
    */
   add(socket: AcceptedSocket, now: number): boolean {
-    const source = sourceKey(socket.remoteAddress, this.options.sourcePrefix);
-    const entry: Entry = { socket, source, since: now };
+    const entry: Entry = { socket, since: now, source: undefined };
     this.entries.set(socket, entry);
-    if (source !== undefined) {
-      let group = this.bySource.get(source);
-      if (group === undefined) this.bySource.set(source, (group = new Set()));
-      group.add(entry);
-      if (group.size > this.options.maxSilentPerSource) this.closeEntry(group.values().next().value!, 'source_limit');
+    // No source can hold more than maxSilentPerSource sockets while the stage holds no more than
+    // that in all: sources (a getpeername(2) and a key each) are counted only past that point.
+    if (this.entries.size > this.options.maxSilentPerSource) {
+      if (!this.counting) this.countSources();
+      else this.countSource(entry);
     }
     if (this.entries.size > this.options.maxSilent) this.closeEntry(this.entries.values().next().value!, 'silent_limit');
     if (!this.entries.has(socket)) return false;
     this.armTimer(now);
     return true;
+  }
+
+  /** Start counting per source: every silent socket so far, then each new one. */
+  private countSources(): void {
+    this.counting = true;
+    for (const entry of [...this.entries.values()]) if (entry.source === undefined) this.countSource(entry);
+  }
+
+  /** Count one silent socket against its source, closing that source's oldest if over the bound. */
+  private countSource(entry: Entry): void {
+    const source = sourceKey(entry.socket.remoteAddress, this.options.sourcePrefix) ?? null;
+    entry.source = source;
+    if (source === null) return;
+    let group = this.bySource.get(source);
+    if (group === undefined) this.bySource.set(source, (group = new Set()));
+    group.add(entry);
+    if (group.size > this.options.maxSilentPerSource) this.closeEntry(group.values().next().value!, 'source_limit');
   }
 
   /** Whether the socket is still silent. */
@@ -100,6 +119,8 @@ export class SilentSockets {
 
   /** Close every silent socket (the listener stops or drains); `onClosed` is told of each. */
   clear(onClosed: (socket: AcceptedSocket) => void): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
     for (const entry of [...this.entries.values()]) {
       this.forget(entry);
       entry.socket.destroy();
@@ -115,17 +136,14 @@ export class SilentSockets {
 
   private forget(entry: Entry): void {
     this.entries.delete(entry.socket);
-    if (entry.source !== undefined) {
+    if (typeof entry.source === 'string') {
       const group = this.bySource.get(entry.source);
       if (group !== undefined) {
         group.delete(entry);
         if (group.size === 0) this.bySource.delete(entry.source);
       }
     }
-    if (this.entries.size === 0 && this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
+    if (this.entries.size === 0) this.counting = false;
   }
 
   /** One timer for the whole stage, due when the oldest silent socket times out. */
@@ -140,6 +158,9 @@ export class SilentSockets {
   private expire(): void {
     this.timer = undefined;
     const now = Date.now();
+    // The timer is left running when the stage empties (sockets come and go faster than a timer is
+    // worth re-arming); it stops here.
+    if (this.entries.size === 0) return;
     const cutoff = now - this.options.silentTimeout;
     for (const entry of this.entries.values()) {
       if (entry.since > cutoff) break;

@@ -31,6 +31,12 @@ export const DEFAULT_SOURCE_PREFIX: SourcePrefix = { ipv4: 32, ipv6: 64 };
  */
 export function sourceKey(address: string | undefined, prefix: SourcePrefix = DEFAULT_SOURCE_PREFIX): string | undefined {
   if (address === undefined || address === '') return undefined;
+  // Fast path for what Node reports for an IPv4 peer (a plain or an IPv4-mapped dotted quad) and
+  // a whole-address prefix: no parsing beyond a shape check.
+  if (prefix.ipv4 === 32) {
+    const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+    if (DOTTED_QUAD.test(v4)) return `${v4}/32`;
+  }
   const v4 = parseIPv4(address) ?? mappedIPv4(address);
   if (v4 !== undefined) return `${formatIPv4(maskIPv4(v4, prefix.ipv4))}/${prefix.ipv4}`;
   const v6 = parseIPv6(address);
@@ -50,6 +56,9 @@ export function checkSourcePrefix(value: unknown): SourcePrefix | string {
   if (typeof ipv6 !== 'number' || !Number.isInteger(ipv6) || ipv6 < 0 || ipv6 > 128) return `.ipv6 must be an integer from 0 to 128, got ${String(ipv6)}`;
   return { ipv4, ipv6 };
 }
+
+/** A canonical dotted quad (no leading zeros, each part 0–255). */
+const DOTTED_QUAD = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 
 /** Dotted-quad IPv4 as a 32-bit unsigned number, or `undefined`. */
 function parseIPv4(s: string): number | undefined {

@@ -122,8 +122,8 @@ export function readFirstBytes(socket: net.Socket, onData: (chunk: Buffer) => vo
   };
   s[firstBytesReader] = stop;
   s.on('data', onData);
-  s.once('end', end);
-  s.once('close', end);
+  s.on('end', end);
+  s.on('close', end);
   s.resume();
 }
 

@@ -63,6 +63,12 @@ const defaults: AcceptorPoolOptions = {
   sourcePrefix: { ipv4: 32, ipv6: 64 },
 };
 
+/** The end of this turn of the event loop, where the pool admits what arrived in it. */
+const turnEnd = async (): Promise<void> => {
+  // Two turns: a first message joins the queue at the end of the turn after the one it arrived in.
+  for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
+};
+
 /** A pool over a transport with TLS's first-message check, whose handshakes never finish. */
 async function pool(options: Partial<AcceptorPoolOptions> = {}) {
   const c = await testCerts();
@@ -111,8 +117,10 @@ describe('reading first messages', () => {
       const s = fakeSocket();
       p.admit(s);
       s.feed(hello.subarray(0, k));
+      await turnEnd();
       expect(started).toHaveLength(k - 1);
       s.feed(hello.subarray(k));
+      await turnEnd();
       expect(started).toHaveLength(k);
       expect(started[k - 1]!.equals(hello)).toBe(true);
     }
@@ -127,6 +135,7 @@ describe('reading first messages', () => {
     p.admit(s);
     const bytes = Buffer.concat([hello, Buffer.from([0x17, 0x03, 0x03])]);
     for (let i = 0; i < hello.length; i++) s.feed(bytes.subarray(i, i + 1));
+    await turnEnd();
     expect(started).toHaveLength(1);
     expect(started[0]!.equals(hello)).toBe(true);
   });
@@ -168,15 +177,29 @@ describe('reading first messages', () => {
     const first = fakeSocket();
     p.admit(first);
     first.feed(hello);
+    await turnEnd();
     const [a, b, c] = [fakeSocket(), fakeSocket(), fakeSocket()];
     for (const s of [a, b, c]) {
       p.admit(s);
       s.feed(hello);
     }
+    await turnEnd();
     expect(p.stats).toMatchObject({ handshaking: 1, waiting: 3 });
     b.end(); // b's client gave up (its deadline passed): it closed its end
     expect(p.stats).toMatchObject({ waiting: 2, gaveUp: 1 });
     expect(b.destroyed).toBe(true);
     expect(started).toHaveLength(1);
+  });
+
+  it('a ClientHello that arrives with its end (a client that gave up in the kernel accept queue) costs no handshake', async () => {
+    const hello = await captureClientHello();
+    const { p, started } = await pool();
+    const s = fakeSocket();
+    p.admit(s);
+    s.feed(hello);
+    s.end();
+    await turnEnd();
+    expect(started).toEqual([]);
+    expect(p.stats).toMatchObject({ gaveUp: 1, waiting: 0, handshaking: 0 });
   });
 });
