@@ -79,7 +79,12 @@ export interface ListenerOptions<O = unknown> {
   maxSilentPerSource?: number;
   /** How peer addresses are grouped into sources for per-source bounds. Default `{ ipv4: 32, ipv6: 64 }`. */
   sourcePrefix?: Partial<SourcePrefix>;
-  /** Most sockets waiting for a slot; a socket that finds the queue full is closed. Default 4096. */
+  /**
+   * Most sockets whose first message has arrived waiting for a handshake slot, per listener and
+   * process; what happens to one more is `overflow`'s choice. Default 16384: a burst of devices
+   * that the server can still serve within their deadline (8,000 at once, ~1,600 handshakes a
+   * second, a 5 s deadline) must not overflow it. Each waiting socket holds a file descriptor.
+   */
   maxWaiting?: number;
   /** Longest a socket may wait for a slot, in ms, before it is closed. Default 5000. */
   waitTimeout?: number;
@@ -350,7 +355,7 @@ export function resolveListenerOptions(options: ListenerOptions<unknown>): Resol
     maxSilent: checkCount('maxSilent', o.maxSilent, 8192, 1, true),
     maxSilentPerSource: checkCount('maxSilentPerSource', o.maxSilentPerSource, 64, 1, true),
     sourcePrefix,
-    maxWaiting: checkCount('maxWaiting', o.maxWaiting, 4096, 0),
+    maxWaiting: checkCount('maxWaiting', o.maxWaiting, 16_384, 0),
     waitTimeout: checkMs('waitTimeout', o.waitTimeout, 5000),
     admission: checkEnum('admission', o.admission, ['fifo', 'lifo', 'adaptive'], 'adaptive'),
     adaptiveTarget: checkMs('adaptiveTarget', o.adaptiveTarget, 100, 0),

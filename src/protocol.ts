@@ -33,11 +33,13 @@ export interface ShutdownRequest {
  *
  * ## The lifecycle of a connection
  *
- * 1. **Accepted.** The transport accepts a socket. corral reads nothing from it yet. If the
- *    listener is at `maxConnections`, or `maxHandshakes` handshakes are already running, the
- *    socket waits, paused, in the listener's bounded wait queue. It leaves the queue when a slot
- *    frees (in the order the `admission` policy says), or is closed when it waited longer than
- *    `waitTimeout` or found the queue full (counted in `info().rejected`).
+ * 1. **Accepted.** The transport accepts a socket. With `clientFirst` (the default for TLS) corral
+ *    reads the peer's first message (TLS: the ClientHello) before the socket takes any slot; a
+ *    socket that stays silent too long, or breaks a per-source bound, is closed. Then, if the
+ *    listener is at `maxConnections` or its handshake slots are taken, the socket waits in the
+ *    listener's bounded wait queue. It leaves the queue when a slot frees (in the order the
+ *    `admission` policy says), when its peer gives up, or is closed when it waited longer than
+ *    `waitTimeout` or the queue overflowed (counted in `info().rejected`). See docs/limits.md.
  * 2. **Handshake.** The transport runs its handshake (TLS: ClientHello to Finished), bounded by
  *    `handshakeTimeout`. From here the socket counts against `maxConnections`. A failed or
  *    timed-out handshake closes the socket and is counted; no handler is created.

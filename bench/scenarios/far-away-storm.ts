@@ -26,7 +26,7 @@ import { busyText, type ServerKind, type StormRun, failedText, seconds as s, ser
 import type { UsageSample } from '../servers/usage-trace.js';
 
 /** corral: its defaults, except the limits 8,000 devices need raised. */
-const CORRAL = { maxConnections: 30_000, maxWaiting: 15_000 } as const;
+const CORRAL = { maxConnections: 30_000 } as const;
 const DELAY_MS = 300;
 const DEADLINE_MS = 5000;
 const GIVE_UP_MS = 120_000;
@@ -190,7 +190,7 @@ export const scenario: Scenario = {
         giveUpAfterMs: GIVE_UP_MS,
         client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device`,
         runs: repeats > 1 ? `${repeats} per server and emulation, corral and bare Node alternating; the table shows the median run` : '1 per server and emulation',
-        corral: `one process: maxConnections ${fmt(CORRAL.maxConnections)}, maxWaiting ${fmt(CORRAL.maxWaiting)}, otherwise its defaults (as info() reports them: ${settings.text})`,
+        corral: `one process: maxConnections ${fmt(CORRAL.maxConnections)}, otherwise its defaults (as info() reports them: ${settings.text})`,
         bare: 'tls.createServer, one process, backlog 4,096',
       },
       tables,

@@ -27,7 +27,7 @@ import { busyText, type ServerKind, type StormRun, failedText, seconds as s, ser
 import type { UsageSample } from '../servers/usage-trace.js';
 
 /** corral: its defaults, except the limits N devices need raised. */
-const CORRAL = { maxConnections: 30_000, maxWaiting: 15_000 } as const;
+const CORRAL = { maxConnections: 30_000 } as const;
 const DEADLINE_MS = 5000;
 const GIVE_UP_MS = 120_000;
 const CLIENT_PROCESSES = 2;
@@ -222,7 +222,7 @@ export const scenario: Scenario = {
         giveUpAfterMs: GIVE_UP_MS,
         client: `native load client (bench/native-client storm -reconnect -resume), ${CLIENT_PROCESSES} processes, one source address and one session cache per device; a failed attempt keeps the device's ticket; setup at ${fmt(SETUP_RATE)}/s`,
         runs: repeats > 1 ? `${repeats} per server, corral and bare Node alternating; the table shows the median run` : '1 per server',
-        corral: `one process: maxConnections ${fmt(CORRAL.maxConnections)}, maxWaiting ${fmt(CORRAL.maxWaiting)}, ticketKeys, otherwise its defaults (as info() reports them: ${settings.text})`,
+        corral: `one process: maxConnections ${fmt(CORRAL.maxConnections)}, ticketKeys, otherwise its defaults (as info() reports them: ${settings.text})`,
         bare: 'tls.createServer({ ticketKeys }), one process, backlog 4,096',
         restart: 'the restarted server is a new Node process loading its code (corral through tsx from source), so its downtime differs; the target counts from its listen',
       },

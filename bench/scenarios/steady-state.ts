@@ -64,8 +64,8 @@ export interface ServerRun {
 }
 
 /**
- * TLS connects in flight: well above corral's 128 handshakes, so both servers are saturated; not so
- * far above that a closed-loop client keeps corral's wait queue standing for its whole 5 s timeout.
+ * TLS connects in flight: enough that both servers are saturated; not so many that a closed-loop
+ * client keeps corral's wait queue standing for its whole 5 s timeout.
  */
 const TLS_IN_FLIGHT = 512;
 
@@ -78,7 +78,8 @@ const ROUNDS = (ctx: BenchContext): number => (ctx.quick ? 1 : 3);
  */
 const WARMUP = (ctx: BenchContext): number => (ctx.quick ? 50 : 200);
 
-const CORRAL_DEFAULTS = 'maxHandshakes 128, overflow refuse, maxWaiting 4096, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
+const CORRAL_DEFAULTS =
+  'clientFirst (TLS), handshakeBatch 8, maxHandshakes 1024, overflow refuse, maxWaiting 16384, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
 
 function round(n: number, digits = 1): number {
   return Number.isFinite(n) ? Number(n.toFixed(digits)) : n;
@@ -232,9 +233,9 @@ function table(v: Variant, bare: ServerRun, corral: ServerRun, rounds: { bare: S
 const WHY: Record<'cpuConn' | 'rssConn' | 'cpuLine', string> = {
   cpuConn:
     'CPU profiles of both servers accepting 4,000 TLS and 10,000 TCP connections (node --cpu-prof) show where corral spends ' +
-    'more per connection: a handshake-timeout timer per handshake (src/handshake-gate.ts), the TLS details read at handshake end ' +
+    'more per connection: a handshake-timeout timer per handshake (src/acceptor-pool/acceptor-pool.ts), the TLS details read at handshake end ' +
     '(protocol, cipher, session reuse: three calls into the TLS handle, src/transports/tls.ts), and the admission path itself ' +
-    '(wait queue, handshake gate, supervisor, Connection and framer objects, nextTick hops). The local and remote addresses, ' +
+    '(reading the ClientHello and putting it back, wait queue, acceptor pool, supervisor, Connection and framer objects, nextTick hops). The local and remote addresses, ' +
     'two syscalls per connection (getsockname and getpeername, ~15 µs together in a profile of 20,000 short TCP connections), ' +
     'are now read on first use, and the peer address at accept only when a reject/handshakeError listener needs it: in three ' +
     'runs of 40,000 short TCP connections each, corral’s CPU per connection went from 67–81 µs to 61–64 µs (bare 57–61 µs). ' +

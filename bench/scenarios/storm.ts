@@ -35,7 +35,7 @@ import type { UsageSample } from '../servers/usage-trace.js';
  * corral's configuration: one process, its defaults except the two limits a 16,000-device
  * listener must raise.
  */
-const CORRAL = { maxConnections: 30_000, maxWaiting: 15_000 } as const;
+const CORRAL = { maxConnections: 30_000 } as const;
 const GIVE_UP_MS = 120_000;
 const CLIENT_PROCESSES = 2;
 const SETUP_RATE = 2000;
@@ -223,7 +223,7 @@ export const scenario: Scenario = {
     const limit = 1.2 * ideal;
     const x = (r: Run): number | null => (r.allBackMs === null ? null : round(r.allBackMs / idealFor(r.devices), 2));
 
-    const corralConfig = `corral, one process: maxConnections ${fmt(CORRAL.maxConnections)}, maxWaiting ${fmt(CORRAL.maxWaiting)}, otherwise its defaults; backlog 4,096`;
+    const corralConfig = `corral, one process: maxConnections ${fmt(CORRAL.maxConnections)}, otherwise its defaults; backlog 4,096`;
     const bareConfig = 'bare Node tls.createServer, one process, backlog 4,096';
     const ofRuns = repeats > 1 ? ` (median of ${repeats} runs by time until all back)` : '';
     const table: Table = {

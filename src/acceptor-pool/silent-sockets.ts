@@ -2,7 +2,7 @@ import type { AcceptedSocket } from '../transport.js';
 import { type SourcePrefix, sourceKey } from '../limits/source-key.js';
 
 /**
- * Why the acceptor pool closed a socket that was still silent (see {@link SilentSockets}):
+ * Why the acceptor pool closed a socket that was still silent (its peer had not sent its first message):
  *
  * - `silent_timeout`: its first message did not arrive within `silentTimeout`.
  * - `source_limit`: its source had more than `maxSilentPerSource` silent sockets; the oldest goes.
