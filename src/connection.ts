@@ -4,14 +4,16 @@ import type { ConnectionContext } from './connection-context.js';
 import { CorralError } from './errors.js';
 import type { Framer, Framing } from './framing/framer.js';
 import type { Lease } from './acceptor-pool/lease.js';
-import type { CloseReason, ProtocolHandler } from './protocol.js';
+import { HOOK_POLICIES, HookRunner } from './hook-runner.js';
+import type { CloseReason, HandlerHook, ProtocolHandler } from './protocol.js';
 import type { RestartIntensity } from './restart-intensity.js';
 import type { SocketAddress, TlsInfo, TransportConnection } from './transport.js';
 
 /**
  * One live connection, as a protocol handler sees it. Handed to every {@link ProtocolHandler} hook.
+ * `State` is the type of {@link Connection.data}, the handler's own per-connection state.
  */
-export interface Connection {
+export interface Connection<State = unknown> {
   /** Unique within the listener (and, with workers, across its processes). */
   readonly id: string;
   /** Name of the listener that accepted it. */
@@ -38,8 +40,15 @@ export interface Connection {
   readonly counted: boolean;
   /** Bytes queued for the peer and not yet handed to the kernel. */
   readonly bufferedAmount: number;
-  /** A slot for the handler's own per-connection state (useful with a shared handler object). */
-  data: unknown;
+  /** Whether the peer has ended its side (it sends no more; replies still reach it). */
+  readonly peerEnded: boolean;
+  /**
+   * The handler's own per-connection state, `undefined` until the handler sets it (useful with a
+   * shared handler object, typed through `ProtocolHandler<State>`). A transient restart starts
+   * the fresh handler with `data` reset to `undefined`: state that survives a crash may be what
+   * caused it.
+   */
+  data: State | undefined;
   /**
    * Small, serializable facts about the connection (a device id, a user name) that
    * `listener.connections()` reports, from every worker process. Keep it to a few entries.
@@ -60,6 +69,7 @@ export interface Connection {
   /**
    * Close gracefully: stop delivering frames, flush what was sent, end the stream. The socket is
    * destroyed if the flush takes longer than the listener's `shutdownTimeout`. Resolves once closed.
+   * Sends after this return `false`.
    */
   close(): Promise<void>;
   /** Close at once, dropping anything unsent. */
@@ -107,9 +117,6 @@ export interface ConnectionInfo {
   readonly meta: Readonly<Record<string, ConnectionMetaValue>>;
 }
 
-/** Which hook was running when a handler crashed. */
-export type HandlerHook = keyof ProtocolHandler;
-
 /**
  * What a connection needs from the supervisor that owns it. @internal
  */
@@ -120,20 +127,20 @@ export interface ConnectionOwner {
   readonly maxSendBuffer: number;
   /** When set, every hook runs inside this storage with the connection's context. */
   readonly context: AsyncLocalStorage<ConnectionContext> | undefined;
-  /** Called when a hook throws or rejects; returns a fresh handler to restart with, or `undefined`. */
-  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown): ProtocolHandler | undefined;
+  /**
+   * A hook threw or rejected: count and report it. With `restartable` (the hook's policy allows a
+   * transient restart), returns a fresh handler to restart with, or `undefined`.
+   */
+  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): ProtocolHandler | undefined;
   /** Called once, after `onClose`, when the stream has closed. */
   closed(conn: SupervisedConnection, reason: CloseReason): void;
 }
 
-type Hook = (conn: Connection) => void | Promise<void>;
-
-function isThenable(v: unknown): v is PromiseLike<void> {
-  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<void>).then === 'function';
-}
-
 /**
- * The connection implementation: the read loop, backpressure, idle timer and bounded close. @internal
+ * The connection implementation: one ordered queue of what happens to a connection — its frames,
+ * its peer's end, a drain's request — handled one at a time through the {@link HookRunner};
+ * backpressure, the idle timer and the bounded close. See `ProtocolHandler` for the contract.
+ * @internal
  */
 export class SupervisedConnection implements Connection {
   readonly id: string;
@@ -153,24 +160,32 @@ export class SupervisedConnection implements Connection {
   private remoteAddress: SocketAddress | undefined = undefined;
   private readonly framer: Framer;
   private readonly transport: TransportConnection;
+  private readonly hooks: HookRunner;
   private bytesIn = 0;
   private bytesOut = 0;
-  /** A hook's promise is pending: frames wait. */
-  private busy = false;
   /** The handler asked to stop reading. */
   private userPaused = false;
-  /** close()/destroy() was called or the stream ended: no more frames, no more sends. */
+  /** close()/destroy() was called or the stream closed: no more events, no more sends. */
   private closing = false;
   private finished = false;
   private reason: CloseReason | undefined = undefined;
+  /** The peer ended its side; its end is handled after every frame read before it. */
+  private ended = false;
+  private endHandled = false;
+  /** A drain asked this connection to shut down; handled once no hook is pending, before further frames. */
+  private shutdownDue = false;
+  private shutdownRequested = false;
+  private shutdownDeadline = 0;
+  /** `onCrash` is answering a crash (it never answers its own). */
+  private answeringCrash = false;
   private idleMs = 0;
   /** Only bytes read restart the idle timer (`setIdleTimeout(ms, { resetOn: 'read' })`). */
   private idleOnReadOnly = false;
   private idleTimer: NodeJS.Timeout | undefined = undefined;
+  /** Bounds a graceful close's flush, and a half-open connection's `onRemoteClose`. */
   private lingerTimer: NodeJS.Timeout | undefined = undefined;
   private closePromise: Promise<void> | undefined = undefined;
   private resolveClosed: (() => void) | undefined = undefined;
-  private shutdownRequested = false;
 
   constructor(
     private readonly owner: ConnectionOwner,
@@ -185,6 +200,10 @@ export class SupervisedConnection implements Connection {
     this.stream = transport.stream;
     this.tls = transport.tls;
     this.framer = owner.framing.createFramer();
+    this.hooks = new HookRunner(
+      (hook, error) => this.crashed(hook, error),
+      () => this.pump(),
+    );
     const s = this.stream;
     const als = owner.context;
     if (als === undefined) {
@@ -225,6 +244,10 @@ export class SupervisedConnection implements Connection {
     return !this.lease.released;
   }
 
+  get peerEnded(): boolean {
+    return this.ended;
+  }
+
   get meta(): Record<string, ConnectionMetaValue> {
     // Created on first use: most connections never carry any.
     return (this.metaRecord ??= {});
@@ -238,8 +261,8 @@ export class SupervisedConnection implements Connection {
   start(handler: ProtocolHandler, idleTimeout: number): void {
     this.handler = handler;
     if (idleTimeout > 0) this.setIdleTimeout(idleTimeout);
-    this.runHook('onReady', handler.onReady);
-    if (!this.busy) this.pump();
+    this.runReady();
+    this.pump();
   }
 
   info(): ConnectionInfo {
@@ -306,7 +329,7 @@ export class SupervisedConnection implements Connection {
     );
   }
 
-  // ---- reading -------------------------------------------------------------------------------
+  // ---- the queue -----------------------------------------------------------------------------
 
   pause(): void {
     this.userPaused = true;
@@ -315,7 +338,7 @@ export class SupervisedConnection implements Connection {
 
   resume(): void {
     this.userPaused = false;
-    if (!this.busy && !this.closing) this.pump();
+    this.pump();
   }
 
   private onData(chunk: Buffer): void {
@@ -326,133 +349,132 @@ export class SupervisedConnection implements Connection {
     this.pump();
   }
 
+  private onEnd(): void {
+    if (this.closing) return;
+    this.ended = true;
+    this.pump();
+  }
+
   /**
-   * Deliver buffered frames one at a time until the framer needs more bytes, a hook goes async,
-   * or the handler paused; then set the stream's flow to match.
+   * Handle what is due, one event at a time, while no holding hook is pending: a drain's request
+   * first, then frames in order, then the peer's end once no frame is left before it. Then set the
+   * stream's flow to match.
    */
   private pump(): void {
-    const framer = this.framer;
-    while (!this.busy && !this.closing && !this.userPaused) {
-      let frame: Buffer | undefined;
-      try {
-        frame = framer.next();
-      } catch (err) {
-        this.frameError(err as Error);
-        return;
-      }
-      if (frame === undefined) break;
-      const onFrame = this.handler.onFrame;
-      if (onFrame === undefined) continue;
-      let ret: void | Promise<void>;
-      try {
-        ret = onFrame.call(this.handler, frame, this);
-      } catch (err) {
-        this.crash('onFrame', err);
+    while (!this.hooks.holding && !this.finished) {
+      if (this.shutdownDue) {
+        this.shutdownDue = false;
+        this.runShutdown();
         continue;
       }
-      if (isThenable(ret)) this.await(ret, 'onFrame');
+      if (this.closing || this.userPaused) break;
+      let frame: Buffer | undefined;
+      try {
+        frame = this.framer.next();
+      } catch (err) {
+        this.frameError(err as Error);
+        continue;
+      }
+      if (frame !== undefined) {
+        const handler = this.handler;
+        if (handler.onFrame !== undefined) this.hooks.run('onFrame', () => handler.onFrame!(frame, this));
+        continue;
+      }
+      if (this.ended && !this.endHandled) {
+        this.endHandled = true;
+        this.runRemoteClose();
+        continue;
+      }
+      break;
     }
-    if (this.closing) return;
-    if (this.busy || this.userPaused) this.stream.pause();
+    if (this.closing || this.finished) return;
+    if (this.hooks.holding || this.userPaused) this.stream.pause();
     else this.stream.resume();
   }
 
-  private await(ret: PromiseLike<void>, hook: HandlerHook): void {
-    this.busy = true;
-    this.stream.pause();
-    ret.then(
-      () => {
-        this.busy = false;
-        if (!this.closing) this.pump();
-      },
-      (err: unknown) => {
-        this.busy = false;
-        this.crash(hook, err);
-        if (!this.closing) this.pump();
-      },
+  private runReady(): void {
+    const handler = this.handler;
+    if (handler.onReady !== undefined) this.hooks.run('onReady', () => handler.onReady!(this));
+  }
+
+  private frameError(error: Error): void {
+    this.reason ??= 'frame_error';
+    const handler = this.handler;
+    if (handler.onFrameError === undefined) {
+      void this.close();
+      return;
+    }
+    this.hooks.run(
+      'onFrameError',
+      () => handler.onFrameError!(error, this),
+      () => void this.close(),
     );
   }
 
-  /** Run a lifecycle hook with crash containment; async hooks hold the frame queue. */
-  private runHook(name: HandlerHook, hook: Hook | undefined): void {
-    if (hook === undefined) return;
-    let ret: void | Promise<void>;
-    try {
-      ret = hook.call(this.handler, this);
-    } catch (err) {
-      this.crash(name, err);
+  /**
+   * The peer ended its side and every frame before its end is handled: `onRemoteClose`, then the
+   * connection closes when it settles — at the latest `shutdownTimeout` later.
+   */
+  private runRemoteClose(): void {
+    this.reason ??= 'remote';
+    const handler = this.handler;
+    if (handler.onRemoteClose === undefined) {
+      void this.close();
       return;
     }
-    if (isThenable(ret)) this.await(ret, name);
+    this.armLinger();
+    this.hooks.run(
+      'onRemoteClose',
+      () => handler.onRemoteClose!(this),
+      () => void this.close(),
+    );
   }
 
-  private crash(hook: HandlerHook, error: unknown): void {
-    const fresh = this.owner.crashed(this, hook, error);
+  private crashed(hook: HandlerHook, error: unknown): void {
+    const policy = HOOK_POLICIES[hook].crash;
+    const fresh = this.owner.crashed(this, hook, error, policy === 'restart' && !this.closing);
+    if (policy === 'count') return;
+    const handler = this.handler;
+    if (handler.onCrash === undefined || this.answeringCrash || this.closing) {
+      this.afterCrash(fresh);
+      return;
+    }
+    // Let the handler answer the crash (an error reply) before its connection closes or restarts,
+    // within shutdownTimeout.
+    this.answeringCrash = true;
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      this.answeringCrash = false;
+      this.afterCrash(fresh);
+    };
+    const timer = setTimeout(finish, this.owner.shutdownTimeout);
+    timer.unref();
+    this.hooks.run('onCrash', () => handler.onCrash!(error, this, { hook, restarted: fresh !== undefined }), finish);
+  }
+
+  /** After a crash (and its answer): a fresh handler takes over, or the connection closes. */
+  private afterCrash(fresh: ProtocolHandler | undefined): void {
     if (fresh !== undefined && !this.closing) {
       this.restarts++;
       // A fresh handler starts from fresh state, shared-object handlers included.
       this.data = undefined;
       this.handler = fresh;
-      this.runHook('onReady', fresh.onReady);
+      this.runReady();
+      this.pump();
       return;
     }
     this.reason ??= 'crash';
     void this.close();
   }
 
-  private frameError(error: Error): void {
-    this.reason ??= 'frame_error';
-    const hook = this.handler.onFrameError;
-    if (hook === undefined) {
-      void this.close();
-      return;
-    }
-    let ret: void | Promise<void>;
-    try {
-      ret = hook.call(this.handler, error, this);
-    } catch (err) {
-      this.owner.crashed(this, 'onFrameError', err);
-      void this.close();
-      return;
-    }
-    if (isThenable(ret)) {
-      this.stream.pause();
-      this.busy = true;
-      ret.then(
-        () => void this.close(),
-        (err: unknown) => {
-          this.owner.crashed(this, 'onFrameError', err);
-          void this.close();
-        },
-      );
-    } else {
-      void this.close();
-    }
-  }
-
-  private onEnd(): void {
-    if (this.closing) return;
-    this.reason ??= 'remote';
-    const hook = this.handler.onRemoteClose;
-    if (hook === undefined) {
-      void this.close();
-      return;
-    }
-    this.runHook('onRemoteClose', hook);
-  }
-
   private onStreamError(err: Error): void {
     if (this.finished) return;
     this.reason ??= 'error';
-    const hook = this.handler.onError;
-    if (hook !== undefined) {
-      try {
-        const ret = hook.call(this.handler, err, this);
-        if (isThenable(ret)) ret.then(undefined, (e: unknown) => this.owner.crashed(this, 'onError', e));
-      } catch (e) {
-        this.owner.crashed(this, 'onError', e);
-      }
-    }
+    const handler = this.handler;
+    if (handler !== undefined && handler.onError !== undefined) this.hooks.run('onError', () => handler.onError!(err, this));
     this.destroy();
   }
 
@@ -470,7 +492,7 @@ export class SupervisedConnection implements Connection {
       this.idleTimer = undefined;
     }
     if (ms > 0 && !this.closing) {
-      this.idleTimer = setTimeout(() => this.onIdle(), ms);
+      this.idleTimer = setTimeout(() => this.inContext(() => this.onIdle()), ms);
       this.idleTimer.unref();
     }
   }
@@ -483,15 +505,17 @@ export class SupervisedConnection implements Connection {
   private onIdle(): void {
     this.idleTimer = undefined;
     if (this.closing) return;
-    const hook = this.handler.onIdle;
-    if (hook === undefined) {
+    // Re-arm so a handler that keeps the connection open is told again after another period.
+    if (this.idleMs > 0) this.setIdleTimeout(this.idleMs);
+    // A hook at work (waiting on its own I/O) is not idleness.
+    if (this.hooks.holding) return;
+    const handler = this.handler;
+    if (handler.onIdle === undefined) {
       this.reason ??= 'idle';
       void this.close();
       return;
     }
-    // Re-arm so a handler that keeps the connection open is told again after another period.
-    if (this.idleMs > 0) this.setIdleTimeout(this.idleMs);
-    this.runHook('onIdle', hook);
+    this.hooks.run('onIdle', () => handler.onIdle!(this));
   }
 
   setKeepAlive(enable: boolean, initialDelayMs?: number): void {
@@ -508,32 +532,26 @@ export class SupervisedConnection implements Connection {
     this.lease.release();
   }
 
-  /** The listener is draining: run `onShutdown` once (default: close). @internal */
+  /**
+   * The listener is draining: once no hook is pending (its replies are sent), and before any
+   * frame not yet delivered, run `onShutdown` (default: close). @internal
+   */
   requestShutdown(deadline: number): void {
     if (this.closing || this.shutdownRequested) return;
     this.shutdownRequested = true;
-    const hook = this.handler.onShutdown;
-    if (hook === undefined) {
+    this.shutdownDeadline = deadline;
+    this.shutdownDue = true;
+    this.pump();
+  }
+
+  private runShutdown(): void {
+    const handler = this.handler;
+    if (handler.onShutdown === undefined) {
       this.reason ??= 'shutdown';
       void this.close();
       return;
     }
-    let ret: void | Promise<void>;
-    try {
-      ret = hook.call(this.handler, this, { deadline });
-    } catch (err) {
-      this.owner.crashed(this, 'onShutdown', err);
-      this.reason ??= 'shutdown';
-      void this.close();
-      return;
-    }
-    if (isThenable(ret)) {
-      ret.then(undefined, (err: unknown) => {
-        this.owner.crashed(this, 'onShutdown', err);
-        this.reason ??= 'shutdown';
-        void this.close();
-      });
-    }
+    this.hooks.run('onShutdown', () => handler.onShutdown!(this, { deadline: this.shutdownDeadline }));
   }
 
   /** The handler could not be created (factory or constructor threw): close now, as a crash. @internal */
@@ -557,16 +575,22 @@ export class SupervisedConnection implements Connection {
       this.resolveClosed?.();
       return this.closePromise;
     }
-    this.reason ??= 'local';
+    this.reason ??= this.shutdownRequested ? 'shutdown' : 'local';
     this.closing = true;
     this.clearIdle();
     const s = this.stream;
     // Keep reading (and discarding) so the peer's FIN is seen; bound the whole flush.
     s.resume();
     s.end();
-    this.lingerTimer = setTimeout(() => s.destroy(), this.owner.shutdownTimeout);
-    this.lingerTimer.unref();
+    this.armLinger();
     return this.closePromise;
+  }
+
+  /** Destroy the stream if it has not closed within `shutdownTimeout` (from the first call). */
+  private armLinger(): void {
+    if (this.lingerTimer !== undefined) return;
+    this.lingerTimer = setTimeout(() => this.stream.destroy(), this.owner.shutdownTimeout);
+    this.lingerTimer.unref();
   }
 
   destroy(error?: Error): void {
@@ -591,15 +615,8 @@ export class SupervisedConnection implements Connection {
     this.clearIdle();
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     const reason = this.reason ?? 'remote';
-    const hook = this.handler?.onClose;
-    if (hook !== undefined) {
-      try {
-        const ret = hook.call(this.handler, this, reason);
-        if (isThenable(ret)) ret.then(undefined, (e: unknown) => this.owner.crashed(this, 'onClose', e));
-      } catch (e) {
-        this.owner.crashed(this, 'onClose', e);
-      }
-    }
+    const handler = this.handler;
+    if (handler !== undefined && handler.onClose !== undefined) this.hooks.run('onClose', () => handler.onClose!(this, reason));
     this.lease.release();
     this.owner.closed(this, reason);
     this.resolveClosed?.();

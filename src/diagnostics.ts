@@ -1,6 +1,6 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
 import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool.js';
-import type { HandlerHook } from './connection.js';
+import type { HandlerHook } from './protocol.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';
 
@@ -19,14 +19,37 @@ import type { SocketAddress } from './transport.js';
  * | `corral:overload:reject`   | {@link OverloadRejectMessage}  |
  */
 export const channels = {
-  listenerStart: diagnosticsChannel.channel('corral:listener:start'),
-  listenerStop: diagnosticsChannel.channel('corral:listener:stop'),
-  connectionOpen: diagnosticsChannel.channel('corral:connection:open'),
-  connectionClose: diagnosticsChannel.channel('corral:connection:close'),
-  handshakeError: diagnosticsChannel.channel('corral:handshake:error'),
-  handlerCrash: diagnosticsChannel.channel('corral:handler:crash'),
-  overloadReject: diagnosticsChannel.channel('corral:overload:reject'),
+  listenerStart: typed<ListenerStartMessage>('corral:listener:start'),
+  listenerStop: typed<ListenerStopMessage>('corral:listener:stop'),
+  connectionOpen: typed<ConnectionOpenMessage>('corral:connection:open'),
+  connectionClose: typed<ConnectionCloseMessage>('corral:connection:close'),
+  handshakeError: typed<HandshakeErrorMessage>('corral:handshake:error'),
+  handlerCrash: typed<HandlerCrashMessage>('corral:handler:crash'),
+  overloadReject: typed<OverloadRejectMessage>('corral:overload:reject'),
 } as const;
+
+/**
+ * A `node:diagnostics_channel` channel whose messages are of type `M`: the same object
+ * `diagnosticsChannel.channel(name)` returns, typed for subscribers
+ * (`channels.connectionClose.subscribe((m) => m.reason)` type-checks).
+ */
+export interface TypedChannel<M> {
+  /** The channel's name, e.g. `corral:connection:close`. */
+  readonly name: string | symbol;
+  /** Whether anyone subscribed (corral builds and publishes nothing otherwise). */
+  readonly hasSubscribers: boolean;
+  /** Publish a message to every subscriber. */
+  publish(message: M): void;
+  /** Call `onMessage` for every message published from now on. */
+  subscribe(onMessage: (message: M, name: string | symbol) => void): void;
+  /** Stop calling `onMessage`; returns whether it was subscribed. */
+  unsubscribe(onMessage: (message: M, name: string | symbol) => void): boolean;
+}
+
+function typed<M>(name: string): TypedChannel<M> {
+  // Node's Channel passes `unknown` messages; corral publishes only `M` on each channel.
+  return diagnosticsChannel.channel(name) as unknown as TypedChannel<M>;
+}
 
 /** Published on `corral:listener:start` once the listener accepts. */
 export interface ListenerStartMessage {

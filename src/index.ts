@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 export { startListener, getListener, stopListener, listeners } from './registry.js';
-export type { ListenerOptions } from './options.js';
+export type { ListenerOptions, ListenerSettings, ProtocolSettings } from './options.js';
 export type {
   Listener,
   ListenerStatus,
@@ -36,8 +36,10 @@ export type {
   Protocol,
   CloseReason,
   ShutdownRequest,
+  HandlerHook,
+  CrashInfo,
 } from './protocol.js';
-export type { Connection, ConnectionInfo, ConnectionMetaValue, HandlerHook } from './connection.js';
+export type { Connection, ConnectionInfo, ConnectionMetaValue } from './connection.js';
 export type { RestartStrategy } from './supervisor.js';
 export { RestartIntensity } from './restart-intensity.js';
 export type {
@@ -62,7 +64,7 @@ export {
   type LineFramingOptions,
   type LengthPrefixedFramingOptions,
 } from './framing/index.js';
-export { channels } from './diagnostics.js';
+export { channels, type TypedChannel } from './diagnostics.js';
 export type {
   ListenerStartMessage,
   ListenerStopMessage,

@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool.js';
-import type { ConnectionInfo, HandlerHook } from './connection.js';
+import type { Connection, ConnectionInfo } from './connection.js';
+import type { HandlerHook } from './protocol.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';
 import type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
@@ -70,6 +71,16 @@ export interface ListenerInfo {
   /** Each worker (pid, connections, restarts), for a primary; empty otherwise. */
   readonly workers: readonly WorkerInfo[];
 }
+
+/**
+ * The counters of {@link ListenerInfo} that only grow. A worker pool's primary keeps those of
+ * worker processes that exited, so its totals never go backwards when workers are replaced
+ * (increments in the last ~20 ms before a worker died can be missing).
+ */
+export type ListenerTotals = Pick<
+  ListenerInfo,
+  'accepted' | 'opened' | 'closed' | 'gaveUp' | 'overflows' | 'rejected' | 'handshakeFailures' | 'handlerCrashes' | 'handlerRestarts'
+>;
 
 /** Which part a listener object plays: a stand-alone listener, a pool's primary, or one of its workers. */
 export type ListenerRole = 'single' | 'primary' | 'worker';
@@ -207,8 +218,16 @@ export interface Listener extends EventEmitter<ListenerEvents> {
   setProtocolOptions(options: unknown): void;
   /** State and counters. */
   info(): Promise<ListenerInfo>;
-  /** A snapshot of every live connection. */
+  /** A snapshot of every live connection (over every worker process, for a primary). */
   connections(): Promise<ConnectionInfo[]>;
+  /**
+   * The live connections of this listener in this process — the same objects its handlers get —
+   * as a live view: iterating it while connections open and close is safe (one that closes during
+   * the loop is skipped if not reached yet; one that opens may be visited). For a handler that
+   * reaches the others, e.g. to broadcast. Empty in a worker pool's primary, whose connections
+   * live in the workers (inside a worker it holds that worker's).
+   */
+  localConnections(): ReadonlySet<Connection>;
   /**
    * Resolve once the number of live connections compares to `n` as `op` says (Ranch's
    * `wait_for_connections`); reject with a timeout error after `timeout` ms (default 5000).

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { ConnectionInfo } from './connection.js';
+import type { Connection, ConnectionInfo } from './connection.js';
 import { connectionStorage } from './connection-context.js';
 import { CountWaiters } from './count-waiters.js';
 import { channels } from './diagnostics.js';
@@ -13,8 +13,9 @@ import type {
   ListenerEvents,
   ListenerInfo,
   ListenerStatus,
+  ListenerTotals,
 } from './listener.js';
-import { checkCount, type ResolvedListenerOptions } from './options.js';
+import { checkCount, checkDrainOptions, type ResolvedListenerOptions } from './options.js';
 import { handlerFactory } from './protocol.js';
 import type { Distribution } from './workers/distribution.js';
 import { ConnectionSupervisor } from './supervisor.js';
@@ -91,15 +92,19 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
         context: hooks.role === 'worker' ? connectionStorage : undefined,
       },
       {
-        opened: (conn) => {
+        opened: (conn, handshakeMs) => {
           this.opened++;
           if (this.listenerCount('connectionOpen') > 0) this.emit('connectionOpen', conn.info());
+          if (channels.connectionOpen.hasSubscribers) {
+            channels.connectionOpen.publish({ listener: this.name, id: conn.id, remote: conn.remote, handshakeMs });
+          }
         },
         crashed: (conn, hook, error, restarted) => {
           if (channels.handlerCrash.hasSubscribers) {
             channels.handlerCrash.publish({ listener: this.name, id: conn.id, hook, error, restarted });
           }
           this.emit('handlerCrash', { id: conn.id, hook, error, restarted });
+          this.hooks.changed?.();
         },
         closed: (conn, reason) => {
           if (channels.connectionClose.hasSubscribers) {
@@ -116,11 +121,8 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
       { kind: 'handshake' },
       {
         handshaken: (transportConn, lease, startedAt) => {
-          const conn = this.supervisor.start(transportConn, lease);
+          const conn = this.supervisor.start(transportConn, lease, startedAt);
           if (this.drainDeadline !== undefined) this.supervisor.shutdown(conn, this.drainDeadline);
-          if (channels.connectionOpen.hasSubscribers) {
-            channels.connectionOpen.publish({ listener: this.name, id: conn.id, remote: conn.remote, handshakeMs: Date.now() - startedAt });
-          }
         },
         handshakeFailed: (socket, kind, error) => {
           const event = { kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
@@ -251,10 +253,26 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     this.pool.admitDispatched(adopt.call(this.options.transport, raw), head, upstream);
   }
 
-  /** Counted connections plus handshakes, and the live total. @internal */
-  load(): { counted: number; handshaking: number; connections: number } {
+  /** Counted connections plus handshakes, the live total, and the counters that only grow. @internal */
+  load(): { counted: number; handshaking: number; connections: number; totals: ListenerTotals } {
     const g = this.pool.stats;
-    return { counted: g.counted, handshaking: g.handshaking, connections: this.supervisor.size };
+    const s = this.supervisor.stats;
+    return {
+      counted: g.counted,
+      handshaking: g.handshaking,
+      connections: this.supervisor.size,
+      totals: {
+        accepted: g.accepted,
+        opened: this.opened,
+        closed: s.closed,
+        gaveUp: g.gaveUp,
+        overflows: this.overflows,
+        rejected: g.rejected,
+        handshakeFailures: g.handshakeFailures,
+        handlerCrashes: s.handlerCrashes,
+        handlerRestarts: s.handlerRestarts,
+      },
+    };
   }
 
   /**
@@ -372,6 +390,10 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     return Promise.resolve(Array.from(this.supervisor.all(), (c) => c.info()));
   }
 
+  localConnections(): ReadonlySet<Connection> {
+    return this.supervisor.connections;
+  }
+
   waitForConnections(op: ConnectionCountOp, n: number, options: { timeout?: number } = {}): Promise<void> {
     return this.countWaiters.wait(op, n, options.timeout);
   }
@@ -385,19 +407,8 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
     return this.drainOnce(options);
   }
 
-  private drainTimeout(options: { timeout?: number; rate?: number }): number | TypeError {
-    const timeout = options.timeout ?? this.options.shutdownTimeout;
-    if (!Number.isFinite(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
-      return new TypeError(`drain: timeout must be a number of ms from 0 to ${2 ** 31 - 1}, got ${String(timeout)}`);
-    }
-    if (options.rate !== undefined && (typeof options.rate !== 'number' || Number.isNaN(options.rate) || options.rate <= 0)) {
-      return new TypeError(`drain: rate must be a number > 0 (per second) or Infinity, got ${String(options.rate)}`);
-    }
-    return timeout;
-  }
-
   private drainOnce(options: { timeout?: number; rate?: number }): Promise<DrainResult> {
-    const timeout = this.drainTimeout(options);
+    const timeout = checkDrainOptions(options, this.options.shutdownTimeout);
     if (timeout instanceof TypeError) return Promise.reject(timeout);
     this.draining ??= this.runDrain(timeout, options.rate ?? this.options.drainRate).finally(() => {
       this.draining = undefined;
@@ -462,7 +473,7 @@ export class LocalListener extends EventEmitter<ListenerEvents> implements Liste
   stop(options: { timeout?: number; rate?: number } = {}): Promise<DrainResult> {
     if (this.stopping) return this.stopping;
     // A bad timeout must not leave `stopping` set: the listener would be wedged, running but unstoppable.
-    const invalid = this.drainTimeout(options);
+    const invalid = checkDrainOptions(options, this.options.shutdownTimeout);
     if (invalid instanceof TypeError) return Promise.reject(invalid);
     this.stopping = (async () => {
       const result = await this.drainOnce(options);

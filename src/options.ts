@@ -14,20 +14,43 @@ import { checkWorkers, type Distribution } from './workers/distribution.js';
 
 
 /**
- * Everything `startListener` accepts. Only `name` and `protocol` are required; every default is
- * listed here and in the listeners guide.
+ * Everything `startListener` accepts: the {@link ListenerSettings} and the protocol with its
+ * options. Only `name` and `protocol` are required — and `protocolOptions` when the protocol's
+ * class or factory takes options that cannot be `undefined`. `O` is the protocol's options type,
+ * `State` its per-connection state (`Connection.data`); both are inferred from `protocol`.
  */
-export interface ListenerOptions<O = unknown> {
+export type ListenerOptions<O = unknown, State = unknown> = ListenerSettings & ProtocolSettings<O, State>;
+
+/**
+ * The protocol and its options. `protocolOptions` is optional when the protocol takes none (or
+ * accepts `undefined`), required otherwise: `startListener({ protocol: Greeter })` with a
+ * `Greeter` whose constructor needs `{ greeting: string }` does not type-check.
+ */
+export type ProtocolSettings<O, State> = undefined extends O
+  ? {
+      /** The protocol handler: an object, a class, or a factory (see {@link Protocol}). */
+      protocol: Protocol<O, State>;
+      /** Passed to class constructors and factories; replace at run time with `setProtocolOptions`. */
+      protocolOptions?: O;
+    }
+  : {
+      /** The protocol handler: an object, a class, or a factory (see {@link Protocol}). */
+      protocol: Protocol<O, State>;
+      /** Passed to class constructors and factories; replace at run time with `setProtocolOptions`. */
+      protocolOptions: O;
+    };
+
+/**
+ * Every listener option but the protocol and its options. Only `name` is required; every default
+ * is listed here and in the listeners guide.
+ */
+export interface ListenerSettings {
   /** Unique name of the listener in this process (Ranch's `Ref`). */
   name: string;
   /** `'tcp'` (default), `'tls'`, or any object implementing {@link Transport}. */
   transport?: 'tcp' | 'tls' | Transport;
   /** Options of the `'tcp'` or `'tls'` transport. Not allowed with a transport object. */
   transportOptions?: TcpTransportOptions | TlsTransportOptions;
-  /** The protocol handler: an object, a class, or a factory (see {@link Protocol}). */
-  protocol: Protocol<O>;
-  /** Passed to class constructors and factories; replace at run time with `setProtocolOptions`. */
-  protocolOptions?: O;
   /** How bytes are split into frames for `onFrame`. Default `'raw'` (one frame per chunk read). */
   framing?: FramingOption;
   /**
@@ -239,6 +262,21 @@ export function checkCount(name: string, value: unknown, fallback: number, min: 
     throw new InvalidOptionError(name, `must be an integer >= ${min}${infinite ? ' or Infinity' : ''}, got ${String(value)}`);
   }
   return value;
+}
+
+/**
+ * Check the options of `drain`/`stop`: returns the drain timeout (`timeout`, default
+ * `shutdownTimeout`), or a `TypeError` naming what is wrong. @internal
+ */
+export function checkDrainOptions(options: { timeout?: number; rate?: number }, shutdownTimeout: number): number | TypeError {
+  const timeout = options.timeout ?? shutdownTimeout;
+  if (!Number.isFinite(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
+    return new TypeError(`drain: timeout must be a number of ms from 0 to ${2 ** 31 - 1}, got ${String(timeout)}`);
+  }
+  if (options.rate !== undefined && (typeof options.rate !== 'number' || Number.isNaN(options.rate) || options.rate <= 0)) {
+    return new TypeError(`drain: rate must be a number > 0 (per second) or Infinity, got ${String(options.rate)}`);
+  }
+  return timeout;
 }
 
 function checkBoolean(name: string, value: unknown, fallback: boolean): boolean {

@@ -27,7 +27,7 @@ function registry(): Registry {
  * Rejects with an `InvalidOptionError` naming a bad option, a `ListenError` naming an address that
  * cannot be bound, or `CORRAL_LISTENER_EXISTS` when the name is taken.
  */
-export async function startListener<O>(options: ListenerOptions<O>): Promise<Listener> {
+export async function startListener<O = undefined, State = unknown>(options: ListenerOptions<O, State>): Promise<Listener> {
   const resolved = resolveListenerOptions(options as ListenerOptions<unknown>);
   const reg = registry();
   if (reg.byName.has(resolved.name)) {

@@ -1,4 +1,5 @@
-import { type ConnectionOwner, type HandlerHook, SupervisedConnection } from './connection.js';
+import { type ConnectionOwner, SupervisedConnection } from './connection.js';
+import type { HandlerHook } from './protocol.js';
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lease } from './acceptor-pool/lease.js';
 import type { ConnectionContext } from './connection-context.js';
@@ -37,13 +38,12 @@ export interface SupervisorOptions {
 
 /** What the supervisor reports to its listener. @internal */
 export interface SupervisorEvents {
-  opened(conn: SupervisedConnection): void;
+  /** A connection opened, before its handler is created: `handshakeMs` is how long its handshake took. */
+  opened(conn: SupervisedConnection, handshakeMs: number): void;
   crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restarted: boolean): void;
   closed(conn: SupervisedConnection, reason: CloseReason): void;
 }
 
-/** Hooks that a transient restart may follow; a crash in any other hook closes the connection. */
-const RESTARTABLE: ReadonlySet<HandlerHook> = new Set<HandlerHook>(['onReady', 'onFrame', 'onIdle']);
 
 /**
  * The connection supervisor (Ranch's `ranch_conns_sup`): starts a handler per connection,
@@ -55,7 +55,8 @@ export class ConnectionSupervisor implements ConnectionOwner {
   readonly shutdownTimeout: number;
   readonly maxSendBuffer: number;
   readonly context: AsyncLocalStorage<ConnectionContext> | undefined;
-  private readonly live = new Map<string, SupervisedConnection>();
+  /** Live connections, in the order they opened (a Set is safe to iterate while it changes). */
+  private readonly live = new Set<SupervisedConnection>();
   private nextId = 1;
   private crashes = 0;
   private restarts = 0;
@@ -82,16 +83,21 @@ export class ConnectionSupervisor implements ConnectionOwner {
     return { handlerCrashes: this.crashes, handlerRestarts: this.restarts, closed: this.closedTotal };
   }
 
+  /** Every live connection, as a live view: safe to iterate while connections open and close. */
+  get connections(): ReadonlySet<SupervisedConnection> {
+    return this.live;
+  }
+
   /** Every live connection. */
   all(): IterableIterator<SupervisedConnection> {
     return this.live.values();
   }
 
-  /** Start a handler on a handshaken connection that holds `lease`. */
-  start(transport: TransportConnection, lease: Lease): SupervisedConnection {
+  /** Start a handler on a handshaken connection that holds `lease`; its handshake began at `handshakeStartedAt`. */
+  start(transport: TransportConnection, lease: Lease, handshakeStartedAt: number): SupervisedConnection {
     const conn = new SupervisedConnection(this, this.options.idPrefix + String(this.nextId++), transport, lease);
-    this.live.set(conn.id, conn);
-    this.events.opened(conn);
+    this.live.add(conn);
+    this.events.opened(conn, Date.now() - handshakeStartedAt);
     conn.inContext(() => {
       let handler: ProtocolHandler;
       try {
@@ -109,10 +115,10 @@ export class ConnectionSupervisor implements ConnectionOwner {
     return conn;
   }
 
-  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown): ProtocolHandler | undefined {
+  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): ProtocolHandler | undefined {
     this.crashes++;
     let fresh: ProtocolHandler | undefined;
-    if (this.options.restart === 'transient' && RESTARTABLE.has(hook) && !conn.closed) {
+    if (this.options.restart === 'transient' && restartable) {
       conn.intensity ??= new RestartIntensity(this.options.maxRestarts, this.options.period);
       if (conn.intensity.tryRestart()) {
         try {
@@ -128,7 +134,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
   }
 
   closed(conn: SupervisedConnection, reason: CloseReason): void {
-    this.live.delete(conn.id);
+    this.live.delete(conn);
     this.closedTotal++;
     this.events.closed(conn, reason);
     if (this.live.size === 0 && this.emptyWaiters.length > 0) {

@@ -8,6 +8,8 @@ import {
   type HandlerCrashMessage,
   type Listener,
   type ListenerOptions,
+  type ListenerSettings,
+  type ProtocolSettings,
   type ProtocolHandler,
   startListener,
 } from '../src/index.js';
@@ -36,9 +38,9 @@ function harness(tc?: TransportCase) {
   const h = {
     cleanups,
     /** Start a listener (on the transport case, TCP loopback without one) and remember it. */
-    async start<O>(options: Omit<ListenerOptions<O>, 'name'>): Promise<Listener> {
+    async start<O = undefined>(options: Omit<ListenerSettings, 'name'> & ProtocolSettings<O, unknown>): Promise<Listener> {
       const transport = tc ? await tc.listenerOptions() : { transport: 'tcp' as const, transportOptions: { host: '127.0.0.1', port: 0 } };
-      const l = await startListener<O>({ name: uniqueName('sup'), ...transport, ...options });
+      const l = await startListener<O>({ name: uniqueName('sup'), ...transport, ...options } as ListenerOptions<O>);
       listeners.push(l);
       return l;
     },
@@ -286,10 +288,8 @@ describe.each(transportCases())('supervision over $name', (tc) => {
     expect(escaped).toEqual([]);
   });
 
-  // BUG, src/transports/tcp.ts (not fixed here): net.createServer is called without
-  // `allowHalfOpen: true`, so Node ends the server socket by itself as soon as the peer's FIN
-  // arrives and an overriding onRemoteClose can no longer send anything (sendFrame returns false).
-  // Only the in-memory transport gets it right today; drop the skipIf once tcp.ts is fixed.
+  // The peer half-closes: onRemoteClose may still answer (the TCP transport keeps allowHalfOpen),
+  // and the connection closes once it settles.
   it('an onRemoteClose hook can still answer on the half-closed connection, then close', async () => {
     const sent: boolean[] = [];
     const l = await h.start({
@@ -334,7 +334,7 @@ describe.each(transportCases())('supervision over $name', (tc) => {
     /** Open one connection, act, and return the reasons onClose and connectionClose saw. */
     async function closeWith(
       act: (c: LineClient, l: Listener) => unknown,
-      options: Omit<ListenerOptions, 'name' | 'protocol'> = {},
+      options: Omit<ListenerSettings, 'name'> = {},
     ): Promise<{ onClose: Closed[]; event: Closed }> {
       const log: Closed[] = [];
       const l = await h.start({ protocol: handler(log), framing: 'line', ...options });

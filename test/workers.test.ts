@@ -257,6 +257,63 @@ describe('accepting and limits across workers', () => {
   });
 });
 
+describe('drains and counters over workers', () => {
+  it.each(distributions)('stop() with requests in flight delivers every reply and counts them graceful (%s)', async (distribution) => {
+    const p = await pool({ workers: 2, distribution });
+    const cs = await Promise.all(Array.from({ length: 4 }, () => client(p)));
+    for (const c of cs) expect(await c.request('warm')).toBe('warm');
+    // Every request is in its handler before the stop: each says so.
+    for (const c of cs) expect(await c.request('slow 400')).toBe('started');
+    const result = (await p.stop(3000)) as { connections: number; closedGracefully: number; forced: number };
+    const replies = await Promise.all(cs.map((c) => c.line().catch(() => 'none')));
+    expect(replies).toEqual(['done 400', 'done 400', 'done 400', 'done 400']);
+    expect(result).toMatchObject({ connections: 4, closedGracefully: 4, forced: 0 });
+  });
+
+  it('a drain cut by its deadline counts forced over workers too', async () => {
+    const p = await pool({ workers: 2, distribution: 'shared' });
+    const cs = await Promise.all(Array.from({ length: 4 }, () => client(p)));
+    for (const c of cs) expect(await c.request('warm')).toBe('warm');
+    for (const c of cs) expect(await c.request('slow 2000')).toBe('started');
+    const result = (await p.command('drain', { timeout: 100 })) as { connections: number; closedGracefully: number; forced: number };
+    expect(result).toMatchObject({ connections: 4, closedGracefully: 0, forced: 4 });
+  });
+
+  it('drain({ rate }) paces the whole pool at that rate', async () => {
+    const p = await pool({ workers: 2, distribution: 'shared', announceShutdown: true } as Parameters<typeof Pool.start>[0]);
+    const cs = await Promise.all(Array.from({ length: 4 }, () => client(p)));
+    for (const c of cs) expect(await c.request('warm')).toBe('warm');
+    const drained = p.command('drain', { timeout: 5000, rate: 2 });
+    const at = (await Promise.all(cs.map((c) => c.line()))).map((l) => Number(l.split(' ')[1]));
+    await drained;
+    // 4 connections at 2 a second (1 a second per worker, jittered): spread over about 1.5 s.
+    expect(Math.max(...at) - Math.min(...at)).toBeGreaterThan(700);
+  });
+
+  it('workerReady is seen for every worker by a listener attached after startListener resolved', async () => {
+    const p = await pool({ workers: 2, distribution: 'shared' });
+    const ready = p.events.filter((e) => e.event === 'workerReady');
+    const info = await p.command<ListenerInfo>('info');
+    expect(ready.map((e) => (e.detail as { pid: number }).pid).sort()).toEqual(workerPids(info).sort());
+  });
+
+  it("info() totals never go backwards when a worker is replaced: the dead worker's counts are kept", async () => {
+    const p = await pool({ workers: 2, distribution: 'shared' });
+    const { clients: cs, pids } = await servePids(p, 16);
+    for (const c of cs.slice(0, 8)) c.end();
+    await p.command('wait', 8);
+    const before = await p.command<ListenerInfo>('info');
+    expect(before).toMatchObject({ accepted: 16, opened: 16, closed: 8 });
+    const victim = pids[8]!;
+    const mark = p.events.length;
+    process.kill(victim, 'SIGKILL');
+    await p.waitEvent('workerReady', 30_000, (e) => (e.detail as { pid: number }).pid !== victim, mark);
+    const after = await p.command<ListenerInfo>('info');
+    for (const key of ['accepted', 'opened', 'closed'] as const) expect(after[key]).toBeGreaterThanOrEqual(before[key]);
+    expect(after.accepted).toBe(16);
+  });
+});
+
 describe('TLS across workers', () => {
   it('resumes a TLS session on another worker (shared ticket keys)', async () => {
     const p = await pool({ workers: 2, distribution: 'primary', tls: true });

@@ -1,5 +1,5 @@
 import type { ConnectionInfo } from '../connection.js';
-import type { DrainResult, ListenerInfo } from '../listener.js';
+import type { DrainResult, ListenerInfo, ListenerTotals } from '../listener.js';
 import type { SocketAddress } from '../transport.js';
 import type { Distribution } from './distribution.js';
 
@@ -53,7 +53,8 @@ export type FromWorker =
   | { t: 'hello'; listener: string; pid: number }
   | { t: 'ready'; address: SocketAddress }
   | { t: 'need-handle' }
-  | { t: 'load'; connections: number; counted: number }
+  /** The worker's load and its counters that only grow (coalesced, at most every ~20 ms). */
+  | { t: 'load'; connections: number; counted: number; totals: ListenerTotals }
   | { t: 'released'; n: number }
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; error: string }

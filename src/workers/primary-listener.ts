@@ -1,12 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { ConnectionInfo } from '../connection.js';
+import type { Connection, ConnectionInfo } from '../connection.js';
 import { channels } from '../diagnostics.js';
 import { CorralError, InvalidOptionError } from '../errors.js';
 import { AcceptorPool } from '../acceptor-pool/acceptor-pool.js';
-import type { ConnectionCountOp, DrainResult, Listener, ListenerEvents, ListenerInfo, ListenerStatus } from '../listener.js';
+import type {
+  ConnectionCountOp,
+  DrainResult,
+  Listener,
+  ListenerEvents,
+  ListenerInfo,
+  ListenerStatus,
+  ListenerTotals,
+  WorkerEvent,
+} from '../listener.js';
 import { CountWaiters } from '../count-waiters.js';
-import { checkCount, type ListenerOptions, type ResolvedListenerOptions } from '../options.js';
+import { checkCount, checkDrainOptions, type ListenerOptions, type ResolvedListenerOptions } from '../options.js';
 import type { AcceptedSocket, SharedListenHandle, SocketAddress, Transport, TransportServer } from '../transport.js';
 import { supportsReusePort } from '../transports/tcp.js';
 import { autoWorkerCount, type Distribution, defaultDistribution } from './distribution.js';
@@ -18,6 +27,36 @@ const REPLACEMENT_READY_MS = 60_000;
 
 /** Extra time, beyond a worker's own exit grace (`shutdownTimeout`), before the primary kills it. */
 const EXIT_MARGIN_MS = 2000;
+
+const NO_CONNECTIONS: ReadonlySet<Connection> = new Set();
+
+/** Counters of nothing yet. */
+const NO_TOTALS: ListenerTotals = {
+  accepted: 0,
+  opened: 0,
+  closed: 0,
+  gaveUp: 0,
+  overflows: 0,
+  rejected: { queue_full: 0, wait_timeout: 0, shutdown: 0, silent_timeout: 0, source_limit: 0, silent_limit: 0, malformed: 0 },
+  handshakeFailures: { timeout: 0, stalled: 0, error: 0 },
+  handlerCrashes: 0,
+  handlerRestarts: 0,
+};
+
+/** The sum of several listeners' totals. */
+function addTotals(list: readonly ListenerTotals[]): ListenerTotals {
+  return {
+    accepted: sum(list.map((t) => t.accepted)),
+    opened: sum(list.map((t) => t.opened)),
+    closed: sum(list.map((t) => t.closed)),
+    gaveUp: sum(list.map((t) => t.gaveUp)),
+    overflows: sum(list.map((t) => t.overflows)),
+    rejected: addCounts(list.map((t) => t.rejected)),
+    handshakeFailures: addCounts(list.map((t) => t.handshakeFailures)),
+    handlerCrashes: sum(list.map((t) => t.handlerCrashes)),
+    handlerRestarts: sum(list.map((t) => t.handlerRestarts)),
+  };
+}
 
 function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
@@ -62,6 +101,10 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
   private fatalError: Error | undefined = undefined;
   private readonly countWaiters: CountWaiters;
   private restartTimers = new Set<NodeJS.Timeout>();
+  /** Totals of worker processes that exited (their last report). */
+  private retired: ListenerTotals = NO_TOTALS;
+  /** workerReady events of the workers `start` waits for, emitted once `startListener` has resolved. */
+  private readyDuringStart: WorkerEvent[] | undefined = [];
   onStopped: (() => void) | undefined = undefined;
   /** The user set `transportOptions.ticketKeys`: workers share those; nothing is generated or rotated. */
   private readonly userTicketKeys: boolean;
@@ -105,7 +148,10 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
             ready: (w, address) => {
               this.bound ??= address;
               this.updateDispatchLimit();
-              this.emit('workerReady', { index: w.index, pid: w.pid });
+              // During start, nobody can listen yet (startListener has not resolved): those
+              // workerReady events are emitted right after it has.
+              if (this.readyDuringStart !== undefined) this.readyDuringStart.push({ index: w.index, pid: w.pid });
+              else this.emit('workerReady', { index: w.index, pid: w.pid });
             },
             needHandle: (w) => {
               if (this.shared) w.post({ t: 'handle' }, this.shared.handle);
@@ -220,6 +266,12 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     if (channels.listenerStart.hasSubscribers) {
       channels.listenerStart.publish({ listener: this.name, transport: this.transport.name, address: this.address });
     }
+    const ready = this.readyDuringStart ?? [];
+    this.readyDuringStart = undefined;
+    // After startListener's caller has its listener (and could attach listeners): a macrotask later.
+    setImmediate(() => {
+      for (const event of ready) this.emit('workerReady', event);
+    });
   }
 
   /**
@@ -310,9 +362,11 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
   }
 
   private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    // Its connections are gone: release what it held against maxConnections.
+    // Its connections are gone: release what it held against maxConnections, and keep its counts.
     w.releaseLeases(Infinity);
     w.connections = 0;
+    if (w.totals) this.retired = addTotals([this.retired, w.totals]);
+    w.totals = undefined;
     this.countWaiters.check();
     const how = signal ? `signal ${signal}` : `exit code ${code}`;
     this.updateDispatchLimit();
@@ -413,6 +467,13 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     );
     const infos = answers.flatMap((a) => (a.info ? [a.info] : []));
     const g = this.pool?.stats;
+    // Totals: exited workers' (kept at their exit), each live worker's (its answer, or else its
+    // last report), and the primary's own pool's (distribution primary).
+    const totals = addTotals([
+      this.retired,
+      ...answers.flatMap(({ w, info }) => (info ? [info] : w.totals ? [w.totals] : [])),
+      ...(g ? [{ ...NO_TOTALS, rejected: g.rejected, handshakeFailures: g.handshakeFailures, gaveUp: g.gaveUp, overflows: this.poolOverflows }] : []),
+    ]);
     const workers: WorkerInfo[] = answers.map(({ w, info }) => ({
       index: w.index,
       pid: w.pid,
@@ -432,27 +493,34 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
       maxHandshakes: this.options.maxHandshakes,
       admission: this.options.admission,
       refusing: infos.some((i) => i.refusing),
-      overflows: sum(infos.map((i) => i.overflows)) + this.poolOverflows,
+      overflows: totals.overflows,
       // Distribution primary: the primary's pool holds every slot (its leases cover the workers' handshakes).
       active: g ? g.counted : sum(infos.map((i) => i.active)),
       connections: sum(infos.map((i) => i.connections)),
       silent: sum(infos.map((i) => i.silent)) + (g?.silent ?? 0),
       handshaking: sum(infos.map((i) => i.handshaking)),
       waiting: sum(infos.map((i) => i.waiting)) + (g?.waiting ?? 0),
-      accepted: g ? g.accepted : sum(infos.map((i) => i.accepted)),
-      gaveUp: sum(infos.map((i) => i.gaveUp)) + (g?.gaveUp ?? 0),
-      opened: sum(infos.map((i) => i.opened)),
-      closed: sum(infos.map((i) => i.closed)),
-      rejected: addCounts([...infos.map((i) => i.rejected), ...(g ? [g.rejected] : [])]),
-      handshakeFailures: addCounts([...infos.map((i) => i.handshakeFailures), ...(g ? [g.handshakeFailures] : [])]),
-      handlerCrashes: sum(infos.map((i) => i.handlerCrashes)),
-      handlerRestarts: sum(infos.map((i) => i.handlerRestarts)),
+      // Distribution primary: the workers count the sockets passed to them again; the primary's
+      // own count is the one of sockets accepted.
+      accepted: g ? g.accepted : totals.accepted,
+      gaveUp: totals.gaveUp,
+      opened: totals.opened,
+      closed: totals.closed,
+      rejected: totals.rejected,
+      handshakeFailures: totals.handshakeFailures,
+      handlerCrashes: totals.handlerCrashes,
+      handlerRestarts: totals.handlerRestarts,
       workers,
     };
   }
 
   async connections(): Promise<ConnectionInfo[]> {
     return (await this.broadcast<ConnectionInfo[]>({ op: 'connections' })).flat();
+  }
+
+  /** The primary holds no connections: they live in the workers. */
+  localConnections(): ReadonlySet<Connection> {
+    return NO_CONNECTIONS;
   }
 
   /** Live connections over all workers, as last reported (reports are at most ~20 ms old). */
@@ -464,25 +532,27 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     return this.countWaiters.wait(op, n, options.timeout);
   }
 
-  async drain(options: { timeout?: number } = {}): Promise<DrainResult> {
+  async drain(options: { timeout?: number; rate?: number } = {}): Promise<DrainResult> {
     this.assertNotStopped('drain');
+    const invalid = checkDrainOptions(options, this.options.shutdownTimeout);
+    if (invalid instanceof TypeError) throw invalid;
     const began = Date.now();
     if (this.state === 'running') await this.suspend();
     this.state = 'draining';
     // Sockets waiting in the primary's own queue (distribution primary) are never served now.
     this.pool?.rejectWaiting();
     const results = await this.broadcast<DrainResult>(
-      { op: 'drain', timeout: options.timeout, rate: this.workerDrainRate() },
-      this.drainBudget(options.timeout),
+      { op: 'drain', timeout: options.timeout, rate: this.workerDrainRate(options.rate) },
+      this.drainBudget(options.timeout, this.workerDrainRate(options.rate)),
     );
     this.state = 'suspended';
     return this.merge(results, began);
   }
 
   /** Each worker's share of `drainRate` when all drain at once, so the pool closes at `drainRate` in total. */
-  private workerDrainRate(): number {
+  private workerDrainRate(total = this.options.drainRate): number {
     const live = Math.max(1, this.slots.filter((w) => w.child !== undefined).length);
-    return this.options.drainRate / live;
+    return total / live;
   }
 
   /** Longest a worker's drain may take: its timeout plus the pacing of its share of connections. */
@@ -503,12 +573,15 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     };
   }
 
-  stop(options: { timeout?: number } = {}): Promise<DrainResult> {
-    this.stopping ??= this.runStop(options);
+  stop(options: { timeout?: number; rate?: number } = {}): Promise<DrainResult> {
+    if (this.stopping) return this.stopping;
+    const invalid = checkDrainOptions(options, this.options.shutdownTimeout);
+    if (invalid instanceof TypeError) return Promise.reject(invalid);
+    this.stopping = this.runStop(options);
     return this.stopping;
   }
 
-  private async runStop(options: { timeout?: number }): Promise<DrainResult> {
+  private async runStop(options: { timeout?: number; rate?: number }): Promise<DrainResult> {
     const began = Date.now();
     for (const t of this.restartTimers) clearTimeout(t);
     this.restartTimers.clear();
@@ -519,8 +592,8 @@ export class PrimaryListener extends EventEmitter<ListenerEvents> implements Lis
     // A worker starting for a rolling restart is not in a slot yet: it goes too.
     const starting = this.starting;
     starting?.kill();
-    const budget = this.drainBudget(options.timeout);
-    const rate = this.workerDrainRate();
+    const rate = this.workerDrainRate(options.rate);
+    const budget = this.drainBudget(options.timeout, rate);
     const live = this.slots.filter((w) => w.child !== undefined);
     for (const w of live) w.status = 'stopped';
     const settled = await Promise.allSettled(live.map((w) => w.request<DrainResult>({ op: 'stop', timeout: options.timeout, rate }, budget)));

@@ -159,10 +159,11 @@ export async function startWorkerListener(userOptions: ListenerOptions<unknown>,
       released = 0;
     }
     const load = listener.load();
-    const key = `${load.connections}/${load.counted}`;
+    const message: FromWorker = { t: 'load', connections: load.connections, counted: load.counted, totals: load.totals };
+    const key = JSON.stringify(message);
     if (key !== lastSent) {
       lastSent = key;
-      send({ t: 'load', connections: load.connections, counted: load.counted });
+      send(message);
     }
   };
   const scheduleReport = (): void => {

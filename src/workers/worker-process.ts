@@ -2,6 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import type { Lease } from '../acceptor-pool/lease.js';
 import { CorralError } from '../errors.js';
 import { RestartIntensity } from '../restart-intensity.js';
+import type { ListenerTotals } from '../listener.js';
 import type { SocketAddress } from '../transport.js';
 import { type FromWorker, type ToWorker, WORKER_ENV, WORKER_INDEX_ENV, type WorkerCommand, type WorkerInfo } from './ipc.js';
 
@@ -42,6 +43,8 @@ export class WorkerProcess {
   status: WorkerInfo['status'] = 'starting';
   generation = 0;
   connections = 0;
+  /** The counters of the current process, as last reported. */
+  totals: ListenerTotals | undefined = undefined;
   /** Slots of `maxConnections` held for sockets the primary passed to this worker (distribution `primary`). */
   private readonly leases: Lease[] = [];
   restarts = 0;
@@ -133,6 +136,7 @@ export class WorkerProcess {
         break;
       case 'load':
         this.connections = message.connections;
+        this.totals = message.totals;
         this.events.load(this);
         break;
       case 'released':
