@@ -2,7 +2,9 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 
 /** The listener and connection a piece of handler code runs for. */
 export interface ConnectionContext {
+  /** Name of the listener that accepted the connection. */
   readonly listener: string;
+  /** The connection's id, as in {@link Connection.id} and {@link ConnectionInfo.id}. */
   readonly connection: string;
 }
 

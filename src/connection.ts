@@ -102,16 +102,37 @@ export type ConnectionMetaValue = string | number | boolean | null;
  * A snapshot of one connection, as `listener.connections()` returns it.
  */
 export interface ConnectionInfo {
+  /** The connection's id: unique within the listener, across its worker processes too. */
   readonly id: string;
+  /** Name of the listener that accepted it. */
   readonly listener: string;
+  /** The local end ({@link Connection.local}); `{ family: 'unknown' }` if never read before the socket closed. */
   readonly local: SocketAddress;
+  /** The peer end ({@link Connection.remote}); `{ family: 'unknown' }` if never read before the socket closed. */
   readonly remote: SocketAddress;
-  readonly tls: { readonly protocol: string | null; readonly servername: string | null; readonly alpnProtocol: string | null } | null;
+  /** What the TLS handshake negotiated, or `null` on plain transports. A subset of {@link TlsInfo}. */
+  readonly tls: {
+    /** Negotiated protocol version, e.g. `'TLSv1.3'`. */
+    readonly protocol: string | null;
+    /** The SNI server name the client asked for, or `null` if it sent none. */
+    readonly servername: string | null;
+    /** The ALPN protocol agreed on, or `null` if none was. */
+    readonly alpnProtocol: string | null;
+  } | null;
+  /** When the handshake completed, in milliseconds since the epoch. */
   readonly openedAt: number;
+  /** Bytes received from the peer and passed to the framing so far (the plaintext, for TLS). */
   readonly bytesRead: number;
+  /**
+   * Bytes queued for the peer with `send`/`sendFrame` so far (the plaintext, for TLS), whether or
+   * not they have reached the kernel yet. Sends refused once the connection closed are not counted.
+   */
   readonly bytesWritten: number;
+  /** Whether the connection still counts against `maxConnections` (`false` after `removeFromCount()`). */
   readonly counted: boolean;
+  /** How many times a transient handler was restarted on this connection. */
   readonly restarts: number;
+  /** The id of the process that holds the connection (a worker's, for a worker pool). */
   readonly pid: number;
   /** A copy of {@link Connection.meta}. */
   readonly meta: Readonly<Record<string, ConnectionMetaValue>>;
