@@ -21,7 +21,9 @@ export type ListenerStatus = 'running' | 'suspended' | 'draining' | 'stopped';
 
 /** A snapshot of a listener's state and counters, as `info()` returns it. */
 export interface ListenerInfo {
+  /** The name the listener is registered under. */
   readonly name: string;
+  /** Where the listener is in its life: `running`, `suspended`, `draining` or `stopped`. */
   readonly status: ListenerStatus;
   /** `single` (one process), `primary` (of a worker pool, aggregating its workers) or `worker`. */
   readonly role: ListenerRole;
@@ -31,9 +33,15 @@ export interface ListenerInfo {
   readonly transport: string;
   /** The bound address. */
   readonly address: SocketAddress;
+  /**
+   * The current limit of counted connections plus handshakes (`Infinity`: none). For a primary, the
+   * total over its workers; for a worker, its share of that total (`Infinity` with distribution
+   * `primary`, where the primary holds the total).
+   */
   readonly maxConnections: number;
   /** Handshakes that may be in progress at once in one process (`maxHandshakes`). */
   readonly maxHandshakes: number;
+  /** Which waiting socket is served next when a slot frees (`admission`: `fifo`, `lifo` or `adaptive`). */
   readonly admission: AdmissionPolicy;
   /**
    * `overflow: 'refuse'`: the wait queue overflowed and the listening socket is closed until it has
@@ -87,7 +95,12 @@ export type ListenerRole = 'single' | 'primary' | 'worker';
 
 /** A worker process event of a primary listener. */
 export interface WorkerEvent {
+  /** The worker's slot, from 0; a restarted worker keeps the slot of the one it replaces. */
   readonly index: number;
+  /**
+   * The process id: of the process now in the slot for `workerReady` and `workerCrash`, of the
+   * process that exited for `workerExit`. `undefined` if the process could not be started.
+   */
   readonly pid: number | undefined;
 }
 
@@ -110,8 +123,11 @@ export type ConnectionCountOp = '>' | '>=' | '==' | '<=' | '<';
 
 /** A handler crash, as the `handlerCrash` event reports it. */
 export interface HandlerCrashEvent {
+  /** The connection's id ({@link Connection.id}). */
   readonly id: string;
+  /** The hook that threw or rejected. */
   readonly hook: HandlerHook;
+  /** What the hook threw or rejected with, as is (not necessarily an `Error`). */
   readonly error: unknown;
   /** Whether a fresh handler took over the connection. */
   readonly restarted: boolean;
@@ -119,7 +135,16 @@ export interface HandlerCrashEvent {
 
 /** A failed handshake, as the `handshakeError` event reports it. */
 export interface HandshakeErrorEvent {
+  /**
+   * How the handshake failed: `timeout` (`handshakeTimeout` passed), `stalled` (closed to make room
+   * for a waiting ClientHello) or `error`.
+   */
   readonly kind: HandshakeFailure;
+  /**
+   * What went wrong: for `error`, the transport's own error (wrapped in a `CorralError` with code
+   * `CORRAL_HANDSHAKE_FAILED` if it was not an `Error`); for `timeout` and `stalled`, a `CorralError`
+   * with code `CORRAL_HANDSHAKE_TIMEOUT`.
+   */
   readonly error: Error;
   /**
    * The peer, read when the socket was accepted — only if a listener for this event (or a
@@ -127,11 +152,13 @@ export interface HandshakeErrorEvent {
    * once the socket is closed it cannot be read. `undefined` otherwise.
    */
   readonly remoteAddress: string | undefined;
+  /** The peer's port, read together with `remoteAddress` and under the same condition. */
   readonly remotePort: number | undefined;
 }
 
 /** A socket closed unserved, as the `reject` event reports it. */
 export interface RejectEvent {
+  /** Why the socket was closed unserved (`queue_full`, `wait_timeout`, `shutdown`, or a silent socket's reason). */
   readonly reason: RejectReason;
   /**
    * The peer, read when the socket was accepted — only if a listener for this event (or a
@@ -139,6 +166,7 @@ export interface RejectEvent {
    * once the socket is closed it cannot be read. `undefined` otherwise.
    */
   readonly remoteAddress: string | undefined;
+  /** The peer's port, read together with `remoteAddress` and under the same condition. */
   readonly remotePort: number | undefined;
 }
 
@@ -150,8 +178,11 @@ export interface ListenerEvents {
   connectionOpen: [info: ConnectionInfo];
   /** A connection closed (after `onClose`). */
   connectionClose: [id: string, reason: CloseReason];
+  /** A transport handshake failed, timed out or was closed to make room; no handler was created. */
   handshakeError: [event: HandshakeErrorEvent];
+  /** A handler hook threw or rejected; `restarted` says whether a fresh handler took over. */
   handlerCrash: [event: HandlerCrashEvent];
+  /** An accepted socket was closed without being served (counted in `info().rejected`). */
   reject: [event: RejectEvent];
   /** A non-fatal error of the listening socket (e.g. `EMFILE` while accepting). */
   acceptError: [error: Error];
@@ -160,15 +191,33 @@ export interface ListenerEvents {
    * listening socket is now closed) or has room again (`false`: reopened). Per process.
    */
   queueFull: [full: boolean];
+  /** The listening socket was closed by `suspend()` or at the start of a drain; live connections keep running. */
   suspend: [];
+  /** `resume()` made the listener `running` again (after `suspend()` or a drain), on the same address. */
   resume: [];
+  /** The listener has stopped: every connection is closed and the name is free again. */
   stop: [];
   /** A worker process is accepting (primary only). */
   workerReady: [event: WorkerEvent];
   /** A worker process exited; it is restarted unless the listener is stopping or gave up (primary only). */
-  workerExit: [event: WorkerEvent & { readonly code: number | null; readonly signal: string | null }];
+  workerExit: [
+    event: WorkerEvent & {
+      /** The process's exit code, or `null` if a signal ended it (or it never started). */
+      readonly code: number | null;
+      /** The signal that ended the process (e.g. `'SIGKILL'`), or `null` if it exited by itself (or never started). */
+      readonly signal: string | null;
+    },
+  ];
   /** A worker reported an uncaught error before exiting (primary only). */
-  workerCrash: [event: WorkerEvent & { readonly message: string }];
+  workerCrash: [
+    event: WorkerEvent & {
+      /**
+       * One line naming the worker, whether it was an uncaught exception or an unhandled rejection,
+       * and the connection it came from, if known. The error itself is logged on the worker's stderr.
+       */
+      readonly message: string;
+    },
+  ];
   /**
    * The listener gave up: workers died more often than `workerRestarts` allows. The listener stops.
    * Without a listener for this event the message goes to stderr and `process.exitCode` is set to 1.
@@ -186,6 +235,7 @@ export interface Listener extends EventEmitter<ListenerEvents> {
   readonly name: string;
   /** `single`, `primary` (of a worker pool) or `worker` (inside a worker process). */
   readonly role: ListenerRole;
+  /** Where the listener is in its life: `running`, `suspended`, `draining` or `stopped`. */
   readonly status: ListenerStatus;
   /** The bound address (kept while suspended). */
   readonly address: SocketAddress;

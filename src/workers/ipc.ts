@@ -62,8 +62,18 @@ export type FromWorker =
 
 /** What `info()` says of one worker. */
 export interface WorkerInfo {
+  /** The worker's slot, from 0; a restarted worker keeps the slot of the one it replaces. */
   readonly index: number;
+  /**
+   * The id of the slot's current process, or `undefined` while it has none (between a death and
+   * its restart, or once stopped).
+   */
   readonly pid: number | undefined;
+  /**
+   * `starting`: the slot's first process is starting; `ready`: it accepts; `restarting`: its process
+   * died and a new one is on its way (not yet accepting); `retiring`: it is being replaced by a
+   * rolling restart and drains; `stopped`: it has exited for good.
+   */
   readonly status: 'starting' | 'ready' | 'retiring' | 'restarting' | 'stopped';
   /** Live connections, as last reported. */
   readonly connections: number;
