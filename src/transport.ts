@@ -4,11 +4,31 @@ import type { Duplex } from 'node:stream';
  * Where a listener or a connection end is: an IP address and port, or a Unix socket path.
  */
 export type SocketAddress =
-  | { readonly family: 'IPv4' | 'IPv6'; readonly address: string; readonly port: number }
-  | { readonly family: 'unix'; readonly path: string }
-  | { readonly family: 'memory'; readonly address: string }
+  | {
+      /** The IP version of `address`. */
+      readonly family: 'IPv4' | 'IPv6';
+      /** The IP address as Node prints it, e.g. `'127.0.0.1'` or `'::1'`. */
+      readonly address: string;
+      /** The TCP port, 0 to 65535. */
+      readonly port: number;
+    }
+  | {
+      /** A Unix domain socket (the TCP transport's `path` option). */
+      readonly family: 'unix';
+      /** The socket's path (the listener's, for the local end); `''` for a peer, which has no address. */
+      readonly path: string;
+    }
+  | {
+      /** An endpoint of a custom transport that uses no socket, e.g. in-memory streams in tests. */
+      readonly family: 'memory';
+      /** The transport's own name for the endpoint. */
+      readonly address: string;
+    }
   /** The socket closed before its address was first read (addresses are read lazily, as in Ranch). */
-  | { readonly family: 'unknown' };
+  | {
+      /** No address is known: the socket closed before it was first read. */
+      readonly family: 'unknown';
+    };
 
 /**
  * What a secure transport learned during its handshake. Absent on plain transports.

@@ -55,6 +55,12 @@ export type FramingOption =
   | 'raw'
   | 'line'
   | 'length-prefixed'
-  | ({ type: 'line' } & LineFramingOptions)
-  | ({ type: 'length-prefixed' } & LengthPrefixedFramingOptions)
+  | ({
+      /** The ready-made `line` framing, with the options beside `type`. */
+      type: 'line';
+    } & LineFramingOptions)
+  | ({
+      /** The ready-made `length-prefixed` framing, with the options beside `type`. */
+      type: 'length-prefixed';
+    } & LengthPrefixedFramingOptions)
   | Framing;

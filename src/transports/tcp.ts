@@ -207,7 +207,13 @@ export class TcpTransport implements Transport {
   /** The port actually bound the first time, reused by later `listen` calls (suspend/resume). */
   private boundPort: number | undefined;
 
-  constructor(protected readonly options: TcpTransportOptions = {}) {
+  constructor(
+    /**
+     * The options it was made with, as given (and checked), for subclasses. The port bound for
+     * `port: 0` is not written back here.
+     */
+    protected readonly options: TcpTransportOptions = {},
+  ) {
     checkTcpOptions(options as Record<string, unknown>, 'transportOptions', TCP_KEYS);
   }
 
