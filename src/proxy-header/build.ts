@@ -19,21 +19,36 @@ import { UNIX_ADDRESS_LENGTH, V2_COMMAND, V2_FAMILIES, V2_FIXED_LENGTH, V2_SIGNA
  */
 export type ProxyHeaderInit = (
   | {
+      /** `'proxy'` (the default): a relayed connection, whose endpoints follow. */
       command?: 'proxy';
+      /** TCP or UDP over IPv4 or IPv6; v1 can send only `tcp4` and `tcp6`. */
       transport: 'tcp4' | 'tcp6' | 'udp4' | 'udp6';
+      /** The client's end; `address` must be of the transport's IP version. */
       source: ProxyInetAddress;
+      /** The end the client connected to; `address` must be of the transport's IP version. */
       destination: ProxyInetAddress;
     }
   | {
+      /** `'proxy'` (the default): a relayed connection, whose endpoints follow. */
       command?: 'proxy';
+      /** A Unix stream or datagram socket (v2 only). */
       transport: 'unix' | 'unix-dgram';
+      /** The client's end; its path takes at most 108 bytes in UTF-8. */
       source: ProxyUnixAddress;
+      /** The end the client connected to; its path takes at most 108 bytes in UTF-8. */
       destination: ProxyUnixAddress;
     }
   | {
+      /**
+       * `'proxy'` (the default) or `'local'` (v2 only: a connection the proxy opened itself, e.g. a
+       * health check).
+       */
       command?: 'proxy' | 'local';
+      /** No addresses: v1 `PROXY UNKNOWN`, v2 `AF_UNSPEC`. The only transport allowed with `'local'`. */
       transport: 'unknown';
+      /** Must be absent: there are no addresses to send. */
       source?: undefined;
+      /** Must be absent: there are no addresses to send. */
       destination?: undefined;
     }
 ) & {

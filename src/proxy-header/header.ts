@@ -21,6 +21,7 @@ export type ProxyTransport = 'tcp4' | 'tcp6' | 'udp4' | 'udp6' | 'unix' | 'unix-
  * (`::ffff:192.0.2.1`), never unwrapped to IPv4.
  */
 export interface ProxyInetAddress {
+  /** The IP address as text, printed as described above. */
   address: string;
   /** 0 to 65535. */
   port: number;
@@ -33,6 +34,7 @@ export interface ProxyInetAddress {
  * NULs that pad it, as Node spells such paths.
  */
 export interface ProxyUnixAddress {
+  /** The socket path, decoded as described above. */
   path: string;
 }
 
@@ -74,22 +76,36 @@ export interface ProxySslInfo {
 /** The endpoints of a header; present exactly when the transport has addresses. */
 export type ProxyEndpoints =
   | {
+      /** The proxy relays a client's connection, whose endpoints follow. */
       command: 'proxy';
+      /** The client's connection to the proxy was TCP or UDP, over IPv4 or IPv6. */
       transport: 'tcp4' | 'tcp6' | 'udp4' | 'udp6';
+      /** The client's end: where the connection came from. */
       source: ProxyInetAddress;
+      /** The end the client connected to (usually the proxy's listening address). */
       destination: ProxyInetAddress;
     }
   | {
+      /** The proxy relays a client's connection, whose endpoints follow. */
       command: 'proxy';
+      /** The client's connection to the proxy was a Unix stream or datagram socket (v2 only). */
       transport: 'unix' | 'unix-dgram';
+      /** The client's end: where the connection came from. */
       source: ProxyUnixAddress;
+      /** The end the client connected to (usually the proxy's listening socket). */
       destination: ProxyUnixAddress;
     }
   | {
       /** `'local'`: the proxy opened the connection itself (a health check); use the socket's addresses. */
       command: 'proxy' | 'local';
+      /**
+       * No endpoints were sent: v1 `UNKNOWN`, v2 `AF_UNSPEC`, or any v2 `LOCAL` header. Use the
+       * socket's own addresses.
+       */
       transport: 'unknown';
+      /** Absent: the header carries no addresses. */
       source?: undefined;
+      /** Absent: the header carries no addresses. */
       destination?: undefined;
     };
 
@@ -105,6 +121,7 @@ export type ProxyEndpoints =
  * copy of the header's bytes, not of the buffer that was parsed.
  */
 export type ProxyHeader = ProxyEndpoints & {
+  /** The protocol version the header was sent in: 1 (the text line) or 2 (the binary block). */
   version: 1 | 2;
   /** Every v2 TLV in the order sent, unknown and NOOP ones included. Empty for v1. */
   tlvs: ProxyTlv[];
@@ -126,21 +143,33 @@ export type ProxyHeader = ProxyEndpoints & {
 
 /** The TLV types the PROXY protocol v2 spec registers (section 2.2). */
 export const PP2_TYPE = {
+  /** `PP2_TYPE_ALPN`: the application protocol the client negotiated (opaque bytes). */
   ALPN: 0x01,
+  /** `PP2_TYPE_AUTHORITY`: the host name the client asked for (UTF-8), usually its TLS SNI. */
   AUTHORITY: 0x02,
+  /** `PP2_TYPE_CRC32C`: a 32-bit CRC32C checksum of the whole header. */
   CRC32C: 0x03,
+  /** `PP2_TYPE_NOOP`: padding; its value is ignored. */
   NOOP: 0x04,
+  /** `PP2_TYPE_UNIQUE_ID`: the proxy's opaque id of the connection, at most 128 bytes. */
   UNIQUE_ID: 0x05,
+  /** `PP2_TYPE_SSL`: the client's TLS connection to the proxy, with sub-TLVs ({@link PP2_SUBTYPE_SSL}). */
   SSL: 0x20,
+  /** `PP2_TYPE_NETNS`: the name of the network namespace the connection came from (US-ASCII). */
   NETNS: 0x30,
 } as const;
 
 /** The sub-TLV types inside a `PP2_TYPE_SSL` TLV. */
 export const PP2_SUBTYPE_SSL = {
+  /** `PP2_SUBTYPE_SSL_VERSION`: the TLS version (US-ASCII), e.g. `TLSv1.3`. */
   VERSION: 0x21,
+  /** `PP2_SUBTYPE_SSL_CN`: the Common Name of the client certificate (UTF-8). */
   CN: 0x22,
+  /** `PP2_SUBTYPE_SSL_CIPHER`: the name of the cipher suite used (US-ASCII). */
   CIPHER: 0x23,
+  /** `PP2_SUBTYPE_SSL_SIG_ALG`: the algorithm that signed the certificate the proxy presented (US-ASCII). */
   SIG_ALG: 0x24,
+  /** `PP2_SUBTYPE_SSL_KEY_ALG`: the key algorithm of the certificate the proxy presented (US-ASCII), e.g. `RSA2048`. */
   KEY_ALG: 0x25,
 } as const;
 

@@ -50,10 +50,35 @@ export type ProxyHeaderInvalidReason =
  * (the same header and length, or the same reason).
  */
 export type ProxyHeaderParseResult =
-  | { status: 'incomplete'; maxLength: number }
-  | { status: 'absent' }
-  | { status: 'complete'; header: ProxyHeader; length: number }
-  | { status: 'invalid'; reason: ProxyHeaderInvalidReason; message: string };
+  | {
+      /** The bytes so far are a valid beginning of a header: read more and parse again. */
+      status: 'incomplete';
+      /**
+       * Once this many bytes are there, the answer is no longer `incomplete`: more than the bytes
+       * given, at most {@link PROXY_HEADER_MAX_V2}.
+       */
+      maxLength: number;
+    }
+  | {
+      /** The bytes do not start a PROXY header (`mode: 'optional'` only); all of them are payload. */
+      status: 'absent';
+    }
+  | {
+      /** A valid header was read. */
+      status: 'complete';
+      /** The header, decoded. */
+      header: ProxyHeader;
+      /** How many bytes the header took at the start of the input; the payload begins after them. */
+      length: number;
+    }
+  | {
+      /** The bytes can never become a valid header: close the connection. */
+      status: 'invalid';
+      /** What is wrong, as a short code for counters. */
+      reason: ProxyHeaderInvalidReason;
+      /** Where and why parsing failed, in words, for logs (starts with `PROXY header:`). */
+      message: string;
+    };
 
 /** An `invalid` result. */
 export function invalid(reason: ProxyHeaderInvalidReason, message: string): ProxyHeaderParseResult {

@@ -178,10 +178,15 @@ export interface ProxySslTlvInit {
   client: number;
   /** Unsigned 32-bit verification result; default 0 (verified). */
   verify?: number;
+  /** Sent as `PP2_SUBTYPE_SSL_VERSION` (US-ASCII), e.g. `TLSv1.3`. */
   version?: string;
+  /** Sent as `PP2_SUBTYPE_SSL_CN` (UTF-8): the client certificate's Common Name. */
   cn?: string;
+  /** Sent as `PP2_SUBTYPE_SSL_CIPHER` (US-ASCII), e.g. `ECDHE-RSA-AES128-GCM-SHA256`. */
   cipher?: string;
+  /** Sent as `PP2_SUBTYPE_SSL_SIG_ALG` (US-ASCII), e.g. `RSA-SHA256`. */
   sigAlg?: string;
+  /** Sent as `PP2_SUBTYPE_SSL_KEY_ALG` (US-ASCII), e.g. `RSA2048`. */
   keyAlg?: string;
   /** Further sub-TLVs, written after the named ones. */
   tlvs?: readonly ProxyTlv[];
