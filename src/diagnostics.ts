@@ -1,5 +1,5 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
-import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool.js';
+import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool-stats.js';
 import type { HandlerHook } from './protocol.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';
@@ -54,7 +54,7 @@ export interface TypedChannel<M> {
 }
 
 function typed<M>(name: string): TypedChannel<M> {
-  // Node's Channel passes `unknown` messages; corral publishes only `M` on each channel.
+  // Cast: Node's Channel passes `unknown` messages; corral publishes only `M` on each channel.
   return diagnosticsChannel.channel(name) as unknown as TypedChannel<M>;
 }
 

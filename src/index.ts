@@ -6,7 +6,16 @@
  * @packageDocumentation
  */
 export { startListener, getListener, stopListener, listeners } from './registry.js';
-export type { ListenerOptions, ListenerSettings, ProtocolSettings } from './options.js';
+export type {
+  AdmissionPolicy,
+  Distribution,
+  ListenerOptions,
+  ListenerSettings,
+  Overflow,
+  ProtocolSettings,
+  RestartStrategy,
+  WorkerRestartOptions,
+} from './options.js';
 export type {
   Listener,
   ListenerStatus,
@@ -19,15 +28,13 @@ export type {
   RejectEvent,
   ListenerRole,
   WorkerEvent,
+  WorkerInfo,
+  ListenerTotals,
 } from './listener.js';
-export type { Distribution } from './workers/distribution.js';
-export type { WorkerInfo } from './workers/ipc.js';
 export { currentWorker, type WorkerIdentity } from './workers/current-worker.js';
-export type { WorkerRestartOptions } from './options.js';
-export { currentConnection, type ConnectionContext } from './connection-context.js';
-export type { AcceptorPoolStats, RejectReason, HandshakeFailure, Overflow } from './acceptor-pool/acceptor-pool.js';
+export { currentConnection, type ConnectionContext } from './current-connection.js';
+export type { AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool-stats.js';
 export type { SilentCloseReason } from './acceptor-pool/silent-sockets.js';
-export type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
 export { sourceKey, type SourcePrefix } from './limits/source-key.js';
 export type {
   ProtocolHandler,
@@ -40,7 +47,6 @@ export type {
   CrashInfo,
 } from './protocol.js';
 export type { Connection, ConnectionInfo, ConnectionMetaValue } from './connection.js';
-export type { RestartStrategy } from './supervisor.js';
 export { RestartIntensity } from './restart-intensity.js';
 export type {
   Transport,
@@ -52,7 +58,9 @@ export type {
   TlsInfo,
   SharedListenHandle,
 } from './transport.js';
-export { TcpTransport, supportsReusePort, type TcpTransportOptions } from './transports/tcp.js';
+export { TcpTransport } from './transports/tcp.js';
+export type { TcpTransportOptions } from './transports/tcp-options.js';
+export { supportsReusePort } from './transports/reuse-port.js';
 export { TlsTransport, type TlsTransportOptions, type SniContextOptions } from './transports/tls.js';
 export {
   lineFraming,

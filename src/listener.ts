@@ -1,12 +1,10 @@
 import type { EventEmitter } from 'node:events';
-import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool.js';
 import type { Connection, ConnectionInfo } from './connection.js';
 import type { HandlerHook } from './protocol.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';
-import type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
-import type { Distribution } from './workers/distribution.js';
-import type { WorkerInfo } from './workers/ipc.js';
+import type { AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool-stats.js';
+import type { AdmissionPolicy, Distribution } from './options.js';
 
 /**
  * Where a listener is in its life.
@@ -20,7 +18,7 @@ import type { WorkerInfo } from './workers/ipc.js';
 export type ListenerStatus = 'running' | 'suspended' | 'draining' | 'stopped';
 
 /** A snapshot of a listener's state and counters, as `info()` returns it. */
-export interface ListenerInfo {
+export interface ListenerInfo extends Omit<AcceptorPoolStats, 'counted'> {
   /** The name the listener is registered under. */
   readonly name: string;
   /** Where the listener is in its life: `running`, `suspended`, `draining` or `stopped`. */
@@ -54,24 +52,10 @@ export interface ListenerInfo {
   readonly active: number;
   /** Live connections, counted or not. */
   readonly connections: number;
-  /** Sockets whose peer has not yet sent its first message (see `clientFirst`); they hold no slot. */
-  readonly silent: number;
-  /** Handshakes in progress. */
-  readonly handshaking: number;
-  /** Sockets waiting, paused, for a slot. */
-  readonly waiting: number;
-  /** Sockets accepted since start. */
-  readonly accepted: number;
-  /** Sockets whose peer closed them before sending its first message, since start. */
-  readonly gaveUp: number;
   /** Connections that completed their handshake since start. */
   readonly opened: number;
   /** Connections closed since start. */
   readonly closed: number;
-  /** Sockets closed unserved, by reason. */
-  readonly rejected: Readonly<Record<RejectReason, number>>;
-  /** Failed handshakes, by kind. */
-  readonly handshakeFailures: Readonly<Record<HandshakeFailure, number>>;
   /** Handler hooks that threw or rejected. */
   readonly handlerCrashes: number;
   /** Fresh handlers started after a crash (`restart: 'transient'`). */
@@ -89,6 +73,29 @@ export type ListenerTotals = Pick<
   ListenerInfo,
   'accepted' | 'opened' | 'closed' | 'gaveUp' | 'overflows' | 'rejected' | 'handshakeFailures' | 'handlerCrashes' | 'handlerRestarts'
 >;
+
+/** What `info()` says of one worker. */
+export interface WorkerInfo {
+  /** The worker's slot, from 0; a restarted worker keeps the slot of the one it replaces. */
+  readonly index: number;
+  /**
+   * The id of the slot's current process, or `undefined` while it has none (between a death and
+   * its restart, or once stopped).
+   */
+  readonly pid: number | undefined;
+  /**
+   * `starting`: the slot's first process is starting; `ready`: it accepts; `restarting`: its process
+   * died and a new one is on its way (not yet accepting); `retiring`: it is being replaced by a
+   * rolling restart and drains; `stopped`: it has exited for good.
+   */
+  readonly status: 'starting' | 'ready' | 'retiring' | 'restarting' | 'stopped';
+  /** Live connections, as last reported. */
+  readonly connections: number;
+  /** Times this worker slot was restarted after its process died. */
+  readonly restarts: number;
+  /** The worker's own listener info, when it answered in time. */
+  readonly listener: ListenerInfo | undefined;
+}
 
 /** Which part a listener object plays: a stand-alone listener, a pool's primary, or one of its workers. */
 export type ListenerRole = 'single' | 'primary' | 'worker';

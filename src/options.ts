@@ -1,16 +1,9 @@
-import { InvalidOptionError } from './errors.js';
-import type { Framing, FramingOption } from './framing/framer.js';
-import { resolveFraming } from './framing/index.js';
+import type { FramingOption } from './framing/framer.js';
+import type { SourcePrefix } from './limits/source-key.js';
 import type { Protocol } from './protocol.js';
-import type { RestartStrategy } from './supervisor.js';
 import type { Transport } from './transport.js';
-import { TcpTransport, type TcpTransportOptions } from './transports/tcp.js';
-import { TlsTransport, type TlsTransportOptions } from './transports/tls.js';
-import type { Overflow } from './acceptor-pool/acceptor-pool.js';
-import type { AdmissionPolicy } from './acceptor-pool/wait-queue.js';
-import { checkSourcePrefix, type SourcePrefix } from './limits/source-key.js';
-import { sessionIdContextFor } from './transports/ticket-keys.js';
-import { checkWorkers, type Distribution } from './workers/distribution.js';
+import type { TcpTransportOptions } from './transports/tcp-options.js';
+import type { TlsTransportOptions } from './transports/tls.js';
 
 
 /**
@@ -182,235 +175,46 @@ export interface WorkerRestartOptions {
   maxDelay?: number;
 }
 
-/** Options after validation, with every default filled in. @internal */
-export interface ResolvedListenerOptions {
-  name: string;
-  transport: Transport;
-  protocol: Protocol<unknown>;
-  protocolOptions: unknown;
-  framing: Framing;
-  maxConnections: number;
-  maxHandshakes: number;
-  handshakeBatch: number;
-  handshakeTimeout: number;
-  clientFirst: boolean;
-  silentTimeout: number;
-  maxSilent: number;
-  maxSilentPerSource: number;
-  sourcePrefix: SourcePrefix;
-  maxWaiting: number;
-  waitTimeout: number;
-  admission: AdmissionPolicy;
-  adaptiveTarget: number;
-  overflow: Overflow;
-  shutdownTimeout: number;
-  drainRate: number;
-  idleTimeout: number;
-  maxSendBuffer: number;
-  restart: RestartStrategy;
-  maxRestarts: number;
-  period: number;
-  workers: number | 'auto' | undefined;
-  distribution: Distribution | undefined;
-  workerRestarts: Required<WorkerRestartOptions>;
-  ticketKeyRotation: number;
-  workerScript: string | undefined;
-  workerArgs: string[] | undefined;
-}
+/**
+ * In which order waiting sockets get a handshake slot.
+ *
+ * - `fifo`: oldest first. Fair, but after a stampede it spends every slot on the sockets most
+ *   likely to have been given up on by their clients.
+ * - `lifo`: newest first. The socket served is the one whose client is most likely still waiting;
+ *   the oldest wait until `waitTimeout` closes them.
+ * - `adaptive`: oldest first while the queue is short-lived (its oldest socket has waited less than
+ *   `adaptiveTarget` ms), newest first once a standing queue has formed. The default.
+ */
+export type AdmissionPolicy = 'fifo' | 'lifo' | 'adaptive';
 
-const KNOWN = new Set<string>([
-  'name',
-  'transport',
-  'transportOptions',
-  'protocol',
-  'protocolOptions',
-  'framing',
-  'maxConnections',
-  'maxHandshakes',
-  'handshakeBatch',
-  'handshakeTimeout',
-  'clientFirst',
-  'silentTimeout',
-  'maxSilent',
-  'maxSilentPerSource',
-  'sourcePrefix',
-  'maxWaiting',
-  'waitTimeout',
-  'admission',
-  'adaptiveTarget',
-  'overflow',
-  'shutdownTimeout',
-  'drainRate',
-  'idleTimeout',
-  'maxSendBuffer',
-  'restart',
-  'maxRestarts',
-  'period',
-  'workers',
-  'distribution',
-  'workerRestarts',
-  'ticketKeyRotation',
-  'workerScript',
-  'workerArgs',
-]);
-
-/** Check a count: an integer >= `min`, or `Infinity` where allowed. @internal */
-export function checkCount(name: string, value: unknown, fallback: number, min: number, infinite = false): number {
-  if (value === undefined) return fallback;
-  if (infinite && value === Infinity) return Infinity;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new InvalidOptionError(name, `must be an integer >= ${min}${infinite ? ' or Infinity' : ''}, got ${String(value)}`);
-  }
-  return value;
-}
+/** What a listener does with connects while its wait queue is full: see `ListenerOptions.overflow`. */
+export type Overflow = 'refuse' | 'close' | 'drop-oldest';
 
 /**
- * Check the options of `drain`/`stop`: returns the drain timeout (`timeout`, default
- * `shutdownTimeout`), or a `TypeError` naming what is wrong. @internal
+ * What happens to a connection whose handler crashed (a hook threw or rejected).
+ *
+ * - `temporary` (default, as in Ranch): the connection is closed.
+ * - `transient`: after a crash in `onReady`, `onFrame` or `onIdle`, a fresh handler is created for
+ *   the same connection (a new instance for classes and factories; `conn.data` is reset for a shared
+ *   object) and runs `onReady` with `conn.restarts` incremented, then the next frame; the frame being
+ *   handled when it crashed is dropped. After `maxRestarts` restarts within `period` ms, or after a
+ *   crash in any other hook, the connection is closed.
  */
-export function checkDrainOptions(options: { timeout?: number; rate?: number }, shutdownTimeout: number): number | TypeError {
-  const timeout = options.timeout ?? shutdownTimeout;
-  if (!Number.isFinite(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
-    return new TypeError(`drain: timeout must be a number of ms from 0 to ${2 ** 31 - 1}, got ${String(timeout)}`);
-  }
-  if (options.rate !== undefined && (typeof options.rate !== 'number' || Number.isNaN(options.rate) || options.rate <= 0)) {
-    return new TypeError(`drain: rate must be a number > 0 (per second) or Infinity, got ${String(options.rate)}`);
-  }
-  return timeout;
-}
+export type RestartStrategy = 'temporary' | 'transient';
 
-function checkBoolean(name: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new InvalidOptionError(name, `must be true or false, got ${String(value)}`);
-  return value;
-}
-
-function checkMs(name: string, value: unknown, fallback: number, min = 1): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > 2 ** 31 - 1) {
-    throw new InvalidOptionError(name, `must be a number of milliseconds from ${min} to ${2 ** 31 - 1}, got ${String(value)}`);
-  }
-  return value;
-}
-
-function checkRate(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
-    throw new InvalidOptionError(name, `must be a number > 0 (per second) or Infinity, got ${String(value)}`);
-  }
-  return value;
-}
-
-function checkOptionalString(name: string, value: unknown): string | undefined {
-  if (value !== undefined && (typeof value !== 'string' || value === '')) throw new InvalidOptionError(name, 'must be a non-empty string');
-  return value as string | undefined;
-}
-
-function checkStringArray(name: string, value: unknown): string[] | undefined {
-  if (value !== undefined && (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))) {
-    throw new InvalidOptionError(name, 'must be an array of strings');
-  }
-  return value as string[] | undefined;
-}
-
-function resolveWorkerRestarts(value: unknown): Required<WorkerRestartOptions> {
-  if (value !== undefined && (typeof value !== 'object' || value === null)) throw new InvalidOptionError('workerRestarts', 'must be an object');
-  const o = (value ?? {}) as Record<string, unknown>;
-  for (const key of Object.keys(o)) {
-    if (!['maxRestarts', 'period', 'initialDelay', 'maxDelay'].includes(key)) {
-      throw new InvalidOptionError(`workerRestarts.${key}`, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
-    }
-  }
-  return {
-    maxRestarts: checkCount('workerRestarts.maxRestarts', o.maxRestarts, 5, 0),
-    period: checkMs('workerRestarts.period', o.period, 60_000),
-    initialDelay: checkMs('workerRestarts.initialDelay', o.initialDelay, 100, 0),
-    maxDelay: checkMs('workerRestarts.maxDelay', o.maxDelay, 5000, 0),
-  };
-}
-
-function checkEnum<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
-  if (value === undefined) return fallback;
-  if (!allowed.includes(value as T)) {
-    throw new InvalidOptionError(name, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
-  }
-  return value as T;
-}
-
-function resolveTransport(transport: unknown, transportOptions: unknown, name: string): Transport {
-  if (transport === undefined || transport === 'tcp' || transport === 'tls') {
-    if (transportOptions !== undefined && (typeof transportOptions !== 'object' || transportOptions === null)) {
-      throw new InvalidOptionError('transportOptions', 'must be an object');
-    }
-    const o = (transportOptions ?? {}) as TlsTransportOptions;
-    return transport === 'tls' ? new TlsTransport({ sessionIdContext: sessionIdContextFor(name), ...o }) : new TcpTransport(o);
-  }
-  if (typeof transport === 'object' && transport !== null) {
-    const t = transport as Partial<Transport>;
-    if (typeof t.listen !== 'function' || typeof t.handshake !== 'function' || typeof t.name !== 'string') {
-      throw new InvalidOptionError('transport', 'must be \'tcp\', \'tls\', or an object with name, listen() and handshake()');
-    }
-    if (transportOptions !== undefined) {
-      throw new InvalidOptionError('transportOptions', 'cannot be given with a transport object; configure the object instead');
-    }
-    return transport as Transport;
-  }
-  throw new InvalidOptionError('transport', `must be 'tcp', 'tls' or a Transport object, got ${JSON.stringify(transport)}`);
-}
-
-/** Validate `startListener` options and fill in defaults. Throws {@link InvalidOptionError}. @internal */
-export function resolveListenerOptions(options: ListenerOptions<unknown>): ResolvedListenerOptions {
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
-  for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) throw new InvalidOptionError(key, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
-  }
-  const o = options as ListenerOptions<unknown> & Record<string, unknown>;
-  if (typeof o.name !== 'string' || o.name === '') throw new InvalidOptionError('name', 'must be a non-empty string');
-  const p = o.protocol as unknown;
-  if (p === undefined || p === null || (typeof p !== 'object' && typeof p !== 'function')) {
-    throw new InvalidOptionError('protocol', 'is required: a ProtocolHandler object, class or factory');
-  }
-  const maxConnections = checkCount('maxConnections', o.maxConnections, 1024, 1, true);
-  const framing = resolveFraming(o.framing);
-  const transport = resolveTransport(o.transport, o.transportOptions, o.name);
-  const clientFirst = checkBoolean('clientFirst', o.clientFirst, transport.clientFirst ?? false);
-  if (clientFirst && (transport.readFirstBytes === undefined || transport.unread === undefined)) {
-    throw new InvalidOptionError('clientFirst', `needs a transport that can read a socket's first bytes; ${transport.name} cannot`);
-  }
-  const sourcePrefix = checkSourcePrefix(o.sourcePrefix);
-  if (typeof sourcePrefix === 'string') throw new InvalidOptionError('sourcePrefix', sourcePrefix);
-  return {
-    name: o.name,
-    transport,
-    protocol: o.protocol,
-    protocolOptions: o.protocolOptions,
-    framing,
-    maxConnections,
-    maxHandshakes: checkCount('maxHandshakes', o.maxHandshakes, 1024, 1),
-    handshakeBatch: checkCount('handshakeBatch', o.handshakeBatch, 8, 1),
-    handshakeTimeout: checkMs('handshakeTimeout', o.handshakeTimeout, 5000),
-    clientFirst,
-    silentTimeout: checkMs('silentTimeout', o.silentTimeout, 10_000),
-    maxSilent: checkCount('maxSilent', o.maxSilent, 8192, 1, true),
-    maxSilentPerSource: checkCount('maxSilentPerSource', o.maxSilentPerSource, 1024, 1, true),
-    sourcePrefix,
-    maxWaiting: checkCount('maxWaiting', o.maxWaiting, 16_384, 0),
-    waitTimeout: checkMs('waitTimeout', o.waitTimeout, 5000),
-    admission: checkEnum('admission', o.admission, ['fifo', 'lifo', 'adaptive'], 'adaptive'),
-    adaptiveTarget: checkMs('adaptiveTarget', o.adaptiveTarget, 100, 0),
-    overflow: checkEnum<Overflow>('overflow', o.overflow, ['refuse', 'close', 'drop-oldest'], 'refuse'),
-    shutdownTimeout: checkMs('shutdownTimeout', o.shutdownTimeout, 5000, 0),
-    drainRate: checkRate('drainRate', o.drainRate, 1000),
-    idleTimeout: checkMs('idleTimeout', o.idleTimeout, 0, 0),
-    maxSendBuffer: checkCount('maxSendBuffer', o.maxSendBuffer, 1024 * 1024, 1),
-    restart: checkEnum('restart', o.restart, ['temporary', 'transient'], 'temporary'),
-    maxRestarts: checkCount('maxRestarts', o.maxRestarts, 3, 0),
-    period: checkMs('period', o.period, 5000),
-    workers: checkWorkers(o.workers),
-    distribution: o.distribution === undefined ? undefined : checkEnum<Distribution>('distribution', o.distribution, ['reuseport', 'shared', 'primary'], 'shared'),
-    workerRestarts: resolveWorkerRestarts(o.workerRestarts),
-    ticketKeyRotation: checkMs('ticketKeyRotation', o.ticketKeyRotation, 0, 0),
-    workerScript: checkOptionalString('workerScript', o.workerScript),
-    workerArgs: checkStringArray('workerArgs', o.workerArgs),
-  };
-}
+/**
+ * How worker processes share one port.
+ *
+ * - `reuseport`: every worker opens its own listening socket with `SO_REUSEPORT` and the kernel
+ *   spreads connections evenly; nothing passes through the primary. Needs Node >= 22.12 on Linux.
+ *   A worker that closes its socket (rolling restart) resets the connections still queued on it
+ *   unless `net.ipv4.tcp_migrate_req` is 1.
+ * - `shared`: the primary binds one socket and hands it to every worker; all accept from it. A
+ *   worker at its share of `maxConnections` closes its copy and sleeps while the primary keeps the
+ *   socket and its backlog: connects wait in the kernel instead of being accepted and held.
+ *   The kernel spreads connections unevenly over workers.
+ * - `primary`: the primary accepts and passes each socket, before any byte is read, to the worker
+ *   with the fewest connections. Exact `maxConnections` and even spreading, at the cost of an IPC
+ *   hand-off per connection.
+ */
+export type Distribution = 'reuseport' | 'shared' | 'primary';

@@ -1,10 +1,11 @@
 import { CorralError } from './errors.js';
 import type { DrainResult, Listener } from './listener.js';
-import { LocalListener } from './local-listener.js';
-import { type ListenerOptions, resolveListenerOptions } from './options.js';
+import { planListener } from './listener-plan.js';
+import { ProcessListener } from './listeners/process-listener.js';
+import { WorkerPoolListener } from './listeners/worker-pool-listener.js';
+import type { ListenerOptions } from './options.js';
 import { WORKER_ENV } from './workers/ipc.js';
-import { PrimaryListener } from './workers/primary-listener.js';
-import { startWorkerListener } from './workers/worker-agent.js';
+import { PoolWorker } from './workers/pool-worker.js';
 
 /**
  * The listener registry lives on `globalThis` under a registered symbol, so a process has exactly
@@ -28,38 +29,38 @@ function registry(): Registry {
  * cannot be bound, or `CORRAL_LISTENER_EXISTS` when the name is taken.
  */
 export async function startListener<O = undefined, State = unknown>(options: ListenerOptions<O, State>): Promise<Listener> {
-  const resolved = resolveListenerOptions(options as ListenerOptions<unknown>);
+  const plan = planListener(options as ListenerOptions<unknown>);
   const reg = registry();
-  if (reg.byName.has(resolved.name)) {
-    throw new CorralError('CORRAL_LISTENER_EXISTS', `corral: a listener named ${JSON.stringify(resolved.name)} is already running`);
+  if (reg.byName.has(plan.name)) {
+    throw new CorralError('CORRAL_LISTENER_EXISTS', `corral: a listener named ${JSON.stringify(plan.name)} is already running`);
   }
   const workerOf = process.env[WORKER_ENV];
-  if (resolved.workers !== undefined && workerOf !== undefined && workerOf !== resolved.name) {
+  if (plan.workers !== undefined && workerOf !== undefined && workerOf !== plan.name) {
     throw new CorralError(
       'CORRAL_LISTEN_FAILED',
-      `corral: this is a worker process of listener ${JSON.stringify(workerOf)}; start listener ${JSON.stringify(resolved.name)} with workers from the primary only`,
+      `corral: this is a worker process of listener ${JSON.stringify(workerOf)}; start listener ${JSON.stringify(plan.name)} with workers from the primary only`,
     );
   }
-  reg.byName.set(resolved.name, null);
-  let listener: LocalListener | PrimaryListener;
+  reg.byName.set(plan.name, null);
+  let listener: ProcessListener | WorkerPoolListener;
   try {
-    if (resolved.workers === undefined) {
-      listener = new LocalListener(resolved);
+    if (plan.workers === undefined) {
+      listener = new ProcessListener(plan, plan.transport.build());
       await listener.start();
-    } else if (workerOf === resolved.name) {
-      listener = await startWorkerListener(options as ListenerOptions<unknown>, resolved);
+    } else if (workerOf === plan.name) {
+      listener = await PoolWorker.start(plan);
     } else {
-      listener = new PrimaryListener(resolved, options as ListenerOptions<unknown>);
+      listener = new WorkerPoolListener(plan);
       await listener.start();
     }
   } catch (err) {
-    reg.byName.delete(resolved.name);
+    reg.byName.delete(plan.name);
     throw err;
   }
   listener.onStopped = () => {
-    if (reg.byName.get(resolved.name) === listener) reg.byName.delete(resolved.name);
+    if (reg.byName.get(plan.name) === listener) reg.byName.delete(plan.name);
   };
-  reg.byName.set(resolved.name, listener);
+  reg.byName.set(plan.name, listener);
   return listener;
 }
 

@@ -1,24 +1,14 @@
-import { type ConnectionOwner, SupervisedConnection } from './connection.js';
+import { type ConnectionOwner, SupervisedConnection } from './supervised-connection.js';
 import type { HandlerHook } from './protocol.js';
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lease } from './acceptor-pool/lease.js';
-import type { ConnectionContext } from './connection-context.js';
+import type { ConnectionContext } from './current-connection.js';
 import type { Framing } from './framing/framer.js';
 import type { CloseReason, ProtocolHandler } from './protocol.js';
 import { RestartIntensity } from './restart-intensity.js';
 import type { TransportConnection } from './transport.js';
+import type { RestartStrategy } from './options.js';
 
-/**
- * What happens to a connection whose handler crashed (a hook threw or rejected).
- *
- * - `temporary` (default, as in Ranch): the connection is closed.
- * - `transient`: after a crash in `onReady`, `onFrame` or `onIdle`, a fresh handler is created for
- *   the same connection (a new instance for classes and factories; `conn.data` is reset for a shared
- *   object) and runs `onReady` with `conn.restarts` incremented, then the next frame; the frame being
- *   handled when it crashed is dropped. After `maxRestarts` restarts within `period` ms, or after a
- *   crash in any other hook, the connection is closed.
- */
-export type RestartStrategy = 'temporary' | 'transient';
 
 /** Settings of a {@link ConnectionSupervisor}. @internal */
 export interface SupervisorOptions {

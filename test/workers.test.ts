@@ -411,6 +411,31 @@ describe('rolling restarts and suspension, edge cases', () => {
     for (const pid of [...before, ...after]) expect(alive(pid)).toBe(false);
   });
 
+  it('a worker being replaced shows as retiring in info() until it exits; its connections still count', async () => {
+    const p = await pool({ workers: 1, distribution: 'shared' });
+    const [old] = workerPids(await p.command<ListenerInfo>('info'));
+    const c = await client(p);
+    expect(await c.request('warm')).toBe('warm');
+    // A request in flight keeps the old worker draining after its replacement is ready.
+    expect(await c.request('slow 1500')).toBe('started');
+    const mark = p.events.length;
+    const restart = p.command('restartWorkers');
+    const ready = await p.waitEvent('workerReady', 30_000, () => true, mark);
+    const info = await p.command<ListenerInfo>('info');
+    const fresh = (ready.detail as { pid: number }).pid;
+    expect(info.workers.map((w) => ({ pid: w.pid, status: w.status })).sort((a, b) => a.pid! - b.pid!)).toEqual(
+      [
+        { pid: old, status: 'retiring' },
+        { pid: fresh, status: 'ready' },
+      ].sort((a, b) => a.pid! - b.pid!),
+    );
+    expect(info.connections).toBe(1);
+    expect(await c.line()).toBe('done 1500');
+    await restart;
+    const after = await p.command<ListenerInfo>('info');
+    expect(after.workers.map((w) => ({ pid: w.pid, status: w.status }))).toEqual([{ pid: fresh, status: 'ready' }]);
+  });
+
   it('a bad deploy fails restartWorkers and the old workers keep serving', async () => {
     const flag = join(tmpdir(), `corral-bad-deploy-${process.pid}-${Date.now()}`);
     try {

@@ -1,50 +1,12 @@
 import { CorralError } from '../errors.js';
+import type { AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool-stats.js';
+import type { AdmissionPolicy, Overflow } from '../options.js';
 import type { SourcePrefix } from '../limits/source-key.js';
 import type { AcceptedSocket, Transport, TransportConnection } from '../transport.js';
 import { Lease } from './lease.js';
 import { type SilentCloseReason, SilentSockets } from './silent-sockets.js';
-import { type AdmissionPolicy, WaitQueue } from './wait-queue.js';
+import { WaitQueue } from './wait-queue.js';
 
-/**
- * Why an accepted socket was closed without being served:
- *
- * - `queue_full`: it found the wait queue full (`maxWaiting`).
- * - `wait_timeout`: it waited longer than `waitTimeout` for a handshake slot.
- * - `shutdown`: the listener drained or stopped while it waited.
- * - and, for sockets whose peer had not yet sent its first message, a {@link SilentCloseReason}:
- *   `silent_timeout`, `source_limit`, `silent_limit` or `malformed`.
- */
-export type RejectReason = 'queue_full' | 'wait_timeout' | 'shutdown' | SilentCloseReason;
-
-/** What a listener does with connects while its wait queue is full: see `ListenerOptions.overflow`. */
-export type Overflow = 'refuse' | 'close' | 'drop-oldest';
-
-/**
- * How a transport handshake failed: `timeout` (`handshakeTimeout` passed), `stalled` (every
- * handshake slot was taken, a ClientHello was waiting, and this handshake had waited longest for
- * its peer — over a fifth of `handshakeTimeout`), or `error`.
- */
-export type HandshakeFailure = 'timeout' | 'stalled' | 'error';
-
-/** Counters and gauges of an acceptor pool. */
-export interface AcceptorPoolStats {
-  /** Sockets accepted since the listener started. */
-  readonly accepted: number;
-  /** Sockets whose peer has not yet sent its first message (they hold no slot). */
-  readonly silent: number;
-  /** Handshakes running now. */
-  readonly handshaking: number;
-  /** Sockets waiting, paused, for a slot. */
-  readonly waiting: number;
-  /** Connections counting against `maxConnections` (excludes handshakes and removed ones). */
-  readonly counted: number;
-  /** Sockets closed unserved, by reason. */
-  readonly rejected: Readonly<Record<RejectReason, number>>;
-  /** Sockets whose peer closed them before sending its first message. */
-  readonly gaveUp: number;
-  /** Failed handshakes, by kind. */
-  readonly handshakeFailures: Readonly<Record<HandshakeFailure, number>>;
-}
 
 /** The acceptor pool's share of the resolved listener options. @internal */
 export interface AcceptorPoolOptions {

@@ -1,15 +1,9 @@
+import type { RejectReason } from './acceptor-pool-stats.js';
 import type { AcceptedSocket } from '../transport.js';
 import { type SourcePrefix, sourceKey } from '../limits/source-key.js';
 
-/**
- * Why the acceptor pool closed a socket that was still silent (its peer had not sent its first message):
- *
- * - `silent_timeout`: its first message did not arrive within `silentTimeout`.
- * - `source_limit`: its source had more than `maxSilentPerSource` silent sockets; the oldest goes.
- * - `silent_limit`: the listener had more than `maxSilent` silent sockets; the oldest goes.
- * - `malformed`: its first bytes are not what the transport expects (TLS: not a handshake record).
- */
-export type SilentCloseReason = 'silent_timeout' | 'source_limit' | 'silent_limit' | 'malformed';
+/** Why a silent socket was closed: the silent reasons of {@link RejectReason}. */
+export type SilentCloseReason = Extract<RejectReason, 'silent_timeout' | 'source_limit' | 'silent_limit' | 'malformed'>;
 
 /** Bounds of the silent stage. @internal */
 export interface SilentSocketsOptions {

@@ -1,14 +1,4 @@
-/**
- * In which order waiting sockets get a handshake slot.
- *
- * - `fifo`: oldest first. Fair, but after a stampede it spends every slot on the sockets most
- *   likely to have been given up on by their clients.
- * - `lifo`: newest first. The socket served is the one whose client is most likely still waiting;
- *   the oldest wait until `waitTimeout` closes them.
- * - `adaptive`: oldest first while the queue is short-lived (its oldest socket has waited less than
- *   `adaptiveTarget` ms), newest first once a standing queue has formed. The default.
- */
-export type AdmissionPolicy = 'fifo' | 'lifo' | 'adaptive';
+import type { AdmissionPolicy } from '../options.js';
 
 interface Waiter<T> {
   readonly item: T;

@@ -47,6 +47,7 @@ const UNUSED = Buffer.alloc(16);
  * key this is not needed and not used. @internal
  */
 export function useTicketKeys(context: tls.SecureContext, keys: readonly Buffer[]): void {
+  // Cast: the native context behind a SecureContext is internal to Node and absent from its types.
   const native = (context as unknown as { context?: Partial<NativeContext> }).context;
   if (native === undefined || typeof native.enableTicketKeyCallback !== 'function') {
     throw new InvalidOptionError('transportOptions.ticketKeys', `a list of keys needs the ticket-key callback of Node's secure context, which this Node (${process.version}) lacks; give one key`);

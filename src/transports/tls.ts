@@ -11,7 +11,10 @@ import type {
   TransportListenHandlers,
   TransportServer,
 } from '../transport.js';
-import { ignoreSocketError, readFirstBytes, SocketEnds, TcpTransport, type TcpTransportOptions, unread } from './tcp.js';
+import { readFirstBytes, unread } from './first-bytes.js';
+import { ignoreSocketError, SocketEnds } from './socket-ends.js';
+import { TcpTransport } from './tcp.js';
+import { TCP_KEYS, type TcpTransportOptions } from './tcp-options.js';
 import { checkTicketKeys, sessionIdContextFor, TICKET_KEY_BYTES, useTicketKeys } from './ticket-keys.js';
 
 /** Secure-context settings accepted per SNI name: key and certificate, and optionally a CA. */
@@ -44,7 +47,6 @@ export interface TlsTransportOptions extends TcpTransportOptions, Omit<tls.Secur
   SNICallback?: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
 }
 
-const TCP_KEYS = ['port', 'host', 'path', 'backlog', 'ipv6Only', 'reusePort', 'keepAlive', 'keepAliveInitialDelay', 'noDelay'];
 const TLS_KEYS = [
   ...TCP_KEYS,
   'requestCert',
@@ -101,6 +103,7 @@ class TlsDetails implements TlsInfo {
 
   get peerCertificate(): Readonly<Record<string, unknown>> | null {
     if (this.cert === undefined) {
+      // Cast: Node types the certificate as an interface; corral hands it over as a plain record.
       const c = this.socket.getPeerCertificate(true) as unknown as Record<string, unknown> | null;
       this.cert = c && Object.keys(c).length > 0 ? c : null;
     }
@@ -147,7 +150,8 @@ export class TlsTransport implements Transport {
   readonly name: string = 'tls';
   readonly secure: boolean = true;
   private readonly tcp: TcpTransport;
-  private context: tls.SecureContext;
+  /** Made on first use: a worker pool's primary, which never handshakes, never makes one. */
+  private context: tls.SecureContext | undefined = undefined;
   private tlsOptions: TlsTransportOptions;
   /** The client always speaks first (its ClientHello): the acceptor pool reads it before any slot is taken. */
   readonly clientFirst: boolean = true;
@@ -157,12 +161,23 @@ export class TlsTransport implements Transport {
   /** Given, or made at start: kept across certificate reloads so that tickets stay valid. */
   private ticketKeys: Buffer[];
 
-  constructor(options: TlsTransportOptions) {
+  /**
+   * Checks `options` and builds the secure context, so that bad keys or certificates fail here.
+   * `internal.front` (corral's own use): check only, and make the context on first use — for a
+   * worker pool's primary, which accepts and reads ClientHellos but never handshakes.
+   */
+  constructor(options: TlsTransportOptions, internal: { readonly front?: boolean } = {}) {
     const { tcp, rest } = splitOptions(options);
     this.tcp = new TcpTransport(tcp);
     this.ticketKeys = checkTicketKeys(rest.ticketKeys) ?? [randomBytes(TICKET_KEY_BYTES)];
     this.tlsOptions = { sessionIdContext: sessionIdContextFor(''), ...rest };
-    this.context = this.build(this.tlsOptions);
+    checkTlsKeys(this.tlsOptions);
+    if (!internal.front) this.context = this.build(this.tlsOptions);
+  }
+
+  /** The secure context for new handshakes, made on first use. */
+  private get secureContext(): tls.SecureContext {
+    return (this.context ??= this.build(this.tlsOptions));
   }
 
   /**
@@ -189,12 +204,7 @@ export class TlsTransport implements Transport {
   }
 
   private build(o: TlsTransportOptions): tls.SecureContext {
-    for (const key of Object.keys(o)) {
-      if (!TLS_KEYS.includes(key)) throw new InvalidOptionError(`transportOptions.${key}`, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
-    }
-    if (o.key === undefined && o.pfx === undefined && o.SNICallback === undefined && o.sni === undefined) {
-      throw new InvalidOptionError('transportOptions.key', 'is required by the tls transport (or pfx, sni, SNICallback)');
-    }
+    checkTlsKeys(o);
     const { requestCert: _r, rejectUnauthorized: _u, ALPNProtocols: _a, sni, SNICallback: _s, ticketKeys: _k, ...contextOptions } = o;
     const keys = this.ticketKeys;
     const make = (extra: tls.SecureContextOptions = {}): tls.SecureContext => {
@@ -238,7 +248,7 @@ export class TlsTransport implements Transport {
 
   listen(handlers: TransportListenHandlers): Promise<TransportServer> {
     return this.tcp.listen({
-      onSocket: (raw) => handlers.onSocket(new TlsAcceptedSocket(raw as unknown as net.Socket)),
+      onSocket: (raw) => handlers.onSocket(new TlsAcceptedSocket(raw as net.Socket)),
       onError: handlers.onError,
     });
   }
@@ -249,7 +259,7 @@ export class TlsTransport implements Transport {
 
   listenOnHandle(handle: object, handlers: TransportListenHandlers): Promise<TransportServer> {
     return this.tcp.listenOnHandle(handle, {
-      onSocket: (raw) => handlers.onSocket(new TlsAcceptedSocket(raw as unknown as net.Socket)),
+      onSocket: (raw) => handlers.onSocket(new TlsAcceptedSocket(raw as net.Socket)),
       onError: handlers.onError,
     });
   }
@@ -275,7 +285,7 @@ export class TlsTransport implements Transport {
       }
       const socket = new tls.TLSSocket(raw, {
         isServer: true,
-        secureContext: this.context,
+        secureContext: this.secureContext,
         requestCert,
         rejectUnauthorized,
         ...(o.ALPNProtocols ? { ALPNProtocols: o.ALPNProtocols } : {}),
@@ -294,9 +304,11 @@ export class TlsTransport implements Transport {
         socket.off('close', onClose);
         socket.off('end', onClose);
         if (requestCert) {
+          // Cast: `_handle` (the native TLS wrap) is internal to Node and absent from its types.
           const verifyError = (socket as unknown as { _handle?: { verifyError(): Error | null } })._handle?.verifyError() ?? null;
           if (verifyError) {
             const why = (verifyError as { code?: string }).code ?? verifyError.message;
+            // Cast: Node types `authorizationError` as read-only (it is a plain property, set as Node itself sets it).
             (socket as unknown as { authorizationError: string }).authorizationError = why;
             if (rejectUnauthorized) {
               socket.destroy();
@@ -321,8 +333,18 @@ export class TlsTransport implements Transport {
   }
 
   private readonly sniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
-    cb(null, this.sniContexts.get(servername.toLowerCase()) ?? this.context);
+    cb(null, this.sniContexts.get(servername.toLowerCase()) ?? this.secureContext);
   };
+}
+
+/** Reject unknown options and a TLS transport without any key. */
+function checkTlsKeys(o: TlsTransportOptions): void {
+  for (const key of Object.keys(o)) {
+    if (!TLS_KEYS.includes(key)) throw new InvalidOptionError(`transportOptions.${key}`, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
+  }
+  if (o.key === undefined && o.pfx === undefined && o.SNICallback === undefined && o.sni === undefined) {
+    throw new InvalidOptionError('transportOptions.key', 'is required by the tls transport (or pfx, sni, SNICallback)');
+  }
 }
 
 function splitOptions(options: TlsTransportOptions): { tcp: TcpTransportOptions; rest: TlsTransportOptions } {

@@ -1,24 +1,9 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { InvalidOptionError } from '../errors.js';
-import { supportsReusePort } from '../transports/tcp.js';
+import type { Distribution } from '../options.js';
+import { supportsReusePort } from '../transports/reuse-port.js';
 
-/**
- * How worker processes share one port.
- *
- * - `reuseport`: every worker opens its own listening socket with `SO_REUSEPORT` and the kernel
- *   spreads connections evenly; nothing passes through the primary. Needs Node >= 22.12 on Linux.
- *   A worker that closes its socket (rolling restart) resets the connections still queued on it
- *   unless `net.ipv4.tcp_migrate_req` is 1.
- * - `shared`: the primary binds one socket and hands it to every worker; all accept from it. A
- *   worker at its share of `maxConnections` closes its copy and sleeps while the primary keeps the
- *   socket and its backlog: connects wait in the kernel instead of being accepted and held.
- *   The kernel spreads connections unevenly over workers.
- * - `primary`: the primary accepts and passes each socket, before any byte is read, to the worker
- *   with the fewest connections. Exact `maxConnections` and even spreading, at the cost of an IPC
- *   hand-off per connection.
- */
-export type Distribution = 'reuseport' | 'shared' | 'primary';
 
 /** The distribution used when none is given: `reuseport` where the runtime has it, else `shared`. */
 export function defaultDistribution(unixSocket: boolean): Distribution {

@@ -1,7 +1,6 @@
 import type { ConnectionInfo } from '../connection.js';
 import type { DrainResult, ListenerInfo, ListenerTotals } from '../listener.js';
 import type { SocketAddress } from '../transport.js';
-import type { Distribution } from './distribution.js';
 
 /** Environment variable naming the listener a worker process serves. @internal */
 export const WORKER_ENV = 'CORRAL_WORKER_LISTENER';
@@ -12,7 +11,6 @@ export const WORKER_INDEX_ENV = 'CORRAL_WORKER_INDEX';
 export interface WorkerConfig {
   readonly index: number;
   readonly generation: number;
-  readonly distribution: Distribution;
   /** This worker's share of `maxConnections` (`Infinity` in `primary` distribution). */
   readonly maxConnections: number;
   /** Shared TLS session-ticket keys (48 bytes each, the current one first), for TLS transports. */
@@ -59,28 +57,3 @@ export type FromWorker =
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; error: string }
   | { t: 'crash-report'; message: string };
-
-/** What `info()` says of one worker. */
-export interface WorkerInfo {
-  /** The worker's slot, from 0; a restarted worker keeps the slot of the one it replaces. */
-  readonly index: number;
-  /**
-   * The id of the slot's current process, or `undefined` while it has none (between a death and
-   * its restart, or once stopped).
-   */
-  readonly pid: number | undefined;
-  /**
-   * `starting`: the slot's first process is starting; `ready`: it accepts; `restarting`: its process
-   * died and a new one is on its way (not yet accepting); `retiring`: it is being replaced by a
-   * rolling restart and drains; `stopped`: it has exited for good.
-   */
-  readonly status: 'starting' | 'ready' | 'retiring' | 'restarting' | 'stopped';
-  /** Live connections, as last reported. */
-  readonly connections: number;
-  /** Times this worker slot was restarted after its process died. */
-  readonly restarts: number;
-  /** The worker's own listener info, when it answered in time. */
-  readonly listener: ListenerInfo | undefined;
-}
-
-export type { ConnectionInfo, DrainResult, ListenerInfo };

@@ -2,9 +2,9 @@ import { type ChildProcess, fork } from 'node:child_process';
 import type { Lease } from '../acceptor-pool/lease.js';
 import { CorralError } from '../errors.js';
 import { RestartIntensity } from '../restart-intensity.js';
-import type { ListenerTotals } from '../listener.js';
+import type { ListenerTotals, WorkerInfo } from '../listener.js';
 import type { SocketAddress } from '../transport.js';
-import { type FromWorker, type ToWorker, WORKER_ENV, WORKER_INDEX_ENV, type WorkerCommand, type WorkerInfo } from './ipc.js';
+import { type FromWorker, type ToWorker, WORKER_ENV, WORKER_INDEX_ENV, type WorkerCommand } from './ipc.js';
 
 /** How long the primary waits for a worker to answer a command, in ms. */
 const COMMAND_TIMEOUT_MS = 10_000;
@@ -35,8 +35,9 @@ interface Pending {
 }
 
 /**
- * One worker slot of a primary listener: the current child process, its reported load, and the
- * restart history of the slot. @internal
+ * One worker process of a pool, seen from the primary: the child process of a slot (restarted in
+ * place after it dies), its reported load, the sockets it holds slots for, its IPC requests and
+ * the restart history of the slot. @internal
  */
 export class WorkerProcess {
   child: ChildProcess | undefined = undefined;

@@ -6,7 +6,8 @@
  * costs no handshake. The first-message check is the real TLS transport's.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { AcceptorPool, type AcceptorPoolOptions, type RejectReason } from '../../src/acceptor-pool/acceptor-pool.js';
+import { AcceptorPool, type AcceptorPoolOptions } from '../../src/acceptor-pool/acceptor-pool.js';
+import type { RejectReason } from '../../src/acceptor-pool/acceptor-pool-stats.js';
 import type { AcceptedSocket, Transport, TransportConnection } from '../../src/index.js';
 import { TlsTransport } from '../../src/index.js';
 import { testCerts } from '../support/certs.js';

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RestartIntensity } from '../../src/index.js';
-import { type AdmissionPolicy, WaitQueue } from '../../src/acceptor-pool/wait-queue.js';
+import { WaitQueue } from '../../src/acceptor-pool/wait-queue.js';
+import type { AdmissionPolicy } from '../../src/options.js';
 
 /** Push every item of `items` at time `now`, asserting each push is accepted. */
 function fill<T>(q: WaitQueue<T>, items: readonly T[], now = 0): void {

@@ -11,6 +11,16 @@ interface PoolEvent {
   port?: number;
 }
 
+/** What test/fixtures/pool.ts runs with: listener options and the fixture's own switches. */
+export type PoolConfig = Partial<ListenerOptions> & {
+  tls?: boolean;
+  /** Answer a drain's shutdown request with `shutdown <epoch ms>`, then close. */
+  announceShutdown?: boolean;
+  /** A single-process listener instead of a worker pool. */
+  single?: boolean;
+  badDeployFile?: string;
+};
+
 /**
  * Runs test/fixtures/pool.ts (a worker-pool echo server) as a child process and drives its
  * primary listener through JSON commands on stdin.
@@ -25,7 +35,7 @@ export class Pool {
   private replies = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private eventWaiters: { match: (e: PoolEvent) => boolean; resolve: (e: PoolEvent) => void }[] = [];
 
-  private constructor(config: Partial<ListenerOptions> & { tls?: boolean }) {
+  private constructor(config: PoolConfig) {
     this.child = spawn(process.execPath, ['--import', 'tsx', FIXTURE], {
       env: { ...process.env, POOL_CONFIG: JSON.stringify(config) },
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -58,7 +68,7 @@ export class Pool {
   }
 
   /** Start a pool and wait until its primary prints `listening`. */
-  static async start(config: Partial<ListenerOptions> & { tls?: boolean } = {}): Promise<Pool> {
+  static async start(config: PoolConfig = {}): Promise<Pool> {
     const pool = new Pool(config);
     const listening = pool.waitEvent('listening', 60_000);
     const early = pool.exited.then((code) => {

@@ -16,7 +16,11 @@
  */
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
+import { lineFraming } from 'corral';
 import { deviceToken } from './auth.js';
+
+/** The gateway's replies: one JSON message per line (a simulated device accepts lines up to 1 MiB). */
+const deviceLines = lineFraming({ maxLength: 1024 * 1024 });
 
 /** Sockets one process may hold: under the 20,000-descriptor limit, with room to spare. */
 export const MAX_DEVICES_PER_PROCESS = 15_000;
@@ -195,17 +199,23 @@ class SimulatedDevice {
     }, connectTimeout);
     socket.setNoDelay(true);
     socket.once('secureConnect', () => this.write({ type: 'hello', device: this.id, token: this.token }));
-    let buffer = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      let i: number;
-      while ((i = buffer.indexOf('\n')) !== -1) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 1);
+    // The gateway's replies are lines: corral's own line framer splits them (and bounds their length).
+    const framer = deviceLines.createFramer();
+    socket.on('data', (chunk: Buffer) => {
+      let line: Buffer | undefined;
+      try {
+        framer.push(chunk);
+        line = framer.next();
+      } catch {
+        cause ??= 'bad_line';
+        socket.destroy();
+        return;
+      }
+      while (line !== undefined) {
         let m: { type?: unknown; id?: unknown; code?: unknown };
         try {
-          m = JSON.parse(line) as typeof m;
+          m = JSON.parse(line.toString('utf8')) as typeof m;
+          line = framer.next();
         } catch {
           cause ??= 'bad_line';
           socket.destroy();

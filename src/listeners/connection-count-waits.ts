@@ -1,7 +1,7 @@
-import { CorralError } from './errors.js';
-import type { ConnectionCountOp } from './listener.js';
+import { CorralError } from '../errors.js';
+import type { ConnectionCountOp } from '../listener.js';
 
-interface Waiter {
+interface CountWait {
   readonly op: ConnectionCountOp;
   readonly n: number;
   readonly resolve: () => void;
@@ -29,11 +29,11 @@ function holds(op: ConnectionCountOp, a: number, b: number): boolean {
 /**
  * The pending `waitForConnections` calls of one listener (Ranch's `wait_for_connections`): each
  * resolves once the live connection count compares to its `n` as its `op` says, or rejects at its
- * timeout or when the listener stops. The listener calls {@link CountWaiters.check} whenever its
+ * timeout or when the listener stops. The listener calls {@link ConnectionCountWaits.check} whenever its
  * count may have changed. @internal
  */
-export class CountWaiters {
-  private waiters: Waiter[] = [];
+export class ConnectionCountWaits {
+  private waits: CountWait[] = [];
   private stopped = false;
 
   constructor(
@@ -56,13 +56,13 @@ export class CountWaiters {
       return Promise.reject(new CorralError('CORRAL_LISTENER_STOPPED', `listener ${this.listener} stopped`));
     }
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
+      const wait: CountWait = {
         op,
         n,
         resolve,
         reject,
         timer: setTimeout(() => {
-          this.waiters = this.waiters.filter((w) => w !== waiter);
+          this.waits = this.waits.filter((w) => w !== wait);
           reject(
             new CorralError(
               'CORRAL_WAIT_TIMEOUT',
@@ -71,15 +71,15 @@ export class CountWaiters {
           );
         }, timeout),
       };
-      this.waiters.push(waiter);
+      this.waits.push(wait);
     });
   }
 
-  /** Resolve every waiter whose condition holds now. */
+  /** Resolve every wait whose condition holds now. */
   check(): void {
-    if (this.waiters.length === 0) return;
+    if (this.waits.length === 0) return;
     const size = this.count();
-    this.waiters = this.waiters.filter((w) => {
+    this.waits = this.waits.filter((w) => {
       if (!holds(w.op, size, w.n)) return true;
       clearTimeout(w.timer);
       w.resolve();
@@ -87,13 +87,13 @@ export class CountWaiters {
     });
   }
 
-  /** The listener stopped: reject every waiter, and any later one at once. */
+  /** The listener stopped: reject every wait, and any later one at once. */
   stop(): void {
     this.stopped = true;
-    for (const w of this.waiters) {
+    for (const w of this.waits) {
       clearTimeout(w.timer);
       w.reject(new CorralError('CORRAL_LISTENER_STOPPED', `listener ${this.listener} stopped`));
     }
-    this.waiters = [];
+    this.waits = [];
   }
 }

@@ -1,0 +1,324 @@
+import type { Connection, ConnectionInfo } from '../connection.js';
+import { CorralError } from '../errors.js';
+import type { DrainResult, ListenerInfo, WorkerEvent } from '../listener.js';
+import { checkCount, type ListenerPlan, type WorkerPlan } from '../listener-plan.js';
+import type { Distribution } from '../options.js';
+import type { SharedListenHandle, Transport } from '../transport.js';
+import type { WorkerConfig } from '../workers/ipc.js';
+import { poolInfo, sum, type WorkerAnswer } from '../workers/pool-info.js';
+import { PrimaryDispatch } from '../workers/primary-dispatch.js';
+import { RollingRestart } from '../workers/rolling-restart.js';
+import { SharedTicketKeys } from '../workers/shared-ticket-keys.js';
+import type { WorkerProcess } from '../workers/worker-process.js';
+import { WorkerSupervisor } from '../workers/worker-supervisor.js';
+import { ListenerShell } from './listener-shell.js';
+import type { OpenSocket } from './listening-socket.js';
+
+/** Extra time, beyond a worker's own exit grace (`shutdownTimeout`), before the primary kills it. */
+const EXIT_MARGIN_MS = 2000;
+
+/** How long `info()` waits for each worker's answer, in ms. */
+const INFO_TIMEOUT_MS = 2000;
+
+const NO_CONNECTIONS: ReadonlySet<Connection> = new Set();
+
+/**
+ * A worker pool's listener, in its primary process: the {@link ListenerShell} over worker
+ * processes. It owns the pool's socket (distribution `shared`: one bound socket whose copies the
+ * workers accept from; `primary`: the socket the primary accepts and dispatches from; `reuseport`:
+ * none, every worker binds its own), the shared TLS session-ticket keys, and the worker
+ * configuration; it spans the Listener API over the workers by IPC. Its parts: the
+ * {@link WorkerSupervisor} (processes, restarts), {@link RollingRestart}, {@link PrimaryDispatch}
+ * and {@link poolInfo}. @internal
+ */
+export class WorkerPoolListener extends ListenerShell {
+  readonly role = 'primary' as const;
+  readonly distribution: Distribution;
+  private readonly workerPlan: WorkerPlan;
+  private readonly workers: WorkerSupervisor;
+  private readonly rolling: RollingRestart;
+  /** The transport the primary binds with (`shared`, `primary`); it never handshakes. */
+  private readonly front: Transport | undefined;
+  private readonly dispatch: PrimaryDispatch | undefined;
+  /** Distribution `shared`: the bound socket workers get copies of, while open. */
+  private shared: SharedListenHandle | undefined = undefined;
+  private readonly ticketKeys: SharedTicketKeys | undefined;
+  private limit: number;
+  private protocolOptions: { value: unknown } | undefined = undefined;
+  /** Accepting is not paused (`pauseAccepting`). */
+  private accepting = true;
+  private restarting: Promise<void> | undefined = undefined;
+  /** workerReady events of the workers `start` waits for, emitted once `startListener` has resolved. */
+  private readyDuringStart: WorkerEvent[] | undefined = [];
+
+  constructor(private readonly plan: ListenerPlan) {
+    super({
+      name: plan.name,
+      shutdownTimeout: plan.shutdownTimeout,
+      drainRate: plan.drainRate,
+      liveConnections: () => this.workers.connections,
+      openSocket: () => this.openSocket(),
+    });
+    if (plan.workers === undefined) throw new CorralError('CORRAL_LISTEN_FAILED', `listener ${plan.name} has no workers`);
+    this.workerPlan = plan.workers;
+    this.distribution = plan.workers.distribution;
+    this.limit = plan.admission.maxConnections;
+    this.ticketKeys = plan.workers.ticketKeys === 'made' ? new SharedTicketKeys() : undefined;
+    this.front = this.distribution === 'reuseport' ? undefined : plan.transport.build({ front: true });
+    if (this.distribution === 'shared' && this.front?.createSharedHandle === undefined) {
+      throw new CorralError('CORRAL_UNSUPPORTED', `distribution 'shared' needs a transport that can share its socket; ${plan.transport.name} cannot`);
+    }
+    this.workers = new WorkerSupervisor(plan.name, plan.workers, {
+      hello: (w) => this.configure(w),
+      ready: (w, address) => this.onReady(w, address),
+      needHandle: (w) => {
+        if (this.shared) w.post({ t: 'handle' }, this.shared.handle);
+      },
+      load: () => this.counts.check(),
+      crashReport: (w, message) => this.emit('workerCrash', { index: w.index, pid: w.pid, message }),
+      exited: (w, code, signal) => {
+        this.counts.check();
+        this.updateDispatchLimit();
+        this.emit('workerExit', { index: w.index, pid: w.lastPid, code, signal });
+      },
+      fatal: (error) => this.fatal(error),
+    });
+    this.dispatch =
+      this.distribution === 'primary' && this.front ? new PrimaryDispatch(this.front, plan.admission, () => this.workers.ready(), this.report) : undefined;
+    this.rolling = new RollingRestart(this.workers, {
+      listener: plan.name,
+      drainRate: plan.drainRate,
+      drainBudget: (rate) => this.drainBudget(plan.shutdownTimeout, rate),
+      exitGrace: this.exitGrace,
+      stopping: () => this.status === 'stopped' || this.stopRequested,
+      swapped: () => this.updateDispatchLimit(),
+      retired: () => this.counts.check(),
+    });
+  }
+
+  /** How long a stopped worker may take to exit before it is killed. */
+  private get exitGrace(): number {
+    return this.plan.shutdownTimeout + EXIT_MARGIN_MS;
+  }
+
+  /** Number of worker slots. */
+  get workerCount(): number {
+    return this.workers.count;
+  }
+
+  get maxConnections(): number {
+    return this.limit;
+  }
+
+  set maxConnections(n: number) {
+    this.limit = checkCount('maxConnections', n === undefined ? Number.NaN : n, 0, 1, true);
+    this.updateDispatchLimit();
+    for (const w of this.workers.live()) if (w.status === 'ready') void w.request({ op: 'setMaxConnections', n: this.quota() }).catch(() => {});
+  }
+
+  /** Bind, start every worker and wait until all accept. @internal */
+  async start(): Promise<void> {
+    await this.socket.release('suspended');
+    this.state = 'running';
+    try {
+      // reuseport on port 0: the first worker picks the port; the others join it.
+      await this.workers.start(this.distribution === 'reuseport' && this.socket.address === undefined);
+    } catch (err) {
+      await this.stop({ timeout: 0 }).catch(() => {});
+      throw err;
+    }
+    this.ticketKeys?.start(this.workerPlan.ticketKeyRotation, (keys) => {
+      for (const w of this.workers.live()) void w.request({ op: 'setTicketKeys', keys }).catch(() => {});
+    });
+    this.started(this.plan.transport.name);
+    const ready = this.readyDuringStart ?? [];
+    this.readyDuringStart = undefined;
+    // After startListener's caller has its listener (and could attach listeners): a macrotask later.
+    setImmediate(() => {
+      for (const event of ready) this.emit('workerReady', event);
+    });
+  }
+
+  private async openSocket(): Promise<OpenSocket | undefined> {
+    if (this.dispatch) return this.dispatch.listen((err) => this.emit('acceptError', err));
+    const create = this.front?.createSharedHandle;
+    if (this.distribution !== 'shared' || create === undefined) return undefined;
+    const shared = await create.call(this.front);
+    this.shared = shared;
+    return {
+      address: () => shared.address,
+      close: async () => {
+        if (this.shared === shared) this.shared = undefined;
+        shared.close();
+      },
+    };
+  }
+
+  private onReady(w: WorkerProcess, address: WorkerConfig['address']): void {
+    if (address !== undefined) this.socket.learnAddress(address);
+    this.updateDispatchLimit();
+    // During start, nobody can listen yet (startListener has not resolved): those workerReady
+    // events are emitted right after it has.
+    const event = { index: w.index, pid: w.pid };
+    if (this.readyDuringStart !== undefined) this.readyDuringStart.push(event);
+    else this.emit('workerReady', event);
+  }
+
+  /**
+   * Distribution primary: hand sockets over only while accepting and some worker is ready;
+   * otherwise they wait, unread, in the primary's queue (bounded by maxWaiting and waitTimeout).
+   */
+  private updateDispatchLimit(): void {
+    if (this.dispatch) this.dispatch.limit = this.accepting && this.workers.anyReady ? this.limit : 0;
+  }
+
+  /** Each worker's share of `maxConnections` (distribution `primary` enforces the total itself). */
+  private quota(): number {
+    if (this.distribution === 'primary' || !Number.isFinite(this.limit)) return Infinity;
+    return Math.max(1, Math.ceil(this.limit / this.workers.count));
+  }
+
+  private configure(w: WorkerProcess): void {
+    const config: WorkerConfig = {
+      index: w.index,
+      generation: w.generation,
+      maxConnections: this.quota(),
+      ticketKeys: this.ticketKeys?.keys,
+      ...(this.protocolOptions ? { protocolOptions: this.protocolOptions } : {}),
+      accepting: this.accepting,
+      suspended: this.status === 'suspended' || this.status === 'draining',
+      address: this.socket.address,
+    };
+    w.post({ t: 'start', config }, this.distribution === 'shared' ? this.shared?.handle : undefined);
+  }
+
+  private fatal(error: Error): void {
+    if (this.listenerCount('fatal') > 0) this.emit('fatal', error);
+    else {
+      process.stderr.write(`${error.message}\n`);
+      process.exitCode = 1;
+    }
+    void this.stop({ timeout: 0 }).catch(() => {});
+  }
+
+  protected override async suspendWork(): Promise<void> {
+    await this.workers.broadcast({ op: 'suspend' });
+  }
+
+  protected override async resumeWork(): Promise<void> {
+    await this.workers.broadcast({ op: 'resume' });
+  }
+
+  /**
+   * Stop accepting without refusing: with distribution `shared`, workers close their copies of the
+   * socket and connects wait in the kernel backlog (up to `backlog`); with `primary`, accepted
+   * sockets wait, paused, in the primary's wait queue; `reuseport` cannot do this (it would reset
+   * queued connects) and rejects.
+   */
+  async pauseAccepting(): Promise<void> {
+    if (this.distribution === 'reuseport') {
+      throw new CorralError('CORRAL_UNSUPPORTED', "pauseAccepting needs distribution 'shared' or 'primary' (reuseport would reset queued connects)");
+    }
+    this.accepting = false;
+    this.updateDispatchLimit();
+    await this.workers.broadcast({ op: 'accepting', on: false });
+  }
+
+  /** Accept again after {@link WorkerPoolListener.pauseAccepting}. */
+  async resumeAccepting(): Promise<void> {
+    this.accepting = true;
+    this.updateDispatchLimit();
+    await this.workers.broadcast({ op: 'accepting', on: true });
+  }
+
+  setProtocolOptions(options: unknown): void {
+    this.protocolOptions = { value: options };
+    for (const w of this.workers.live()) void w.request({ op: 'setProtocolOptions', value: options }).catch(() => {});
+  }
+
+  async info(): Promise<ListenerInfo> {
+    const answers = await Promise.all(
+      this.workers.all().map(
+        async (w): Promise<WorkerAnswer> => ({
+          worker: { index: w.index, pid: w.pid, status: w.status, connections: w.connections, restarts: w.restarts },
+          info: w.child ? await w.request<ListenerInfo>({ op: 'info' }, INFO_TIMEOUT_MS).catch(() => undefined) : undefined,
+          reported: w.totals,
+        }),
+      ),
+    );
+    const base = {
+      name: this.name,
+      status: this.status,
+      role: this.role,
+      distribution: this.distribution,
+      transport: this.plan.transport.name,
+      address: this.address,
+      maxConnections: this.limit,
+      maxHandshakes: this.plan.admission.maxHandshakes,
+      admission: this.plan.admission.admission,
+    };
+    return poolInfo(base, answers, this.workers.retired, this.dispatch?.stats);
+  }
+
+  async connections(): Promise<ConnectionInfo[]> {
+    return (await this.workers.broadcast<ConnectionInfo[]>({ op: 'connections' })).flat();
+  }
+
+  /** The primary holds no connections: they live in the workers. */
+  localConnections(): ReadonlySet<Connection> {
+    return NO_CONNECTIONS;
+  }
+
+  /**
+   * Replace every worker, one at a time (see {@link RollingRestart}). With distribution `shared` or
+   * `primary`, no connect is refused meanwhile.
+   */
+  restartWorkers(): Promise<void> {
+    this.assertNotStopped('restartWorkers');
+    this.restarting ??= this.rolling.run().finally(() => {
+      this.restarting = undefined;
+    });
+    return this.restarting;
+  }
+
+  /** Each worker's share of the drain rate when all drain at once, so the pool closes at `rate` in total. */
+  private workerDrainRate(rate: number): number {
+    return rate / Math.max(1, this.workers.live().length);
+  }
+
+  /** Longest a worker's drain may take: its timeout plus the pacing of its share of connections. */
+  private drainBudget(timeout: number, rate: number): number {
+    const pacing = Number.isFinite(rate) ? (this.workers.mostConnections / rate) * 1000 : 0;
+    return timeout + pacing + this.exitGrace;
+  }
+
+  protected async drainWork(timeout: number, rate: number, began: number): Promise<DrainResult> {
+    // Sockets waiting in the primary's own queue (distribution primary) are never served now.
+    const abandoned = this.dispatch?.rejectWaiting() ?? 0;
+    const share = this.workerDrainRate(rate);
+    const results = await this.workers.broadcast<DrainResult>({ op: 'drain', timeout, rate: share }, this.drainBudget(timeout, share));
+    return merge(results, abandoned, began);
+  }
+
+  protected async stopWork(timeout: number, rate: number, began: number): Promise<DrainResult> {
+    this.ticketKeys?.stop();
+    const abandoned = this.dispatch?.rejectWaiting() ?? 0;
+    this.dispatch?.close();
+    await this.socket.closeForGood();
+    // A worker starting for a rolling restart is not in a slot yet: it goes too.
+    await this.rolling.abort();
+    const share = this.workerDrainRate(rate);
+    const results = await this.workers.stop({ op: 'stop', timeout, rate: share }, this.drainBudget(timeout, share), this.exitGrace);
+    return merge(results, abandoned, began);
+  }
+}
+
+function merge(results: readonly DrainResult[], abandoned: number, began: number): DrainResult {
+  return {
+    connections: sum(results.map((r) => r.connections)),
+    closedGracefully: sum(results.map((r) => r.closedGracefully)),
+    forced: sum(results.map((r) => r.forced)),
+    abandoned: sum(results.map((r) => r.abandoned)) + abandoned,
+    durationMs: Date.now() - began,
+  };
+}

@@ -1,0 +1,87 @@
+import { AcceptorPool, type AcceptorPoolOptions } from '../acceptor-pool/acceptor-pool.js';
+import { CorralError } from '../errors.js';
+import type { ListenerReporter } from '../listeners/listener-reporter.js';
+import type { Transport, TransportServer } from '../transport.js';
+import type { DispatchStats } from './pool-info.js';
+import type { WorkerProcess } from './worker-process.js';
+
+/**
+ * Distribution `primary`: the primary's own acceptor pool, whose last step passes each socket to a
+ * worker instead of handshaking it. The pool reads the socket's first message (for TLS the
+ * ClientHello; silent sockets hold no slot here either), then hands the socket, with what it read,
+ * to the ready worker holding the fewest sockets, together with a lease on its slot of
+ * `maxConnections` that the worker gives back when the connection is done (or that is released when
+ * the worker dies) — so `maxConnections` holds exactly over all workers. Sockets wait, unread, in
+ * the primary's wait queue while no worker is ready or accepting is paused. @internal
+ */
+export class PrimaryDispatch {
+  private readonly pool: AcceptorPool;
+  private overflows = 0;
+
+  constructor(
+    /** The pool's transport, built to accept and read only (it never handshakes here). */
+    private readonly transport: Transport,
+    admission: AcceptorPoolOptions,
+    /** The workers that may take a socket, in the order to try them. */
+    candidates: () => readonly WorkerProcess[],
+    report: ListenerReporter,
+  ) {
+    const detach = transport.detach;
+    if (detach === undefined) throw new CorralError('CORRAL_UNSUPPORTED', `distribution 'primary' needs a transport that can pass sockets; ${transport.name} cannot`);
+    this.pool = new AcceptorPool(
+      transport,
+      admission,
+      {
+        kind: 'dispatch',
+        dispatch: (socket, head, lease) => {
+          const raw = detach.call(transport, socket);
+          for (const w of candidates()) {
+            if (!w.post({ t: 'socket', head }, raw)) continue; // its process just went
+            w.hold(lease);
+            return true;
+          }
+          throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
+        },
+      },
+      {
+        handshaken: () => {},
+        handshakeFailed: (socket, kind, error) => report.handshakeFailed({ kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
+        rejected: (socket, reason) => report.rejected({ reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
+        released: () => {},
+        changed: () => {},
+        wantsPeerAddress: () => report.wantsPeerAddress(),
+        // The primary's socket is not closed on overflow (its wait queue is the whole pool's):
+        // overflowing sockets are closed as with overflow: 'close'.
+        overflowed: (full) => {
+          if (full) this.overflows++;
+        },
+      },
+    );
+  }
+
+  /** Open the listening socket; accepted sockets enter the pool. */
+  listen(onError: (error: Error) => void): Promise<TransportServer> {
+    return this.transport.listen({ onSocket: (socket) => this.pool.admit(socket), onError });
+  }
+
+  /** Hand over at most this many sockets at once (`0`: none; they wait). */
+  set limit(n: number) {
+    this.pool.maxConnections = n;
+  }
+
+  get stats(): DispatchStats {
+    return { stats: this.pool.stats, overflows: this.overflows };
+  }
+
+  /** Close the waiting sockets (the pool drains); returns how many there were. */
+  rejectWaiting(): number {
+    const before = this.pool.stats.rejected.shutdown;
+    this.pool.rejectWaiting();
+    return this.pool.stats.rejected.shutdown - before;
+  }
+
+  /** Close everything the pool holds (the pool stops). */
+  close(): void {
+    this.pool.close();
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * One listener, whatever its processes: the same options and events behave the same for a
+ * single-process listener and for a worker pool (distributions `shared` and `primary`). Each case
+ * runs the same server (test/fixtures/pool.ts) in a child process, driven the same way.
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ListenerInfo } from '../src/index.js';
+import { captureClientHello, connectTcp, LineClient, once } from './support/clients.js';
+import { Pool, type PoolConfig } from './support/pool.js';
+
+let pools: Pool[] = [];
+let sockets: net.Socket[] = [];
+
+afterEach(async () => {
+  for (const s of sockets) s.destroy();
+  sockets = [];
+  for (const p of pools) p.kill();
+  await Promise.all(pools.map((p) => p.exited));
+  pools = [];
+});
+
+const kinds: readonly [string, PoolConfig][] = [
+  ['single process', { single: true }],
+  ["worker pool, distribution 'shared'", { distribution: 'shared' }],
+  ["worker pool, distribution 'primary'", { distribution: 'primary' }],
+];
+
+async function start(config: PoolConfig): Promise<Pool> {
+  const p = await Pool.start(config);
+  pools.push(p);
+  return p;
+}
+
+async function client(p: Pool): Promise<LineClient> {
+  const s = await connectTcp(p.port);
+  sockets.push(s);
+  return new LineClient(s);
+}
+
+describe.each(kinds)('%s', (_kind, base) => {
+  it('drain({ rate }) asks connections to shut down at that rate', async () => {
+    const p = await start({ ...base, announceShutdown: true });
+    const cs = await Promise.all(Array.from({ length: 4 }, () => client(p)));
+    for (const c of cs) expect(await c.request('warm')).toBe('warm');
+    const drained = p.command<{ connections: number; closedGracefully: number }>('drain', { timeout: 5000, rate: 2 });
+    const at = (await Promise.all(cs.map((c) => c.line()))).map((l) => Number(l.split(' ')[1]));
+    expect(await drained).toMatchObject({ connections: 4, closedGracefully: 4 });
+    // 4 connections at 2 a second: about 1.5 s from the first request to the last (at once: ~0).
+    expect(Math.max(...at) - Math.min(...at)).toBeGreaterThan(700);
+  });
+
+  it('a failed TLS handshake is published on corral:handshake:error by the process that ran it', async () => {
+    const p = await start({ ...base, tls: true });
+    const hello = await captureClientHello();
+    const s = await connectTcp(p.port);
+    sockets.push(s);
+    s.write(hello);
+    // The server answered the ClientHello: the handshake runs. The client now leaves mid-handshake.
+    await once(s, 'data');
+    s.destroy();
+    const event = await p.waitEvent('handshakeErrorChannel');
+    const expectedRole = base.single ? 'single' : 'worker';
+    expect(event.detail).toMatchObject({ listener: 'pool', kind: 'error', role: expectedRole });
+    const info = await p.command<ListenerInfo>('info');
+    expect(info.handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 1 });
+  });
+
+  it('info() has the same fields and counts the same way', async () => {
+    const p = await start(base);
+    const cs = await Promise.all(Array.from({ length: 3 }, () => client(p)));
+    for (const c of cs) expect(await c.request('hi')).toBe('hi');
+    for (const c of cs) c.end();
+    await p.command('wait', 0);
+    const info = await p.command<ListenerInfo>('info');
+    expect(Object.keys(info).sort()).toEqual(
+      [
+        'name', 'status', 'role', 'distribution', 'transport', 'address', 'maxConnections', 'maxHandshakes', 'admission', 'refusing',
+        'overflows', 'active', 'connections', 'silent', 'handshaking', 'waiting', 'accepted', 'gaveUp', 'opened', 'closed', 'rejected',
+        'handshakeFailures', 'handlerCrashes', 'handlerRestarts', 'workers',
+      ].sort(),
+    );
+    expect(info).toMatchObject({
+      name: 'pool',
+      status: 'running',
+      role: base.single ? 'single' : 'primary',
+      distribution: base.single ? null : base.distribution,
+      transport: 'tcp',
+      address: { address: '127.0.0.1', port: p.port },
+      maxConnections: 1024,
+      active: 0,
+      connections: 0,
+      waiting: 0,
+      handshaking: 0,
+      accepted: 3,
+      opened: 3,
+      closed: 3,
+      handlerCrashes: 0,
+      rejected: { queue_full: 0, wait_timeout: 0, shutdown: 0, silent_timeout: 0, source_limit: 0, silent_limit: 0, malformed: 0 },
+      handshakeFailures: { timeout: 0, stalled: 0, error: 0 },
+    });
+    expect(info.workers).toHaveLength(base.single ? 0 : 2);
+  });
+});
