@@ -70,6 +70,8 @@ describe.each(kinds)('%s', (_kind, base) => {
     const p = await start(base);
     const cs = await Promise.all(Array.from({ length: 3 }, () => client(p)));
     for (const c of cs) expect(await c.request('hi')).toBe('hi');
+    // A pool's primary counts from its workers' reports (at most ~20 ms old): see all three first.
+    await p.command('wait', 3);
     for (const c of cs) c.end();
     await p.command('wait', 0);
     const info = await p.command<ListenerInfo>('info');
