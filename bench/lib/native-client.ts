@@ -5,8 +5,8 @@
  * A Node `tls.connect` client spends more CPU per handshake than the server it loads (~800–930 µs
  * against ~600 µs here), so on two shared cores a Node client is what a storm measures. The Go
  * client spends ~450–730 µs. The scenarios that push a server to its limit (storm, far-away
- * storm, silent-peer flood, resumption storm, overload) use it; there is no fallback to the Node
- * clients: without Go, they fail and say how to install it.
+ * storm, silent-peer flood, resumption storm, overload, attacker) use it; there is no fallback to
+ * the Node clients: without Go, they fail and say how to install it.
  *
  * Every helper spreads its sockets over client processes of at most {@link MAX_PER_PROCESS}
  * each (the per-process open-file limit is 20,000), each process with its own second octet of
@@ -659,4 +659,114 @@ export async function runNativeProbe(o: NativeCommon & { samples: number; interv
   if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
   const [r] = await allDone<ProbeResult & Tagged>([spawnNative('probe', a)]);
   return r!;
+}
+
+// ---------------------------------------------------------------- fleet, attack
+
+/** Options of {@link runNativeFleet}. */
+export interface NativeFleetOptions extends NativeCommon {
+  devices: number;
+  /** Devices started per second. */
+  rate: number;
+  /** Source addresses the devices share (device i uses address i mod addresses). */
+  addresses: number;
+  /** ms per device. Default 5000. */
+  deadlineMs?: number;
+}
+
+/** A fleet's devices: one attempt each (connect, handshake, echo). */
+export interface NativeFleetResult extends ClientCost {
+  devices: number;
+  started: number;
+  succeeded: number;
+  failed: Record<string, number>;
+  /** Each success's time from its TCP connect to its echo, ms. */
+  latencies: number[];
+  latency: Percentiles | null;
+  /** The parts of the successes' latency, ms: TCP connect; TLS handshake after it; echo after that. */
+  stages: Record<'connect' | 'handshake' | 'echo', Percentiles | null>;
+  /** How late the client clock started devices, ms. */
+  maxLagMs: number;
+  lagP99Ms: number;
+  seconds: number;
+  truncated: boolean;
+}
+
+/**
+ * Devices arriving steadily from a few source addresses (bench/native-client fleet): `devices`
+ * of them, `rate` a second, one attempt each within `deadlineMs`; resolves when every device has
+ * succeeded or failed. One process (rate × deadline sockets at most).
+ */
+export async function runNativeFleet(o: NativeFleetOptions): Promise<NativeFleetResult> {
+  const a = [...commonArgs(o, o.net), '-devices', String(o.devices), '-rate', String(o.rate), '-addresses', String(o.addresses)];
+  if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
+  const [r] = await allDone<NativeFleetResult & Tagged>([spawnNative('fleet', a)]);
+  return r!;
+}
+
+/** How an attack connect ended (bench/native-client attack.go). */
+export type AttackOutcome = 'answered' | 'closed' | 'refused' | 'deadline' | 'error';
+
+/** Options of {@link startNativeAttack}. */
+export interface NativeAttackOptions extends NativeCommon {
+  /** Connects per second. */
+  rate: number;
+  /** Longest the attack runs; `stop()` ends it earlier. */
+  seconds: number;
+  /** Source addresses (default 1: one attacking host). */
+  addresses?: number;
+  /** `hello`: a replayed ClientHello (no client crypto); `handshake`: a full crypto/tls handshake. Default `hello`. */
+  kind?: 'hello' | 'handshake';
+  /** ms per connect. Default 2000. */
+  deadlineMs?: number;
+}
+
+/** What an attack's connects met. */
+export interface NativeAttackResult extends ClientCost {
+  kind: 'hello' | 'handshake';
+  rate: number;
+  addresses: number;
+  offered: number;
+  started: number;
+  skipped: { late: number; maxOpen: number };
+  outcomes: Partial<Record<AttackOutcome, number>>;
+  /** How long it attacked, s. */
+  seconds: number;
+  startedPerSecond: number;
+  /** From the TCP connect to the server's close, over the connects it closed unanswered, ms. */
+  closedAfterMs: Percentiles | null;
+  /** From the TCP connect to the server's answer, over the answered connects, ms. */
+  answeredAfterMs: Percentiles | null;
+  maxOpen: number;
+  truncated: boolean;
+}
+
+/** A running attack from {@link startNativeAttack}. */
+export interface NativeAttack {
+  /** CPU seconds the attacker has used so far. */
+  cpuSeconds(): number;
+  /** End the attack (if its time is not up yet), wait for the connects in flight, and return what they met. */
+  stop(): Promise<NativeAttackResult>;
+}
+
+/**
+ * One attacking host (bench/native-client attack): `rate` connects a second from one source
+ * address, each a ClientHello waiting for the server's answer, for `seconds` or until `stop()`.
+ * One process (rate × deadline sockets at most).
+ */
+export function startNativeAttack(o: NativeAttackOptions): NativeAttack {
+  const a = [...commonArgs(o, o.net), '-rate', String(o.rate), '-seconds', String(o.seconds)];
+  if (o.addresses !== undefined) a.push('-addresses', String(o.addresses));
+  if (o.kind !== undefined) a.push('-kind', o.kind);
+  if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
+  const proc = spawnNative('attack', a);
+  const done = allDone<NativeAttackResult & Tagged>([proc]).then(([r]) => r!);
+  done.catch(() => {});
+  return {
+    cpuSeconds: () => proc.cpuSeconds(),
+    stop: async () => {
+      proc.send('stop');
+      return done;
+    },
+  };
 }

@@ -239,7 +239,9 @@ type attempt struct {
 	localPort int    // 0 when the TCP connect did not complete
 	resumed   bool
 	latency   time.Duration
-	conn      *tls.Conn // when ok and keep: the connection, deadline cleared
+	connected time.Duration // from the start to the TCP connect's completion (0 if it did not complete)
+	handshake time.Duration // from the start to the TLS handshake's completion (0 if it did not complete)
+	conn      *tls.Conn     // when ok and keep: the connection, deadline cleared
 	raw       net.Conn
 }
 
@@ -254,7 +256,7 @@ func (o *options) connectOnce(src string, deadline time.Duration, cfg *tls.Confi
 	if err != nil {
 		return attempt{reason: classify(err), latency: time.Since(start)}
 	}
-	a := attempt{localPort: raw.LocalAddr().(*net.TCPAddr).Port, raw: raw}
+	a := attempt{localPort: raw.LocalAddr().(*net.TCPAddr).Port, raw: raw, connected: time.Since(start)}
 	_ = raw.SetDeadline(end)
 	var conn net.Conn = raw
 	if o.delay > 0 {
@@ -270,6 +272,7 @@ func (o *options) connectOnce(src string, deadline time.Duration, cfg *tls.Confi
 	if err := tc.Handshake(); err != nil {
 		return fail(classify(err))
 	}
+	a.handshake = time.Since(start)
 	a.resumed = tc.ConnectionState().DidResume
 	if a.resumed {
 		handshakesResumed.Add(1)

@@ -7,6 +7,8 @@
 //	corral-load capacity -port N -concurrency C -seconds T ...          closed-loop handshakes per second
 //	corral-load silent   -port N -count N -kind K ...                   hostile peers held open
 //	corral-load probe    -port N -samples S ...                         sequential service latency
+//	corral-load fleet    -port N -devices N -rate R -addresses A ...    devices arriving steadily from a few addresses
+//	corral-load attack   -port N -rate R -seconds T ...                 ClientHellos from one address, as fast as asked
 //
 // Every subcommand ends by itself (-max-seconds at the latest), writes progress to stderr and
 // prints its result as one JSON line on stdout, tagged "t":"done" (a few print earlier lines,
@@ -25,7 +27,7 @@ import (
 	"time"
 )
 
-const usage = `usage: corral-load <storm|overload|capacity|silent|probe> [flags]
+const usage = `usage: corral-load <storm|overload|capacity|silent|probe|fleet|attack> [flags]
 run "corral-load <subcommand> -h" for the flags of one subcommand
 `
 
@@ -47,6 +49,10 @@ func main() {
 		runSilent(args)
 	case "probe":
 		runProbe(args)
+	case "fleet":
+		runFleet(args)
+	case "attack":
+		runAttack(args)
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
