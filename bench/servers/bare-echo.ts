@@ -11,7 +11,7 @@
  *   ends: `start` at 'connection' (bare Node starts the TLS handshake on every accepted socket at
  *   once), `open` at 'secureConnection', `fail` at 'tlsClientError', with the peer's address and port.
  *
- * `port` and `ticketKeys` (hex) are passed to `listen` and `tls.createServer`; stdin `usage` and
+ * `port`, `ticketKeys` (hex) and `noDelay` are passed to `listen` and `tls.createServer`; stdin `usage` and
  * `trace` answer with its CPU and event-loop use (bench/servers/usage-trace.ts).
  */
 import net from 'node:net';
@@ -22,7 +22,7 @@ import { LiveConnections } from './live-connections.js';
 import { announcePort, answerStdin, type EchoServerConfig, readConfig } from './server-io.js';
 import { UsageTrace, usageNow } from './usage-trace.js';
 
-const { tls: secure, cut, record, port, ticketKeys }: EchoServerConfig = readConfig();
+const { tls: secure, cut, record, port, ticketKeys, noDelay }: EchoServerConfig = readConfig();
 const usage = new UsageTrace();
 const live = cut ? new LiveConnections<net.Socket>() : undefined;
 const recorder = record ? new HandshakeRecorder(record) : undefined;
@@ -46,8 +46,8 @@ function echo(socket: net.Socket): void {
 }
 
 const server = secure
-  ? tls.createServer({ ...(await benchCertificate()), minVersion: 'TLSv1.2', ...(ticketKeys ? { ticketKeys: Buffer.from(ticketKeys, 'hex') } : {}) }, echo)
-  : net.createServer(echo);
+  ? tls.createServer({ ...(await benchCertificate()), minVersion: 'TLSv1.2', ...(ticketKeys ? { ticketKeys: Buffer.from(ticketKeys, 'hex') } : {}), ...(noDelay ? { noDelay: true } : {}) }, echo)
+  : net.createServer({ ...(noDelay ? { noDelay: true } : {}) }, echo);
 server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => recorder?.add('fail', socket.remoteAddress, socket.remotePort, err.code ?? err.message));
 if (recorder) {
   server.on('connection', (socket: net.Socket) => recorder.add('start', socket.remoteAddress, socket.remotePort));

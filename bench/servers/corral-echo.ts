@@ -15,7 +15,7 @@
  *   `record` and `tls` the transport is the same TlsTransport corral builds for `transport: 'tls'`,
  *   passed as an object, so the listener runs the same code.
  *
- * `port` and `ticketKeys` (hex) go into `transportOptions`; stdin `usage` and `trace` answer with
+ * `port`, `ticketKeys` (hex) and `noDelay` go into `transportOptions`; stdin `usage` and `trace` answer with
  * its CPU and event-loop use (bench/servers/usage-trace.ts).
  */
 import diagnosticsChannel from 'node:diagnostics_channel';
@@ -34,7 +34,7 @@ import { LiveConnections } from './live-connections.js';
 import { announcePort, answerStdin, readConfig } from './server-io.js';
 import { UsageTrace, usageNow } from './usage-trace.js';
 
-const { tls, cut, record, port, ticketKeys, ...options } = readConfig<Partial<ListenerOptions>>();
+const { tls, cut, record, port, ticketKeys, noDelay, ...options } = readConfig<Partial<ListenerOptions>>();
 const usage = new UsageTrace();
 const live = cut ? new LiveConnections<Connection>() : undefined;
 const recorder = record ? new HandshakeRecorder(record) : undefined;
@@ -66,6 +66,7 @@ const transportOptions = {
   host: '127.0.0.1',
   port: port ?? 0,
   backlog: 4096,
+  ...(noDelay ? { noDelay: true } : {}),
   ...(cert ?? {}),
   ...(tls && ticketKeys ? { ticketKeys: Buffer.from(ticketKeys, 'hex') } : {}),
 };

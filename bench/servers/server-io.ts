@@ -21,6 +21,12 @@ export interface EchoServerConfig {
   port?: number;
   /** TLS session ticket keys, 48 bytes as hex: a restarted server with the same keys resumes its tickets. */
   ticketKeys?: string;
+  /**
+   * Set TCP_NODELAY on every accepted socket (default: Node's, Nagle on). Without it an echo
+   * written while the TLS 1.3 session tickets are still unacknowledged can wait for the client's
+   * delayed ACK, ~40 ms, on a few per cent of connections.
+   */
+  noDelay?: boolean;
 }
 
 /** The server's config: BENCH_SERVER parsed, `{}` when unset. */
