@@ -21,7 +21,7 @@ import type { BenchContext, Scenario, ScenarioResult } from './lib/scenario.js';
  * Every scenario, in running order, with its default time budget (quick and full), in seconds; a
  * scenario's own `budgetSeconds` takes precedence. Budgets catch a hung scenario: each scenario's
  * quick run is meant to take well under a minute on a 2-core machine. The storm, far-away storm,
- * resumption storm, silent-peer flood and overload scenarios load the server with the native
+ * resumption storm, silent-peer flood, overload and attacker scenarios load the server with the native
  * client (bench/native-client, built with Go on first use: apt-get install -y golang-go).
  */
 const SCENARIOS: readonly { id: string; file: string; budget: { quick: number; full: number } }[] = [
@@ -32,6 +32,7 @@ const SCENARIOS: readonly { id: string; file: string; budget: { quick: number; f
   { id: 'resumption-storm', file: 'scenarios/resumption-storm.ts', budget: { quick: 60, full: 900 } },
   { id: 'silent-flood', file: 'scenarios/silent-flood.ts', budget: { quick: 60, full: 1500 } },
   { id: 'overload', file: 'scenarios/overload.ts', budget: { quick: 75, full: 900 } },
+  { id: 'attacker', file: 'scenarios/attacker.ts', budget: { quick: 60, full: 480 } },
   { id: 'gateway-uplink', file: 'scenarios/gateway-uplink.ts', budget: { quick: 60, full: 900 } },
 ];
 

@@ -95,7 +95,7 @@ export function renderReport(results: BenchResults): RenderedReport {
     '  and resident memory as the growth over the idle server, both summed over the server’s process tree. Client wall time is',
     '  never used as a cost.',
     '- **The load client is separate processes** that spread their source addresses over 127.x.y.z and hold fewer than 20,000',
-    '  sockets each (the per-process open-file limit here). The storms, the silent-peer flood and overload use a native client',
+    '  sockets each (the per-process open-file limit here). The storms, the silent-peer flood, overload and the attacker use a native client',
     '  ([bench/native-client](../bench/native-client), Go’s crypto/tls, ~450–750 µs of CPU per handshake): a Node client spends',
     '  more CPU per handshake than the server it loads, and on two cores would be what those scenarios measure. Each of them',
     '  reports the client’s own CPU per handshake.',
