@@ -2,8 +2,11 @@
 // broker) on the other, and a small admin HTTP API. See docs/gateway.md.
 //
 //   npm run gateway                                  (embedded broker, self-signed certificate)
-//   npm run gateway -- --amqp-url amqp://guest:guest@127.0.0.1 --node-id gw-1 --workers 4 --admin-token t
-//   npm run simulate -- --port 8883 --secret <s> --devices 10 --rate 10 --msgs 5
+//   CORRAL_GATEWAY_AMQP_URL=amqp://guest:guest@127.0.0.1 npm run gateway -- --node-id gw-1 --workers 4 --uplink-queue devices.backend
+//   CORRAL_GATEWAY_SECRET=<s> npm run simulate -- --port 8883 --devices 10 --rate 10 --msgs 5
+//
+// Installed (the packed package), the same commands are `corral-gateway` and `corral-simulate`,
+// which run this file compiled to dist/cli.js.
 //
 // With --workers this script also runs in every worker process (corral re-runs the entry script,
 // see docs/workers.md): everything up to startGateway runs everywhere, the rest in the primary.
@@ -15,34 +18,45 @@ import { generate } from 'selfsigned';
 import { type AdminServer, startAdminServer } from './admin-server.js';
 import { AmqpBroker } from './amqp-broker.js';
 import { hmacAuthenticate } from './auth.js';
+import { declareUplinkQueue } from './uplink-queue.js';
 import { type Gateway, startGateway } from './gateway.js';
 import { currentWorker } from 'corral';
 import { createLogger, isLogLevel, LOG_LEVELS, moduleLogger } from './logger.js';
 import { MemoryBroker } from './memory-broker.js';
 import { createMetrics } from './metrics.js';
 
-const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url <url>] [--node-id <id>] [--prefix <p>]
-                      [--secret <s>] [--previous-secret <s>] [--cert <file> --key <file>]
-                      [--admin-port <p>] [--admin-host <h>] [--admin-token <t>]
+const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file <f>] [--node-id <id>] [--prefix <p>]
+                      [--uplink-queue <q>] [--secret-file <f>] [--previous-secret-file <f>]
+                      [--cert <file> --key <file>] [--admin-port <p>] [--admin-host <h>] [--admin-token-file <f>]
                       [--workers <n>] [--max-connections <n>] [--drain-delay <ms>] [--log-level <l>]
+
+  Credentials (the AMQP URL with its password, the device secrets, the admin token) come from the
+  environment or from a file: a flag's value shows in the process list (ps) of every user of the
+  machine. Each also has a flag (--amqp-url, --secret, …); a flag wins over its file, a file over
+  its environment variable.
 
   --port <p>             device TLS port; 0 picks a free one (default 8883)
   --host <h>             address devices connect to (default 127.0.0.1)
-  --amqp-url <url>       RabbitMQ, e.g. amqp://user:pass@host:5672/vhost (env CORRAL_GATEWAY_AMQP_URL);
-                         without it the embedded in-process broker is used (one process only)
+  --amqp-url-file <f>    file holding the RabbitMQ URL, e.g. amqp://user:pass@host:5672/vhost
+                         (env CORRAL_GATEWAY_AMQP_URL); without one the embedded in-process broker
+                         is used (one process only)
+  --uplink-queue <q>     declare the durable queue <q> bound to every uplink (<prefix>.up, '#'): for a
+                         first run against a fresh RabbitMQ, where nothing is bound and every uplink
+                         is nacked "unroutable"; a back end declares and binds its own queues
   --node-id <id>         this node's id, unique among the gateway nodes on one broker: it names the
                          node's downlink queue (default: the host name)
   --prefix <p>           prefix of every exchange and queue name (default devices)
-  --secret <s>           HMAC secret of the device tokens (env CORRAL_GATEWAY_SECRET; default: a random
-                         one, printed at start)
-  --previous-secret <s>  the secret before a rotation, still accepted (env CORRAL_GATEWAY_PREVIOUS_SECRET)
+  --secret-file <f>      file holding the HMAC secret of the device tokens (env CORRAL_GATEWAY_SECRET;
+                         default: a random one, printed at start)
+  --previous-secret-file <f>
+                         the secret before a rotation, still accepted (env CORRAL_GATEWAY_PREVIOUS_SECRET)
   --cert <file>          PEM certificate chain for the device port (with --key; default: self-signed)
   --key <file>           PEM private key (with --cert)
   --admin-port <p>       admin HTTP API port; 0 picks a free one (default 9100)
   --admin-host <h>       admin API address (default 127.0.0.1: keep it off the open network)
-  --admin-token <t>      bearer token for POST /devices/:id/commands (env CORRAL_GATEWAY_ADMIN_TOKEN);
-                         without it commands are disabled
-  --workers <n>          run the device listener over n worker processes (needs --amqp-url)
+  --admin-token-file <f> file holding the bearer token for POST /devices/:id/commands
+                         (env CORRAL_GATEWAY_ADMIN_TOKEN); without one commands are disabled
+  --workers <n>          run the device listener over n worker processes (needs RabbitMQ)
   --max-connections <n>  most device connections, over all workers (default 60000)
   --drain-delay <ms>     on SIGTERM, answer 503 on /healthz for this long before closing devices, so
                          a load balancer stops sending new ones first (default 0)
@@ -70,15 +84,20 @@ function parse() {
         port: { type: 'string', default: '8883' },
         host: { type: 'string', default: '127.0.0.1' },
         'amqp-url': { type: 'string' },
+        'amqp-url-file': { type: 'string' },
         'node-id': { type: 'string' },
         prefix: { type: 'string', default: 'devices' },
+        'uplink-queue': { type: 'string' },
         secret: { type: 'string' },
+        'secret-file': { type: 'string' },
         'previous-secret': { type: 'string' },
+        'previous-secret-file': { type: 'string' },
         cert: { type: 'string' },
         key: { type: 'string' },
         'admin-port': { type: 'string', default: '9100' },
         'admin-host': { type: 'string', default: '127.0.0.1' },
         'admin-token': { type: 'string' },
+        'admin-token-file': { type: 'string' },
         workers: { type: 'string' },
         'max-connections': { type: 'string' },
         'drain-delay': { type: 'string', default: '0' },
@@ -110,17 +129,61 @@ if (!/^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/.test(prefix) || prefix.length > 100
 }
 const nodeId = args['node-id'] ?? (hostname().replace(/[^A-Za-z0-9_-]+/g, '-').slice(0, 64) || 'gateway');
 if (!/^[A-Za-z0-9_-]{1,64}$/.test(nodeId)) usageError(`--node-id must be 1–64 characters of A-Z a-z 0-9 _ -, got "${nodeId}"`);
-const amqpUrl = args['amqp-url'] ?? (env.CORRAL_GATEWAY_AMQP_URL || undefined);
+
+// ---- credentials: a flag, a file or the environment -------------------------------------------
+// A flag's value is in the command line, which every user of the machine can read (`ps`,
+// /proc/<pid>/cmdline), in the primary and in every worker (they re-run this script with its
+// arguments). A file can be readable by the gateway's user alone; /proc/<pid>/environ is readable
+// by the same user (and root) only.
+type Credential = 'amqp-url' | 'secret' | 'previous-secret' | 'admin-token';
+const CREDENTIAL_ENV: Record<Credential, string> = {
+  'amqp-url': 'CORRAL_GATEWAY_AMQP_URL',
+  secret: 'CORRAL_GATEWAY_SECRET',
+  'previous-secret': 'CORRAL_GATEWAY_PREVIOUS_SECRET',
+  'admin-token': 'CORRAL_GATEWAY_ADMIN_TOKEN',
+};
+
+/** Credentials given as flags, for the notice below. */
+const onCommandLine: string[] = [];
+
+/** A credential: `--<name>`, else the content of the file `--<name>-file` names (trimmed), else its environment variable. */
+function credential(name: Credential): string | undefined {
+  const value = args[name];
+  const file = args[`${name}-file`];
+  if (value !== undefined && file !== undefined) usageError(`give --${name} or --${name}-file, not both`);
+  if (value !== undefined) {
+    if (value === '') usageError(`--${name} must not be empty`);
+    onCommandLine.push(`--${name}`);
+    return value;
+  }
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      return usageError(`cannot read --${name}-file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    if (text === '') usageError(`--${name}-file ${file} is empty`);
+    return text;
+  }
+  return env[CREDENTIAL_ENV[name]] || undefined;
+}
+
+const amqpUrl = credential('amqp-url');
 if (amqpUrl !== undefined && !/^amqps?:\/\//.test(amqpUrl)) usageError('--amqp-url must be an amqp:// or amqps:// URL');
 if (workers !== undefined && amqpUrl === undefined) {
   usageError('--workers needs --amqp-url: worker processes cannot share the in-process broker');
 }
-if ((args.cert === undefined) !== (args.key === undefined)) usageError('--cert and --key go together');
-const adminToken = args['admin-token'] ?? (env.CORRAL_GATEWAY_ADMIN_TOKEN || undefined);
-const previousSecret = args['previous-secret'] ?? (env.CORRAL_GATEWAY_PREVIOUS_SECRET || undefined);
-for (const flag of ['secret', 'previous-secret', 'admin-token'] as const) {
-  if (args[flag] === '') usageError(`--${flag} must not be empty`);
+const uplinkQueue = args['uplink-queue'];
+if (uplinkQueue !== undefined) {
+  if (amqpUrl === undefined) usageError('--uplink-queue needs --amqp-url: the embedded broker keeps the uplinks itself');
+  if (!/^[A-Za-z0-9_.:-]{1,200}$/.test(uplinkQueue) || uplinkQueue.startsWith('amq.')) {
+    usageError(`--uplink-queue must be 1–200 characters of A-Z a-z 0-9 _ . : - and not start with "amq.", got "${uplinkQueue}"`);
+  }
 }
+if ((args.cert === undefined) !== (args.key === undefined)) usageError('--cert and --key go together');
+const adminToken = credential('admin-token');
+const previousSecret = credential('previous-secret');
 
 /**
  * Which downlink queue this process owns (see topology.ts): the worker index in a worker, `primary`
@@ -140,7 +203,7 @@ const SHARED_ENV = 'CORRAL_GATEWAY_GENERATED';
 const inherited = env[SHARED_ENV] ? (JSON.parse(env[SHARED_ENV]) as { secret?: string; cert?: string; key?: string }) : {};
 const generated: { secret?: string; cert?: string; key?: string } = {};
 
-let secret = args.secret ?? (env.CORRAL_GATEWAY_SECRET || undefined) ?? inherited.secret;
+let secret = credential('secret') ?? inherited.secret;
 if (secret === undefined) {
   secret = randomBytes(24).toString('hex'); // hex: never starts with '-', so it pastes into any CLI
   generated.secret = secret;
@@ -175,6 +238,13 @@ const mode = amqpUrl === undefined ? 'embedded' : `amqp ${withoutPassword(amqpUr
 if (amqpUrl === undefined) {
   process.stderr.write('no --amqp-url: using the embedded in-process broker (single process only; uplinks are kept in memory)\n');
 }
+const shown = onCommandLine.filter((flag) => flag !== '--amqp-url' || hasPassword(amqpUrl!));
+if (shown.length > 0 && currentWorker() === undefined) {
+  process.stderr.write(
+    `${shown.join(', ')} on the command line: every user of this machine can read ${shown.length === 1 ? 'it' : 'them'} in the process list; ` +
+      `use ${shown.map((flag) => `${flag}-file or ${CREDENTIAL_ENV[flag.slice(2) as Credential]}`).join(', ')} instead\n`,
+  );
+}
 
 let gateway: Gateway;
 try {
@@ -207,6 +277,17 @@ try {
 if (gateway.listener.role !== 'worker') await primary();
 
 async function primary(): Promise<void> {
+  // ---- a queue for the uplinks, when asked (startGateway declared the exchange) ------------
+  if (amqpUrl !== undefined && uplinkQueue !== undefined) {
+    try {
+      await declareUplinkQueue({ url: amqpUrl, prefix, queue: uplinkQueue });
+    } catch (err) {
+      log.fatal({ err }, 'uplink queue failed');
+      process.stderr.write(`corral-gateway: --uplink-queue ${uplinkQueue}: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  }
+
   // ---- admin API ------------------------------------------------------------------------------
   let admin: AdminServer;
   try {
@@ -226,6 +307,13 @@ async function primary(): Promise<void> {
   if (adminToken === undefined) {
     process.stderr.write('no --admin-token: POST /devices/:id/commands is disabled (403); a command may unlock a door\n');
   }
+  if (amqpUrl !== undefined && uplinkQueue === undefined) {
+    // A fresh RabbitMQ has no queue bound to <p>.up, and every uplink comes back unroutable.
+    process.stderr.write(
+      `no --uplink-queue: until a back end binds a queue to ${prefix}.up, every uplink is nacked "unroutable"; ` +
+        `for a first run, start with --uplink-queue ${prefix}.backend (a durable queue bound with '#')\n`,
+    );
+  }
 
   // ---- ready ----------------------------------------------------------------------------------
   const host = args.host.includes(':') ? `[${args.host}]` : args.host;
@@ -233,13 +321,16 @@ async function primary(): Promise<void> {
   const devicePort = gateway.listener.port ?? port;
   const shownSecret = generated.secret ?? '<your secret>';
   const simulateHost = args.host === '127.0.0.1' || args.host === '0.0.0.0' ? '' : ` --host ${args.host}`;
+  // Run from src/cli.ts in a checkout (npm run gateway), or compiled from an installed package.
+  const simulator = import.meta.url.endsWith('.ts') ? 'npm run simulate --' : 'npx corral-simulate';
   console.log(
     [
       `corral gateway listening on ${host}:${devicePort} (tls, node ${nodeId}${pool})`,
-      `broker: ${amqpUrl === undefined ? 'embedded (in-process, no --amqp-url)' : withoutPassword(amqpUrl)}, prefix ${prefix}`,
+      `broker: ${amqpUrl === undefined ? 'embedded (in-process, no --amqp-url)' : withoutPassword(amqpUrl)}, prefix ${prefix}` +
+        (uplinkQueue === undefined ? '' : `, uplink queue ${uplinkQueue} bound to ${prefix}.up`),
       `admin API on ${admin.url} (GET /metrics /healthz /devices; POST /devices/:id/commands ${adminToken === undefined ? 'disabled' : 'with the bearer token'})`,
       ...(generated.secret === undefined ? [] : [`device secret (generated, not stored anywhere): ${generated.secret}`]),
-      `simulate devices: npm run simulate -- --port ${devicePort}${simulateHost} --secret ${shownSecret} --devices 10 --rate 10 --msgs 5`,
+      `simulate devices: CORRAL_GATEWAY_SECRET=${shownSecret} ${simulator} --port ${devicePort}${simulateHost} --devices 10 --rate 10 --msgs 5`,
     ].join('\n'),
   );
   log.info({ port: devicePort, adminPort: admin.port, mode, prefix, workers: workers ?? 0 }, 'gateway ready');
@@ -273,6 +364,15 @@ async function primary(): Promise<void> {
   }
   process.on('SIGINT', drain);
   process.on('SIGTERM', drain);
+}
+
+/** Whether the URL carries a password. */
+function hasPassword(url: string): boolean {
+  try {
+    return new URL(url).password !== '';
+  } catch {
+    return /:[^:@/]*@/.test(url);
+  }
 }
 
 /** The URL without its password, for output and logs. */

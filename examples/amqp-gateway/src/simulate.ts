@@ -2,11 +2,13 @@
 // their acks, answer commands and reconnect with backoff. See device-fleet.ts for what one device
 // does, and docs/gateway.md.
 //
-//   npm run simulate -- --port 8883 --secret <s> --devices 10 --rate 10 --msgs 5
-//   npm run simulate -- --secret <s> --devices 40000 --rate 1000 --msgs 2 --processes 4 --json
+//   CORRAL_GATEWAY_SECRET=<s> npm run simulate -- --port 8883 --devices 10 --rate 10 --msgs 5
+//   CORRAL_GATEWAY_SECRET=<s> npm run simulate -- --devices 40000 --rate 1000 --msgs 2 --processes 4 --json
 //
+// Installed, the same command is `corral-simulate`, which runs this file compiled to dist/simulate.js.
 // More than 15,000 devices (or --processes k) run in several child processes: this script forks
-// itself, and a child knows it is one by CORRAL_SIMULATE_CHILD in its environment.
+// itself (the same entry, with the same Node flags), and a child knows it is one by
+// CORRAL_SIMULATE_CHILD in its environment.
 import { type ChildProcess, fork } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { DeviceFleet, type FleetConfig, type FleetProgress, type FleetResult, MAX_DEVICES_PER_PROCESS } from './device-fleet.js';
@@ -20,8 +22,8 @@ const USAGE = `usage: corral-simulate [--devices <n>] [--rate <per s>] [--msgs <
   --msgs <n>         uplink messages per device (default 5)
   --port <p>         the gateway's device port (default 8883)
   --host <h>         the gateway's address (default 127.0.0.1)
-  --secret <s>       the gateway's device secret (env CORRAL_GATEWAY_SECRET); the gateway prints a
-                     generated one at start
+  --secret <s>       the gateway's device secret; better in env CORRAL_GATEWAY_SECRET, which the
+                     process list does not show. The gateway prints a generated one at start
   --interval <ms>    time between one device's messages; 0 sends them all at once (default 100)
   --prefix-id <id>   device ids are <id>-1, <id>-2, … (default dev)
   --processes <k>    client processes (default: 1 per ${MAX_DEVICES_PER_PROCESS.toLocaleString('en')} devices)
@@ -102,7 +104,7 @@ async function main(): Promise<void> {
   const port = integer('port', values.port, 1, 65535);
   const interval = integer('interval', values.interval, 0, 3_600_000);
   const timeout = integer('timeout', values.timeout, 1, 7 * 86_400);
-  const secret = values.secret ?? (process.env.CORRAL_GATEWAY_SECRET || undefined) ?? usageError('--secret is required: the gateway prints its secret at start');
+  const secret = values.secret ?? (process.env.CORRAL_GATEWAY_SECRET || undefined) ?? usageError('the device secret is required: set CORRAL_GATEWAY_SECRET (or give --secret); the gateway prints a generated one at start');
   const idPrefix = values['prefix-id'];
   if (!/^[A-Za-z0-9_:-]{1,100}$/.test(idPrefix)) usageError(`--prefix-id must be 1–100 characters of A-Z a-z 0-9 _ : -, got "${idPrefix}"`);
   const minProcesses = Math.ceil(devices / MAX_DEVICES_PER_PROCESS);

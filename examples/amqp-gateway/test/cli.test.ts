@@ -7,14 +7,17 @@ import { deviceToken } from '../src/auth.js';
 import { topology } from '../src/topology.js';
 import { AMQP_URL, deleteTopology, describeRabbit, uniquePrefix, withChannel } from './support/rabbit.js';
 
-// The gateway command (src/cli.ts) and the simulator (src/simulate.ts) as a user runs them: child
-// processes on loopback, with the embedded broker, and with RabbitMQ when one is reachable. npm
-// test builds dist/ once before the tests (pretest); the gateway imports corral from there.
+// The gateway command (src/cli.ts) and the simulator (src/simulate.ts) as a developer runs them
+// (`npm run gateway`, `npm run simulate`): child processes on loopback, from the TypeScript sources
+// through tsx, corral included (the `corral-source` condition), with the embedded broker, and with
+// RabbitMQ when one is reachable. The compiled, packed and installed commands are tested in
+// package.test.ts.
 
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
-const CLI = 'examples/amqp-gateway/src/cli.ts';
-const GATEWAY_BIN = 'examples/amqp-gateway/bin/corral-gateway.mjs';
-const SIMULATE_BIN = 'examples/amqp-gateway/bin/corral-simulate.mjs';
+/** The Node flags of the root package's `gateway` and `simulate` scripts. */
+const FROM_SOURCE = ['--conditions', 'corral-source', '--import', 'tsx'];
+const CLI = [...FROM_SOURCE, 'examples/amqp-gateway/src/cli.ts'];
+const SIMULATE = [...FROM_SOURCE, 'examples/amqp-gateway/src/simulate.ts'];
 
 /** A child process and everything it printed so far. */
 interface Proc {
@@ -92,8 +95,8 @@ interface RunningGateway {
 }
 
 /** Start the gateway and wait for its listening and admin lines. */
-async function startGateway(args: string[], entry: string[] = ['--import', 'tsx', CLI]): Promise<RunningGateway> {
-  const proc = start([...entry, '--port', '0', '--admin-port', '0', '--log-level', 'warn', ...args]);
+async function startGateway(args: string[]): Promise<RunningGateway> {
+  const proc = start([...CLI, '--port', '0', '--admin-port', '0', '--log-level', 'warn', ...args]);
   const [, port] = await waitFor(proc, /^corral gateway listening on 127\.0\.0\.1:(\d+) \(tls, node [\w-]+.*\)$/m);
   const [, admin] = await waitFor(proc, /^admin API on (http:\/\/127\.0\.0\.1:\d+) /m);
   return { proc, port: Number(port), admin: admin! };
@@ -101,7 +104,7 @@ async function startGateway(args: string[], entry: string[] = ['--import', 'tsx'
 
 /** Run the simulator to the end; resolve with its exit code and its JSON summary. */
 async function simulate(port: number, secret: string, args: string[]): Promise<{ code: number | null; summary: Record<string, unknown>; proc: Proc }> {
-  const proc = start([SIMULATE_BIN, '--port', String(port), '--secret', secret, '--json', '--timeout', '60', ...args]);
+  const proc = start([...SIMULATE, '--port', String(port), '--secret', secret, '--json', '--timeout', '60', ...args]);
   const { code } = await within(proc.exited, 90_000, 'simulator exit');
   const last = proc.stdout.trim().split('\n').at(-1) ?? '';
   let summary: Record<string, unknown>;
@@ -172,7 +175,8 @@ describe('corral-gateway with the embedded broker', () => {
     // No --secret: it made one, printed it, and printed a ready-to-run simulate command with it.
     const [, secret] = await waitFor(gw.proc, /^device secret \(generated, not stored anywhere\): (\S+)$/m);
     expect(secret).toMatch(/^[0-9a-f]{48}$/); // never starts with '-' (parseArgs would take it for a flag)
-    expect(gw.proc.stdout).toContain(`npm run simulate -- --port ${gw.port} --secret ${secret} --devices 10 --rate 10 --msgs 5`);
+    // The secret in the environment, not on the simulator's command line (the process list shows that).
+    expect(gw.proc.stdout).toContain(`simulate devices: CORRAL_GATEWAY_SECRET=${secret} npm run simulate -- --port ${gw.port} --devices 10 --rate 10 --msgs 5`);
 
     const sim = await simulate(gw.port, secret!, ['--devices', '5', '--msgs', '3', '--rate', '50', '--interval', '10']);
     expect(sim.code).toBe(0);
@@ -243,14 +247,22 @@ describe('corral-gateway with the embedded broker', () => {
   });
 
   it('refuses --workers without --amqp-url, and a bad flag, with exit code 2', { timeout: 30_000 }, async () => {
-    const workers = start(['--import', 'tsx', CLI, '--workers', '2']);
+    const workers = start([...CLI, '--workers', '2']);
     expect(await within(workers.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
     expect(workers.stderr).toContain('--workers needs --amqp-url: worker processes cannot share the in-process broker');
 
-    const bad = start([GATEWAY_BIN, '--prot', '1']);
+    const bad = start([...CLI, '--prot', '1']);
     expect(await within(bad.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
     expect(bad.stderr).toMatch(/Unknown option '--prot'/);
     expect(bad.stderr).toContain('usage: corral-gateway');
+
+    const both = start([...CLI, '--amqp-url', 'amqp://127.0.0.1', '--amqp-url-file', '/nonexistent']);
+    expect(await within(both.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
+    expect(both.stderr).toContain('give --amqp-url or --amqp-url-file, not both');
+
+    const queue = start([...CLI, '--uplink-queue', 'q']);
+    expect(await within(queue.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
+    expect(queue.stderr).toContain('--uplink-queue needs --amqp-url');
   });
 });
 
@@ -276,10 +288,10 @@ describeRabbit('corral-gateway with RabbitMQ', () => {
   });
 
   /** Start a gateway on RabbitMQ under a fresh prefix, remembered for cleanup. */
-  async function startAmqpGateway(node: string, args: string[], entry?: string[]): Promise<RunningGateway & { prefix: string }> {
+  async function startAmqpGateway(node: string, args: string[]): Promise<RunningGateway & { prefix: string }> {
     const prefix = uniquePrefix(`cli-${node}`);
     cleanup = { prefix, node, slots: ['0', 'primary', '1'] };
-    const gw = await startGateway(['--amqp-url', AMQP_URL, '--prefix', prefix, '--node-id', node, ...args], entry);
+    const gw = await startGateway(['--amqp-url', AMQP_URL, '--prefix', prefix, '--node-id', node, ...args]);
     return { ...gw, prefix };
   }
 
@@ -297,8 +309,8 @@ describeRabbit('corral-gateway with RabbitMQ', () => {
   }
 
   it('--workers 2: simulated devices get every ack; the primary serves the listener counters of its workers', { timeout: 120_000 }, async () => {
-    // Through the bin shim: the workers re-run the shim, which registers tsx again.
-    const gw = await startAmqpGateway('gw-w', ['--workers', '2', '--secret', 'w'], [GATEWAY_BIN]);
+    // The workers re-run src/cli.ts with the primary's Node flags: tsx and corral-source again.
+    const gw = await startAmqpGateway('gw-w', ['--workers', '2', '--secret', 'w']);
     expect(gw.proc.stdout).toMatch(/^corral gateway listening on .*, 2 workers, \w+\)$/m);
     expect(gw.proc.stdout).toContain(`broker: ${redacted(AMQP_URL)}, prefix ${gw.prefix}`);
     const password = new URL(AMQP_URL).password;
