@@ -1,7 +1,13 @@
 #!/usr/bin/env node
-// The `corral-simulate` command: run src/simulate.ts through tsx (Node 20 cannot strip types itself).
-// Its child processes re-run this file, which registers tsx again.
-import { register } from 'tsx/esm/api';
+// The `corral-simulate` command: the simulator compiled to JavaScript (dist/simulate.js), so no
+// TypeScript toolchain runs here (see corral-gateway.mjs for how dist/ is built). Its child
+// processes re-run this file.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
-register();
-await import('../src/simulate.ts');
+const entry = new URL('../dist/simulate.js', import.meta.url);
+if (!existsSync(entry)) {
+  process.stderr.write(`corral-simulate: ${fileURLToPath(entry)} is missing: build it with \`npm run build -w corral-amqp-gateway\`\n`);
+  process.exit(1);
+}
+await import(entry.href);
