@@ -1,5 +1,6 @@
 // A line-echo server on corral's public API: every line a client sends comes back unchanged
-// (a line ending in \r\n comes back ending in \n).
+// (a line ending in \r\n comes back ending in \n) — except `whoami`, answered with the client's
+// address as corral sees it (behind a load balancer with --proxy-header: the original client's).
 //
 //   npm run example:echo -- --port 9443 --tls
 //   openssl s_client -connect 127.0.0.1:9443 -quiet      (then type a line)
@@ -7,11 +8,12 @@
 // Outside this repository, copy this file and `npm install corral selfsigned`; the imports stay.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type ListenerOptions, type ProtocolHandler, startListener } from 'corral';
+import { type Connection, type ListenerOptions, type ProtocolHandler, startListener } from 'corral';
 import { generate } from 'selfsigned'; // only for --tls without --cert: a throwaway certificate
 
 const USAGE = `usage: echo [--port <p>] [--host <h>] [--tls [--cert <file> --key <file>]] [--max-connections <n>]
             [--workers <n|auto>] [--distribution <reuseport|shared|primary>]
+            [--proxy-header <cidr,...>] [--proxy-header-optional]
 
   --port <p>             TCP port to listen on; 0 picks a free one (default 5555)
   --host <h>             address to bind (default 127.0.0.1)
@@ -22,6 +24,11 @@ const USAGE = `usage: echo [--port <p>] [--host <h>] [--tls [--cert <file> --key
   --workers <n|auto>     run over n worker processes (auto: cores and open-file limit decide)
   --distribution <d>     how workers share the port: reuseport, shared or primary
                          (default: reuseport where Node supports it, else shared)
+  --proxy-header <cidrs> read a PROXY protocol header (v1 or v2, e.g. HAProxy's send-proxy)
+                         from these load balancers (comma-separated CIDRs or addresses);
+                         connections from anywhere else are refused
+  --proxy-header-optional  with --proxy-header: the header may be missing, and other peers
+                         connect directly
 `;
 
 /** Print what went wrong and the usage on stderr, and exit 2 (a usage error). */
@@ -50,6 +57,8 @@ function parse() {
         'max-connections': { type: 'string' },
         workers: { type: 'string' },
         distribution: { type: 'string' },
+        'proxy-header': { type: 'string' },
+        'proxy-header-optional': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true, // an unknown flag, a missing value or a stray argument throws
@@ -72,6 +81,10 @@ const distribution = args.distribution;
 if (distribution !== undefined && !['reuseport', 'shared', 'primary'].includes(distribution)) {
   usageError(`--distribution must be reuseport, shared or primary, got "${distribution}"`);
 }
+
+const proxyFrom = args['proxy-header']?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+if (proxyFrom !== undefined && proxyFrom.length === 0) usageError('--proxy-header needs at least one CIDR or address');
+if (args['proxy-header-optional'] && proxyFrom === undefined) usageError('--proxy-header-optional needs --proxy-header');
 
 // ---- TLS material ---------------------------------------------------------------------------
 let certificate: { cert: string; key: string } | undefined;
@@ -100,11 +113,22 @@ if (tls && args.cert !== undefined && args.key !== undefined) {
 // factories). With `framing: 'line'`, each frame is one line without its ending.
 const echo: ProtocolHandler = {
   async onFrame(line, conn) {
+    if (line.toString() === 'whoami') {
+      // conn.remote is the client: the socket's peer, or the client a trusted PROXY header named.
+      const who = describe(conn.remote);
+      conn.sendFrame(conn.proxy ? `${who} (via ${describe(conn.proxy.peer)})` : who);
+      return;
+    }
     // sendFrame appends '\n'. It returns false once the peer stops reading: wait for the buffer
     // to drain. While this promise is pending corral reads nothing more from this peer.
     if (!conn.sendFrame(line)) await conn.drained();
   },
 };
+
+/** An address as `whoami` prints it: `127.0.0.1 50412`. */
+function describe(a: Connection['remote']): string {
+  return a.family === 'IPv4' || a.family === 'IPv6' ? `${a.address} ${a.port}` : a.family;
+}
 
 // ---- the listener ---------------------------------------------------------------------------
 const options: ListenerOptions = {
@@ -114,6 +138,7 @@ const options: ListenerOptions = {
   ...(maxConnections === undefined ? {} : { maxConnections }),
   ...(workers === undefined ? {} : { workers }),
   ...(distribution === undefined ? {} : { distribution: distribution as 'reuseport' | 'shared' | 'primary' }),
+  ...(proxyFrom === undefined ? {} : { proxyHeader: args['proxy-header-optional'] ? 'optional' : true, proxyHeaderFrom: proxyFrom }),
   ...(certificate === undefined
     ? { transport: 'tcp', transportOptions: { host: args.host, port } }
     : { transport: 'tls', transportOptions: { host: args.host, port, ...certificate } }),

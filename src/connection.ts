@@ -1,3 +1,4 @@
+import type { ProxyHeader } from './proxy-header/header.js';
 import type { SocketAddress, TlsInfo } from './transport.js';
 
 /**
@@ -17,8 +18,17 @@ export interface Connection<State = unknown> {
    * `onReady` if `onClose` will want it.
    */
   readonly local: SocketAddress;
-  /** The peer end; read on first use and kept, like `local` (Ranch's `peername`). */
+  /**
+   * The client's end: the peer's, read on first use and kept, like `local` (Ranch's `peername`) —
+   * or, when the connection began with a PROXY header from a trusted proxy (`proxyHeader`), the
+   * client address and port the header names.
+   */
   readonly remote: SocketAddress;
+  /**
+   * The PROXY header the connection began with (`proxyHeader`), and the proxy it came through;
+   * `null` when it began without one.
+   */
+  readonly proxy: ConnectionProxy | null;
   /** TLS details (peer certificate, SNI servername, ALPN protocol), or `null` on plain transports. */
   readonly tls: TlsInfo | null;
   /** When the handshake completed (milliseconds since the epoch). */
@@ -89,6 +99,14 @@ export interface Connection<State = unknown> {
 /** A value in {@link Connection.meta}. */
 export type ConnectionMetaValue = string | number | boolean | null;
 
+/** How a connection reached corral through a proxy that sent a PROXY header. */
+export interface ConnectionProxy {
+  /** The header as parsed (its `raw` bytes included). */
+  readonly header: ProxyHeader;
+  /** The proxy's end of the socket (the load balancer). */
+  readonly peer: SocketAddress;
+}
+
 /**
  * A snapshot of one connection, as `listener.connections()` returns it.
  */
@@ -99,8 +117,10 @@ export interface ConnectionInfo {
   readonly listener: string;
   /** The local end ({@link Connection.local}); `{ family: 'unknown' }` if never read before the socket closed. */
   readonly local: SocketAddress;
-  /** The peer end ({@link Connection.remote}); `{ family: 'unknown' }` if never read before the socket closed. */
+  /** The client's end ({@link Connection.remote}); `{ family: 'unknown' }` if never read before the socket closed. */
   readonly remote: SocketAddress;
+  /** The proxy's end, when the connection began with a PROXY header ({@link Connection.proxy}); else `null`. */
+  readonly proxyPeer: SocketAddress | null;
   /** What the TLS handshake negotiated, or `null` on plain transports. A subset of {@link TlsInfo}. */
   readonly tls: {
     /** Negotiated protocol version, e.g. `'TLSv1.3'`. */

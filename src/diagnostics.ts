@@ -1,5 +1,6 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
 import type { HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool-stats.js';
+import type { AlarmEvent } from './options.js';
 import type { HandlerHook } from './protocol.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';
@@ -17,6 +18,7 @@ import type { SocketAddress } from './transport.js';
  * | `corral:handshake:error`   | {@link HandshakeErrorMessage}  |
  * | `corral:handler:crash`     | {@link HandlerCrashMessage}    |
  * | `corral:overload:reject`   | {@link OverloadRejectMessage}  |
+ * | `corral:listener:alarm`    | {@link AlarmEvent}             |
  */
 export const channels = {
   /** `corral:listener:start`: a listener has started, with its bound address. */
@@ -33,6 +35,8 @@ export const channels = {
   handlerCrash: typed<HandlerCrashMessage>('corral:handler:crash'),
   /** `corral:overload:reject`: an accepted socket was closed without being served. */
   overloadReject: typed<OverloadRejectMessage>('corral:overload:reject'),
+  /** `corral:listener:alarm`: a connection-count alarm fired (`alarms`). */
+  listenerAlarm: typed<AlarmEvent>('corral:listener:alarm'),
 } as const;
 
 /**

@@ -8,6 +8,8 @@
 export { startListener, getListener, stopListener, listeners } from './registry.js';
 export type {
   AdmissionPolicy,
+  AlarmEvent,
+  ConnectionAlarm,
   Distribution,
   ListenerOptions,
   ListenerSettings,
@@ -36,6 +38,8 @@ export { currentConnection, type ConnectionContext } from './current-connection.
 export type { AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool-stats.js';
 export type { SilentCloseReason } from './acceptor-pool/silent-sockets.js';
 export { sourceKey, type SourcePrefix } from './limits/source-key.js';
+export type { AccessRule } from './limits/access-rules.js';
+export type { RateLimit } from './limits/token-bucket.js';
 export type {
   ProtocolHandler,
   ProtocolHandlerClass,
@@ -46,7 +50,7 @@ export type {
   HandlerHook,
   CrashInfo,
 } from './protocol.js';
-export type { Connection, ConnectionInfo, ConnectionMetaValue } from './connection.js';
+export type { Connection, ConnectionInfo, ConnectionMetaValue, ConnectionProxy } from './connection.js';
 export { RestartIntensity } from './restart-intensity.js';
 export type {
   Transport,

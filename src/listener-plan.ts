@@ -2,8 +2,12 @@ import type { AcceptorPoolOptions } from './acceptor-pool/acceptor-pool.js';
 import { InvalidOptionError } from './errors.js';
 import type { Framing } from './framing/framer.js';
 import { resolveFraming } from './framing/index.js';
+import type { ProxyHeaderSettings } from './acceptor-pool/proxy-waits.js';
+import { AccessRules } from './limits/access-rules.js';
+import { CidrSet } from './limits/cidr.js';
 import { checkSourcePrefix } from './limits/source-key.js';
-import type { AdmissionPolicy, Distribution, ListenerOptions, Overflow, RestartStrategy, WorkerRestartOptions } from './options.js';
+import type { RateLimit } from './limits/token-bucket.js';
+import type { AdmissionPolicy, AlarmEvent, Distribution, ListenerOptions, Overflow, RestartStrategy, WorkerRestartOptions } from './options.js';
 import type { Protocol } from './protocol.js';
 import type { Transport } from './transport.js';
 import { supportsReusePort } from './transports/reuse-port.js';
@@ -34,6 +38,16 @@ export interface ListenerPlan {
   readonly transport: TransportPlan;
   /** With `workers`: the worker pool; `undefined` for a single-process listener. */
   readonly workers: WorkerPlan | undefined;
+  /** Alarms on the live connection count. */
+  readonly alarms: readonly AlarmPlan[];
+}
+
+/** One alarm, checked. @internal */
+export interface AlarmPlan {
+  readonly name: string;
+  readonly threshold: number;
+  readonly cooldown: number;
+  readonly callback: ((event: AlarmEvent) => void) | undefined;
 }
 
 /** What the connection supervisor and its connections need. @internal */
@@ -112,6 +126,14 @@ const KNOWN = new Set<string>([
   'ticketKeyRotation',
   'workerScript',
   'workerArgs',
+  'proxyHeader',
+  'proxyHeaderFrom',
+  'proxyHeaderTimeout',
+  'access',
+  'connectionRate',
+  'connectionRatePerSource',
+  'maxConnectionsPerAddress',
+  'alarms',
 ]);
 
 /** Check a count: an integer >= `min`, or `Infinity` where allowed. @internal */
@@ -195,6 +217,72 @@ function checkEnum<T extends string>(name: string, value: unknown, allowed: read
     throw new InvalidOptionError(name, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
   }
   return value as T;
+}
+
+function planProxyHeader(o: Record<string, unknown>): ProxyHeaderSettings | undefined {
+  const mode = o.proxyHeader;
+  if (mode !== undefined && mode !== true && mode !== false && mode !== 'optional') {
+    throw new InvalidOptionError('proxyHeader', `must be true, false or 'optional', got ${JSON.stringify(mode)}`);
+  }
+  const timeout = checkMs('proxyHeaderTimeout', o.proxyHeaderTimeout, 3000);
+  if (mode === undefined || mode === false) {
+    if (o.proxyHeaderFrom !== undefined) throw new InvalidOptionError('proxyHeaderFrom', 'needs proxyHeader: true or \'optional\'');
+    return undefined;
+  }
+  const from = o.proxyHeaderFrom;
+  if (!Array.isArray(from) || from.length === 0) {
+    throw new InvalidOptionError(
+      'proxyHeaderFrom',
+      'is required with proxyHeader: list your load balancers (CIDRs or addresses, e.g. [\'10.0.0.0/8\']); a header from anyone else could claim any address',
+    );
+  }
+  const trusted = CidrSet.parse(from as string[]);
+  if (typeof trusted === 'string') throw new InvalidOptionError('proxyHeaderFrom', `has ${JSON.stringify(trusted)}, which is not an IPv4 or IPv6 address or CIDR block`);
+  return { required: mode === true, trusted, timeout };
+}
+
+/** Check a `{ rate, burst }` option. */
+function checkRateLimit(name: string, value: unknown): RateLimit | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null) throw new InvalidOptionError(name, 'must be an object { rate, burst }');
+  const o = value as Record<string, unknown>;
+  for (const key of Object.keys(o)) if (key !== 'rate' && key !== 'burst') throw new InvalidOptionError(`${name}.${key}`, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
+  if (typeof o.rate !== 'number' || !Number.isFinite(o.rate) || o.rate <= 0) {
+    throw new InvalidOptionError(`${name}.rate`, `must be a number > 0 (per second), got ${String(o.rate)}`);
+  }
+  const burst = o.burst ?? Math.max(1, Math.ceil(o.rate));
+  if (typeof burst !== 'number' || !Number.isInteger(burst) || burst < 1) {
+    throw new InvalidOptionError(`${name}.burst`, `must be an integer >= 1, got ${String(burst)}`);
+  }
+  return { rate: o.rate, burst };
+}
+
+/** Check the `access` rules. @internal */
+export function checkAccessRules(value: unknown, name = 'access'): AccessRules | undefined {
+  if (value === undefined) return undefined;
+  const rules = AccessRules.parse(value);
+  if (typeof rules === 'string') throw new InvalidOptionError(name, rules);
+  return rules;
+}
+
+function planAlarms(value: unknown): AlarmPlan[] {
+  if (value === undefined) return [];
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InvalidOptionError('alarms', 'must be an object of named alarms { name: { threshold, cooldown?, callback? } }');
+  return Object.entries(value as Record<string, unknown>).map(([name, a]) => {
+    if (typeof a !== 'object' || a === null) throw new InvalidOptionError(`alarms.${name}`, 'must be an object { threshold, cooldown?, callback? }');
+    const o = a as Record<string, unknown>;
+    for (const key of Object.keys(o)) {
+      if (!['threshold', 'cooldown', 'callback'].includes(key)) throw new InvalidOptionError(`alarms.${name}.${key}`, 'is not a known option', 'CORRAL_UNKNOWN_OPTION');
+    }
+    if (o.callback !== undefined && typeof o.callback !== 'function') throw new InvalidOptionError(`alarms.${name}.callback`, 'must be a function');
+    if (o.threshold === undefined) throw new InvalidOptionError(`alarms.${name}.threshold`, 'is required');
+    return {
+      name,
+      threshold: checkCount(`alarms.${name}.threshold`, o.threshold, 0, 1),
+      cooldown: checkMs(`alarms.${name}.cooldown`, o.cooldown, 5000, 0),
+      callback: o.callback as AlarmPlan['callback'],
+    };
+  });
 }
 
 function planTransport(transport: unknown, transportOptions: unknown, name: string): TransportPlan {
@@ -292,6 +380,10 @@ export function planListener(options: ListenerOptions<unknown>): ListenerPlan {
   const sourcePrefix = checkSourcePrefix(o.sourcePrefix);
   if (typeof sourcePrefix === 'string') throw new InvalidOptionError('sourcePrefix', sourcePrefix);
   const shutdownTimeout = checkMs('shutdownTimeout', o.shutdownTimeout, 5000, 0);
+  const proxyHeader = planProxyHeader(o);
+  if (proxyHeader !== undefined && built !== undefined && (built.readFirstBytes === undefined || built.unread === undefined)) {
+    throw new InvalidOptionError('proxyHeader', `needs a transport that can read a socket's first bytes; ${transport.name} cannot`);
+  }
   return {
     name: o.name,
     protocol: o.protocol,
@@ -312,6 +404,11 @@ export function planListener(options: ListenerOptions<unknown>): ListenerPlan {
       admission: checkEnum<AdmissionPolicy>('admission', o.admission, ['fifo', 'lifo', 'adaptive'], 'adaptive'),
       adaptiveTarget: checkMs('adaptiveTarget', o.adaptiveTarget, 100, 0),
       overflow: checkEnum<Overflow>('overflow', o.overflow, ['refuse', 'close', 'drop-oldest'], 'refuse'),
+      proxyHeader,
+      access: checkAccessRules(o.access),
+      connectionRate: checkRateLimit('connectionRate', o.connectionRate),
+      connectionRatePerSource: checkRateLimit('connectionRatePerSource', o.connectionRatePerSource),
+      maxConnectionsPerAddress: checkCount('maxConnectionsPerAddress', o.maxConnectionsPerAddress, Infinity, 1, true),
     },
     connections: {
       shutdownTimeout,
@@ -325,5 +422,26 @@ export function planListener(options: ListenerOptions<unknown>): ListenerPlan {
     drainRate: checkRate('drainRate', o.drainRate, 1000),
     transport,
     workers: planWorkers(o, transport, maxConnections, maxWaiting),
+    alarms: planAlarms(o.alarms),
+  };
+}
+
+/**
+ * What one worker of a pool applies of the pool's admission plan. With distribution `primary` the
+ * primary applies the rate and every per-source rule once, exactly, for the pool; a worker admits
+ * what it is passed. With `shared` and `reuseport` each worker accepts on its own: it applies its
+ * share of `connectionRate` (as of `maxConnections`), and the per-source numbers
+ * (`connectionRatePerSource`, `maxConnectionsPerAddress`) whole — the kernel may send one source's
+ * connects to any worker, and a share would refuse a client under its limit; a source can so get
+ * up to the number of workers times its limit. @internal
+ */
+export function workerAdmission(admission: AcceptorPoolOptions, distribution: Distribution, workers: number): AcceptorPoolOptions {
+  if (distribution === 'primary') {
+    return { ...admission, proxyHeader: undefined, access: undefined, connectionRate: undefined, connectionRatePerSource: undefined, maxConnectionsPerAddress: Infinity };
+  }
+  const rate = admission.connectionRate;
+  return {
+    ...admission,
+    connectionRate: rate === undefined ? undefined : { rate: rate.rate / workers, burst: Math.max(1, Math.ceil(rate.burst / workers)) },
   };
 }

@@ -4,7 +4,8 @@ import type { HandlerHook } from './protocol.js';
 import type { CloseReason } from './protocol.js';
 import type { SocketAddress } from './transport.js';
 import type { AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool/acceptor-pool-stats.js';
-import type { AdmissionPolicy, Distribution } from './options.js';
+import type { AccessRule } from './limits/access-rules.js';
+import type { AdmissionPolicy, AlarmEvent, Distribution } from './options.js';
 
 /**
  * Where a listener is in its life.
@@ -60,6 +61,12 @@ export interface ListenerInfo extends Omit<AcceptorPoolStats, 'counted'> {
   readonly handlerCrashes: number;
   /** Fresh handlers started after a crash (`restart: 'transient'`). */
   readonly handlerRestarts: number;
+  /**
+   * Times the listener stopped accepting for a back-off because the process was about to run out
+   * of file descriptors, or did (`EMFILE`/`ENFILE`): new connects are refused or wait in the
+   * backlog meanwhile; live connections are untouched.
+   */
+  readonly descriptorBackoffs: number;
   /** Each worker (pid, connections, restarts), for a primary; empty otherwise. */
   readonly workers: readonly WorkerInfo[];
 }
@@ -71,7 +78,16 @@ export interface ListenerInfo extends Omit<AcceptorPoolStats, 'counted'> {
  */
 export type ListenerTotals = Pick<
   ListenerInfo,
-  'accepted' | 'opened' | 'closed' | 'gaveUp' | 'overflows' | 'rejected' | 'handshakeFailures' | 'handlerCrashes' | 'handlerRestarts'
+  | 'accepted'
+  | 'opened'
+  | 'closed'
+  | 'gaveUp'
+  | 'overflows'
+  | 'rejected'
+  | 'handshakeFailures'
+  | 'handlerCrashes'
+  | 'handlerRestarts'
+  | 'descriptorBackoffs'
 >;
 
 /** What `info()` says of one worker. */
@@ -154,9 +170,10 @@ export interface HandshakeErrorEvent {
    */
   readonly error: Error;
   /**
-   * The peer, read when the socket was accepted — only if a listener for this event (or a
-   * subscriber of its diagnostics channel) existed then: the read costs a syscall per accept, and
-   * once the socket is closed it cannot be read. `undefined` otherwise.
+   * The client — the peer, or the client its PROXY header named — read when the socket was
+   * accepted, if a listener for this event (or a subscriber of its diagnostics channel), a
+   * per-source rule or `proxyHeader` needed it then: the read costs a syscall per accept, and once
+   * the socket is closed it cannot be read. `undefined` otherwise.
    */
   readonly remoteAddress: string | undefined;
   /** The peer's port, read together with `remoteAddress` and under the same condition. */
@@ -165,12 +182,13 @@ export interface HandshakeErrorEvent {
 
 /** A socket closed unserved, as the `reject` event reports it. */
 export interface RejectEvent {
-  /** Why the socket was closed unserved (`queue_full`, `wait_timeout`, `shutdown`, or a silent socket's reason). */
+  /** Why the socket was closed unserved (see {@link RejectReason}). */
   readonly reason: RejectReason;
   /**
-   * The peer, read when the socket was accepted — only if a listener for this event (or a
-   * subscriber of its diagnostics channel) existed then: the read costs a syscall per accept, and
-   * once the socket is closed it cannot be read. `undefined` otherwise.
+   * The client — the peer, or the client its PROXY header named — read when the socket was
+   * accepted, if a listener for this event (or a subscriber of its diagnostics channel), a
+   * per-source rule or `proxyHeader` needed it then: the read costs a syscall per accept, and once
+   * the socket is closed it cannot be read. `undefined` otherwise.
    */
   readonly remoteAddress: string | undefined;
   /** The peer's port, read together with `remoteAddress` and under the same condition. */
@@ -191,8 +209,14 @@ export interface ListenerEvents {
   handlerCrash: [event: HandlerCrashEvent];
   /** An accepted socket was closed without being served (counted in `info().rejected`). */
   reject: [event: RejectEvent];
-  /** A non-fatal error of the listening socket (e.g. `EMFILE` while accepting). */
+  /**
+   * A non-fatal error of the listening socket. On `EMFILE`/`ENFILE` (out of file descriptors) the
+   * listener has also stopped accepting for a while (counted in `info().descriptorBackoffs`; it
+   * usually stops before, see docs/edge.md).
+   */
   acceptError: [error: Error];
+  /** A connection-count alarm fired (`alarms`); over a pool, the primary's. */
+  alarm: [event: AlarmEvent];
   /**
    * The wait queue overflowed (`true`: a socket found it full; with `overflow: 'refuse'` the
    * listening socket is now closed) or has room again (`false`: reopened). Per process.
@@ -273,6 +297,19 @@ export interface Listener extends EventEmitter<ListenerEvents> {
   restartWorkers(): Promise<void>;
   /** Replace the protocol options given to handlers of new connections. */
   setProtocolOptions(options: unknown): void;
+  /**
+   * Replace the access rules (`access`) for new connects, in every process of a pool; live
+   * connections stay. Rejects with an `InvalidOptionError` on a bad rule (nothing changes then).
+   */
+  setAccessRules(rules: readonly AccessRule[]): Promise<void>;
+  /**
+   * Replace transport options for new connections — for TLS the certificate and key, `sni`
+   * contexts, CA, and so on — in every process of a pool, and in workers started later. Live
+   * connections keep theirs, and session tickets stay valid (the ticket keys carry over). Rejects
+   * if the options do not make a valid context (nothing changes then), or if a worker failed to
+   * apply them (that worker keeps the old ones; the message names it).
+   */
+  updateTransport(options: Readonly<Record<string, unknown>>): Promise<void>;
   /** State and counters. */
   info(): Promise<ListenerInfo>;
   /** A snapshot of every live connection (over every worker process, for a primary). */

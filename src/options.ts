@@ -1,5 +1,7 @@
 import type { FramingOption } from './framing/framer.js';
 import type { SourcePrefix } from './limits/source-key.js';
+import type { AccessRule } from './limits/access-rules.js';
+import type { RateLimit } from './limits/token-bucket.js';
 import type { Protocol } from './protocol.js';
 import type { Transport } from './transport.js';
 import type { TcpTransportOptions } from './transports/tcp-options.js';
@@ -96,6 +98,54 @@ export interface ListenerSettings {
   maxSilentPerSource?: number;
   /** How peer addresses are grouped into sources for per-source bounds. Default `{ ipv4: 32, ipv6: 64 }`. */
   sourcePrefix?: Partial<SourcePrefix>;
+  /**
+   * Read a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy`/`send-proxy-v2` send it)
+   * before anything else on connections from the peers in {@link ListenerSettings.proxyHeaderFrom}:
+   * the client it names becomes `conn.remote`, and every per-source rule (`access`,
+   * `connectionRatePerSource`, `maxConnectionsPerAddress`, `maxSilentPerSource`) and every event
+   * use it. `true`: those peers must send one (a connection without is closed, `proxy_invalid`),
+   * and any other peer is refused (`proxy_untrusted`). `'optional'`: those peers may send one; other
+   * peers connect directly and a header from them is not read (it fails their handshake). The
+   * proxy's own address is exempt from per-source rules. Default `false`. See docs/edge.md.
+   */
+  proxyHeader?: boolean | 'optional';
+  /**
+   * The peers whose PROXY headers are believed: IPv4/IPv6 CIDRs or addresses of your load
+   * balancers. Required with `proxyHeader` — a header from anyone else could claim any address.
+   */
+  proxyHeaderFrom?: readonly string[];
+  /** Longest wait for a trusted peer's PROXY header, in ms, before the socket is closed (`proxy_timeout`). Default 3000. */
+  proxyHeaderTimeout?: number;
+  /**
+   * Ordered allow/deny rules over client addresses, first match wins, no match allows:
+   * `['allow 10.0.0.0/8', 'deny all']`. Checked at accept (after the PROXY header), before any
+   * byte is read; a denied socket is closed (`denied`). Replace at run time with
+   * `listener.setAccessRules()`. Default: none.
+   */
+  access?: readonly AccessRule[];
+  /**
+   * Most connections accepted per second over the listener (over a pool: in total), with a burst:
+   * sockets over the rate wait their turn in the wait queue (bounded by `waitTimeout`,
+   * `maxWaiting`) instead of being closed. Default: none. See docs/edge.md.
+   */
+  connectionRate?: RateLimit;
+  /**
+   * Most connects per second from one source (IPv4 address, IPv6 prefix), with a burst: a socket
+   * over it is closed at once (`rate_limited`), before any handshake. Default: none.
+   */
+  connectionRatePerSource?: RateLimit;
+  /**
+   * Most sockets one source (IPv4 address, IPv6 prefix; see `sourcePrefix`) holds at once, from
+   * admission until its connection closes or is removed from the count; one more is closed
+   * (`address_limit`). `Infinity` for none. Default `Infinity`.
+   */
+  maxConnectionsPerAddress?: number;
+  /**
+   * Alarms on the number of live connections (Ranch's `alarms`): each fires its `callback`, the
+   * listener's `alarm` event and the `corral:listener:alarm` channel when the count reaches its
+   * `threshold`, at most once per `cooldown`. Over a pool, the primary watches the total.
+   */
+  alarms?: Readonly<Record<string, ConnectionAlarm>>;
   /**
    * Most sockets whose first message has arrived waiting for a handshake slot, per listener and
    * process; what happens to one more is `overflow`'s choice. Default 16384: a burst of devices
@@ -218,3 +268,25 @@ export type RestartStrategy = 'temporary' | 'transient';
  *   hand-off per connection.
  */
 export type Distribution = 'reuseport' | 'shared' | 'primary';
+
+/** One alarm of `ListenerSettings.alarms`. */
+export interface ConnectionAlarm {
+  /** Fire when live connections reach this many. */
+  readonly threshold: number;
+  /** Fire again only after this many ms. Default 5000. */
+  readonly cooldown?: number;
+  /** Called when it fires (a throw is reported on the `alarm` event's listener's behalf and ignored). */
+  readonly callback?: (event: AlarmEvent) => void;
+}
+
+/** What an alarm says when it fires. */
+export interface AlarmEvent {
+  /** The listener. */
+  readonly listener: string;
+  /** The alarm's name (its key in `alarms`). */
+  readonly name: string;
+  /** The alarm's threshold. */
+  readonly threshold: number;
+  /** Live connections when it fired. */
+  readonly connections: number;
+}

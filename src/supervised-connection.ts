@@ -1,10 +1,11 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Duplex } from 'node:stream';
 import type { Lease } from './acceptor-pool/lease.js';
-import type { Connection, ConnectionInfo, ConnectionMetaValue } from './connection.js';
+import type { Connection, ConnectionInfo, ConnectionMetaValue, ConnectionProxy } from './connection.js';
 import type { ConnectionContext } from './current-connection.js';
 import { CorralError } from './errors.js';
 import type { Framer, Framing } from './framing/framer.js';
+import type { ProxyHeader } from './proxy-header/header.js';
 import { HOOK_POLICIES, HookRunner } from './hook-runner.js';
 import type { CloseReason, HandlerHook, ProtocolHandler } from './protocol.js';
 import type { RestartIntensity } from './restart-intensity.js';
@@ -51,6 +52,8 @@ export class SupervisedConnection implements Connection {
   /** Addresses, read from the socket on first use (a syscall each, which most connections never need). */
   private localAddress: SocketAddress | undefined = undefined;
   private remoteAddress: SocketAddress | undefined = undefined;
+  private readonly proxyHeader: ProxyHeader | undefined;
+  private proxyInfo: ConnectionProxy | undefined = undefined;
   private readonly framer: Framer;
   private readonly transport: TransportConnection;
   private readonly hooks: HookRunner;
@@ -86,7 +89,10 @@ export class SupervisedConnection implements Connection {
     transport: TransportConnection,
     /** Its slot of `maxConnections`, released when it closes or leaves the count. */
     private readonly lease: Lease,
+    /** The PROXY header it began with. */
+    proxyHeader: ProxyHeader | undefined,
   ) {
+    this.proxyHeader = proxyHeader;
     this.id = id;
     this.listener = owner.listenerName;
     this.transport = transport;
@@ -126,7 +132,13 @@ export class SupervisedConnection implements Connection {
   }
 
   get remote(): SocketAddress {
-    return (this.remoteAddress ??= this.transport.remote);
+    return (this.remoteAddress ??= clientOf(this.proxyHeader) ?? this.transport.remote);
+  }
+
+  get proxy(): ConnectionProxy | null {
+    const header = this.proxyHeader;
+    if (header === undefined) return null;
+    return (this.proxyInfo ??= { header, peer: this.transport.remote });
   }
 
   get closed(): boolean {
@@ -165,6 +177,7 @@ export class SupervisedConnection implements Connection {
       listener: this.listener,
       local: this.local,
       remote: this.remote,
+      proxyPeer: this.proxy?.peer ?? null,
       tls: t ? { protocol: t.protocol, servername: t.servername, alpnProtocol: t.alpnProtocol } : null,
       openedAt: this.openedAt,
       bytesRead: this.bytesIn,
@@ -513,5 +526,23 @@ export class SupervisedConnection implements Connection {
     this.lease.release();
     this.owner.closed(this, reason);
     this.resolveClosed?.();
+  }
+}
+
+/** The client a PROXY header names, as a socket address; `undefined` if it names none. */
+function clientOf(header: ProxyHeader | undefined): SocketAddress | undefined {
+  if (header === undefined || header.command !== 'proxy') return undefined;
+  switch (header.transport) {
+    case 'tcp4':
+    case 'udp4':
+      return { family: 'IPv4', address: header.source.address, port: header.source.port };
+    case 'tcp6':
+    case 'udp6':
+      return { family: 'IPv6', address: header.source.address, port: header.source.port };
+    case 'unix':
+    case 'unix-dgram':
+      return { family: 'unix', path: header.source.path };
+    default:
+      return undefined;
   }
 }

@@ -6,6 +6,7 @@ import type { ConnectionContext } from './current-connection.js';
 import type { Framing } from './framing/framer.js';
 import type { CloseReason, ProtocolHandler } from './protocol.js';
 import { RestartIntensity } from './restart-intensity.js';
+import type { ProxyHeader } from './proxy-header/header.js';
 import type { TransportConnection } from './transport.js';
 import type { RestartStrategy } from './options.js';
 
@@ -84,8 +85,8 @@ export class ConnectionSupervisor implements ConnectionOwner {
   }
 
   /** Start a handler on a handshaken connection that holds `lease`; its handshake began at `handshakeStartedAt`. */
-  start(transport: TransportConnection, lease: Lease, handshakeStartedAt: number): SupervisedConnection {
-    const conn = new SupervisedConnection(this, this.options.idPrefix + String(this.nextId++), transport, lease);
+  start(transport: TransportConnection, lease: Lease, handshakeStartedAt: number, proxy?: ProxyHeader): SupervisedConnection {
+    const conn = new SupervisedConnection(this, this.options.idPrefix + String(this.nextId++), transport, lease, proxy);
     this.live.add(conn);
     this.events.opened(conn, Date.now() - handshakeStartedAt);
     conn.inContext(() => {

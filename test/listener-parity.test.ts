@@ -79,7 +79,7 @@ describe.each(kinds)('%s', (_kind, base) => {
       [
         'name', 'status', 'role', 'distribution', 'transport', 'address', 'maxConnections', 'maxHandshakes', 'admission', 'refusing',
         'overflows', 'active', 'connections', 'silent', 'handshaking', 'waiting', 'accepted', 'gaveUp', 'opened', 'closed', 'rejected',
-        'handshakeFailures', 'handlerCrashes', 'handlerRestarts', 'workers',
+        'handshakeFailures', 'handlerCrashes', 'handlerRestarts', 'descriptorBackoffs', 'workers',
       ].sort(),
     );
     expect(info).toMatchObject({

@@ -8,8 +8,28 @@
  *   `clientFirst`) within `silentTimeout`, or it was the oldest silent socket of its source
  *   (`maxSilentPerSource`) or of the listener (`maxSilent`) when a new one came;
  * - `malformed`: its first bytes cannot begin the transport's first message.
+ * - `denied`: an access rule denies its client's address (`access`).
+ * - `rate_limited`: its source connected faster than `connectionRatePerSource`.
+ * - `address_limit`: its source held `maxConnectionsPerAddress` sockets already.
+ * - `proxy_invalid`: a trusted proxy sent a PROXY header that is not valid (or none, with
+ *   `proxyHeader: true`).
+ * - `proxy_timeout`: a trusted proxy's header did not arrive within `proxyHeaderTimeout`.
+ * - `proxy_untrusted`: with `proxyHeader: true`, the peer is not a trusted proxy (`proxyHeaderFrom`).
  */
-export type RejectReason = 'queue_full' | 'wait_timeout' | 'shutdown' | 'silent_timeout' | 'source_limit' | 'silent_limit' | 'malformed';
+export type RejectReason =
+  | 'queue_full'
+  | 'wait_timeout'
+  | 'shutdown'
+  | 'silent_timeout'
+  | 'source_limit'
+  | 'silent_limit'
+  | 'malformed'
+  | 'denied'
+  | 'rate_limited'
+  | 'address_limit'
+  | 'proxy_invalid'
+  | 'proxy_timeout'
+  | 'proxy_untrusted';
 
 /**
  * How a transport handshake failed: `timeout` (`handshakeTimeout` passed), `stalled` (every

@@ -1,9 +1,15 @@
 import { CorralError } from '../errors.js';
 import type { AcceptorPoolStats, HandshakeFailure, RejectReason } from './acceptor-pool-stats.js';
 import type { AdmissionPolicy, Overflow } from '../options.js';
+import type { AccessRules } from '../limits/access-rules.js';
+import { SourceGate } from '../limits/source-gate.js';
 import type { SourcePrefix } from '../limits/source-key.js';
+import { type RateLimit, TokenBucket } from '../limits/token-bucket.js';
+import { parseProxyHeader } from '../proxy-header/parse.js';
+import type { ProxyHeader } from '../proxy-header/header.js';
 import type { AcceptedSocket, Transport, TransportConnection } from '../transport.js';
 import { Lease } from './lease.js';
+import { type ProxyHeaderSettings, ProxyWaits } from './proxy-waits.js';
 import { type SilentCloseReason, SilentSockets } from './silent-sockets.js';
 import { WaitQueue } from './wait-queue.js';
 
@@ -24,6 +30,22 @@ export interface AcceptorPoolOptions {
   readonly maxSilent: number;
   readonly maxSilentPerSource: number;
   readonly sourcePrefix: SourcePrefix;
+  /** Read a PROXY protocol header first, from trusted peers; `undefined`: never. */
+  readonly proxyHeader: ProxyHeaderSettings | undefined;
+  /** Ordered allow/deny rules over client addresses; `undefined`: allow all. */
+  readonly access: AccessRules | undefined;
+  /** Handshakes started per second, over the listener (sockets over it wait their turn). */
+  readonly connectionRate: RateLimit | undefined;
+  /** Connects per second per source (sockets over it are closed, `rate_limited`). */
+  readonly connectionRatePerSource: RateLimit | undefined;
+  /** Most sockets one source holds at once (`Infinity`: no cap). */
+  readonly maxConnectionsPerAddress: number;
+}
+
+/** A client's address as corral sees it: the socket's peer, or the one its PROXY header names. @internal */
+export interface ClientAddress {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
 }
 
 /**
@@ -33,12 +55,18 @@ export interface AcceptorPoolOptions {
  */
 export type Handoff =
   | { readonly kind: 'handshake' }
-  | { readonly kind: 'dispatch'; dispatch(socket: AcceptedSocket, head: Buffer | undefined, lease: Lease): boolean };
+  | {
+      readonly kind: 'dispatch';
+      dispatch(socket: AcceptedSocket, head: Buffer | undefined, lease: Lease, proxy: ProxyHeader | undefined): boolean;
+    };
 
 /** What the pool reports to its listener. @internal */
 export interface AcceptorPoolEvents {
-  /** A handshake completed; `lease` holds its slot of `maxConnections` until released. */
-  handshaken(conn: TransportConnection, lease: Lease, startedAt: number): void;
+  /**
+   * A handshake completed; `lease` holds its slot of `maxConnections` until released; `proxy` is
+   * the PROXY header the connection began with, if any.
+   */
+  handshaken(conn: TransportConnection, lease: Lease, startedAt: number, proxy: ProxyHeader | undefined): void;
   handshakeFailed(socket: AcceptedSocket, kind: HandshakeFailure, error: Error): void;
   rejected(socket: AcceptedSocket, reason: RejectReason): void;
   /** A lease was released: a connection stopped counting against `maxConnections`. */
@@ -71,11 +99,19 @@ interface Ready {
   readonly upstream: Lease | undefined;
   /** Still being read (until its handshake starts, or it sent more than a waiting socket may). */
   reading: boolean;
-  /** Where it is: silent, arrived in this turn, in the wait queue, or gone on (started, closed). */
-  stage: 'silent' | 'arrived' | 'queued' | 'done';
+  /**
+   * Where it is: waiting for its PROXY header, silent, arrived in this turn, in the wait queue, or
+   * gone on (started, closed).
+   */
+  stage: 'proxy' | 'silent' | 'arrived' | 'queued' | 'done';
+  /** The PROXY header it began with. */
+  proxy: ProxyHeader | undefined;
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** `admitClient`'s address when it is the socket's own peer, not yet read (a syscall). */
+const OWN_ADDRESS = Symbol('own address');
 
 /** Most bytes read from a socket before its handshake (its first message and what followed). */
 const MAX_HEAD = 16 * 1024 + 5 + 4096;
@@ -84,6 +120,7 @@ const MAX_HEAD = 16 * 1024 + 5 + 4096;
 interface Handshake {
   readonly startedAt: number;
   readonly upstream: Lease | undefined;
+  readonly proxy: ProxyHeader | undefined;
 }
 
 function isThenable<T>(v: unknown): v is PromiseLike<T> {
@@ -114,6 +151,17 @@ function isThenable<T>(v: unknown): v is PromiseLike<T> {
 export class AcceptorPool {
   private limit: number;
   private readonly silent: SilentSockets | undefined;
+  /** Sockets from a trusted proxy whose PROXY header is still on its way. */
+  private readonly proxyWaits: ProxyWaits<Ready> | undefined;
+  /** The per-source rules (access, rate, cap). */
+  private readonly gate: SourceGate;
+  /** The sources sockets hold a place of (`maxConnectionsPerAddress`), given back when each is done. */
+  private readonly sources = new Map<AcceptedSocket, string>();
+  /** The client address of sockets that began with a PROXY header naming one. */
+  private readonly proxied = new WeakMap<AcceptedSocket, ClientAddress>();
+  /** `connectionRate`: handshakes started per second. */
+  private readonly rate: TokenBucket | undefined;
+  private rateTimer: NodeJS.Timeout | undefined = undefined;
   private readonly queue: WaitQueue<Ready>;
   /** Handshakes running, oldest first. */
   private readonly inFlight = new Map<AcceptedSocket, Handshake>();
@@ -148,6 +196,12 @@ export class AcceptorPool {
     source_limit: 0,
     silent_limit: 0,
     malformed: 0,
+    denied: 0,
+    rate_limited: 0,
+    address_limit: 0,
+    proxy_invalid: 0,
+    proxy_timeout: 0,
+    proxy_untrusted: 0,
   };
   private readonly failures: Record<HandshakeFailure, number> = { timeout: 0, stalled: 0, error: 0 };
   private stallTimer: NodeJS.Timeout | undefined = undefined;
@@ -162,10 +216,13 @@ export class AcceptorPool {
   ) {
     this.limit = options.maxConnections;
     this.queue = new WaitQueue(options.maxWaiting, options.admission, options.adaptiveTarget);
+    this.gate = new SourceGate(options);
+    this.rate = options.connectionRate ? new TokenBucket(options.connectionRate, Date.now()) : undefined;
+    if ((options.clientFirst || options.proxyHeader) && (transport.readFirstBytes === undefined || transport.unread === undefined)) {
+      throw new CorralError('CORRAL_UNSUPPORTED', `transport ${transport.name} cannot read a socket's first bytes (clientFirst, proxyHeader)`);
+    }
+    if (options.proxyHeader) this.proxyWaits = new ProxyWaits(options.proxyHeader.timeout, (ready) => this.rejectReady(ready, 'proxy_timeout'));
     if (options.clientFirst) {
-      if (transport.readFirstBytes === undefined || transport.unread === undefined) {
-        throw new CorralError('CORRAL_UNSUPPORTED', `transport ${transport.name} cannot read a socket's first bytes (clientFirst)`);
-      }
       this.silent = new SilentSockets(options, { closed: (socket, reason) => this.rejectClosed(socket, reason) });
     }
   }
@@ -183,7 +240,7 @@ export class AcceptorPool {
   get stats(): AcceptorPoolStats {
     return {
       accepted: this.accepted,
-      silent: this.silent?.size ?? 0,
+      silent: (this.silent?.size ?? 0) + (this.proxyWaits?.size ?? 0),
       handshaking: this.inFlight.size,
       waiting: this.queue.length + this.arrivedCount,
       counted: this.leases,
@@ -203,35 +260,120 @@ export class AcceptorPool {
     // Read the peer address while the socket is open: a net.Socket remembers it once read, but
     // one destroyed before it was read reports undefined, and `reject`/`handshakeError` events
     // (emitted after the socket is closed) would lose it. It costs a getpeername(2) per accept, so
-    // only when someone listens for those events.
-    if (this.events.wantsPeerAddress()) {
+    // only when someone listens for those events or a rule needs it.
+    const proxy = this.options.proxyHeader;
+    if (proxy !== undefined || this.gate.active || this.events.wantsPeerAddress()) {
       void socket.remoteAddress;
       void socket.remotePort;
     }
+    const ready: Ready = { socket, head: undefined, upstream: undefined, reading: false, stage: 'queued', proxy: undefined };
+    if (proxy !== undefined) {
+      if (proxy.trusted.contains(socket.remoteAddress)) {
+        // A load balancer: its header comes first, and names the client every rule is about.
+        ready.stage = 'proxy';
+        this.proxyWaits!.add(socket, ready, Date.now());
+        this.read(ready);
+        this.events.changed();
+        return;
+      }
+      if (proxy.required) {
+        // Anyone else could claim any address in a header: only trusted peers may send one.
+        this.reject(socket, 'proxy_untrusted');
+        return;
+      }
+    }
+    this.admitClient(ready, OWN_ADDRESS);
+  }
+
+  /**
+   * The client is known (`address`: the socket's own peer — read only if a rule needs it — or the
+   * one its PROXY header named; with `exempt`, the proxy itself): apply the per-source rules, then
+   * admit the socket to the silent stage, or to the queue.
+   */
+  private admitClient(ready: Ready, address: string | undefined | typeof OWN_ADDRESS, exempt = false): void {
+    const { socket } = ready;
+    if (!exempt) {
+      const verdict = this.gate.admit(() => (address === OWN_ADDRESS ? socket.remoteAddress : address), Date.now());
+      if ('refused' in verdict) {
+        this.rejectReady(ready, verdict.refused);
+        return;
+      }
+      if (verdict.source !== undefined) this.sources.set(socket, verdict.source);
+    }
     if (this.silent !== undefined) {
-      if (!this.silent.add(socket, Date.now())) return;
-      const ready: Ready = { socket, head: undefined, upstream: undefined, reading: true, stage: 'silent' };
-      this.transport.readFirstBytes!(
-        socket,
-        (chunk) => this.onBytes(ready, chunk),
-        () => this.onPeerGone(ready),
-      );
+      if (!this.silent.add(socket, Date.now(), exempt ? null : address === OWN_ADDRESS ? undefined : address)) return;
+      ready.stage = 'silent';
+      if (!ready.reading) this.read(ready);
+      // Bytes that came with the PROXY header (the ClientHello, often): judge them now.
+      if (ready.head !== undefined && ready.head.length > 0) this.onFirstMessageBytes(ready, ready.head);
       this.events.changed();
       return;
     }
-    this.enqueue({ socket, head: undefined, upstream: undefined, reading: false, stage: 'queued' });
+    // Not client-first: what came after a PROXY header is put back before the handshake.
+    this.stopReading(ready);
+    this.enqueue(ready);
   }
 
-  /** Bytes from a socket being read: its first message (while silent), or more while it waits. */
+  /** Start reading a socket before its handshake. */
+  private read(ready: Ready): void {
+    ready.reading = true;
+    this.transport.readFirstBytes!(
+      ready.socket,
+      (chunk) => this.onBytes(ready, chunk),
+      () => this.onPeerGone(ready),
+    );
+  }
+
+  /** The client's address as corral sees it (from its PROXY header, when it sent one). */
+  clientOf(socket: AcceptedSocket): ClientAddress {
+    return this.proxied.get(socket) ?? socket;
+  }
+
+  /** Bytes from a socket being read: its PROXY header, its first message, or more while it waits. */
   private onBytes(ready: Ready, chunk: Buffer): void {
     const head = ready.head === undefined ? chunk : Buffer.concat([ready.head, chunk]);
     ready.head = head;
-    if (!this.silent!.has(ready.socket)) {
+    if (ready.stage === 'proxy') {
+      this.onProxyBytes(ready, head);
+      return;
+    }
+    if (!this.silent?.has(ready.socket)) {
       // It waits for a slot: keep what it sent, up to a bound; past it, stop reading (the kernel
       // keeps the rest, and TCP pushes back).
       if (head.length > MAX_HEAD) this.stopReading(ready);
       return;
     }
+    this.onFirstMessageBytes(ready, head);
+  }
+
+  /** Bytes of a socket from a trusted proxy, before its header is complete. */
+  private onProxyBytes(ready: Ready, head: Buffer): void {
+    const result = parseProxyHeader(head, { mode: this.options.proxyHeader!.required ? 'required' : 'optional' });
+    if (result.status === 'incomplete') return;
+    this.proxyWaits!.remove(ready.socket);
+    if (result.status === 'invalid') {
+      this.rejectReady(ready, 'proxy_invalid');
+      return;
+    }
+    if (result.status === 'absent') {
+      // 'optional': the trusted peer connected for itself (a health check, say); it is exempt.
+      this.admitClient(ready, undefined, true);
+      return;
+    }
+    const header = result.header;
+    ready.proxy = header;
+    ready.head = head.length > result.length ? head.subarray(result.length) : undefined;
+    if (header.command === 'proxy' && (header.transport === 'tcp4' || header.transport === 'tcp6' || header.transport === 'udp4' || header.transport === 'udp6')) {
+      this.proxied.set(ready.socket, { remoteAddress: header.source.address, remotePort: header.source.port });
+      this.admitClient(ready, header.source.address);
+    } else {
+      // LOCAL (the proxy's own check), UNKNOWN or a Unix client: no client address, and the proxy is exempt.
+      this.admitClient(ready, undefined, true);
+    }
+  }
+
+  /** Bytes of a silent socket: is its first message complete? */
+  private onFirstMessageBytes(ready: Ready, head: Buffer): void {
     const need = this.transport.firstMessageLength === undefined ? 1 : this.transport.firstMessageLength(head);
     if (need < 0) {
       this.silent!.close(ready.socket, 'malformed');
@@ -259,6 +401,9 @@ export class AcceptorPool {
   private onPeerGone(ready: Ready): void {
     ready.reading = false;
     switch (ready.stage) {
+      case 'proxy':
+        this.proxyWaits!.remove(ready.socket);
+        break;
       case 'silent':
         this.silent!.remove(ready.socket);
         break;
@@ -273,6 +418,7 @@ export class AcceptorPool {
     }
     ready.stage = 'done';
     ready.socket.destroy();
+    this.releaseSource(ready.socket);
     this.gaveUp++;
     this.events.changed();
   }
@@ -290,9 +436,17 @@ export class AcceptorPool {
    * queue; `upstream` is released once, when the socket is rejected, its handshake fails, or its
    * connection stops counting.
    */
-  admitDispatched(socket: AcceptedSocket, head: Buffer | undefined, upstream: Lease): void {
+  admitDispatched(socket: AcceptedSocket, head: Buffer | undefined, upstream: Lease, proxy: ProxyHeader | undefined): void {
     this.accepted++;
-    this.enqueue({ socket, head, upstream, reading: false, stage: 'queued' });
+    if (proxy?.command === 'proxy' && proxy.source !== undefined && 'address' in proxy.source) {
+      this.proxied.set(socket, { remoteAddress: proxy.source.address, remotePort: proxy.source.port });
+    }
+    this.enqueue({ socket, head, upstream, reading: false, stage: 'queued', proxy });
+  }
+
+  /** Replace the access rules (`undefined`: allow all); sockets admitted already stay. */
+  setAccess(rules: AccessRules | undefined): void {
+    this.gate.setAccess(rules);
   }
 
   /** Close every silent and waiting socket and abort running handshakes; admit nothing more. */
@@ -302,6 +456,8 @@ export class AcceptorPool {
     this.turnEnd = undefined;
     clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
+    clearTimeout(this.rateTimer);
+    this.rateTimer = undefined;
     this.clear();
   }
 
@@ -316,6 +472,7 @@ export class AcceptorPool {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
     this.silent?.clear((socket) => this.reject(socket, 'shutdown', false));
+    this.proxyWaits?.clear((ready) => this.rejectReady(ready, 'shutdown'));
     this.arrivedCount = 0;
     const unserved = [...this.ripe.splice(0), ...this.arrived.splice(0), ...this.queue.clear()];
     for (const ready of unserved) if (ready.stage !== 'done') this.rejectReady(ready, 'shutdown');
@@ -364,7 +521,26 @@ export class AcceptorPool {
   /** A slot of `maxConnections` and a handshake slot are free, and this turn's batch is not spent. */
   private canStart(): boolean {
     const h = this.inFlight.size;
-    return h < this.options.maxHandshakes && h + this.leases < this.limit && this.startedThisTurn < this.options.handshakeBatch;
+    return (
+      h < this.options.maxHandshakes &&
+      h + this.leases < this.limit &&
+      this.startedThisTurn < this.options.handshakeBatch &&
+      (this.rate === undefined || this.rateAllows())
+    );
+  }
+
+  /** `connectionRate`: a token is there; otherwise look again when one will be. */
+  private rateAllows(): boolean {
+    const wait = this.rate!.wait(Date.now());
+    if (wait === 0) return true;
+    if (this.rateTimer === undefined && !this.closed) {
+      this.rateTimer = setTimeout(() => {
+        this.rateTimer = undefined;
+        this.pump();
+      }, wait);
+      this.rateTimer.unref();
+    }
+    return false;
   }
 
   /** Serve waiting sockets while slots are free. */
@@ -444,14 +620,15 @@ export class AcceptorPool {
 
   private start(ready: Ready): void {
     ready.stage = 'done';
+    this.rate?.take(Date.now());
     if (this.handoff.kind === 'dispatch') {
       this.dispatch(ready, this.handoff.dispatch);
       return;
     }
-    const { socket, upstream } = ready;
+    const { socket, upstream, proxy } = ready;
     const startedAt = Date.now();
     this.noteStart();
-    this.inFlight.set(socket, { startedAt, upstream });
+    this.inFlight.set(socket, { startedAt, upstream, proxy });
     this.putBack(ready);
     let result: Promise<TransportConnection> | TransportConnection;
     try {
@@ -475,14 +652,14 @@ export class AcceptorPool {
     );
   }
 
-  private dispatch(ready: Ready, dispatch: (socket: AcceptedSocket, head: Buffer | undefined, lease: Lease) => boolean): void {
-    const lease = this.lease(undefined);
+  private dispatch(ready: Ready, dispatch: Extract<Handoff, { kind: 'dispatch' }>['dispatch']): void {
+    const lease = this.lease(undefined, this.takeSource(ready.socket));
     // What was read goes along with the socket, so nothing is put back here.
     this.stopReading(ready);
     let ok = false;
     let error: unknown;
     try {
-      ok = dispatch(ready.socket, ready.head, lease);
+      ok = dispatch(ready.socket, ready.head, lease, ready.proxy);
     } catch (err) {
       error = err;
     }
@@ -501,12 +678,29 @@ export class AcceptorPool {
     ready.head = undefined;
   }
 
-  /** A new lease on a slot of `maxConnections`; releasing it releases `upstream` too. */
-  private lease(upstream: Lease | undefined): Lease {
+  /** The source a socket holds a place of, taken off the socket (its lease gives it back now). */
+  private takeSource(socket: AcceptedSocket): string | undefined {
+    const source = this.sources.get(socket);
+    if (source !== undefined) this.sources.delete(socket);
+    return source;
+  }
+
+  /** A socket is done before its connection began: its source's place is free. */
+  private releaseSource(socket: AcceptedSocket): void {
+    const source = this.takeSource(socket);
+    if (source !== undefined) this.gate.release(source);
+  }
+
+  /**
+   * A new lease on a slot of `maxConnections`; releasing it releases `upstream` too, and gives
+   * back the place `source` holds (`maxConnectionsPerAddress`).
+   */
+  private lease(upstream: Lease | undefined, source: string | undefined): Lease {
     this.leases++;
     return new Lease(() => {
       this.leases--;
       upstream?.release();
+      if (source !== undefined) this.gate.release(source);
       this.events.released();
       this.pump();
       this.events.changed();
@@ -522,7 +716,7 @@ export class AcceptorPool {
       return;
     }
     this.inFlight.delete(socket);
-    this.events.handshaken(conn, this.lease(handshake.upstream), startedAt);
+    this.events.handshaken(conn, this.lease(handshake.upstream, this.takeSource(socket)), startedAt, handshake.proxy);
     this.settleIdleWaiters();
     this.pump();
     this.events.changed();
@@ -534,6 +728,7 @@ export class AcceptorPool {
     this.inFlight.delete(socket);
     handshake?.upstream?.release();
     socket.destroy();
+    this.releaseSource(socket);
     this.failures[kind]++;
     this.settleIdleWaiters();
     const error =
@@ -550,6 +745,7 @@ export class AcceptorPool {
   }
 
   private rejectClosed(socket: AcceptedSocket, reason: SilentCloseReason): void {
+    this.releaseSource(socket);
     this.rejected[reason]++;
     this.events.rejected(socket, reason);
     this.events.changed();
@@ -563,6 +759,7 @@ export class AcceptorPool {
 
   private reject(socket: AcceptedSocket, reason: RejectReason, destroy = true): void {
     if (destroy) socket.destroy();
+    this.releaseSource(socket);
     this.rejected[reason]++;
     this.events.rejected(socket, reason);
   }

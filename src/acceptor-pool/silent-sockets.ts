@@ -22,6 +22,8 @@ export interface SilentSocketsEvents {
 interface Entry {
   readonly socket: AcceptedSocket;
   readonly since: number;
+  /** The client's address when it is not the socket's peer (a PROXY header named it); `null`: exempt. */
+  readonly address: string | null | undefined;
   /** Its source (`sourceKey`), once counted per source; `null`: it has none (no IP address). */
   source: string | null | undefined;
 }
@@ -59,9 +61,11 @@ export class SilentSockets {
   /**
    * Count a freshly accepted socket as silent, closing the oldest of its source or of the listener
    * if a bound is passed. Returns `false` if the socket itself was closed (a bound of zero).
+   * `address` is the client's when it is not the socket's peer (from a PROXY header); `null`
+   * exempts the socket from the per-source bound (a trusted proxy's own connection).
    */
-  add(socket: AcceptedSocket, now: number): boolean {
-    const entry: Entry = { socket, since: now, source: undefined };
+  add(socket: AcceptedSocket, now: number, address?: string | null): boolean {
+    const entry: Entry = { socket, since: now, address, source: undefined };
     this.entries.set(socket, entry);
     // No source can hold more than maxSilentPerSource sockets while the stage holds no more than
     // that in all: sources (a getpeername(2) and a key each) are counted only past that point.
@@ -83,7 +87,7 @@ export class SilentSockets {
 
   /** Count one silent socket against its source, closing that source's oldest if over the bound. */
   private countSource(entry: Entry): void {
-    const source = sourceKey(entry.socket.remoteAddress, this.options.sourcePrefix) ?? null;
+    const source = entry.address === null ? null : (sourceKey(entry.address ?? entry.socket.remoteAddress, this.options.sourcePrefix) ?? null);
     entry.source = source;
     if (source === null) return;
     let group = this.bySource.get(source);

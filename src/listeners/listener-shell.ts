@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Connection, ConnectionInfo } from '../connection.js';
 import { CorralError } from '../errors.js';
+import type { AccessRule } from '../limits/access-rules.js';
 import type {
   ConnectionCountOp,
   DrainResult,
@@ -10,7 +11,9 @@ import type {
   ListenerRole,
   ListenerStatus,
 } from '../listener.js';
-import { checkDrainOptions } from '../listener-plan.js';
+import { type AlarmPlan, checkDrainOptions } from '../listener-plan.js';
+import { ConnectionAlarms } from './connection-alarms.js';
+import { DescriptorGuard } from './descriptor-guard.js';
 import type { SocketAddress } from '../transport.js';
 import { ConnectionCountWaits } from './connection-count-waits.js';
 import { ListenerReporter } from './listener-reporter.js';
@@ -29,7 +32,18 @@ export interface ListenerShellOptions {
   readonly openSocket: () => Promise<OpenSocket | undefined>;
   /** The address to report when this process has no socket of its own. */
   readonly address?: SocketAddress;
+  /** Alarms on the live connection count (none in a pool's workers: the primary watches the total). */
+  readonly alarms: readonly AlarmPlan[];
+  /** Sockets this listener holds open in this process (silent, waiting, handshaking, connected). */
+  readonly heldSockets: () => number;
 }
+
+/** First back-off after running out of file descriptors, ms; it doubles while it keeps happening. */
+const DESCRIPTOR_BACKOFF_MIN_MS = 100;
+/** Longest back-off, ms. */
+const DESCRIPTOR_BACKOFF_MAX_MS = 5000;
+/** Accepting this long without running out again starts the back-off over. */
+const DESCRIPTOR_BACKOFF_RESET_MS = 30_000;
 
 /**
  * What every listener has in common, whether its connections live in this process or in worker
@@ -47,6 +61,13 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
   protected readonly socket: ListeningSocket;
   protected readonly counts: ConnectionCountWaits;
   protected readonly report: ListenerReporter;
+  private readonly alarms: ConnectionAlarms;
+  /** Times accepting ran out of file descriptors. */
+  protected descriptorBackoffs = 0;
+  private backoffMs = 0;
+  private lastExhausted = 0;
+  private backoffTimer: NodeJS.Timeout | undefined = undefined;
+  private readonly descriptors = new DescriptorGuard();
   private draining: Promise<DrainResult> | undefined = undefined;
   private stopping: Promise<DrainResult> | undefined = undefined;
   /** Called once the listener has stopped (the registry frees the name). */
@@ -57,7 +78,64 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
     this.name = shell.name;
     this.report = new ListenerReporter(this, shell.name);
     this.counts = new ConnectionCountWaits(shell.name, shell.liveConnections);
-    this.socket = new ListeningSocket(shell.openSocket, (err) => this.emit('acceptError', err), shell.address);
+    this.socket = new ListeningSocket(shell.openSocket, (err) => this.acceptFailed(err), shell.address);
+    this.alarms = new ConnectionAlarms(shell.name, shell.alarms, (event) => this.emit('alarm', event));
+  }
+
+  /** The live connection count may have changed: `waitForConnections` and the alarms look. */
+  protected countsChanged(): void {
+    this.counts.check();
+    this.alarms.check(this.shell.liveConnections());
+  }
+
+  /**
+   * Sockets were accepted: stop accepting before the process runs out of file descriptors (see
+   * {@link DescriptorGuard}). Cheap unless the process is near its open-file limit.
+   */
+  protected checkDescriptors(): void {
+    if (this.socket.isHeld('exhausted') || this.stopping) return;
+    if (this.descriptors.exhausted(this.shell.heldSockets())) this.backOffForDescriptors();
+  }
+
+  /**
+   * An error of the listening socket, reported as `acceptError`; out of file descriptors
+   * (`EMFILE`, `ENFILE`), the listener also backs off.
+   */
+  protected acceptFailed(error: Error): void {
+    this.emit('acceptError', error);
+    const code = (error as NodeJS.ErrnoException).code;
+    if ((code === 'EMFILE' || code === 'ENFILE') && !this.socket.isHeld('exhausted') && !this.stopping) this.backOffForDescriptors();
+  }
+
+  /**
+   * Out of file descriptors, or about to be: stop accepting for a back-off (100 ms, doubling to 5 s
+   * while it keeps happening), then accept again once descriptors are free. While the socket is
+   * closed new connects are refused (or, where another process keeps the socket, wait in its
+   * backlog) instead of being accepted and closed; live connections are untouched.
+   */
+  private backOffForDescriptors(): void {
+    const now = Date.now();
+    this.backoffMs = now - this.lastExhausted > DESCRIPTOR_BACKOFF_RESET_MS ? DESCRIPTOR_BACKOFF_MIN_MS : Math.min(DESCRIPTOR_BACKOFF_MAX_MS, this.backoffMs * 2);
+    this.lastExhausted = now;
+    this.descriptorBackoffs++;
+    void this.socket.hold('exhausted').then(() => this.retryAfterBackoff());
+  }
+
+  /** After the back-off, reopen — once descriptors are free again; until then, back off again. */
+  private retryAfterBackoff(): void {
+    clearTimeout(this.backoffTimer);
+    this.backoffTimer = setTimeout(() => {
+      this.backoffTimer = undefined;
+      if (this.stopping) return;
+      if (this.descriptors.exhausted(this.shell.heldSockets(), true)) {
+        this.backoffMs = Math.min(DESCRIPTOR_BACKOFF_MAX_MS, this.backoffMs * 2);
+        this.lastExhausted = Date.now();
+        this.retryAfterBackoff();
+        return;
+      }
+      void this.socket.release('exhausted', { retry: true });
+    }, this.backoffMs);
+    this.backoffTimer.unref();
   }
 
   get status(): ListenerStatus {
@@ -84,6 +162,8 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
   abstract resumeAccepting(): Promise<void>;
   abstract restartWorkers(): Promise<void>;
   abstract setProtocolOptions(options: unknown): void;
+  abstract setAccessRules(rules: readonly AccessRule[]): Promise<void>;
+  abstract updateTransport(options: Readonly<Record<string, unknown>>): Promise<void>;
 
   /** What suspending does to the work beyond this process's socket (a pool's workers). */
   protected async suspendWork(): Promise<void> {}
@@ -146,6 +226,7 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
     this.stopping = (async () => {
       const began = Date.now();
       await this.quiesce();
+      clearTimeout(this.backoffTimer);
       const result = await this.stopWork(timeout, rate, began);
       this.state = 'stopped';
       this.counts.stop();

@@ -7,10 +7,11 @@ import type { SocketAddress } from '../transport.js';
  * - `paused`: accepting is paused (`pauseAccepting`, or a `shared` worker at its share of
  *   `maxConnections`): connects wait in the backlog another process keeps;
  * - `refusing`: the wait queue overflowed (`overflow: 'refuse'`): the kernel refuses connects.
+ * - `exhausted`: accepting ran out of file descriptors; closed for a back-off.
  *
  * @internal
  */
-export type SocketHold = 'suspended' | 'paused' | 'refusing';
+export type SocketHold = 'suspended' | 'paused' | 'refusing' | 'exhausted';
 
 /** An open listening socket, as whoever opens it hands it over. @internal */
 export interface OpenSocket {

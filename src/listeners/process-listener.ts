@@ -4,7 +4,9 @@ import type { Connection, ConnectionInfo } from '../connection.js';
 import { connectionStorage } from '../current-connection.js';
 import { CorralError } from '../errors.js';
 import type { DrainResult, ListenerInfo, ListenerTotals } from '../listener.js';
-import { checkCount, type ListenerPlan } from '../listener-plan.js';
+import type { AccessRule } from '../limits/access-rules.js';
+import { checkAccessRules, checkCount, type ListenerPlan } from '../listener-plan.js';
+import { parseProxyHeader } from '../proxy-header/parse.js';
 import { handlerFactory } from '../protocol.js';
 import { ConnectionSupervisor } from '../supervisor.js';
 import type { SocketAddress, Transport, TransportListenHandlers, TransportServer } from '../transport.js';
@@ -54,6 +56,12 @@ export class ProcessListener extends ListenerShell {
       liveConnections: () => this.supervisor.size,
       openSocket: () => this.openSocket(),
       ...(worker?.address ? { address: worker.address } : {}),
+      // In a pool, the primary watches the total.
+      alarms: worker ? [] : plan.alarms,
+      heldSockets: () => {
+        const g = this.pool.stats;
+        return g.silent + g.waiting + g.handshaking + this.supervisor.size;
+      },
     });
     this.role = worker ? 'worker' : 'single';
     this.protocolOptions = plan.protocolOptions;
@@ -78,21 +86,26 @@ export class ProcessListener extends ListenerShell {
         },
         closed: (conn, reason) => {
           this.report.closed(conn.id, reason, Date.now() - conn.openedAt);
-          this.counts.check();
+          this.countsChanged();
         },
       },
     );
     this.pool = new AcceptorPool(transport, plan.admission, { kind: 'handshake' }, {
-      handshaken: (transportConn, lease, startedAt) => {
-        const conn = this.supervisor.start(transportConn, lease, startedAt);
+      handshaken: (transportConn, lease, startedAt, proxy) => {
+        const conn = this.supervisor.start(transportConn, lease, startedAt, proxy);
         if (this.drainDeadline !== undefined) this.supervisor.shutdown(conn, this.drainDeadline);
       },
-      handshakeFailed: (socket, kind, error) =>
-        this.report.handshakeFailed({ kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
-      rejected: (socket, reason) => this.report.rejected({ reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
+      handshakeFailed: (socket, kind, error) => {
+        const { remoteAddress, remotePort } = this.pool.clientOf(socket);
+        this.report.handshakeFailed({ kind, error, remoteAddress, remotePort });
+      },
+      rejected: (socket, reason) => {
+        const { remoteAddress, remotePort } = this.pool.clientOf(socket);
+        this.report.rejected({ reason, remoteAddress, remotePort });
+      },
       released: () => {},
       changed: () => {
-        this.counts.check();
+        this.countsChanged();
         this.worker?.changed();
       },
       overflowed: (full) => this.onOverflow(full),
@@ -123,8 +136,11 @@ export class ProcessListener extends ListenerShell {
 
   private async openSocket(): Promise<TransportServer | undefined> {
     const handlers: TransportListenHandlers = {
-      onSocket: (socket) => this.pool.admit(socket),
-      onError: (err) => this.emit('acceptError', err),
+      onSocket: (socket) => {
+        this.pool.admit(socket);
+        this.checkDescriptors();
+      },
+      onError: (err) => this.acceptFailed(err),
     };
     return this.worker?.open ? this.worker.open(handlers) : this.transport.listen(handlers);
   }
@@ -150,12 +166,25 @@ export class ProcessListener extends ListenerShell {
 
   /**
    * Admit a raw socket another process accepted and holds a slot for (distribution `primary`), with
-   * the bytes it read from it. `upstream` is released once, when the socket is done here. @internal
+   * the bytes it read from it and the PROXY header it began with (`proxy`: the header's bytes, parsed
+   * again here). `upstream` is released once, when the socket is done here. @internal
    */
-  adopt(raw: object, head: Buffer | undefined, upstream: Lease): void {
+  adopt(raw: object, head: Buffer | undefined, upstream: Lease, proxy: Buffer | undefined): void {
     const adopt = this.transport.adopt;
     if (adopt === undefined) throw new CorralError('CORRAL_LISTEN_FAILED', `transport ${this.transport.name} cannot adopt sockets`);
-    this.pool.admitDispatched(adopt.call(this.transport, raw), head, upstream);
+    const parsed = proxy === undefined ? undefined : parseProxyHeader(proxy);
+    this.pool.admitDispatched(adopt.call(this.transport, raw), head, upstream, parsed?.status === 'complete' ? parsed.header : undefined);
+  }
+
+  async setAccessRules(rules: readonly AccessRule[]): Promise<void> {
+    this.pool.setAccess(checkAccessRules(rules, 'rules'));
+  }
+
+  async updateTransport(options: Readonly<Record<string, unknown>>): Promise<void> {
+    if (this.transport.update === undefined) {
+      throw new CorralError('CORRAL_UNSUPPORTED', `transport ${this.transport.name} has no options to update`);
+    }
+    this.transport.update(options);
   }
 
   /** Counted connections plus handshakes, the live total, and the counters that only grow. @internal */
@@ -176,6 +205,7 @@ export class ProcessListener extends ListenerShell {
         handshakeFailures: g.handshakeFailures,
         handlerCrashes: s.handlerCrashes,
         handlerRestarts: s.handlerRestarts,
+        descriptorBackoffs: this.descriptorBackoffs,
       },
     };
   }
@@ -253,6 +283,7 @@ export class ProcessListener extends ListenerShell {
       handshakeFailures: g.handshakeFailures,
       handlerCrashes: s.handlerCrashes,
       handlerRestarts: s.handlerRestarts,
+      descriptorBackoffs: this.descriptorBackoffs,
       workers: [],
     };
   }

@@ -1,10 +1,11 @@
 import type { Connection, ConnectionInfo } from '../connection.js';
 import { CorralError } from '../errors.js';
 import type { DrainResult, ListenerInfo, WorkerEvent } from '../listener.js';
-import { checkCount, type ListenerPlan, type WorkerPlan } from '../listener-plan.js';
+import type { AccessRule } from '../limits/access-rules.js';
+import { checkAccessRules, checkCount, type ListenerPlan, type WorkerPlan } from '../listener-plan.js';
 import type { Distribution } from '../options.js';
 import type { SharedListenHandle, Transport } from '../transport.js';
-import type { WorkerConfig } from '../workers/ipc.js';
+import type { WorkerCommand, WorkerConfig } from '../workers/ipc.js';
 import { poolInfo, sum, type WorkerAnswer } from '../workers/pool-info.js';
 import { PrimaryDispatch } from '../workers/primary-dispatch.js';
 import { RollingRestart } from '../workers/rolling-restart.js';
@@ -48,6 +49,10 @@ export class WorkerPoolListener extends ListenerShell {
   /** Accepting is not paused (`pauseAccepting`). */
   private accepting = true;
   private restarting: Promise<void> | undefined = undefined;
+  /** Access rules set at run time (new workers start with them). */
+  private access: readonly AccessRule[] | undefined = undefined;
+  /** Transport options set at run time, in order (new workers apply them too). */
+  private readonly transportUpdates: Readonly<Record<string, unknown>>[] = [];
   /** workerReady events of the workers `start` waits for, emitted once `startListener` has resolved. */
   private readyDuringStart: WorkerEvent[] | undefined = [];
 
@@ -58,6 +63,12 @@ export class WorkerPoolListener extends ListenerShell {
       drainRate: plan.drainRate,
       liveConnections: () => this.workers.connections,
       openSocket: () => this.openSocket(),
+      alarms: plan.alarms,
+      // Distribution primary: the sockets waiting in the primary (passed ones leave it).
+      heldSockets: () => {
+        const g = this.dispatch?.stats.stats;
+        return g === undefined ? 0 : g.silent + g.waiting + g.handshaking;
+      },
     });
     if (plan.workers === undefined) throw new CorralError('CORRAL_LISTEN_FAILED', `listener ${plan.name} has no workers`);
     this.workerPlan = plan.workers;
@@ -74,10 +85,10 @@ export class WorkerPoolListener extends ListenerShell {
       needHandle: (w) => {
         if (this.shared) w.post({ t: 'handle' }, this.shared.handle);
       },
-      load: () => this.counts.check(),
+      load: () => this.countsChanged(),
       crashReport: (w, message) => this.emit('workerCrash', { index: w.index, pid: w.pid, message }),
       exited: (w, code, signal) => {
-        this.counts.check();
+        this.countsChanged();
         this.updateDispatchLimit();
         this.emit('workerExit', { index: w.index, pid: w.lastPid, code, signal });
       },
@@ -92,7 +103,7 @@ export class WorkerPoolListener extends ListenerShell {
       exitGrace: this.exitGrace,
       stopping: () => this.status === 'stopped' || this.stopRequested,
       swapped: () => this.updateDispatchLimit(),
-      retired: () => this.counts.check(),
+      retired: () => this.countsChanged(),
     });
   }
 
@@ -140,7 +151,7 @@ export class WorkerPoolListener extends ListenerShell {
   }
 
   private async openSocket(): Promise<OpenSocket | undefined> {
-    if (this.dispatch) return this.dispatch.listen((err) => this.emit('acceptError', err));
+    if (this.dispatch) return this.dispatch.listen((err) => this.acceptFailed(err), () => this.checkDescriptors());
     const create = this.front?.createSharedHandle;
     if (this.distribution !== 'shared' || create === undefined) return undefined;
     const shared = await create.call(this.front);
@@ -188,6 +199,8 @@ export class WorkerPoolListener extends ListenerShell {
       accepting: this.accepting,
       suspended: this.status === 'suspended' || this.status === 'draining',
       address: this.socket.address,
+      access: this.access,
+      transportUpdates: this.transportUpdates,
     };
     w.post({ t: 'start', config }, this.distribution === 'shared' ? this.shared?.handle : undefined);
   }
@@ -236,6 +249,32 @@ export class WorkerPoolListener extends ListenerShell {
     for (const w of this.workers.live()) void w.request({ op: 'setProtocolOptions', value: options }).catch(() => {});
   }
 
+  async setAccessRules(rules: readonly AccessRule[]): Promise<void> {
+    const checked = checkAccessRules(rules, 'rules');
+    this.access = [...rules];
+    // Distribution primary: the primary alone applies them; otherwise every worker does.
+    if (this.dispatch) this.dispatch.setAccess(checked);
+    else await this.everyWorker({ op: 'setAccess', rules: this.access }, 'setAccessRules');
+  }
+
+  async updateTransport(options: Readonly<Record<string, unknown>>): Promise<void> {
+    // Checked here first, on a transport of the pool's own options: nothing changes if they are bad.
+    const check = this.plan.transport.build();
+    if (check.update === undefined) throw new CorralError('CORRAL_UNSUPPORTED', `transport ${check.name} has no options to update`);
+    for (const earlier of this.transportUpdates) check.update(earlier);
+    check.update(options);
+    this.transportUpdates.push(options);
+    await this.everyWorker({ op: 'updateTransport', options }, 'updateTransport');
+  }
+
+  /** Run a command on every live worker; reject naming the workers that failed it. */
+  private async everyWorker(cmd: WorkerCommand, what: string): Promise<void> {
+    const live = this.workers.live();
+    const settled = await Promise.allSettled(live.map((w) => w.request(cmd)));
+    const failed = settled.flatMap((r, i) => (r.status === 'rejected' ? [`worker ${live[i]!.index}: ${(r.reason as Error).message}`] : []));
+    if (failed.length > 0) throw new CorralError('CORRAL_WORKERS_FAILED', `${what} failed in ${failed.length} of ${live.length} workers (they keep what they had): ${failed.join('; ')}`);
+  }
+
   async info(): Promise<ListenerInfo> {
     const answers = await Promise.all(
       this.workers.all().map(
@@ -257,7 +296,7 @@ export class WorkerPoolListener extends ListenerShell {
       maxHandshakes: this.plan.admission.maxHandshakes,
       admission: this.plan.admission.admission,
     };
-    return poolInfo(base, answers, this.workers.retired, this.dispatch?.stats);
+    return poolInfo(base, answers, this.workers.retired, this.dispatch?.stats, this.descriptorBackoffs);
   }
 
   async connections(): Promise<ConnectionInfo[]> {

@@ -1,27 +1,13 @@
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { InvalidOptionError } from '../errors.js';
 import type { Distribution } from '../options.js';
+import { openFileLimit } from '../listeners/descriptor-guard.js';
 import { supportsReusePort } from '../transports/reuse-port.js';
 
 
 /** The distribution used when none is given: `reuseport` where the runtime has it, else `shared`. */
 export function defaultDistribution(unixSocket: boolean): Distribution {
   return !unixSocket && supportsReusePort() ? 'reuseport' : 'shared';
-}
-
-/** The soft limit on open files of this process (Linux `/proc/self/limits`), or `undefined`. */
-export function openFileLimit(): number | undefined {
-  try {
-    const line = readFileSync('/proc/self/limits', 'utf8')
-      .split('\n')
-      .find((l) => l.startsWith('Max open files'));
-    const soft = line?.split(/\s{2,}/)[1];
-    const n = Number(soft);
-    return Number.isFinite(n) && n > 0 ? n : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Descriptors a worker keeps for itself beyond connections and waiting sockets. */

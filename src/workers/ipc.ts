@@ -1,4 +1,5 @@
 import type { ConnectionInfo } from '../connection.js';
+import type { AccessRule } from '../limits/access-rules.js';
 import type { DrainResult, ListenerInfo, ListenerTotals } from '../listener.js';
 import type { SocketAddress } from '../transport.js';
 
@@ -23,6 +24,10 @@ export interface WorkerConfig {
   readonly suspended: boolean;
   /** The listener's address, as the primary bound it (or `undefined` until a worker binds it). */
   readonly address: SocketAddress | undefined;
+  /** Access rules set at run time with `setAccessRules`, if any. */
+  readonly access: readonly AccessRule[] | undefined;
+  /** Transport options set at run time with `updateTransport`, in order. */
+  readonly transportUpdates: readonly Readonly<Record<string, unknown>>[];
 }
 
 /** A request from the primary to one worker; answered by a {@link WorkerReply} with the same id. @internal */
@@ -32,6 +37,8 @@ export type WorkerCommand =
   | { op: 'setMaxConnections'; n: number }
   | { op: 'setProtocolOptions'; value: unknown }
   | { op: 'setTicketKeys'; keys: readonly Uint8Array[] }
+  | { op: 'setAccess'; rules: readonly AccessRule[] }
+  | { op: 'updateTransport'; options: Readonly<Record<string, unknown>> }
   | { op: 'accepting'; on: boolean }
   | { op: 'suspend' }
   | { op: 'resume' }
@@ -43,7 +50,7 @@ export type ToWorker =
   | { t: 'start'; config: WorkerConfig }
   | { t: 'handle' }
   /** A socket for the worker to serve (distribution `primary`), with the bytes the primary read from it. */
-  | { t: 'socket'; head: Buffer | undefined }
+  | { t: 'socket'; head: Buffer | undefined; proxy: Uint8Array | undefined }
   | { t: 'cmd'; id: number; cmd: WorkerCommand };
 
 /** Messages from a worker to the primary. @internal */

@@ -8,10 +8,25 @@ export const NO_TOTALS: ListenerTotals = {
   closed: 0,
   gaveUp: 0,
   overflows: 0,
-  rejected: { queue_full: 0, wait_timeout: 0, shutdown: 0, silent_timeout: 0, source_limit: 0, silent_limit: 0, malformed: 0 },
+  rejected: {
+    queue_full: 0,
+    wait_timeout: 0,
+    shutdown: 0,
+    silent_timeout: 0,
+    source_limit: 0,
+    silent_limit: 0,
+    malformed: 0,
+    denied: 0,
+    rate_limited: 0,
+    address_limit: 0,
+    proxy_invalid: 0,
+    proxy_timeout: 0,
+    proxy_untrusted: 0,
+  },
   handshakeFailures: { timeout: 0, stalled: 0, error: 0 },
   handlerCrashes: 0,
   handlerRestarts: 0,
+  descriptorBackoffs: 0,
 };
 
 /** The sum of several listeners' totals. @internal */
@@ -26,6 +41,7 @@ export function addTotals(list: readonly ListenerTotals[]): ListenerTotals {
     handshakeFailures: addCounts(list.map((t) => t.handshakeFailures)),
     handlerCrashes: sum(list.map((t) => t.handlerCrashes)),
     handlerRestarts: sum(list.map((t) => t.handlerRestarts)),
+    descriptorBackoffs: sum(list.map((t) => t.descriptorBackoffs)),
   };
 }
 
@@ -66,6 +82,8 @@ export function poolInfo(
   answers: readonly WorkerAnswer[],
   retired: ListenerTotals,
   dispatch: DispatchStats | undefined,
+  /** The primary's own times out of descriptors (distribution `primary`: it accepts). */
+  descriptorBackoffs: number,
 ): ListenerInfo {
   const infos = answers.flatMap((a) => (a.info ? [a.info] : []));
   const g = dispatch?.stats;
@@ -73,6 +91,7 @@ export function poolInfo(
     retired,
     ...answers.flatMap((a) => (a.info ? [a.info] : a.reported ? [a.reported] : [])),
     ...(g && dispatch ? [{ ...NO_TOTALS, rejected: g.rejected, handshakeFailures: g.handshakeFailures, gaveUp: g.gaveUp, overflows: dispatch.overflows }] : []),
+    { ...NO_TOTALS, descriptorBackoffs },
   ]);
   return {
     ...base,
@@ -94,6 +113,7 @@ export function poolInfo(
     handshakeFailures: totals.handshakeFailures,
     handlerCrashes: totals.handlerCrashes,
     handlerRestarts: totals.handlerRestarts,
+    descriptorBackoffs: totals.descriptorBackoffs,
     // A worker's connection count from its answer when it answered (fresher than its last report).
     workers: answers.map((a) => ({ ...a.worker, connections: a.info?.connections ?? a.worker.connections, listener: a.info })),
   };

@@ -1,7 +1,7 @@
 import { Lease } from '../acceptor-pool/lease.js';
 import { connectionStorage } from '../current-connection.js';
 import { CorralError } from '../errors.js';
-import type { ListenerPlan, WorkerPlan } from '../listener-plan.js';
+import { type ListenerPlan, type WorkerPlan, workerAdmission } from '../listener-plan.js';
 import { ProcessListener } from '../listeners/process-listener.js';
 import type { Transport, TransportListenHandlers, TransportServer } from '../transport.js';
 import { type FromWorker, type ToWorker, WORKER_INDEX_ENV, type WorkerCommand, type WorkerConfig } from './ipc.js';
@@ -71,7 +71,7 @@ export class PoolWorker {
   private readonly handleWaiters: ((handle: object) => void)[] = [];
   private startHandle: object | undefined = undefined;
   /** Sockets the primary passed before the listener existed (distribution `primary`). */
-  private readonly earlySockets: { raw: object; head: Buffer | undefined }[] = [];
+  private readonly earlySockets: { raw: object; head: Buffer | undefined; proxy: Buffer | undefined }[] = [];
   /** Load reports and released slots are coalesced: at most one message per LOAD_REPORT_MS. */
   private reportTimer: NodeJS.Timeout | undefined = undefined;
   private released = 0;
@@ -105,9 +105,12 @@ export class PoolWorker {
     const transport = this.plan.transport.build(distribution === 'reuseport' ? { reusePort: true, ...(port === undefined ? {} : { port }) } : {});
     this.transport = transport;
     if (config.ticketKeys) transport.update?.({ ticketKeys: config.ticketKeys.map((k) => Buffer.from(k)) });
+    for (const update of config.transportUpdates) transport.update?.(update);
     this.userAccepting = config.accepting;
+    // This worker's part of the pool's admission (rates, per-source rules; see workerAdmission).
+    const plan = { ...this.plan, admission: workerAdmission(this.plan.admission, distribution, this.workers.count) };
 
-    const listener = new ProcessListener(this.plan, transport, {
+    const listener = new ProcessListener(plan, transport, {
       idPrefix: `${this.index}.${config.generation}.`,
       distribution,
       ...(distribution === 'shared' ? { open: (handlers: TransportListenHandlers) => this.listenOnShared(handlers) } : {}),
@@ -121,13 +124,14 @@ export class PoolWorker {
     this.listener = listener;
     listener.maxConnections = config.maxConnections;
     if (config.protocolOptions) listener.setProtocolOptions(config.protocolOptions.value);
+    if (config.access) await listener.setAccessRules(config.access);
     await listener.start({ suspended: config.suspended, paused: !config.accepting });
     // A start handle this worker did not listen on (paused, suspended) must not hold the socket open.
     if (this.startHandle) {
       closeHandle(this.startHandle);
       this.startHandle = undefined;
     }
-    for (const { raw, head } of this.earlySockets.splice(0)) this.adopt(listener, raw, head);
+    for (const { raw, head, proxy } of this.earlySockets.splice(0)) this.adopt(listener, raw, head, proxy);
     send({ t: 'ready', address: listener.address });
     return listener;
   }
@@ -155,8 +159,9 @@ export class PoolWorker {
         case 'socket': {
           if (handle === undefined) break;
           const head = message.head === undefined ? undefined : Buffer.from(message.head.buffer, message.head.byteOffset, message.head.byteLength);
-          if (this.listener) this.adopt(this.listener, handle, head);
-          else this.earlySockets.push({ raw: handle, head });
+          const proxy = message.proxy === undefined ? undefined : Buffer.from(message.proxy.buffer, message.proxy.byteOffset, message.proxy.byteLength);
+          if (this.listener) this.adopt(this.listener, handle, head, proxy);
+          else this.earlySockets.push({ raw: handle, head, proxy });
           break;
         }
         case 'cmd':
@@ -194,7 +199,7 @@ export class PoolWorker {
   }
 
   /** Serve a socket the primary passed; the primary holds its slot until this worker says it is done. */
-  private adopt(listener: ProcessListener, raw: object, head: Buffer | undefined): void {
+  private adopt(listener: ProcessListener, raw: object, head: Buffer | undefined, proxy: Buffer | undefined): void {
     listener.adopt(
       raw,
       head,
@@ -202,6 +207,7 @@ export class PoolWorker {
         this.released++;
         this.scheduleReport();
       }),
+      proxy,
     );
   }
 
@@ -285,6 +291,12 @@ export class PoolWorker {
         return null;
       case 'setProtocolOptions':
         l.setProtocolOptions(cmd.value);
+        return null;
+      case 'setAccess':
+        await l.setAccessRules(cmd.rules);
+        return null;
+      case 'updateTransport':
+        await l.updateTransport(cmd.options);
         return null;
       case 'setTicketKeys':
         this.transport?.update?.({ ticketKeys: cmd.keys.map((k) => Buffer.from(k)) });

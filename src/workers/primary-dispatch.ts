@@ -1,5 +1,6 @@
 import { AcceptorPool, type AcceptorPoolOptions } from '../acceptor-pool/acceptor-pool.js';
 import { CorralError } from '../errors.js';
+import type { AccessRules } from '../limits/access-rules.js';
 import type { ListenerReporter } from '../listeners/listener-reporter.js';
 import type { Transport, TransportServer } from '../transport.js';
 import type { DispatchStats } from './pool-info.js';
@@ -33,10 +34,11 @@ export class PrimaryDispatch {
       admission,
       {
         kind: 'dispatch',
-        dispatch: (socket, head, lease) => {
+        dispatch: (socket, head, lease, proxy) => {
           const raw = detach.call(transport, socket);
           for (const w of candidates()) {
-            if (!w.post({ t: 'socket', head }, raw)) continue; // its process just went
+            // The PROXY header goes as its bytes; the worker parses them again.
+            if (!w.post({ t: 'socket', head, proxy: proxy?.raw }, raw)) continue; // its process just went
             w.hold(lease);
             return true;
           }
@@ -45,8 +47,14 @@ export class PrimaryDispatch {
       },
       {
         handshaken: () => {},
-        handshakeFailed: (socket, kind, error) => report.handshakeFailed({ kind, error, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
-        rejected: (socket, reason) => report.rejected({ reason, remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }),
+        handshakeFailed: (socket, kind, error) => {
+          const { remoteAddress, remotePort } = this.pool.clientOf(socket);
+          report.handshakeFailed({ kind, error, remoteAddress, remotePort });
+        },
+        rejected: (socket, reason) => {
+          const { remoteAddress, remotePort } = this.pool.clientOf(socket);
+          report.rejected({ reason, remoteAddress, remotePort });
+        },
         released: () => {},
         changed: () => {},
         wantsPeerAddress: () => report.wantsPeerAddress(),
@@ -59,9 +67,15 @@ export class PrimaryDispatch {
     );
   }
 
-  /** Open the listening socket; accepted sockets enter the pool. */
-  listen(onError: (error: Error) => void): Promise<TransportServer> {
-    return this.transport.listen({ onSocket: (socket) => this.pool.admit(socket), onError });
+  /** Open the listening socket; accepted sockets enter the pool (then `accepted` is called). */
+  listen(onError: (error: Error) => void, accepted: () => void): Promise<TransportServer> {
+    return this.transport.listen({
+      onSocket: (socket) => {
+        this.pool.admit(socket);
+        accepted();
+      },
+      onError,
+    });
   }
 
   /** Hand over at most this many sockets at once (`0`: none; they wait). */
@@ -71,6 +85,11 @@ export class PrimaryDispatch {
 
   get stats(): DispatchStats {
     return { stats: this.pool.stats, overflows: this.overflows };
+  }
+
+  /** Replace the access rules for new connects. */
+  setAccess(rules: AccessRules | undefined): void {
+    this.pool.setAccess(rules);
   }
 
   /** Close the waiting sockets (the pool drains); returns how many there were. */

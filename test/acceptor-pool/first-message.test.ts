@@ -62,6 +62,11 @@ const defaults: AcceptorPoolOptions = {
   maxSilent: 100,
   maxSilentPerSource: 100,
   sourcePrefix: { ipv4: 32, ipv6: 64 },
+  proxyHeader: undefined,
+  access: undefined,
+  connectionRate: undefined,
+  connectionRatePerSource: undefined,
+  maxConnectionsPerAddress: Infinity,
 };
 
 /** The end of this turn of the event loop, where the pool admits what arrived in it. */

@@ -5,21 +5,17 @@
  * health checks. Every header it sends must parse, fed as it arrived, to what the client knows of
  * its own connection. Skipped, with a message, when no haproxy binary is there.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type AddressInfo, type Server, type Socket, connect, createServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PP2_CLIENT, PP2_SUBTYPE_SSL, PP2_TYPE, type ProxyHeader } from '../../src/proxy-header/header.js';
 import { parseProxyHeader } from '../../src/proxy-header/parse.js';
 import type { ProxyHeaderParseResult } from '../../src/proxy-header/parse-result.js';
 import { testCerts } from '../support/certs.js';
+import { freePort, HAPROXY, Haproxy, skipWithoutHaproxy } from '../support/haproxy.js';
 
-const HAPROXY = process.env.HAPROXY ?? '/usr/sbin/haproxy';
-const haveHaproxy = existsSync(HAPROXY);
-if (!haveHaproxy) console.warn(`[haproxy.test] skipped: no haproxy binary at ${HAPROXY} (set HAPROXY to point at one)`);
+if (skipWithoutHaproxy) console.warn(`[haproxy.test] skipped: no haproxy binary at ${HAPROXY} (set HAPROXY to point at one)`);
 
 /** One connection as a capture server saw it: every byte, and the parser's answer after each chunk. */
 interface Captured {
@@ -83,18 +79,6 @@ function fromPort(port: number): (c: Captured) => boolean {
 
 const anyCapture = (): boolean => true;
 
-/** A port free right now on `host` (haproxy binds it a moment later). */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, host, () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /** The header a capture holds; checks that the first final answer while bytes arrived was this one. */
 function headerOf(c: Captured): { header: ProxyHeader; payload: Buffer } {
   const final = c.answers.find((a) => a.status !== 'incomplete');
@@ -121,16 +105,11 @@ function plainClient(host: string, port: number): Promise<number> {
 const captures = { tls: new CaptureServer(), v1: new CaptureServer(), v2: new CaptureServer(), checkV1: new CaptureServer(), checkV2: new CaptureServer() };
 let capturePorts: Record<keyof typeof captures, number>;
 const ports = { tls: 0, v1: 0, v1six: 0, v2: 0, v2six: 0 };
-let haproxy: ChildProcess | undefined;
-let dir: string | undefined;
-let haproxyLog = '';
+let haproxy: Haproxy | undefined;
 
-describe.skipIf(!haveHaproxy)('headers sent by a real haproxy', () => {
+describe.skipIf(skipWithoutHaproxy)('headers sent by a real haproxy', () => {
   beforeAll(async () => {
     const certs = await testCerts();
-    dir = mkdtempSync(join(tmpdir(), 'corral-haproxy-'));
-    writeFileSync(join(dir, 'server.pem'), `${certs.cert}\n${certs.key}\n`);
-    writeFileSync(join(dir, 'ca.pem'), certs.cert);
     const c = (capturePorts = {
       tls: await captures.tls.listen(),
       v1: await captures.v1.listen(),
@@ -143,7 +122,7 @@ describe.skipIf(!haveHaproxy)('headers sent by a real haproxy', () => {
     ports.v1six = await freePort('::1');
     ports.v2 = await freePort('127.0.0.1');
     ports.v2six = await freePort('::1');
-    const config = `
+    const config = (dir: string): string => `
 global
   maxconn 100
 defaults
@@ -174,39 +153,16 @@ backend checks_v1
 backend checks_v2
   server s 127.0.0.1:${c.checkV2} send-proxy-v2 check check-send-proxy inter 200 fall 1000
 `;
-    writeFileSync(join(dir, 'haproxy.cfg'), config);
-    haproxy = spawn(HAPROXY, ['-db', '-f', join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    haproxy.stdout!.on('data', (d: Buffer) => (haproxyLog += d.toString()));
-    haproxy.stderr!.on('data', (d: Buffer) => (haproxyLog += d.toString()));
-    // Ready once every frontend accepts.
-    const deadline = Date.now() + 10_000;
-    for (const [host, port] of [['127.0.0.1', ports.tls], ['127.0.0.1', ports.v1], ['::1', ports.v1six], ['127.0.0.1', ports.v2], ['::1', ports.v2six]] as const) {
-      for (;;) {
-        if (haproxy.exitCode !== null) throw new Error(`haproxy exited ${haproxy.exitCode}: ${haproxyLog}`);
-        const up = await new Promise<boolean>((resolve) => {
-          const s = connect({ host, port }, () => {
-            s.destroy();
-            resolve(true);
-          });
-          s.on('error', () => resolve(false));
-        });
-        if (up) break;
-        if (Date.now() > deadline) throw new Error(`haproxy did not listen on ${host}:${port}: ${haproxyLog}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    haproxy = await Haproxy.start(
+      config,
+      [['127.0.0.1', ports.tls], ['127.0.0.1', ports.v1], ['::1', ports.v1six], ['127.0.0.1', ports.v2], ['::1', ports.v2six]],
+      { 'server.pem': `${certs.cert}\n${certs.key}\n`, 'ca.pem': certs.cert },
+    );
   });
 
   afterAll(async () => {
-    if (haproxy && haproxy.exitCode === null) {
-      const exited = new Promise((resolve) => haproxy!.once('exit', resolve));
-      haproxy.kill('SIGTERM');
-      const timer = setTimeout(() => haproxy!.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await haproxy?.stop();
     await Promise.all(Object.values(captures).map((c) => c.close()));
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it('send-proxy over IPv4 and IPv6: TCP4 and TCP6 lines with the client address and port', async () => {
