@@ -65,6 +65,16 @@ describe.each([
   { name: 'tls', args: ['--tls'], connect: (port: number) => connectTls(port) },
   { name: 'tcp', args: [], connect: (port: number) => connectTcp(port) },
   { name: 'tls', args: ['--tls', '--workers', '2'], connect: (port: number) => connectTls(port) },
+  // A client that is its own "load balancer": it sends a PROXY v1 header first (127.0.0.1 is trusted).
+  {
+    name: 'tcp',
+    args: ['--proxy-header', '127.0.0.1'],
+    connect: async (port: number) => {
+      const s = await connectTcp(port);
+      s.write('PROXY TCP4 198.51.100.7 127.0.0.1 40000 443\r\n');
+      return s;
+    },
+  },
 ])('examples/echo.ts over $name $args', ({ name, args, connect }) => {
   let example: Example | undefined;
   let client: LineClient | undefined;
@@ -93,6 +103,10 @@ describe.each([
     client = new LineClient(await within(connect(Number(port)), 5000, 'connect'));
     expect(await within(client.request('hello corral'), 5000, 'first echo')).toBe('hello corral');
     expect(await within(client.request('  spaces and ünïcödé  '), 5000, 'second echo')).toBe('  spaces and ünïcödé  ');
+    // whoami: the client address corral sees (behind --proxy-header, the one the header names).
+    const who = await within(client.request('whoami'), 5000, 'whoami');
+    if (args.includes('--proxy-header')) expect(who).toMatch(/^198\.51\.100\.7 40000 \(via 127\.0\.0\.1 \d+\)$/);
+    else expect(who).toMatch(/^127\.0\.0\.1 \d+$/);
 
     // SIGTERM to npm, as a process manager would send it: the example drains and exits 0.
     example.child.kill('SIGTERM');
