@@ -31,6 +31,7 @@ export type {
   ListenerRole,
   WorkerEvent,
   WorkerInfo,
+  WorkerAnswer,
   ListenerTotals,
 } from './listener.js';
 export { currentWorker, type WorkerIdentity } from './workers/current-worker.js';

@@ -113,6 +113,29 @@ export interface WorkerInfo {
   readonly listener: ListenerInfo | undefined;
 }
 
+/** One worker's answer to {@link Listener.askWorkers}. */
+export type WorkerAnswer<T> =
+  | {
+      /** The worker's slot. */
+      readonly index: number;
+      /** The worker's process id. */
+      readonly pid: number | undefined;
+      /** It answered. */
+      readonly ok: true;
+      /** What its handler returned (or resolved with). */
+      readonly value: T;
+    }
+  | {
+      /** The worker's slot. */
+      readonly index: number;
+      /** The worker's process id. */
+      readonly pid: number | undefined;
+      /** It did not answer. */
+      readonly ok: false;
+      /** Why: no handler for the topic, the handler threw, or no answer in time. */
+      readonly error: string;
+    };
+
 /** Which part a listener object plays: a stand-alone listener, a pool's primary, or one of its workers. */
 export type ListenerRole = 'single' | 'primary' | 'worker';
 
@@ -310,6 +333,22 @@ export interface Listener extends EventEmitter<ListenerEvents> {
    * apply them (that worker keeps the old ones; the message names it).
    */
   updateTransport(options: Readonly<Record<string, unknown>>): Promise<void>;
+  /**
+   * Ask every worker process for something of the application's (its metrics, its state): each
+   * worker's handler for `topic` (set with {@link Listener.answer} in the worker) is called with
+   * `payload`, and each answer comes back, with the worker's index and pid — `ok: false` with a
+   * message for a worker that has no handler, threw, or did not answer within `timeout` ms
+   * (default 5000). Payloads and answers cross processes: they must survive the structured clone.
+   * On a single-process listener the one "worker" is this process, so code written for a pool
+   * runs unchanged. In a worker it rejects (ask from the primary).
+   */
+  askWorkers<T = unknown>(topic: string, payload?: unknown, options?: { timeout?: number }): Promise<WorkerAnswer<T>[]>;
+  /**
+   * Answer `topic` when the primary asks ({@link Listener.askWorkers}); `answer` may return a
+   * promise. One handler per topic (a second replaces the first). In a pool's primary it answers
+   * nothing (its workers do).
+   */
+  answer(topic: string, answer: (payload: unknown) => unknown): void;
   /** State and counters. */
   info(): Promise<ListenerInfo>;
   /** A snapshot of every live connection (over every worker process, for a primary). */

@@ -66,6 +66,22 @@ describe.each(kinds)('%s', (_kind, base) => {
     expect(info.handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 1 });
   });
 
+  it('askWorkers reaches every worker (a single listener asks itself); a failing or missing answer is reported', async () => {
+    const p = await start(base);
+    const c = await client(p);
+    expect(await c.request('hi')).toBe('hi');
+    const answers = await p.command<{ index: number; pid: number; ok: boolean; value?: { pid: number; payload: unknown; connections: number }; error?: string }[]>('ask', 'about');
+    expect(answers).toHaveLength(base.single ? 1 : 2);
+    for (const a of answers) expect(a).toMatchObject({ ok: true, value: { pid: a.pid, payload: { asked: true } } });
+    expect(new Set(answers.map((a) => a.pid)).size).toBe(answers.length);
+    // The one connection is in exactly one process.
+    expect(answers.reduce((n, a) => n + (a.value?.connections ?? 0), 0)).toBe(1);
+    const failing = await p.command<{ ok: boolean; error?: string }[]>('ask', 'fails');
+    for (const a of failing) expect(a).toMatchObject({ ok: false, error: expect.stringContaining('this answer fails') });
+    const missing = await p.command<{ ok: boolean; error?: string }[]>('ask', 'nobody');
+    for (const a of missing) expect(a).toMatchObject({ ok: false, error: expect.stringContaining('no answer for "nobody"') });
+  });
+
   it('info() has the same fields and counts the same way', async () => {
     const p = await start(base);
     const cs = await Promise.all(Array.from({ length: 3 }, () => client(p)));

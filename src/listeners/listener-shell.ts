@@ -6,6 +6,7 @@ import type {
   ConnectionCountOp,
   DrainResult,
   Listener,
+  WorkerAnswer,
   ListenerEvents,
   ListenerInfo,
   ListenerRole,
@@ -163,6 +164,22 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
   abstract restartWorkers(): Promise<void>;
   abstract setProtocolOptions(options: unknown): void;
   abstract setAccessRules(rules: readonly AccessRule[]): Promise<void>;
+  abstract askWorkers<T = unknown>(topic: string, payload?: unknown, options?: { timeout?: number }): Promise<WorkerAnswer<T>[]>;
+
+  /** The application's answers to the primary's questions, by topic. */
+  private readonly answers = new Map<string, (payload: unknown) => unknown>();
+
+  answer(topic: string, answer: (payload: unknown) => unknown): void {
+    if (typeof topic !== 'string' || typeof answer !== 'function') throw new TypeError('answer(topic, fn): a string and a function');
+    this.answers.set(topic, answer);
+  }
+
+  /** Answer a question of the primary's here (in a worker, or a single listener asking itself). @internal */
+  async answerHere(topic: string, payload: unknown): Promise<unknown> {
+    const answer = this.answers.get(topic);
+    if (answer === undefined) throw new CorralError('CORRAL_UNSUPPORTED', `no answer for ${JSON.stringify(topic)} in this process (listener.answer)`);
+    return answer(payload);
+  }
   abstract updateTransport(options: Readonly<Record<string, unknown>>): Promise<void>;
 
   /** What suspending does to the work beyond this process's socket (a pool's workers). */

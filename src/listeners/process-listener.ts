@@ -3,7 +3,7 @@ import type { Lease } from '../acceptor-pool/lease.js';
 import type { Connection, ConnectionInfo } from '../connection.js';
 import { connectionStorage } from '../current-connection.js';
 import { CorralError } from '../errors.js';
-import type { DrainResult, ListenerInfo, ListenerTotals } from '../listener.js';
+import type { DrainResult, ListenerInfo, ListenerTotals, WorkerAnswer } from '../listener.js';
 import type { AccessRule } from '../limits/access-rules.js';
 import { checkAccessRules, checkCount, type ListenerPlan } from '../listener-plan.js';
 import { parseProxyHeader } from '../proxy-header/parse.js';
@@ -174,6 +174,16 @@ export class ProcessListener extends ListenerShell {
     if (adopt === undefined) throw new CorralError('CORRAL_LISTEN_FAILED', `transport ${this.transport.name} cannot adopt sockets`);
     const parsed = proxy === undefined ? undefined : parseProxyHeader(proxy);
     this.pool.admitDispatched(adopt.call(this.transport, raw), head, upstream, parsed?.status === 'complete' ? parsed.header : undefined);
+  }
+
+  /** A single listener asks itself (its one "worker" is this process); a worker cannot ask. */
+  async askWorkers<T = unknown>(topic: string, payload?: unknown): Promise<WorkerAnswer<T>[]> {
+    if (this.role === 'worker') throw new CorralError('CORRAL_UNSUPPORTED', `listener ${this.name}: askWorkers is asked from the primary, not in a worker`);
+    try {
+      return [{ index: 0, pid: process.pid, ok: true, value: (await this.answerHere(topic, payload)) as T }];
+    } catch (err) {
+      return [{ index: 0, pid: process.pid, ok: false, error: err instanceof Error ? err.message : String(err) }];
+    }
   }
 
   async setAccessRules(rules: readonly AccessRule[]): Promise<void> {

@@ -1,12 +1,12 @@
 import type { Connection, ConnectionInfo } from '../connection.js';
 import { CorralError } from '../errors.js';
-import type { DrainResult, ListenerInfo, WorkerEvent } from '../listener.js';
+import type { DrainResult, ListenerInfo, WorkerAnswer, WorkerEvent } from '../listener.js';
 import type { AccessRule } from '../limits/access-rules.js';
 import { checkAccessRules, checkCount, type ListenerPlan, type WorkerPlan } from '../listener-plan.js';
 import type { Distribution } from '../options.js';
 import type { SharedListenHandle, Transport } from '../transport.js';
 import type { WorkerCommand, WorkerConfig } from '../workers/ipc.js';
-import { poolInfo, sum, type WorkerAnswer } from '../workers/pool-info.js';
+import { poolInfo, sum, type WorkerReport } from '../workers/pool-info.js';
 import { PrimaryDispatch } from '../workers/primary-dispatch.js';
 import { RollingRestart } from '../workers/rolling-restart.js';
 import { SharedTicketKeys } from '../workers/shared-ticket-keys.js';
@@ -17,6 +17,9 @@ import type { OpenSocket } from './listening-socket.js';
 
 /** Extra time, beyond a worker's own exit grace (`shutdownTimeout`), before the primary kills it. */
 const EXIT_MARGIN_MS = 2000;
+
+/** How long `askWorkers` waits for each worker's answer by default, in ms. */
+const ASK_TIMEOUT_MS = 5000;
 
 /** How long `info()` waits for each worker's answer, in ms. */
 const INFO_TIMEOUT_MS = 2000;
@@ -249,6 +252,21 @@ export class WorkerPoolListener extends ListenerShell {
     for (const w of this.workers.live()) void w.request({ op: 'setProtocolOptions', value: options }).catch(() => {});
   }
 
+  async askWorkers<T = unknown>(topic: string, payload?: unknown, options: { timeout?: number } = {}): Promise<WorkerAnswer<T>[]> {
+    const timeout = options.timeout ?? ASK_TIMEOUT_MS;
+    if (typeof topic !== 'string') throw new TypeError('askWorkers: topic must be a string');
+    // Every worker with a process, a retiring one included: its devices are still connected.
+    return Promise.all(
+      this.workers.live().map(async (w): Promise<WorkerAnswer<T>> => {
+        try {
+          return { index: w.index, pid: w.pid, ok: true, value: await w.request<T>({ op: 'ask', topic, payload }, timeout) };
+        } catch (err) {
+          return { index: w.index, pid: w.pid, ok: false, error: err instanceof Error ? err.message : String(err) };
+        }
+      }),
+    );
+  }
+
   async setAccessRules(rules: readonly AccessRule[]): Promise<void> {
     const checked = checkAccessRules(rules, 'rules');
     this.access = [...rules];
@@ -278,7 +296,7 @@ export class WorkerPoolListener extends ListenerShell {
   async info(): Promise<ListenerInfo> {
     const answers = await Promise.all(
       this.workers.all().map(
-        async (w): Promise<WorkerAnswer> => ({
+        async (w): Promise<WorkerReport> => ({
           worker: { index: w.index, pid: w.pid, status: w.status, connections: w.connections, restarts: w.restarts },
           info: w.child ? await w.request<ListenerInfo>({ op: 'info' }, INFO_TIMEOUT_MS).catch(() => undefined) : undefined,
           reported: w.totals,

@@ -38,6 +38,8 @@ export type WorkerCommand =
   | { op: 'setProtocolOptions'; value: unknown }
   | { op: 'setTicketKeys'; keys: readonly Uint8Array[] }
   | { op: 'setAccess'; rules: readonly AccessRule[] }
+  /** The application's question (`askWorkers`), answered by its handler (`answer`). */
+  | { op: 'ask'; topic: string; payload: unknown }
   | { op: 'updateTransport'; options: Readonly<Record<string, unknown>> }
   | { op: 'accepting'; on: boolean }
   | { op: 'suspend' }

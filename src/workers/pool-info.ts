@@ -57,7 +57,7 @@ function addCounts<K extends string>(list: readonly Readonly<Record<K, number>>[
 }
 
 /** One worker as the primary sees it when `info()` is asked. @internal */
-export interface WorkerAnswer {
+export interface WorkerReport {
   /** The worker's entry in `info().workers`, without its listener's answer. */
   readonly worker: Omit<WorkerInfo, 'listener'>;
   /** The worker's own `info()`, or `undefined` if it has no process or did not answer in time. */
@@ -79,7 +79,7 @@ export interface DispatchStats {
  */
 export function poolInfo(
   base: Pick<ListenerInfo, 'name' | 'status' | 'role' | 'distribution' | 'transport' | 'address' | 'maxConnections' | 'maxHandshakes' | 'admission'>,
-  answers: readonly WorkerAnswer[],
+  answers: readonly WorkerReport[],
   retired: ListenerTotals,
   dispatch: DispatchStats | undefined,
   /** The primary's own times out of descriptors (distribution `primary`: it accepts). */

@@ -292,6 +292,8 @@ export class PoolWorker {
       case 'setProtocolOptions':
         l.setProtocolOptions(cmd.value);
         return null;
+      case 'ask':
+        return l.answerHere(cmd.topic, cmd.payload);
       case 'setAccess':
         await l.setAccessRules(cmd.rules);
         return null;
