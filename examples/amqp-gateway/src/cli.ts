@@ -28,7 +28,8 @@ import { createMetrics } from './metrics.js';
 const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file <f>] [--node-id <id>] [--prefix <p>]
                       [--uplink-queue <q>] [--secret-file <f>] [--previous-secret-file <f>]
                       [--cert <file> --key <file>] [--admin-port <p>] [--admin-host <h>] [--admin-token-file <f>]
-                      [--workers <n>] [--max-connections <n>] [--drain-delay <ms>] [--log-level <l>]
+                      [--workers <n>] [--max-connections <n>] [--drain-delay <ms>] [--proxy-header <cidrs>]
+                      [--log-level <l>]
 
   Credentials (the AMQP URL with its password, the device secrets, the admin token) come from the
   environment or from a file: a flag's value shows in the process list (ps) of every user of the
@@ -58,6 +59,10 @@ const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file 
                          (env CORRAL_GATEWAY_ADMIN_TOKEN); without one commands are disabled
   --workers <n>          run the device listener over n worker processes (needs RabbitMQ)
   --max-connections <n>  most device connections, over all workers (default 60000)
+  --proxy-header <cidrs> behind a load balancer that sends a PROXY protocol header (HAProxy's
+                         send-proxy-v2): read it from these balancers (comma-separated CIDRs or
+                         addresses) so devices are known by their own addresses; connections from
+                         anywhere else are refused
   --drain-delay <ms>     on SIGTERM, answer 503 on /healthz for this long before closing devices, so
                          a load balancer stops sending new ones first (default 0)
   --log-level <l>        ${LOG_LEVELS.join(', ')} (default info)
@@ -101,6 +106,7 @@ function parse() {
         workers: { type: 'string' },
         'max-connections': { type: 'string' },
         'drain-delay': { type: 'string', default: '0' },
+        'proxy-header': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -121,6 +127,8 @@ const adminPort = integer('admin-port', args['admin-port'], 0, 65535);
 const drainDelay = integer('drain-delay', args['drain-delay'], 0, 3_600_000);
 const workers = args.workers === undefined ? undefined : integer('workers', args.workers, 1, 256);
 const maxConnections = args['max-connections'] === undefined ? undefined : integer('max-connections', args['max-connections'], 1, 2 ** 31 - 1);
+const proxyHeaderFrom = args['proxy-header']?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+if (proxyHeaderFrom !== undefined && proxyHeaderFrom.length === 0) usageError('--proxy-header needs at least one CIDR or address');
 const logLevel = args['log-level'];
 if (!isLogLevel(logLevel)) usageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
 const prefix = args.prefix;
@@ -262,6 +270,7 @@ try {
     metrics,
     ...(workers === undefined ? {} : { workers }),
     ...(maxConnections === undefined ? {} : { maxConnections }),
+    ...(proxyHeaderFrom === undefined ? {} : { proxyHeaderFrom }),
   });
 } catch (err) {
   // A ListenError names the address that could not be bound; a broker error says what failed.

@@ -353,7 +353,8 @@ export class DeviceSession implements ProtocolHandler {
     conn.setIdleTimeout(ctx.limits.idleTimeout, { resetOn: 'read' });
     this.helloOutcome('welcome');
     ctx.metrics.deviceConnected();
-    ctx.logger.debug({ device, session: this.session, connection: conn.id }, 'device connected');
+    // remote: the device's own address (behind --proxy-header, the one its balancer's header names).
+    ctx.logger.debug({ device, session: this.session, connection: conn.id, remote: conn.remote }, 'device connected');
     this.presence('connected');
     this.writeQueued();
   }

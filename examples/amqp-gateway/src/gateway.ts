@@ -39,6 +39,12 @@ export interface GatewayOptions {
   readonly maxConnections?: number;
   /** Run over this many worker processes (needs an AMQP broker). */
   readonly workers?: number;
+  /**
+   * Read a PROXY protocol header (v1/v2, e.g. HAProxy's `send-proxy-v2`) from these load balancers
+   * (CIDRs or addresses), and only from them: devices are then known by their own addresses, in
+   * `/devices`, the logs and every per-address rule; connections from anywhere else are refused.
+   */
+  readonly proxyHeaderFrom?: readonly string[];
   /** Closing rate on drain, connections per second (corral's drainRate). Default 500. */
   readonly drainRate?: number;
   /**
@@ -142,8 +148,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       protocol: (conn: Connection) => new DeviceSession(conn, context),
       maxConnections: options.maxConnections ?? 60_000,
       drainRate: options.drainRate ?? 500,
-      handshakeTimeout: 10_000,
+      // corral's admission defaults stand: a device's socket holds no slot until its ClientHello
+      // is in, and a started handshake has 5 s (waitTimeout is 5 s too), so silent peers cannot
+      // keep real devices out (docs/gateway.md, "Silent sockets").
       shutdownTimeout,
+      ...(options.proxyHeaderFrom === undefined ? {} : { proxyHeader: true, proxyHeaderFrom: options.proxyHeaderFrom }),
       ...(options.workers === undefined ? {} : { workers: options.workers }),
     });
   } catch (err) {

@@ -2,6 +2,7 @@
  * A device for tests: a real TLS connection to the gateway that sends JSON lines and waits for the
  * gateway's messages by type.
  */
+import net from 'node:net';
 import tls from 'node:tls';
 import type { GatewayMessage } from '../../src/device-protocol.js';
 
@@ -46,9 +47,12 @@ export class DeviceClient {
   }
 
   /** Connect over TLS (certificates are not checked: the gateway's is self-signed). */
-  static connect(port: number, host = '127.0.0.1'): Promise<DeviceClient> {
+  static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<DeviceClient> {
     return new Promise((resolve, reject) => {
-      const socket = tls.connect({ port, host, rejectUnauthorized: false });
+      // From `localAddress` (a device's own address), over a TCP socket of its own: tls.connect has no such option.
+      const socket = localAddress === undefined
+        ? tls.connect({ port, host, rejectUnauthorized: false })
+        : tls.connect({ socket: net.connect({ port, host, localAddress }), rejectUnauthorized: false });
       socket.once('secureConnect', () => {
         socket.off('error', reject);
         resolve(new DeviceClient(socket));
@@ -58,8 +62,8 @@ export class DeviceClient {
   }
 
   /** Connect and send a hello; resolves with the welcome. */
-  static async hello(port: number, device: string, token: string): Promise<{ client: DeviceClient; welcome: Received<'welcome'> }> {
-    const client = await DeviceClient.connect(port);
+  static async hello(port: number, device: string, token: string, localAddress?: string): Promise<{ client: DeviceClient; welcome: Received<'welcome'> }> {
+    const client = await DeviceClient.connect(port, '127.0.0.1', localAddress);
     client.send({ type: 'hello', device, token });
     return { client, welcome: await client.next('welcome') };
   }
