@@ -4,8 +4,8 @@
  *
  * | route | answer |
  * |---|---|
- * | `GET /metrics` | Prometheus text: the gateway's metrics registry, plus corral's listener counters from `listener.info()` (summed over workers) |
- * | `GET /healthz` | 200 `{"status":"ok",…}`; 503 `draining` once a drain began, 503 `unavailable` while the broker is not connected |
+ * | `GET /metrics` | Prometheus text: the gateway's metrics over every process (with workers, each worker's registry aggregated with the primary's: counters and gauges summed), plus corral's listener counters from `listener.info()` (summed over workers) |
+ * | `GET /healthz` | 200 `{"status":"ok",…}`; 503 `draining` once a drain began, 503 `unavailable` while a process's broker is not connected (every worker's, asked at each request) |
  * | `GET /devices` | 200, a JSON array of the connected devices (`Gateway.devices()`) |
  * | `POST /devices/:id/commands` | body `{"body": any, "expirationMs"?: n, "id"?: s}` → publish to `<prefix>.down` → 202 `{"id",…}` |
  *
@@ -84,19 +84,23 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     if (path === '/metrics') {
       allow(['GET', 'HEAD']);
       listenerMetrics.set(await gateway.listener.info());
-      const text = (await metrics.registry.metrics()) + (await listenerMetrics.registry.metrics());
+      const text = (await gateway.metricsText()) + (await listenerMetrics.registry.metrics());
       res.writeHead(200, { 'content-type': metrics.registry.contentType });
       res.end(method === 'HEAD' ? undefined : text);
       return;
     }
     if (path === '/healthz') {
       allow(['GET', 'HEAD']);
-      const state = gateway.broker.state;
       // A blocked broker (RabbitMQ's memory or disk alarm) is still connected, and blocks every
       // node alike: taking this one out of the load balancer would not help, so it stays healthy.
-      const brokerUp = state === 'connected' || state === 'blocked';
-      const status = draining ? 'draining' : gateway.healthy() && brokerUp ? 'ok' : 'unavailable';
-      reply(res, status === 'ok' ? 200 : 503, { status, node: gateway.nodeId, mode: gateway.broker.mode, broker: state }, method);
+      const health = await gateway.health();
+      const status = draining || health.draining ? 'draining' : health.ok ? 'ok' : 'unavailable';
+      reply(
+        res,
+        status === 'ok' ? 200 : 503,
+        { status, node: gateway.nodeId, mode: gateway.broker.mode, broker: gateway.broker.state, processes: health.processes },
+        method,
+      );
       return;
     }
     if (path === '/devices') {

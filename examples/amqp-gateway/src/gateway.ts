@@ -1,5 +1,6 @@
 import { type Connection, type Listener, type SocketAddress, startListener } from 'corral';
 import type { Logger } from 'pino';
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Authenticate } from './auth.js';
 import type { Broker } from './broker.js';
 import { DeviceDirectory } from './device-directory.js';
@@ -70,6 +71,33 @@ export interface DeviceInfo {
   readonly pid: number;
 }
 
+/** One process's part of {@link NodeHealth}. */
+export interface ProcessHealth {
+  /** `primary`, `single`, or the worker's index. */
+  readonly process: string;
+  readonly pid: number | undefined;
+  /** Its broker connection's state, or `unanswered` (a worker that did not answer in time). */
+  readonly broker: Broker['state'] | 'unanswered';
+}
+
+/** What `/healthz` reports. */
+export interface NodeHealth {
+  readonly ok: boolean;
+  readonly draining: boolean;
+  readonly processes: readonly ProcessHealth[];
+}
+
+/** The topics the primary asks its workers (`listener.askWorkers`). */
+const ASK_METRICS = 'gateway:metrics';
+const ASK_BROKER_STATE = 'gateway:broker-state';
+/** How long the admin API waits for a worker's answer, ms: it answers quickly or without that worker. */
+const ASK_TIMEOUT_MS = 1000;
+
+/** Whether a broker in this state serves (a blocked one blocks every node alike: no reason to leave the balancer). */
+function brokerServes(state: Broker['state'] | 'unanswered'): boolean {
+  return state === 'connected' || state === 'blocked';
+}
+
 /** A running gateway node (in the primary, or in a single process). */
 export interface Gateway {
   readonly nodeId: string;
@@ -80,6 +108,19 @@ export interface Gateway {
   devices(): Promise<DeviceInfo[]>;
   /** Whether the node serves devices (false once draining, or while the broker is down). */
   healthy(): boolean;
+  /**
+   * The node's health over every process: this process's broker and, with workers, each worker's
+   * (asked over corral's IPC channel). `ok` when the node is not draining, its listener runs, and
+   * every process that answered can publish and consume (broker `connected`, or `blocked`, which
+   * blocks every node alike).
+   */
+  health(): Promise<NodeHealth>;
+  /**
+   * The node's metrics over every process: with workers, each worker's registry (asked over
+   * corral's IPC channel) and this process's, aggregated as prom-client's AggregatorRegistry does
+   * (counters and gauges summed); otherwise this process's registry.
+   */
+  metricsText(): Promise<string>;
   /**
    * SIGTERM: stop accepting, close devices at `drainRate`, let outstanding confirms finish, close
    * the broker. Resolves when done.
@@ -162,6 +203,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     throw err;
   }
   listener.on('handlerCrash', ({ id, hook, error }) => logger.error({ err: error, connection: id, hook }, 'device handler crashed'));
+  // What the primary's admin API asks every process (a single process asks itself).
+  listener.answer(ASK_METRICS, () => metrics.registry.getMetricsAsJSON());
+  listener.answer(ASK_BROKER_STATE, () => broker.state);
   if (listener.role === 'worker') {
     // The primary drains the pool; each worker's listener stops here. Let its detaches, command
     // hand-backs and confirms finish, then close the broker, so the worker exits cleanly (corral
@@ -197,8 +241,26 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return devices;
     },
     healthy() {
-      const state = broker.state;
-      return draining === undefined && listener.status === 'running' && (state === 'connected' || state === 'blocked');
+      return draining === undefined && listener.status === 'running' && brokerServes(broker.state);
+    },
+    async health() {
+      const own: ProcessHealth = { process: listener.role === 'primary' ? 'primary' : 'single', pid: process.pid, broker: broker.state };
+      const processes: ProcessHealth[] = [own];
+      if (listener.role === 'primary') {
+        for (const a of await listener.askWorkers<Broker['state']>(ASK_BROKER_STATE, undefined, { timeout: ASK_TIMEOUT_MS })) {
+          processes.push({ process: String(a.index), pid: a.pid, broker: a.ok ? a.value : 'unanswered' });
+        }
+      }
+      // A worker that did not answer (restarting, say) holds no devices: the others decide.
+      const answered = processes.filter((p) => p.broker !== 'unanswered');
+      const ok = draining === undefined && listener.status === 'running' && answered.every((p) => brokerServes(p.broker));
+      return { ok, draining: draining !== undefined, processes };
+    },
+    async metricsText() {
+      if (listener.role !== 'primary') return metrics.registry.metrics();
+      const answers = await listener.askWorkers<MetricObjectWithValues<MetricValue<string>>[]>(ASK_METRICS, undefined, { timeout: ASK_TIMEOUT_MS });
+      const all = [await metrics.registry.getMetricsAsJSON(), ...answers.flatMap((a) => (a.ok ? [a.value] : []))];
+      return AggregatorRegistry.aggregate(all).metrics();
     },
     drain() {
       draining ??= (async () => {

@@ -308,6 +308,36 @@ describeRabbit('corral-gateway with RabbitMQ', () => {
     });
   }
 
+  it('--workers 2: /metrics, /devices and /healthz of the node cover every worker', { timeout: 60_000 }, async () => {
+    const gw = await startAmqpGateway('gw-v', ['--workers', '2', '--secret', 'v', '--admin-token', 't']);
+    // Six devices over the two workers (the kernel spreads them; the test checks both got some).
+    const ds = [];
+    for (let i = 0; i < 6; i++) ds.push(await connectDevice(gw.port, `lamp-${i}`, 'v'));
+    const listed = (await (await fetch(`${gw.admin}/devices`)).json()) as { device: string; pid: number }[];
+    expect(listed.map((d) => d.device).sort()).toEqual(ds.map((_, i) => `lamp-${i}`));
+    // Each device acknowledges one command.
+    for (const [i, d] of ds.entries()) {
+      expect((await postCommand(gw.admin, `lamp-${i}`, JSON.stringify({ body: 'on', id: `on-${i}` }), 't')).status).toBe(202);
+      expect(await d.next()).toMatchObject({ type: 'cmd', id: `on-${i}` });
+      d.send({ type: 'cmd_ack', id: `on-${i}` });
+    }
+    // The acks are counted by the workers that hold the devices; the node's /metrics sums them.
+    const deadline = Date.now() + 10_000;
+    let metrics = '';
+    while (Date.now() < deadline) {
+      metrics = await (await fetch(`${gw.admin}/metrics`)).text();
+      if (/^gateway_downlink_acked_total 6$/m.test(metrics)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(metrics).toMatch(/^gateway_device_connections 6$/m);
+    expect(metrics).toMatch(/^gateway_downlink_acked_total 6$/m);
+    expect(metrics).toMatch(/^gateway_hellos_total\{outcome="welcome"\} 6$/m);
+    const health = (await (await fetch(`${gw.admin}/healthz`)).json()) as { status: string; processes: { process: string; broker: string }[] };
+    expect(health.status).toBe('ok');
+    expect(health.processes.map((p) => p.process).sort()).toEqual(['0', '1', 'primary']);
+    for (const p of health.processes) expect(p.broker).toBe('connected');
+  });
+
   it('--workers 2: simulated devices get every ack; the primary serves the listener counters of its workers', { timeout: 120_000 }, async () => {
     // The workers re-run src/cli.ts with the primary's Node flags: tsx and corral-source again.
     const gw = await startAmqpGateway('gw-w', ['--workers', '2', '--secret', 'w']);
