@@ -118,7 +118,7 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
     buckets: LATENCY_BUCKETS,
     registers,
   });
-  const brokerState = new Gauge({ name: 'gateway_broker_state', help: 'The broker state (1 = current)', labelNames: ['state'], registers });
+  const brokerState = new Gauge({ name: 'gateway_broker_state', help: 'Processes whose broker is in this state (1 = current in a single process; summed over workers)', labelNames: ['state'], registers });
   const takeovers = new Counter({ name: 'gateway_takeovers_total', help: 'Session takeovers, by kind', labelNames: ['kind'], registers });
 
   for (const state of BROKER_STATES) brokerState.set({ state }, 0);
