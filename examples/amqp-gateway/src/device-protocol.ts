@@ -59,6 +59,8 @@ export class ProtocolError extends Error {
   }
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 function field(o: Record<string, unknown>, name: string, pattern: RegExp): string {
   const v = o[name];
   if (typeof v !== 'string' || !pattern.test(v)) throw new ProtocolError('invalid_field', `field "${name}" is missing or invalid`);
@@ -67,9 +69,16 @@ function field(o: Record<string, unknown>, name: string, pattern: RegExp): strin
 
 /** Parse one line from a device. Throws {@link ProtocolError} with the reason. */
 export function parseDeviceLine(line: Buffer | string): DeviceMessage {
+  let text: string;
+  try {
+    // Fatal: a byte sequence that is not UTF-8 is refused, not stored as U+FFFD.
+    text = typeof line === 'string' ? line : UTF8.decode(line);
+  } catch {
+    throw new ProtocolError('malformed_json', 'line is not valid UTF-8');
+  }
   let value: unknown;
   try {
-    value = JSON.parse(typeof line === 'string' ? line : line.toString('utf8'));
+    value = JSON.parse(text);
   } catch {
     throw new ProtocolError('malformed_json', 'line is not valid JSON');
   }

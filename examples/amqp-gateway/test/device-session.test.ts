@@ -137,6 +137,18 @@ describe('protocol errors: an error line, then close, counted by code', () => {
     });
   }
 
+  it('a body that is not UTF-8 → malformed_json, nothing published', async () => {
+    const node = await startTestNode();
+    const { client } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    // "\xff\xfe" is not UTF-8: a lenient decoder would store it as U+FFFD U+FFFD and ack it.
+    client.sendRaw(Buffer.concat([Buffer.from('{"type":"msg","id":"1","topic":"t","body":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}\n')]));
+    const error = await client.expectError();
+    expect(error).toEqual({ type: 'error', code: 'malformed_json', message: 'line is not valid UTF-8' });
+    expect(client.received.some((m) => m.type === 'ack')).toBe(false);
+    expect(await metric(node.metrics, 'gateway_device_errors_total', { code: 'malformed_json' })).toBe(1);
+    expect(await metric(node.metrics, 'gateway_uplink_published_total')).toBe(0);
+  });
+
   it('a first line that is not a hello → hello_required', async () => {
     const node = await startTestNode();
     const client = await DeviceClient.connect(node.port);

@@ -74,8 +74,8 @@ export class DeviceClient {
   }
 
   /** Send raw text (a line ending is not added). */
-  sendRaw(text: string): void {
-    this.socket.write(text);
+  sendRaw(data: string | Buffer): void {
+    this.socket.write(data);
   }
 
   /**
