@@ -10,7 +10,7 @@
  * each within a time budget. A scenario that throws or overruns is reported and makes the run exit
  * with status 1, after everything measured so far is written; timings never fail a run.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -157,9 +157,14 @@ if (quick) {
   file = `${resultsDir}/quick.json`;
 } else {
   file = `${resultsDir}/${results.machine.date.slice(0, 10)}.json`;
-  // A partial full run (--only) replaces its scenarios in today's results and keeps the others.
-  if (only && existsSync(file)) {
-    const earlier = JSON.parse(readFileSync(file, 'utf8')) as BenchResults;
+  // A partial full run (--only) replaces its scenarios in the newest full results (today's, or the
+  // last day's when today has none) and keeps the others, each with the date it ran.
+  const newest = readdirSync(resultsDir)
+    .filter((f) => /^\d{4}-\d{2}-\d{2}\.json$/.test(f) && f <= `${results.machine.date.slice(0, 10)}.json`)
+    .sort()
+    .at(-1);
+  if (only && newest !== undefined) {
+    const earlier = JSON.parse(readFileSync(`${resultsDir}/${newest}`, 'utf8')) as BenchResults;
     const ran = new Set([...results.scenarios.map((s) => s.id), ...results.errors.map((e) => e.id)]);
     report = {
       ...results,

@@ -112,7 +112,7 @@ export function renderReport(results: BenchResults): RenderedReport {
     'Run it with `npm run bench` (the full suite: writes `bench/results/<date>.json` with every raw number, and this page with',
     'its charts) or `npm run bench -- --quick` (small sizes, well under a minute per scenario, writes only `bench/results/quick.json`: the smoke',
     'check CI runs, which fails only if a scenario errors, never on a timing). `--only <id>,<id>` runs some scenarios; a full',
-    'run with `--only` replaces those scenarios in the day’s results and keeps the others.',
+    'run with `--only` replaces those scenarios in the newest day’s results and keeps the others (a scenario from an earlier day says so).',
     '',
     '## Machine',
     '',
