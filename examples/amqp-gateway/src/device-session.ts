@@ -47,6 +47,7 @@ import {
 } from './device-protocol.js';
 import type { GatewayMetrics, HelloOutcome, RedeliveryReason } from './metrics.js';
 import type { UplinkBudget } from './uplink-budget.js';
+import { UplinkRate } from './uplink-rate.js';
 
 /** Per-device limits and timeouts (ms), all filled in. */
 export interface SessionLimits {
@@ -57,6 +58,9 @@ export interface SessionLimits {
   /** Commands waiting behind the pending ones, at most; beyond, they go back to the broker. */
   readonly maxQueuedCommands: number;
   readonly cmdAckTimeout: number;
+  /** Uplink messages per second a device may send (`Infinity`: no limit), and its burst. */
+  readonly uplinkRate: number;
+  readonly uplinkBurst: number;
 }
 
 /** What every session of one process shares. */
@@ -150,6 +154,9 @@ export class DeviceSession implements ProtocolHandler {
   private inflight = 0;
   /** Reading is paused on the process-wide uplink byte budget. */
   private awaitingBudget = false;
+  private rate: UplinkRate | undefined;
+  /** The wait for the next uplink token, while over the device's rate. */
+  private rateWait: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   private resumeReading: (() => void) | undefined = undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly queued: Command[] = [];
@@ -197,12 +204,7 @@ export class DeviceSession implements ProtocolHandler {
         this.fail('duplicate_hello', 'hello was already sent');
         return;
       case 'msg':
-        if (this.shuttingDown) {
-          // Draining: what is in flight finishes; the device sends the rest to another node.
-          this.ctx.metrics.uplinkNacked('shutting_down');
-          this.conn.sendFrame(encode({ type: 'nack', id: message.id, reason: 'shutting_down' }));
-          return;
-        }
+        if (this.shuttingDown) return this.refuseDraining(message.id);
         return this.uplink(message, frame.length);
       case 'cmd_ack':
         this.commandAck(message);
@@ -229,6 +231,7 @@ export class DeviceSession implements ProtocolHandler {
     const { ctx } = this;
     if (this.helloTimer !== undefined) clearTimeout(this.helloTimer);
     this.helloTimer = undefined;
+    this.endRateWait();
     this.wakeReader();
     if (this.registered) ctx.directory.remove(this);
     const device = this.device;
@@ -382,7 +385,50 @@ export class DeviceSession implements ProtocolHandler {
 
   // ---- uplink --------------------------------------------------------------------------------------
 
+  /** Draining: what is in flight finishes; the device sends the rest to another node. */
+  private refuseDraining(id: string): void {
+    this.ctx.metrics.uplinkNacked('shutting_down');
+    this.conn.sendFrame(encode({ type: 'nack', id, reason: 'shutting_down' }));
+  }
+
   private uplink(message: Uplink, bytes: number): void | Promise<void> {
+    const { uplinkRate, uplinkBurst } = this.ctx.limits;
+    if (uplinkRate !== Infinity) {
+      this.rate ??= new UplinkRate(uplinkRate, uplinkBurst, performance.now());
+      const wait = this.rate.take(performance.now());
+      if (wait > 0) {
+        this.ctx.metrics.uplinkRateLimited();
+        return this.afterRateWait(wait).then(() => {
+          if (this.closed) return;
+          return this.uplink(message, bytes);
+        });
+      }
+    }
+    return this.withBudget(message, bytes);
+  }
+
+  /** Ends a wait for the next uplink token at once (the session closed). */
+  private endRateWait(): void {
+    if (this.rateWait === undefined) return;
+    clearTimeout(this.rateWait.timer);
+    this.rateWait.resolve();
+    this.rateWait = undefined;
+  }
+
+  /** Wait `ms` for the device's next uplink token; {@link endRateWait} ends it early. */
+  private afterRateWait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.rateWait = {
+        timer: setTimeout(() => {
+          this.rateWait = undefined;
+          resolve();
+        }, ms),
+        resolve,
+      };
+    });
+  }
+
+  private withBudget(message: Uplink, bytes: number): void | Promise<void> {
     const readAt = performance.now();
     const granted = this.ctx.budget.acquire(bytes);
     if (granted === undefined) return this.publish(message, bytes, readAt);

@@ -34,6 +34,13 @@ export interface GatewayOptions {
   readonly maxPendingCommands?: number;
   /** A command not acknowledged within this many ms is treated as undelivered. Default 30000. */
   readonly cmdAckTimeout?: number;
+  /**
+   * Uplink messages per second one device may send, and how many at once (a token bucket). Over
+   * the rate, the gateway stops reading the device until its next token (backpressure; nothing is
+   * refused). Default 100 per second, burst 200; `Infinity` turns it off.
+   */
+  readonly uplinkRate?: number;
+  readonly uplinkBurst?: number;
   /** Uplink bytes this process holds unconfirmed, in total, before devices are paused. Default 64 MiB. */
   readonly maxBufferedBytes?: number;
   /** Most device connections (corral's maxConnections). Default 60000. */
@@ -172,6 +179,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       maxPendingCommands: options.maxPendingCommands ?? 16,
       maxQueuedCommands: options.maxQueuedCommands ?? 64,
       cmdAckTimeout: options.cmdAckTimeout ?? 30_000,
+      uplinkRate: options.uplinkRate ?? 100,
+      uplinkBurst: options.uplinkBurst ?? 200,
     },
     directory: new DeviceDirectory({ stampRetention: Math.max(60_000, 2 * (options.helloTimeout ?? 10_000)) }),
     budget: new UplinkBudget(options.maxBufferedBytes ?? 64 * 1024 * 1024, (bytes) => metrics.uplinkBufferedBytes(bytes)),

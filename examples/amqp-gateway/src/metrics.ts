@@ -11,6 +11,7 @@
  * | `gateway_uplink_published_total` | counter | |
  * | `gateway_uplink_acked_total` | counter | |
  * | `gateway_uplink_nacked_total` | counter | `reason` |
+ * | `gateway_uplink_rate_limited_total` | counter | (uplink messages that waited for their device's rate) |
  * | `gateway_uplink_ack_seconds` | histogram | |
  * | `gateway_uplink_buffered_bytes` | gauge | |
  * | `gateway_downlink_delivered_total` | counter | |
@@ -53,6 +54,8 @@ export interface GatewayMetrics {
   uplinkNacked(reason: string): void;
   /** Uplink bytes held unconfirmed by this process now. */
   uplinkBufferedBytes(bytes: number): void;
+  /** An uplink message waited for its device's rate (`uplinkRate`). */
+  uplinkRateLimited(): void;
   /** A command was written to its device. */
   downlinkDelivered(): void;
   /** A device acknowledged a command, `seconds` after it was written. */
@@ -94,6 +97,11 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
   });
   const published = new Counter({ name: 'gateway_uplink_published_total', help: 'Uplink messages published to the broker', registers });
   const acked = new Counter({ name: 'gateway_uplink_acked_total', help: 'Uplink messages confirmed and acknowledged to the device', registers });
+  const rateLimited = new Counter({
+    name: 'gateway_uplink_rate_limited_total',
+    help: "Uplink messages that waited for their device's rate (uplinkRate): the device was not read meanwhile",
+    registers,
+  });
   const nacked = new Counter({ name: 'gateway_uplink_nacked_total', help: 'Uplink messages refused, by reason', labelNames: ['reason'], registers });
   const ackLatency = new Histogram({
     name: 'gateway_uplink_ack_seconds',
@@ -136,6 +144,7 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
     },
     uplinkNacked: (reason) => nacked.inc({ reason }),
     uplinkBufferedBytes: (bytes) => buffered.set(bytes),
+    uplinkRateLimited: () => rateLimited.inc(),
     downlinkDelivered: () => delivered.inc(),
     downlinkAcked: (seconds) => {
       cmdAcked.inc();
