@@ -154,6 +154,8 @@ export class DeviceSession implements ProtocolHandler {
   private inflight = 0;
   /** Reading is paused on the process-wide uplink byte budget. */
   private awaitingBudget = false;
+  /** Acks and nacks waiting for {@link flushReplies}. */
+  private replies: string[] = [];
   private rate: UplinkRate | undefined;
   /** The wait for the next uplink token, while over the device's rate. */
   private rateWait: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
@@ -210,7 +212,7 @@ export class DeviceSession implements ProtocolHandler {
         this.commandAck(message);
         return;
       case 'ping':
-        this.conn.sendFrame(encode({ type: 'pong' }));
+        this.sendLine(encode({ type: 'pong' }));
         return;
     }
   }
@@ -222,7 +224,10 @@ export class DeviceSession implements ProtocolHandler {
 
   onShutdown(conn: Connection): void {
     this.shuttingDown = true;
-    if (this.inflight === 0) void conn.close();
+    if (this.inflight === 0) {
+      this.flushReplies();
+      void conn.close();
+    }
   }
 
   onClose(_conn: Connection, reason: CloseReason): void {
@@ -350,7 +355,7 @@ export class DeviceSession implements ProtocolHandler {
     this.helloTimer = undefined;
     this.phase = 'open';
     this.welcomed = true;
-    conn.sendFrame(encode({ type: 'welcome', node: ctx.nodeId, session: this.session }));
+    this.sendLine(encode({ type: 'welcome', node: ctx.nodeId, session: this.session }));
     // "A device silent for longer than idleTimeout is closed": only what the device sends counts,
     // not the commands written to it (a half-open device would otherwise never time out).
     conn.setIdleTimeout(ctx.limits.idleTimeout, { resetOn: 'read' });
@@ -388,7 +393,7 @@ export class DeviceSession implements ProtocolHandler {
   /** Draining: what is in flight finishes; the device sends the rest to another node. */
   private refuseDraining(id: string): void {
     this.ctx.metrics.uplinkNacked('shutting_down');
-    this.conn.sendFrame(encode({ type: 'nack', id, reason: 'shutting_down' }));
+    this.sendLine(encode({ type: 'nack', id, reason: 'shutting_down' }));
   }
 
   private uplink(message: Uplink, bytes: number): void | Promise<void> {
@@ -443,6 +448,33 @@ export class DeviceSession implements ProtocolHandler {
     });
   }
 
+  /**
+   * An ack or nack for the device: held until the current burst of confirms is handled, then
+   * written with the others as one write (one TLS record), instead of one record per message.
+   * The broker confirms in batches, so a device with several messages in flight usually gets its
+   * acks together.
+   */
+  private queueReply(line: string): void {
+    this.replies.push(line);
+    if (this.replies.length === 1) queueMicrotask(() => this.flushReplies());
+  }
+
+  /** Write the held acks and nacks now (before any other line, so the device sees them in order). */
+  private flushReplies(): void {
+    const lines = this.replies;
+    if (lines.length === 0) return;
+    this.replies = [];
+    // The listener's framing is '\n'-terminated lines (see startGateway), so lines join as one chunk.
+    if (lines.length === 1) this.conn.sendFrame(lines[0]!);
+    else this.conn.send(`${lines.join('\n')}\n`);
+  }
+
+  /** Any other line to the device: after the held acks. */
+  private sendLine(line: string): void {
+    this.flushReplies();
+    this.conn.sendFrame(line);
+  }
+
   private publish(message: Uplink, bytes: number, readAt: number): void | Promise<void> {
     const { ctx } = this;
     const device = this.device!;
@@ -457,15 +489,18 @@ export class DeviceSession implements ProtocolHandler {
       .then((result) => {
         if (result.ok) {
           ctx.metrics.uplinkAcked((performance.now() - readAt) / 1000);
-          this.conn.sendFrame(encode({ type: 'ack', id: message.id }));
+          this.queueReply(encode({ type: 'ack', id: message.id }));
         } else {
           ctx.metrics.uplinkNacked(result.reason);
-          this.conn.sendFrame(encode({ type: 'nack', id: message.id, reason: result.reason }));
+          this.queueReply(encode({ type: 'nack', id: message.id, reason: result.reason }));
         }
         ctx.budget.release(bytes);
         this.inflight--;
         this.wakeReader();
-        if (this.shuttingDown && this.inflight === 0) void this.conn.close();
+        if (this.shuttingDown && this.inflight === 0) {
+          this.flushReplies();
+          void this.conn.close();
+        }
       });
     if (this.inflight >= ctx.limits.maxInflightPerDevice) {
       return new Promise((resolve) => (this.resumeReading = resolve));
@@ -499,7 +534,7 @@ export class DeviceSession implements ProtocolHandler {
     const timer = setTimeout(() => this.ackTimedOut(command.id), ctx.limits.cmdAckTimeout);
     timer.unref();
     this.pending.set(command.id, { command, timer, sentAt: performance.now() });
-    this.conn.sendFrame(encode({ type: 'cmd', id: command.id, body: command.body }));
+    this.sendLine(encode({ type: 'cmd', id: command.id, body: command.body }));
     ctx.metrics.downlinkDelivered();
   }
 
@@ -555,7 +590,7 @@ export class DeviceSession implements ProtocolHandler {
   private fail(code: ErrorCode, message: string): void {
     if (this.conn.closed) return;
     this.ctx.metrics.deviceError(code);
-    this.conn.sendFrame(encode({ type: 'error', code, message }));
+    this.sendLine(encode({ type: 'error', code, message }));
     void this.conn.close();
   }
 
