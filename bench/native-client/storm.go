@@ -11,7 +11,9 @@ import (
 )
 
 // runStorm: -devices N devices connect at once (or at -connect-rate per second). An attempt is
-// TCP connect + TLS handshake + the line echoed, within -deadline ms; a failed attempt is closed
+// TCP connect + TLS handshake + the line echoed, within -deadline ms (with -gateway msg, a
+// gateway stampede: hello → welcome and one msg → its ack instead of the echo, device ids from
+// the source addresses; see gateway.go); a failed attempt is closed
 // and retried after -backoff-base × 2ⁿ (n = failures so far, capped at -backoff-cap) × uniform
 // [0.5, 1.5). Nothing is retried after -give-up ms; devices that came back hold their connection
 // until the end (-hold).
