@@ -252,6 +252,18 @@ async function allDone<R>(procs: readonly NativeProcess[]): Promise<R[]> {
  */
 export type FailReason = 'deadline' | 'refused' | 'closed' | 'error' | 'mismatch' | 'nack' | `gateway:${string}`;
 
+/** Where a storm attempt failed: the TCP connect, the TLS handshake, the echo; with `gateway`, waiting for the welcome or the ack instead of the echo. */
+export type FailStage = 'connect' | 'handshake' | 'echo' | 'welcome' | 'ack';
+
+/** A failed storm attempt: source address, local port (0: the TCP connect never completed), when, why, where. */
+export interface FailedAttempt {
+  address: string;
+  port: number;
+  at: number;
+  reason: FailReason;
+  stage: FailStage;
+}
+
 /** Options of {@link runNativeStorm} and {@link prepareNativeStorm}. */
 export interface NativeStormOptions extends NativeCommon {
   devices: number;
@@ -289,8 +301,8 @@ export interface NativeStormResult {
   attempts: number[];
   /** When each device that came back did. */
   connectedAt: number[];
-  /** Every failed attempt: source address, local port (0: the TCP connect never completed), when, why. */
-  abandoned: { address: string; port: number; at: number; reason: FailReason }[];
+  /** Every failed attempt: source address, local port (0: the TCP connect never completed), when, why, where. */
+  abandoned: FailedAttempt[];
   /** TCP connects refused. */
   refused: number;
   /** The storm's start: the earliest of the processes' starts (or armings, with `reconnect`). */
@@ -311,7 +323,7 @@ interface StormDone extends Tagged {
   resumedDevices: number;
   attempts: number[];
   connectedAt: number[];
-  abandoned: { address: string; port: number; at: number; reason: FailReason }[];
+  abandoned: FailedAttempt[];
   refused: number;
   epoch: number;
   cpuUs: number;

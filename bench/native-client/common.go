@@ -242,7 +242,8 @@ var handshakesFull, handshakesResumed atomic.Int64
 // echo read (with -gateway: the gateway exchange instead), all within deadline.
 type attempt struct {
 	ok        bool
-	reason    string // when !ok: deadline, refused, closed, error, mismatch (see classify)
+	reason    string // when !ok: deadline, refused, closed, error, mismatch (see classify); with -gateway also nack, gateway:<code>
+	stage     string // when !ok, where it failed: connect, handshake, echo; with -gateway welcome or ack instead of echo
 	localPort int    // 0 when the TCP connect did not complete
 	resumed   bool
 	latency   time.Duration
@@ -266,7 +267,7 @@ func (o *options) connectAs(src, device string, deadline time.Duration, cfg *tls
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Deadline: end}
 	raw, err := d.Dial("tcp", o.target())
 	if err != nil {
-		return attempt{reason: classify(err), latency: time.Since(start)}
+		return attempt{reason: classify(err), stage: "connect", latency: time.Since(start)}
 	}
 	a := attempt{localPort: raw.LocalAddr().(*net.TCPAddr).Port, raw: raw, connected: time.Since(start)}
 	_ = raw.SetDeadline(end)
@@ -275,6 +276,7 @@ func (o *options) connectAs(src, device string, deadline time.Duration, cfg *tls
 		conn = newDelayedConn(raw, o.delay, !o.delayFirst)
 	}
 	tc := tls.Client(conn, cfg)
+	a.stage = "handshake"
 	fail := func(reason string) attempt {
 		_ = conn.Close()
 		a.reason = reason
@@ -295,11 +297,13 @@ func (o *options) connectAs(src, device string, deadline time.Duration, cfg *tls
 		if device == "" {
 			device = o.deviceID(src)
 		}
-		if reason := gatewayExchange(tc, o.gateway, device, o.secret); reason != "" {
+		if reason, stage := gatewayExchange(tc, o.gateway, device, o.secret); reason != "" {
+			a.stage = stage
 			return fail(reason)
 		}
 		return o.succeeded(a, start, raw, tc, keep)
 	}
+	a.stage = "echo"
 	if _, err := tc.Write([]byte(o.line + "\n")); err != nil {
 		return fail(classify(err))
 	}
@@ -319,6 +323,7 @@ func (o *options) connectAs(src, device string, deadline time.Duration, cfg *tls
 // cleared) or closed.
 func (o *options) succeeded(a attempt, start time.Time, raw net.Conn, tc *tls.Conn, keep bool) attempt {
 	a.ok = true
+	a.stage = ""
 	a.latency = time.Since(start)
 	if keep {
 		_ = raw.SetDeadline(time.Time{})

@@ -77,23 +77,27 @@ type gatewayLine struct {
 // established connection. It returns "" on success, else why it failed: a reason of classify
 // (deadline, closed, error) for the transport, "mismatch" for a line that is not the answer
 // expected, "gateway:<code>" when the gateway sent an error line (unauthorized, overloaded, …),
-// "nack" when it refused the message.
-func gatewayExchange(rw io.ReadWriter, mode, device, secret string) string {
+// "nack" when it refused the message; and at which stage: "welcome" (the hello sent, its
+// welcome awaited) or "ack" (the msg sent, its ack awaited).
+func gatewayExchange(rw io.ReadWriter, mode, device, secret string) (reason, stage string) {
 	hello, _ := json.Marshal(map[string]string{"type": "hello", "device": device, "token": deviceToken(secret, device)})
 	if _, err := rw.Write(append(hello, '\n')); err != nil {
-		return classify(err)
+		return classify(err), "welcome"
 	}
 	r := bufio.NewReaderSize(rw, 512)
 	if reason := expect(r, "welcome", ""); reason != "" {
-		return reason
+		return reason, "welcome"
 	}
 	if mode != gatewayMsg {
-		return ""
+		return "", ""
 	}
 	if _, err := io.WriteString(rw, `{"type":"msg","id":"m-1","topic":"t","body":1}`+"\n"); err != nil {
-		return classify(err)
+		return classify(err), "ack"
 	}
-	return expect(r, "ack", "m-1")
+	if reason := expect(r, "ack", "m-1"); reason != "" {
+		return reason, "ack"
+	}
+	return "", ""
 }
 
 // expect reads one line and checks it is a gateway message of type want (with id, when given).

@@ -89,21 +89,22 @@ func (g fakeGateway) serve(c net.Conn, secret string) seen {
 
 func TestGatewayExchange(t *testing.T) {
 	cases := []struct {
-		name    string
-		mode    string
-		gw      fakeGateway
-		want    string
-		wantMsg bool
+		name      string
+		mode      string
+		gw        fakeGateway
+		want      string
+		wantStage string
+		wantMsg   bool
 	}{
-		{"msg acked", gatewayMsg, fakeGateway{}, "", true},
-		{"hello only", gatewayHello, fakeGateway{}, "", false},
-		{"refused hello", gatewayMsg, fakeGateway{welcome: `{"type":"error","code":"unauthorized","message":"no"}`}, "gateway:unauthorized", false},
-		{"overloaded", gatewayHello, fakeGateway{welcome: `{"type":"error","code":"overloaded","message":"later"}`}, "gateway:overloaded", false},
-		{"closed before welcome", gatewayMsg, fakeGateway{welcome: "-"}, "closed", false},
-		{"not a welcome", gatewayMsg, fakeGateway{welcome: `{"type":"pong"}`}, "mismatch", false},
-		{"nacked", gatewayMsg, fakeGateway{ack: `{"type":"nack","id":"m-1","reason":"unroutable"}`}, "nack", true},
-		{"ack of another message", gatewayMsg, fakeGateway{ack: `{"type":"ack","id":"m-2"}`}, "mismatch", true},
-		{"closed before the ack", gatewayMsg, fakeGateway{ack: "-"}, "closed", true},
+		{"msg acked", gatewayMsg, fakeGateway{}, "", "", true},
+		{"hello only", gatewayHello, fakeGateway{}, "", "", false},
+		{"refused hello", gatewayMsg, fakeGateway{welcome: `{"type":"error","code":"unauthorized","message":"no"}`}, "gateway:unauthorized", "welcome", false},
+		{"overloaded", gatewayHello, fakeGateway{welcome: `{"type":"error","code":"overloaded","message":"later"}`}, "gateway:overloaded", "welcome", false},
+		{"closed before welcome", gatewayMsg, fakeGateway{welcome: "-"}, "closed", "welcome", false},
+		{"not a welcome", gatewayMsg, fakeGateway{welcome: `{"type":"pong"}`}, "mismatch", "welcome", false},
+		{"nacked", gatewayMsg, fakeGateway{ack: `{"type":"nack","id":"m-1","reason":"unroutable"}`}, "nack", "ack", true},
+		{"ack of another message", gatewayMsg, fakeGateway{ack: `{"type":"ack","id":"m-2"}`}, "mismatch", "ack", true},
+		{"closed before the ack", gatewayMsg, fakeGateway{ack: "-"}, "closed", "ack", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,14 +112,14 @@ func TestGatewayExchange(t *testing.T) {
 			done := make(chan seen, 1)
 			go func() { done <- tc.gw.serve(server, "s3cret") }()
 			_ = client.SetDeadline(time.Now().Add(2 * time.Second))
-			got := gatewayExchange(client, tc.mode, "dev-1", "s3cret")
+			got, stage := gatewayExchange(client, tc.mode, "dev-1", "s3cret")
 			_ = client.Close()
 			s := <-done
 			if s.err != "" {
 				t.Fatal(s.err)
 			}
-			if got != tc.want {
-				t.Errorf("gatewayExchange = %q, want %q", got, tc.want)
+			if got != tc.want || stage != tc.wantStage {
+				t.Errorf("gatewayExchange = %q at %q, want %q at %q", got, stage, tc.want, tc.wantStage)
 			}
 			if s.hello["device"] != "dev-1" {
 				t.Errorf("hello for device %q, want dev-1", s.hello["device"])
@@ -139,8 +140,8 @@ func TestGatewayExchangeDeadline(t *testing.T) {
 	defer server.Close()
 	go func() { _, _ = bufio.NewReader(server).ReadBytes('\n') }() // reads the hello, never answers
 	_ = client.SetDeadline(time.Now().Add(100 * time.Millisecond))
-	if got := gatewayExchange(client, gatewayHello, "dev-1", "s"); got != "deadline" {
-		t.Fatalf("gatewayExchange = %q, want deadline", got)
+	if got, stage := gatewayExchange(client, gatewayHello, "dev-1", "s"); got != "deadline" || stage != "welcome" {
+		t.Fatalf("gatewayExchange = %q at %q, want deadline at welcome", got, stage)
 	}
 }
 
@@ -214,8 +215,8 @@ func TestStormGatewayDevice(t *testing.T) {
 		t.Fatalf("attempts = %v, want [2]", a)
 	}
 	ab := r["abandoned"].([]abandon)
-	if len(ab) != 1 || ab[0].Reason != "gateway:overloaded" {
-		t.Fatalf("abandoned = %+v, want one gateway:overloaded", ab)
+	if len(ab) != 1 || ab[0].Reason != "gateway:overloaded" || ab[0].Stage != "welcome" {
+		t.Fatalf("abandoned = %+v, want one gateway:overloaded at welcome", ab)
 	}
 	if len(s.held) != 1 {
 		t.Fatalf("%d connections held, want 1", len(s.held))

@@ -63,6 +63,8 @@ interface Run {
   maxAttempts: number;
   failedAttempts: number;
   failedBy: Record<string, number>;
+  /** Failed attempts by stage (connect, handshake, echo; gateway: welcome, ack). */
+  failedAt: Record<string, number>;
   rssIdleMiB: number;
   rssHeldMiB: number;
   rssKiBPerDevice: number;
@@ -88,11 +90,15 @@ async function startEcho(): Promise<Server> {
   return { pid: s.pid, port: s.port, stats: () => treeStats(s.pid), stop: () => s.stop(20_000) };
 }
 
-function summarize(server: Target, r: NativeStormResult): Pick<Run, 'server' | 'devices' | 'connected' | 'allConnectedMs' | 'lastConnectedMs' | 'attemptsPerDevice' | 'maxAttempts' | 'failedAttempts' | 'failedBy' | 'connectedAt' | 'truncated' | 'clientCpuUsPerHandshake'> {
+function summarize(server: Target, r: NativeStormResult): Pick<Run, 'server' | 'devices' | 'connected' | 'allConnectedMs' | 'lastConnectedMs' | 'attemptsPerDevice' | 'maxAttempts' | 'failedAttempts' | 'failedBy' | 'failedAt' | 'connectedAt' | 'truncated' | 'clientCpuUsPerHandshake'> {
   const connectedAt = r.connectedAt.map((t) => t - r.epoch);
   const last = connectedAt.reduce((a, b) => Math.max(a, b), 0);
   const failedBy: Record<string, number> = {};
-  for (const a of r.abandoned) failedBy[a.reason] = (failedBy[a.reason] ?? 0) + 1;
+  const failedAt: Record<string, number> = {};
+  for (const a of r.abandoned) {
+    failedBy[a.reason] = (failedBy[a.reason] ?? 0) + 1;
+    failedAt[a.stage] = (failedAt[a.stage] ?? 0) + 1;
+  }
   return {
     server,
     devices: r.devices,
@@ -103,6 +109,7 @@ function summarize(server: Target, r: NativeStormResult): Pick<Run, 'server' | '
     maxAttempts: r.attempts.reduce((a, b) => Math.max(a, b), 0),
     failedAttempts: r.abandoned.length,
     failedBy,
+    failedAt,
     connectedAt,
     truncated: r.truncated,
     clientCpuUsPerHandshake: cpuPerHandshake(r.stormCost),
@@ -168,10 +175,12 @@ async function once(ctx: BenchContext, kind: Target, o: { url: string; devices: 
 const s = (ms: number | null): string => (ms === null ? 'not all connected' : `${(ms / 1000).toFixed(1)} s`);
 
 function failedText(r: Run): string {
-  const parts = Object.entries(r.failedBy)
-    .sort((a, b) => b[1] - a[1])
-    .map(([k, v]) => `${fmt(v)} ${k}`);
-  return parts.length === 0 ? '0' : `${fmt(r.failedAttempts)} (${parts.join(', ')})`;
+  const parts = (counts: Record<string, number>): string =>
+    Object.entries(counts)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${fmt(v)} ${k}`)
+      .join(', ');
+  return r.failedAttempts === 0 ? '0' : `${fmt(r.failedAttempts)} (${parts(r.failedBy)}; waiting for: ${parts(r.failedAt)})`;
 }
 
 function skipped(url: string, error: string): ScenarioResult {
