@@ -60,7 +60,9 @@ func (o *options) checkGateway() {
 }
 
 // deviceID is the gateway device id of the device connecting from src (one address per device
-// in a storm): <prefix>-127_60_1_1. Ids allow [A-Za-z0-9_:-] only.
+// in a storm): <prefix>-127_60_1_1. Ids allow [A-Za-z0-9_:-] only. Subcommands whose devices
+// share addresses (fleet, capacity) so share ids, and a gateway takes the older session over;
+// probe gives each sample an id of its own instead.
 func (o *options) deviceID(src string) string {
 	return o.devicePrefix + "-" + strings.ReplaceAll(src, ".", "_")
 }
