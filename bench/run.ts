@@ -21,8 +21,9 @@ import type { BenchContext, Scenario, ScenarioResult } from './lib/scenario.js';
  * Every scenario, in running order, with its default time budget (quick and full), in seconds; a
  * scenario's own `budgetSeconds` takes precedence. Budgets catch a hung scenario: each scenario's
  * quick run is meant to take well under a minute on a 2-core machine. The storm, far-away storm,
- * resumption storm, silent-peer flood, overload and attacker scenarios load the server with the native
- * client (bench/native-client, built with Go on first use: apt-get install -y golang-go).
+ * resumption storm, silent-peer flood, overload, attacker, gateway-stampede and gateway-silent-flood
+ * scenarios load the server with the native client (bench/native-client, built with Go on first use:
+ * apt-get install -y golang-go).
  */
 const SCENARIOS: readonly { id: string; file: string; budget: { quick: number; full: number } }[] = [
   { id: 'steady-state', file: 'scenarios/steady-state.ts', budget: { quick: 60, full: 900 } },
@@ -34,6 +35,8 @@ const SCENARIOS: readonly { id: string; file: string; budget: { quick: number; f
   { id: 'overload', file: 'scenarios/overload.ts', budget: { quick: 75, full: 900 } },
   { id: 'attacker', file: 'scenarios/attacker.ts', budget: { quick: 60, full: 480 } },
   { id: 'gateway-uplink', file: 'scenarios/gateway-uplink.ts', budget: { quick: 60, full: 900 } },
+  { id: 'gateway-stampede', file: 'scenarios/gateway-stampede.ts', budget: { quick: 90, full: 2400 } },
+  { id: 'gateway-silent-flood', file: 'scenarios/gateway-silent-flood.ts', budget: { quick: 90, full: 1500 } },
 ];
 
 const HERE = fileURLToPath(new URL('./', import.meta.url));

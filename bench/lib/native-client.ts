@@ -112,6 +112,15 @@ export interface NativeCommon {
   net: number;
   /** Hard bound per process, seconds. */
   maxSeconds?: number;
+  /**
+   * Speak examples/amqp-gateway's device protocol instead of the line echo: `hello` (hello →
+   * welcome) or `msg` (hello → welcome, then one msg → its ack). Needs `gatewaySecret`.
+   */
+  gateway?: 'hello' | 'msg';
+  /** With `gateway`: the gateway's device secret, passed in the client's environment (never on its command line). */
+  gatewaySecret?: string;
+  /** With `gateway`: device ids are `<prefix>-<source address, dots as _>` (probe: `<prefix>-probe-<i>`). Default `bench`. */
+  devicePrefix?: string;
 }
 
 function commonArgs(o: NativeCommon, net: number): string[] {
@@ -123,12 +132,22 @@ function commonArgs(o: NativeCommon, net: number): string[] {
   if (o.delayMs !== undefined) a.push('-delay', String(o.delayMs));
   if (o.delayFirst !== undefined) a.push(`-delay-first=${o.delayFirst}`);
   if (o.maxSeconds !== undefined) a.push('-max-seconds', String(o.maxSeconds));
+  if (o.gateway !== undefined) a.push('-gateway', o.gateway);
+  if (o.devicePrefix !== undefined) a.push('-device-prefix', o.devicePrefix);
   return a;
 }
 
-/** Start `corral-load <subcommand> <args>`; stdin piped (-stdin: its end means stop), stderr inherited. */
-export function spawnNative(subcommand: string, args: readonly string[], name = `corral-load ${subcommand}`): NativeProcess {
-  const child = spawn(buildNativeClient(), [subcommand, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+/** The environment a client process needs beyond this one's: the gateway secret, if any. */
+function commonEnv(o: NativeCommon): Record<string, string> {
+  return o.gatewaySecret === undefined ? {} : { CORRAL_GATEWAY_SECRET: o.gatewaySecret };
+}
+
+/**
+ * Start `corral-load <subcommand> <args>`; stdin piped (-stdin: its end means stop), stderr
+ * inherited; `env` is added to this process's environment (credentials go there, not in `args`).
+ */
+export function spawnNative(subcommand: string, args: readonly string[], name = `corral-load ${subcommand}`, env: Record<string, string> = {}): NativeProcess {
+  const child = spawn(buildNativeClient(), [subcommand, ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   killOnExit(child);
   child.stdin!.on('error', () => {}); // EPIPE once it has exited
   const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
@@ -227,8 +246,23 @@ async function allDone<R>(procs: readonly NativeProcess[]): Promise<R[]> {
 
 // ---------------------------------------------------------------- storm
 
-/** Why a storm attempt failed (bench/native-client classify). */
-export type FailReason = 'deadline' | 'refused' | 'closed' | 'error' | 'mismatch';
+/**
+ * Why a storm attempt failed (bench/native-client classify); with `gateway`, also `nack` (the
+ * message was refused) and `gateway:<code>` (the gateway sent an error line, e.g. `gateway:overloaded`).
+ */
+export type FailReason = 'deadline' | 'refused' | 'closed' | 'error' | 'mismatch' | 'nack' | `gateway:${string}`;
+
+/** Where a storm attempt failed: the TCP connect, the TLS handshake, the echo; with `gateway`, waiting for the welcome or the ack instead of the echo. */
+export type FailStage = 'connect' | 'handshake' | 'echo' | 'welcome' | 'ack';
+
+/** A failed storm attempt: source address, local port (0: the TCP connect never completed), when, why, where. */
+export interface FailedAttempt {
+  address: string;
+  port: number;
+  at: number;
+  reason: FailReason;
+  stage: FailStage;
+}
 
 /** Options of {@link runNativeStorm} and {@link prepareNativeStorm}. */
 export interface NativeStormOptions extends NativeCommon {
@@ -267,8 +301,8 @@ export interface NativeStormResult {
   attempts: number[];
   /** When each device that came back did. */
   connectedAt: number[];
-  /** Every failed attempt: source address, local port (0: the TCP connect never completed), when, why. */
-  abandoned: { address: string; port: number; at: number; reason: FailReason }[];
+  /** Every failed attempt: source address, local port (0: the TCP connect never completed), when, why, where. */
+  abandoned: FailedAttempt[];
   /** TCP connects refused. */
   refused: number;
   /** The storm's start: the earliest of the processes' starts (or armings, with `reconnect`). */
@@ -289,7 +323,7 @@ interface StormDone extends Tagged {
   resumedDevices: number;
   attempts: number[];
   connectedAt: number[];
-  abandoned: { address: string; port: number; at: number; reason: FailReason }[];
+  abandoned: FailedAttempt[];
   refused: number;
   epoch: number;
   cpuUs: number;
@@ -346,6 +380,7 @@ function startStormProcesses(o: NativeStormOptions, extra: (processes: number) =
       'storm',
       [...commonArgs({ ...o, maxSeconds }, o.net + i), ...stormArgs(o, shareOf(o.devices, processes, i), processes), ...extra(processes)],
       `corral-load storm ${i}`,
+      commonEnv(o),
     ),
   );
 }
@@ -357,6 +392,36 @@ function startStormProcesses(o: NativeStormOptions, extra: (processes: number) =
  */
 export async function runNativeStorm(o: NativeStormOptions): Promise<NativeStormResult> {
   return mergeStorm(await allDone<StormDone>(startStormProcesses(o, () => [])));
+}
+
+/** A cold storm from {@link startNativeStorm}, whose devices hold their connections until `close()`. */
+export interface NativeHeldStorm {
+  /** Resolves once every device is back or has given up; the devices that came back still hold their connections. */
+  readonly done: Promise<NativeStormResult>;
+  /** CPU seconds the client processes have used so far. */
+  cpuSeconds(): number;
+  /** Close every connection and end the processes. */
+  close(): Promise<void>;
+}
+
+/**
+ * A cold storm, as {@link runNativeStorm}, whose devices keep their connections open after `done`
+ * until `close()`: the server can be measured holding them (memory per device).
+ */
+export function startNativeStorm(o: NativeStormOptions): NativeHeldStorm {
+  const procs = startStormProcesses(o, () => []);
+  const done = Promise.all(procs.map((p) => p.message<StormDone>('done'))).then(mergeStorm, (err: unknown) => {
+    procs.forEach((p) => p.kill());
+    throw err;
+  });
+  done.catch(() => {});
+  return {
+    done,
+    cpuSeconds: () => procs.reduce((a, p) => a + p.cpuSeconds(), 0),
+    close: async () => {
+      await Promise.all(procs.map((p) => p.close(15_000)));
+    },
+  };
 }
 
 /** What a reconnect storm's processes reported once every device was connected. */
@@ -495,7 +560,7 @@ export async function runNativeOverload(o: NativeOverloadOptions): Promise<Nativ
     a.push('-max-open', String(MAX_PER_PROCESS));
     if (o.warmupMs !== undefined) a.push('-warmup', String(o.warmupMs));
     if (o.maxLagMs !== undefined) a.push('-max-lag', String(o.maxLagMs));
-    return spawnNative('overload', a, `corral-load overload ${i}`);
+    return spawnNative('overload', a, `corral-load overload ${i}`, commonEnv(o));
   });
   const rs = await allDone<OverloadDone>(procs);
   const failed: Record<string, number> = {};
@@ -539,7 +604,7 @@ export async function runNativeCapacity(o: NativeCommon & { concurrency: number;
   const a = [...commonArgs(o, o.net), '-concurrency', String(o.concurrency), '-seconds', String(o.seconds)];
   if (o.warmupMs !== undefined) a.push('-warmup', String(o.warmupMs));
   if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
-  const [r] = await allDone<NativeCapacityResult & Tagged>([spawnNative('capacity', a)]);
+  const [r] = await allDone<NativeCapacityResult & Tagged>([spawnNative('capacity', a, undefined, commonEnv(o))]);
   return r!;
 }
 
@@ -657,7 +722,7 @@ export async function runNativeProbe(o: NativeCommon & { samples: number; interv
   const a = [...commonArgs(o, o.net), '-samples', String(o.samples)];
   if (o.intervalMs !== undefined) a.push('-interval', String(o.intervalMs));
   if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
-  const [r] = await allDone<ProbeResult & Tagged>([spawnNative('probe', a)]);
+  const [r] = await allDone<ProbeResult & Tagged>([spawnNative('probe', a, undefined, commonEnv(o))]);
   return r!;
 }
 
@@ -700,7 +765,7 @@ export interface NativeFleetResult extends ClientCost {
 export async function runNativeFleet(o: NativeFleetOptions): Promise<NativeFleetResult> {
   const a = [...commonArgs(o, o.net), '-devices', String(o.devices), '-rate', String(o.rate), '-addresses', String(o.addresses)];
   if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
-  const [r] = await allDone<NativeFleetResult & Tagged>([spawnNative('fleet', a)]);
+  const [r] = await allDone<NativeFleetResult & Tagged>([spawnNative('fleet', a, undefined, commonEnv(o))]);
   return r!;
 }
 

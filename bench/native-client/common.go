@@ -31,6 +31,10 @@ type options struct {
 	net        int
 	maxSeconds float64
 	stdin      bool
+	// -gateway: the device protocol of examples/amqp-gateway instead of the echo (gateway.go)
+	gateway      string
+	devicePrefix string
+	secret       string
 }
 
 // commonFlags registers the shared flags on fs; maxSeconds is the subcommand's default bound.
@@ -46,6 +50,8 @@ func commonFlags(fs *flag.FlagSet, maxSeconds float64) *options {
 	fs.IntVar(&o.net, "net", 60, "second octet of the source addresses 127.<net>.x.y (one address per device, 250 per third octet)")
 	fs.Float64Var(&o.maxSeconds, "max-seconds", maxSeconds, "hard bound: print the result so far (\"truncated\":true) and exit after this long")
 	fs.BoolVar(&o.stdin, "stdin", false, "read commands from stdin (storm, stop); the end of stdin means stop")
+	fs.StringVar(&o.gateway, "gateway", "", "speak the gateway's device protocol instead of the echo: hello (hello → welcome) or msg (hello → welcome, one msg → its ack); the secret comes from $"+gatewaySecretEnv)
+	fs.StringVar(&o.devicePrefix, "device-prefix", "bench", "with -gateway: device ids are <prefix>-<source address, dots as _>")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage of corral-load %s:\n", fs.Name())
 		fs.PrintDefaults()
@@ -80,6 +86,7 @@ func parse(fs *flag.FlagSet, o *options, args []string) {
 	if o.maxSeconds <= 0 {
 		fatalf("-max-seconds must be positive")
 	}
+	o.checkGateway()
 }
 
 func fatalf(format string, a ...interface{}) {
@@ -232,10 +239,11 @@ func (d *delayedConn) Close() error {
 var handshakesFull, handshakesResumed atomic.Int64
 
 // attempt is one try of a device: TCP connect from src, TLS handshake, the line written and its
-// echo read, all within deadline.
+// echo read (with -gateway: the gateway exchange instead), all within deadline.
 type attempt struct {
 	ok        bool
-	reason    string // when !ok: deadline, refused, closed, error, mismatch (see classify)
+	reason    string // when !ok: deadline, refused, closed, error, mismatch (see classify); with -gateway also nack, gateway:<code>
+	stage     string // when !ok, where it failed: connect, handshake, echo; with -gateway welcome or ack instead of echo
 	localPort int    // 0 when the TCP connect did not complete
 	resumed   bool
 	latency   time.Duration
@@ -247,14 +255,19 @@ type attempt struct {
 
 // connectOnce runs one attempt. With keep, a successful connection is returned open; otherwise
 // every connection is closed before it returns. cfg may be shared (no session cache) or the
-// device's own (its session cache).
+// device's own (its session cache). With -gateway the device's id is o.deviceID(src).
 func (o *options) connectOnce(src string, deadline time.Duration, cfg *tls.Config, keep bool) attempt {
+	return o.connectAs(src, "", deadline, cfg, keep)
+}
+
+// connectAs is connectOnce for the gateway device `device` ("": o.deviceID(src)).
+func (o *options) connectAs(src, device string, deadline time.Duration, cfg *tls.Config, keep bool) attempt {
 	start := time.Now()
 	end := start.Add(deadline)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Deadline: end}
 	raw, err := d.Dial("tcp", o.target())
 	if err != nil {
-		return attempt{reason: classify(err), latency: time.Since(start)}
+		return attempt{reason: classify(err), stage: "connect", latency: time.Since(start)}
 	}
 	a := attempt{localPort: raw.LocalAddr().(*net.TCPAddr).Port, raw: raw, connected: time.Since(start)}
 	_ = raw.SetDeadline(end)
@@ -263,6 +276,7 @@ func (o *options) connectOnce(src string, deadline time.Duration, cfg *tls.Confi
 		conn = newDelayedConn(raw, o.delay, !o.delayFirst)
 	}
 	tc := tls.Client(conn, cfg)
+	a.stage = "handshake"
 	fail := func(reason string) attempt {
 		_ = conn.Close()
 		a.reason = reason
@@ -279,6 +293,17 @@ func (o *options) connectOnce(src string, deadline time.Duration, cfg *tls.Confi
 	} else {
 		handshakesFull.Add(1)
 	}
+	if o.gateway != gatewayNone {
+		if device == "" {
+			device = o.deviceID(src)
+		}
+		if reason, stage := gatewayExchange(tc, o.gateway, device, o.secret); reason != "" {
+			a.stage = stage
+			return fail(reason)
+		}
+		return o.succeeded(a, start, raw, tc, keep)
+	}
+	a.stage = "echo"
 	if _, err := tc.Write([]byte(o.line + "\n")); err != nil {
 		return fail(classify(err))
 	}
@@ -291,7 +316,14 @@ func (o *options) connectOnce(src string, deadline time.Duration, cfg *tls.Confi
 	if got != o.line {
 		return fail("mismatch")
 	}
+	return o.succeeded(a, start, raw, tc, keep)
+}
+
+// succeeded completes a successful attempt: its latency, and the connection kept (deadline
+// cleared) or closed.
+func (o *options) succeeded(a attempt, start time.Time, raw net.Conn, tc *tls.Conn, keep bool) attempt {
 	a.ok = true
+	a.stage = ""
 	a.latency = time.Since(start)
 	if keep {
 		_ = raw.SetDeadline(time.Time{})

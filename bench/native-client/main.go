@@ -10,6 +10,10 @@
 //	corral-load fleet    -port N -devices N -rate R -addresses A ...    devices arriving steadily from a few addresses
 //	corral-load attack   -port N -rate R -seconds T ...                 ClientHellos from one address, as fast as asked
 //
+// The connecting subcommands (storm, probe, overload, capacity, fleet) speak examples/amqp-gateway's
+// device protocol instead of the line echo with -gateway hello|msg (gateway.go; the secret from
+// $CORRAL_GATEWAY_SECRET).
+//
 // Every subcommand ends by itself (-max-seconds at the latest), writes progress to stderr and
 // prints its result as one JSON line on stdout, tagged "t":"done" (a few print earlier lines,
 // tagged otherwise, as their docs say). Each result carries the client's own CPU time (user +

@@ -2,14 +2,15 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"sync"
 	"time"
 )
 
 // runProbe is a well-behaved client measuring the service while something else loads the
 // server: -samples attempts one after the other (-interval ms apart), each TCP connect + TLS
-// handshake + the line echoed within -deadline ms, from its own source addresses (attempt i
-// from address i mod 250 of -net).
+// handshake + the line echoed (with -gateway: the gateway exchange, each sample a device of its
+// own) within -deadline ms, from its own source addresses (attempt i from address i mod 250 of -net).
 //
 // The result ({"t":"done",...}): every attempt's time in ms (`latencies`, in order; a failed
 // attempt counts with the time it took to fail, so a timeout weighs as much as its deadline),
@@ -49,7 +50,9 @@ func runProbe(args []string) {
 		mu.Lock()
 		current = time.Now()
 		mu.Unlock()
-		a := o.connectOnce(sourceAddress(o.net, i%250), time.Duration(*deadline)*time.Millisecond, cfg, false)
+		// With -gateway every sample is a device of its own (<prefix>-probe-<i>): a reconnect under
+		// the same id would measure the gateway's takeover of the previous session.
+		a := o.connectAs(sourceAddress(o.net, i%250), fmt.Sprintf("%s-probe-%d", o.devicePrefix, i), time.Duration(*deadline)*time.Millisecond, cfg, false)
 		mu.Lock()
 		current = time.Time{}
 		latencies = append(latencies, ms(a.latency))

@@ -11,7 +11,9 @@ import (
 )
 
 // runStorm: -devices N devices connect at once (or at -connect-rate per second). An attempt is
-// TCP connect + TLS handshake + the line echoed, within -deadline ms; a failed attempt is closed
+// TCP connect + TLS handshake + the line echoed, within -deadline ms (with -gateway msg, a
+// gateway stampede: hello → welcome and one msg → its ack instead of the echo, device ids from
+// the source addresses; see gateway.go); a failed attempt is closed
 // and retried after -backoff-base × 2ⁿ (n = failures so far, capped at -backoff-cap) × uniform
 // [0.5, 1.5). Nothing is retried after -give-up ms; devices that came back hold their connection
 // until the end (-hold).
@@ -26,7 +28,7 @@ import (
 //
 // The result ({"t":"done",...}) reports per device its attempts, when each device came back (ms
 // from the storm's start, whose wall-clock time is `epoch`), every failed attempt with its source
-// address, local port (0: the TCP connect did not complete), time and reason, and the client's
+// address, local port (0: the TCP connect did not complete), time, reason and stage, and the client's
 // CPU and handshakes, over the whole run and over the storm alone (`storm`).
 func runStorm(args []string) {
 	fs := flag.NewFlagSet("storm", flag.ExitOnError)
@@ -135,6 +137,7 @@ type abandon struct {
 	Port    int     `json:"port"`
 	At      float64 `json:"at"`
 	Reason  string  `json:"reason"`
+	Stage   string  `json:"stage"` // connect, handshake, echo (with -gateway: welcome, ack)
 }
 
 type storm struct {
@@ -224,7 +227,7 @@ func (s *storm) stormDevice(d *stormDevice) {
 			return
 		}
 		s.mu.Lock()
-		s.abandoned = append(s.abandoned, abandon{Address: d.address, Port: a.localPort, At: ms(at), Reason: a.reason})
+		s.abandoned = append(s.abandoned, abandon{Address: d.address, Port: a.localPort, At: ms(at), Reason: a.reason, Stage: a.stage})
 		if a.reason == "refused" {
 			s.refused++
 		}
