@@ -1,21 +1,35 @@
 /**
- * The bundled gateway (examples/amqp-gateway, its CLI run from the TypeScript sources as
- * bench/lib/gateway-uplink.ts runs it) as a benchmark server: started with its credentials in its
+ * The bundled gateway (examples/amqp-gateway, compiled and run as `corral-gateway` runs it: the
+ * sources are built once per bench run) as a benchmark server: started with its credentials in its
  * environment (the device secret in CORRAL_GATEWAY_SECRET, the broker URL in
  * CORRAL_GATEWAY_AMQP_URL), never on its command line; its port and admin API read from its
  * ready output; stopped with SIGTERM and then, whatever is left of its process tree, SIGKILL by
  * PID. {@link deleteGatewayTopology} deletes what a gateway declared on RabbitMQ under its prefix.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import amqplib from 'amqplib';
-import { NODE_FLAGS } from './gateway-uplink.js';
 import { type TreeStats, treeStats } from './proc-stats.js';
 import { killOnExit } from './server-child.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = fileURLToPath(new URL('../../examples/amqp-gateway/src/cli.ts', import.meta.url));
+// The compiled gateway, as users run it (`corral-gateway`): no TypeScript toolchain in its processes.
+const CLI = fileURLToPath(new URL('../../examples/amqp-gateway/bin/corral-gateway.mjs', import.meta.url));
+
+let built = false;
+/**
+ * Build corral and the gateway once per bench run (tsup, a few seconds), so the processes measured
+ * run the current sources compiled, not a stale dist/.
+ */
+export function buildGateway(): void {
+  if (built) return;
+  for (const args of [['run', 'build'], ['run', 'build', '-w', 'corral-amqp-gateway']]) {
+    const r = spawnSync('npm', args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (r.status !== 0) throw new Error(`npm ${args.join(' ')} failed (status ${r.status})`);
+  }
+  built = true;
+}
 
 /** Options of {@link startGateway}. */
 export interface GatewayProcessOptions {
@@ -64,8 +78,9 @@ function killPids(pids: readonly number[]): void {
 
 /** Start the gateway and resolve once it listens. */
 export async function startGateway(o: GatewayProcessOptions): Promise<GatewayProcess> {
+  buildGateway();
   const args = [
-    ...NODE_FLAGS, CLI,
+    CLI,
     '--prefix', o.prefix, '--node-id', o.nodeId, '--port', '0', '--admin-port', '0', '--log-level', 'warn',
     ...(o.workers ? ['--workers', String(o.workers)] : []),
     ...(o.uplinkQueue ? ['--uplink-queue', o.uplinkQueue] : []),

@@ -10,18 +10,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import amqplib from 'amqplib';
+import { buildGateway } from './gateway-process.js';
 import { treeStats } from './proc-stats.js';
 import { killOnExit } from './server-child.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = fileURLToPath(new URL('../../examples/amqp-gateway/src/cli.ts', import.meta.url));
-const SIMULATE = fileURLToPath(new URL('../../examples/amqp-gateway/src/simulate.ts', import.meta.url));
-
-/**
- * Node flags for the gateway and the simulator: tsx, and corral resolved to its TypeScript sources
- * (the `corral-source` export condition) so the run never uses a stale dist/.
- */
-export const NODE_FLAGS = ['--conditions', 'corral-source', '--import', 'tsx'];
+// The compiled gateway and simulator, as users run them (`corral-gateway`, `corral-simulate`).
+const CLI = fileURLToPath(new URL('../../examples/amqp-gateway/bin/corral-gateway.mjs', import.meta.url));
+const SIMULATE = fileURLToPath(new URL('../../examples/amqp-gateway/bin/corral-simulate.mjs', import.meta.url));
 
 export interface GatewayUplinkOptions {
   url: string;
@@ -109,9 +105,14 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
   const log = o.log ?? (() => {});
   const prefix = `bench-uplink-${process.pid}-${Date.now().toString(36)}`;
   const secret = 'bench-secret';
+  buildGateway();
+  // Credentials in the environment, never on a command line (where `ps` shows them).
+  const env: NodeJS.ProcessEnv = { ...process.env, CORRAL_GATEWAY_SECRET: secret, CORRAL_GATEWAY_AMQP_URL: o.url };
+  delete env.CORRAL_GATEWAY_PREVIOUS_SECRET;
+  delete env.CORRAL_GATEWAY_ADMIN_TOKEN;
   const gatewayArgs = [
-    ...NODE_FLAGS, CLI,
-    '--amqp-url', o.url, '--prefix', prefix, '--node-id', 'gw-bench', '--secret', secret,
+    CLI,
+    '--prefix', prefix, '--node-id', 'gw-bench',
     '--port', '0', '--admin-port', '0', '--max-connections', String(o.devices + 1000), '--log-level', 'warn',
     ...(o.workers ? ['--workers', String(o.workers)] : []),
   ];
@@ -121,7 +122,7 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
   let gateway: ChildProcess | undefined;
   let simulator: ChildProcess | undefined;
   try {
-    gateway = spawn(process.execPath, gatewayArgs, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    gateway = spawn(process.execPath, gatewayArgs, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
     killOnExit(gateway);
     const gw = gateway;
     let adminUrl: string | undefined;
@@ -151,9 +152,9 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
     const began = Date.now();
     simulator = spawn(
       process.execPath,
-      [...NODE_FLAGS, SIMULATE, '--port', String(port), '--secret', secret, '--devices', String(o.devices), '--msgs', String(o.msgsPerDevice),
+      [SIMULATE, '--port', String(port), '--devices', String(o.devices), '--msgs', String(o.msgsPerDevice),
         '--rate', String(o.rate), '--interval', String(o.interval), '--json', '--timeout', String(o.timeoutS ?? 600)],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     killOnExit(simulator);
     let summaryLine = '';
