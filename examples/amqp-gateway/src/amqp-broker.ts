@@ -25,7 +25,17 @@ import type { Socket } from 'node:net';
 import { connect, IllegalOperationError } from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options } from 'amqplib';
 import { pino, type Logger } from 'pino';
-import type { Broker, BrokerEvents, BrokerState, Command, PresenceEvent, PublishResult, Takeover, UplinkMessage } from './broker.js';
+import type {
+  Broker,
+  BrokerEvents,
+  BrokerState,
+  Command,
+  CommandEvent,
+  PresenceEvent,
+  PublishResult,
+  Takeover,
+  UplinkMessage,
+} from './broker.js';
 import { NODE_QUEUE_MESSAGE_TTL_MS, topology, type Topology } from './topology.js';
 
 /** Options of {@link AmqpBroker}. */
@@ -211,6 +221,20 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       headers: { 'device-id': event.device, 'node-id': this.nodeId },
     });
     if (outcome !== 'ok') this.log.warn({ device: event.device, event: event.event, outcome }, 'presence event not published');
+  }
+
+  async publishCommandEvent(event: CommandEvent): Promise<void> {
+    // Not dropped during an outage, unlike presence: it waits in the outbox, as uplinks do. What
+    // waits is bounded: the session settles the command's delivery only once this is confirmed,
+    // and RabbitMQ hands this node at most `prefetch` unsettled commands.
+    const outcome = await this.enqueue(this.nextPublishId(), this.topology.events, `${event.device}.${event.event}`, json(event), {
+      persistent: true,
+      contentType: 'application/json',
+      messageId: event.command,
+      timestamp: Math.floor(Date.now() / 1000),
+      headers: { 'device-id': event.device, 'node-id': this.nodeId },
+    });
+    if (outcome !== 'ok') throw new Error(`${event.event} of command ${event.command} for ${event.device} was not published (${outcome})`);
   }
 
   /** Connected to RabbitMQ and not blocked: control-plane publishes can complete now. */
@@ -714,7 +738,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.log.warn('ignored a malformed control message');
       return;
     }
-    this.emitSafely('takeover', { device: value.device, node: value.node, session: value.session, at: value.at });
+    this.emitSafely('takeover', { device: value.device, node: value.node, session: value.session, at: value.at, seq: value.seq });
   }
 
   private emitSafely<K extends keyof BrokerEvents>(event: K, ...args: BrokerEvents[K]): void {
@@ -925,7 +949,14 @@ function json(value: unknown): Buffer | undefined {
 function isTakeover(value: unknown): value is Takeover {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
-  return typeof v.device === 'string' && typeof v.node === 'string' && typeof v.session === 'string' && typeof v.at === 'number';
+  return (
+    typeof v.device === 'string' &&
+    typeof v.node === 'string' &&
+    typeof v.session === 'string' &&
+    typeof v.at === 'number' &&
+    typeof v.seq === 'number' &&
+    Number.isSafeInteger(v.seq)
+  );
 }
 
 function asError(err: unknown): Error {

@@ -93,7 +93,7 @@ describe('MemoryBroker', () => {
     const broker = await start({ nodeId: 'n', hub: new MemoryExchangeHub(), retain: 2 });
     for (let i = 0; i < 3; i++) expect(await broker.publishUplink({ device: 'd', id: `${i}`, topic: 't', body: i })).toEqual({ ok: true });
     expect(broker.read(broker.embeddedUplinkQueue).map((m) => m.body)).toEqual([1, 2]);
-    await broker.publishPresence({ device: 'd', event: 'connected', node: 'n', at: new Date(0).toISOString() });
+    await broker.publishPresence({ device: 'd', event: 'connected', node: 'n', session: 's', seq: 2, at: new Date(0).toISOString() });
     expect(broker.read(broker.embeddedEventQueue)).toMatchObject([{ routingKey: 'd.connected', body: { event: 'connected' } }]);
   });
 

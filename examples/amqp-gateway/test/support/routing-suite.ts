@@ -251,7 +251,7 @@ export function routingSuite(
       const b = await node('node-b');
       const atA = new EventLog<Takeover>(a, 'takeover');
       const atB = new EventLog<Takeover>(b, 'takeover');
-      const takeover: Takeover = { device: 'dev-1', node: 'node-a', session: 'session-1', at: 1_700_000_000_000 };
+      const takeover: Takeover = { device: 'dev-1', node: 'node-a', session: 'session-1', at: 1_700_000_000_000, seq: 6 };
       await a.announceTakeover(takeover);
       expect(await atA.next()).toEqual(takeover);
       expect(await atB.next()).toEqual(takeover);
