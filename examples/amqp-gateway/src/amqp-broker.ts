@@ -3,8 +3,8 @@
  *
  * Lifecycle of the link to RabbitMQ (one "link" = the pair of connections below):
  *
- * 1. Open two connections: a **publisher** (one confirm channel: uplink, presence, commands,
- *    takeovers, redeliveries) and a **consumer** (an admin channel for declares and binds, and an
+ * 1. Open two connections: a **publisher** (one confirm channel: uplink, presence and command
+ *    events, commands, takeovers, redeliveries) and a **consumer** (an admin channel for declares and binds, and an
  *    inbox channel consuming this node's queue and this process's control queue). RabbitMQ blocks
  *    only connections that publish, so a memory or disk alarm never stalls downlink acks or binds.
  * 2. Declare the topology (idempotent, see topology.ts); from here on publishes flow again.

@@ -6,8 +6,8 @@
  * 1. **Hello.** The first line must be `{"type":"hello","device","token"}`, within `helloTimeout`
  *    (which bounds the whole hello: authentication and broker round trips included). The hello is
  *    stamped when it is read (`at`, see {@link DeviceDirectory.helloTime}); `authenticate` names the
- *    device; the session is registered in the process's {@link DeviceDirectory}; the takeover is
- *    announced to every node; the device's downlink is routed to this node (`attachDevice`); only
+ *    device; the session takes its presence seq ({@link DeviceDirectory.nextSeq}) and is registered
+ *    in the process's {@link DeviceDirectory}; the takeover (with the seq) is announced to every node; the device's downlink is routed to this node (`attachDevice`); only
  *    then is `{"type":"welcome"}` sent, followed by the `connected` presence event. Lines sent
  *    meanwhile wait (corral does not read while `onFrame`'s promise is pending). A hello older than
  *    a session already known for the device (here or on another node) is refused with `taken_over`.
@@ -15,11 +15,15 @@
  *    confirm. Reading goes on (pipelining) until `maxInflightPerDevice` are unconfirmed, or until the
  *    process's {@link UplinkBudget} is spent; then `onFrame` waits, and corral stops reading the socket.
  * 3. **Downlink.** Commands reach the session through {@link dispatchBrokerEvents}. At most
- *    `maxPendingCommands` are written and unacknowledged; more wait in a bounded queue. An expired
- *    command is dropped; a command not acknowledged within `cmdAckTimeout`, or left when the session
- *    ends, is given back to the broker (`redeliver`) to follow its device.
+ *    `maxPendingCommands` are written and unacknowledged; more wait in a bounded queue. A `cmd_ack`
+ *    is published as an event (confirmed) before the command's delivery is acknowledged. An expired
+ *    command is dropped, after a `cmd_expired` event; a command not acknowledged within
+ *    `cmdAckTimeout`, or left when the session ends, is given back to the broker (`redeliver`) to
+ *    follow its device.
  * 4. **Takeover.** When any node announces a later session of the device, this one is sent
- *    `taken_over` and closed.
+ *    `taken_over` and closed. If the announced seq is not above this session's `disconnected`
+ *    (seq + 1), the winner is announced again with a higher one, which its node adopts (and
+ *    publishes `connected` again): presence orders by seq (docs/gateway.md, "Events").
  * 5. **Errors.** A line that breaks the protocol gets `{"type":"error","code","message"}`, then the
  *    connection closes. Nothing a device sends can crash the process.
  * 6. **Drain.** On `onShutdown` the session closes once its unconfirmed uplinks are settled (corral
