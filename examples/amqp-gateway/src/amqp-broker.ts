@@ -734,11 +734,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     } catch {
       value = undefined;
     }
-    if (!isTakeover(value)) {
+    const takeover = parseTakeover(value);
+    if (takeover === undefined) {
       this.log.warn('ignored a malformed control message');
       return;
     }
-    this.emitSafely('takeover', { device: value.device, node: value.node, session: value.session, at: value.at, seq: value.seq });
+    this.emitSafely('takeover', takeover);
   }
 
   private emitSafely<K extends keyof BrokerEvents>(event: K, ...args: BrokerEvents[K]): void {
@@ -946,17 +947,16 @@ function json(value: unknown): Buffer | undefined {
   }
 }
 
-function isTakeover(value: unknown): value is Takeover {
-  if (typeof value !== 'object' || value === null) return false;
+/**
+ * A takeover announcement, or `undefined` if `value` is not one. An announcement without `seq`
+ * (from a gateway of an earlier version, during a rolling upgrade) counts as seq 0.
+ */
+function parseTakeover(value: unknown): Takeover | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
-  return (
-    typeof v.device === 'string' &&
-    typeof v.node === 'string' &&
-    typeof v.session === 'string' &&
-    typeof v.at === 'number' &&
-    typeof v.seq === 'number' &&
-    Number.isSafeInteger(v.seq)
-  );
+  if (typeof v.device !== 'string' || typeof v.node !== 'string' || typeof v.session !== 'string' || typeof v.at !== 'number') return undefined;
+  if (v.seq !== undefined && !(typeof v.seq === 'number' && Number.isSafeInteger(v.seq))) return undefined;
+  return { device: v.device, node: v.node, session: v.session, at: v.at, seq: typeof v.seq === 'number' ? v.seq : 0 };
 }
 
 function asError(err: unknown): Error {

@@ -7,8 +7,9 @@
  *    (which bounds the whole hello: authentication and broker round trips included). The hello is
  *    stamped when it is read (`at`, see {@link DeviceDirectory.helloTime}); `authenticate` names the
  *    device; the session takes its presence seq ({@link DeviceDirectory.nextSeq}) and is registered
- *    in the process's {@link DeviceDirectory}; the takeover (with the seq) is announced to every node; the device's downlink is routed to this node (`attachDevice`); only
- *    then is `{"type":"welcome"}` sent, followed by the `connected` presence event. Lines sent
+ *    in the process's {@link DeviceDirectory}; the takeover (with the seq) is announced to every
+ *    node; the device's downlink is routed to this node (`attachDevice`); only then is
+ *    `{"type":"welcome"}` sent, followed by the `connected` presence event. Lines sent
  *    meanwhile wait (corral does not read while `onFrame`'s promise is pending). A hello older than
  *    a session already known for the device (here or on another node) is refused with `taken_over`.
  * 2. **Uplink.** Each `msg` is published in the order read; `ack` or `nack` follows the broker's
