@@ -1,12 +1,16 @@
 /**
  * The events suite (support/events-suite.ts) over both brokers: gateway nodes with MemoryBrokers
  * sharing a hub, and gateway nodes with AmqpBrokers on the real RabbitMQ (skipped when RabbitMQ is
- * not reachable; see support/rabbit.ts).
+ * not reachable; see support/rabbit.ts). Then what a session does when a `cmd_ack` event cannot
+ * be published.
  */
+import { afterEach, describe, expect, it } from 'vitest';
 import { AmqpBroker } from '../src/amqp-broker.js';
+import type { CommandEvent } from '../src/broker.js';
 import { MemoryBroker } from '../src/memory-broker.js';
 import { MemoryExchangeHub } from '../src/memory-exchange-hub.js';
-import { startTestNodeWith } from './support/gateway-harness.js';
+import { DeviceClient } from './support/device-client.js';
+import { metric, nextEnqueued, startTestNodeWith, stopGateways, token } from './support/gateway-harness.js';
 import { eventsSuite } from './support/events-suite.js';
 import { hubBackEnd } from './support/hub-back-end.js';
 import { AMQP_URL, deleteTopology, describeRabbit, rabbitBackEnd } from './support/rabbit.js';
@@ -26,5 +30,37 @@ describeRabbit('over RabbitMQ', () => {
     start: (prefix, nodeId, options = {}) => startTestNodeWith({ ...options, nodeId }, () => new AmqpBroker({ url: AMQP_URL, nodeId, prefix })),
     backEnd: rabbitBackEnd,
     cleanup: (prefix, nodeIds) => deleteTopology(prefix, nodeIds),
+  });
+});
+
+describe('cmd_ack when the event cannot be published', () => {
+  afterEach(stopGateways);
+
+  it('gives the command back instead of acknowledging it: the device gets it again, and the next ack is published', async () => {
+    const local = new MemoryExchangeHub();
+    let refuse = 1;
+    class RefusingBroker extends MemoryBroker {
+      override async publishCommandEvent(event: CommandEvent): Promise<void> {
+        if (refuse > 0) {
+          refuse -= 1;
+          throw new Error('refused (test)');
+        }
+        return super.publishCommandEvent(event);
+      }
+    }
+    const node = await startTestNodeWith({ nodeId: 'gw-r' }, (nodeId) => new RefusingBroker({ nodeId, hub: local, retain: 0 }), local);
+    const acks = `${node.broker.topology.events}.acks`;
+    node.broker.bindQueue(acks, node.broker.topology.events, '#.cmd_ack');
+    const { client } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    await node.broker.publishCommand('dev-1', 'x', { id: 'c-1' });
+    expect((await client.next('cmd')).id).toBe('c-1');
+    client.send({ type: 'cmd_ack', id: 'c-1' });
+    expect((await client.next('cmd')).id).toBe('c-1'); // given back, and delivered again
+    const published = nextEnqueued(local, acks);
+    client.send({ type: 'cmd_ack', id: 'c-1' });
+    expect(await published).toMatchObject({ routingKey: 'dev-1.cmd_ack', body: { command: 'c-1' } });
+    expect(await metric(node.metrics, 'gateway_downlink_redelivered_total', { reason: 'event_failed' })).toBe(1);
+    expect(await metric(node.metrics, 'gateway_command_events_total', { event: 'cmd_ack', outcome: 'failed' })).toBe(1);
+    expect(await metric(node.metrics, 'gateway_command_events_total', { event: 'cmd_ack', outcome: 'published' })).toBe(1);
   });
 });
