@@ -25,8 +25,13 @@ export interface DirectorySession extends SessionStamp {
   readonly seq?: number;
 }
 
-interface KnownSeq {
+/** The highest presence seq known for a device, and the session that used it. */
+export interface SeqOwner {
   readonly seq: number;
+  readonly session: string;
+}
+
+interface KnownSeq extends SeqOwner {
   readonly seenAt: number;
 }
 
@@ -140,17 +145,24 @@ export class DeviceDirectory<S extends DirectorySession> {
     return best;
   }
 
-  /** Remember that `device` used presence seq `seq` (the highest one is kept). */
-  noteSeq(device: string, seq: number): void {
+  /** Remember that `session` of `device` used presence seq `seq` (the highest one is kept, with its session). */
+  noteSeq(device: string, seq: number, session: string): void {
     const now = Date.now();
     const known = this.seqs.get(device);
+    const keep = known !== undefined && known.seq >= seq;
     this.seqs.delete(device);
-    this.seqs.set(device, { seq: known === undefined ? seq : Math.max(known.seq, seq), seenAt: now });
+    this.seqs.set(device, keep ? { seq: known.seq, session: known.session, seenAt: now } : { seq, session, seenAt: now });
     let budget = 8;
     for (const [d, k] of this.seqs) {
       if (budget-- === 0 || now - k.seenAt < this.seqRetention) break;
       this.seqs.delete(d);
     }
+  }
+
+  /** The highest presence seq remembered for `device`, and the session that used it. */
+  knownSeq(device: string): SeqOwner | undefined {
+    const known = this.seqs.get(device);
+    return known === undefined ? undefined : { seq: known.seq, session: known.session };
   }
 
   /** The highest presence seq known for `device` (0 if none): remembered, and this process's sessions' (+ 1, for their `disconnected`). */
@@ -165,9 +177,9 @@ export class DeviceDirectory<S extends DirectorySession> {
    * `disconnected` (seq + 1) of every session this process knows of. Remembered at once, so two
    * hellos here get different ones.
    */
-  nextSeq(device: string): number {
+  nextSeq(device: string, session: string): number {
     const seq = this.highestSeq(device) + 2;
-    this.noteSeq(device, seq);
+    this.noteSeq(device, seq, session);
     return seq;
   }
 

@@ -115,9 +115,26 @@ export function dispatchBrokerEvents(context: SessionContext): () => void {
   };
   const onTakeover = (takeover: Takeover): void => {
     try {
-      directory.noteStamp(takeover.device, takeover);
-      directory.noteSeq(takeover.device, takeover.seq);
-      for (const session of [...directory.sessions(takeover.device)]) {
+      const { device } = takeover;
+      const latest = directory.latest(device);
+      const known = directory.knownSeq(device);
+      directory.noteStamp(device, takeover);
+      if (
+        known !== undefined &&
+        known.session !== takeover.session &&
+        takeover.seq < known.seq + 2 &&
+        (latest === undefined || latest.session === takeover.session || isNewer(takeover, latest))
+      ) {
+        // The newest session of the device, as far as this process knows, with a seq not above one
+        // this process remembers (its node never heard of it: restarted, or it forgot): announce
+        // it again above that, and its node adopts the seq.
+        takeover = { ...takeover, seq: known.seq + 2 };
+        directory.noteSeq(device, takeover.seq, takeover.session);
+        correctSeq(context, takeover);
+      } else {
+        directory.noteSeq(device, takeover.seq, takeover.session);
+      }
+      for (const session of [...directory.sessions(device)]) {
         if (session.session === takeover.session) {
           // This session, announced again with a higher seq by a node that knew a higher one.
           session.adoptSeq(takeover.seq);
@@ -125,7 +142,11 @@ export function dispatchBrokerEvents(context: SessionContext): () => void {
           // This session loses. Its `disconnected` will carry its seq + 1: if the winner's seq is
           // not above that (its node did not know this session's seq), announce the winner again
           // with a seq that is, and its node adopts it.
-          if (takeover.seq < session.seq + 2) correctSeq(context, { ...takeover, seq: session.seq + 2 });
+          if (takeover.seq < session.seq + 2) {
+            takeover = { ...takeover, seq: session.seq + 2 };
+            directory.noteSeq(device, takeover.seq, takeover.session);
+            correctSeq(context, takeover);
+          }
           session.takeOver(takeover);
         } else if (session.seq < takeover.seq + 2) {
           // The announced session loses to this one (hellos raced), but this one's seq is not above
@@ -366,7 +387,7 @@ export class DeviceSession implements ProtocolHandler {
     if (seq <= this.seq || this.closed || this.takenOver || this.device === undefined) return;
     const { ctx } = this;
     this.seq = seq;
-    ctx.directory.noteSeq(this.device, seq);
+    ctx.directory.noteSeq(this.device, seq, this.session);
     if (this.registered) correctSeq(ctx, { device: this.device, node: ctx.nodeId, session: this.session, at: this.at, seq });
     if (this.welcomed) this.presence('connected');
   }
@@ -394,7 +415,7 @@ export class DeviceSession implements ProtocolHandler {
     }
     this.device = device;
     if (this.refuseIfOutdated()) return;
-    this.seq = ctx.directory.nextSeq(device);
+    this.seq = ctx.directory.nextSeq(device, this.session);
     ctx.directory.add(this);
     this.registered = true;
     try {
@@ -600,7 +621,7 @@ export class DeviceSession implements ProtocolHandler {
     const { ctx } = this;
     const device = this.device!;
     const seq = event === 'connected' ? this.seq : this.seq + 1;
-    ctx.directory.noteSeq(device, seq);
+    ctx.directory.noteSeq(device, seq, this.session);
     ctx.broker
       .publishPresence({ device, event, node: ctx.nodeId, session: this.session, seq, at: new Date().toISOString() })
       .catch((err: unknown) => ctx.logger.warn({ err, device, event }, 'presence publish failed'));

@@ -186,6 +186,28 @@ export function eventsSuite(label: string, harness: EventsHarness): void {
       expect(presenceState(events)).toMatchObject({ event: 'connected', session: w2.session });
     });
 
+    it('numbers a session on a node that never heard of the device above what another node remembers', async () => {
+      const { prefix, node } = fresh();
+      const a = await node('gw-a');
+      const queue = `${prefix}.presence`;
+      await backEnd.bindEventQueue(prefix, queue, 'dev-1.*');
+      const { client, welcome: first } = await DeviceClient.hello(a.port, 'dev-1', token('dev-1'));
+      await client.close();
+      const before = await readPresence(prefix, queue, (got) => got.some((e) => e.session === first.session && e.event === 'disconnected'));
+      const gone = before.find((e) => e.event === 'disconnected')!;
+      // Node b starts now (a restarted node, say): it never saw the device, and numbers its session
+      // from scratch; node a remembers the seq it published, and has it raised.
+      const b = await node('gw-b');
+      const { welcome: second } = await DeviceClient.hello(b.port, 'dev-1', token('dev-1'));
+      const after = await readPresence(prefix, queue, (got) => {
+        const state = presenceState([...before, ...got]);
+        return state?.session === second.session && state.event === 'connected';
+      });
+      const state = presenceState([...before, ...after]);
+      expect(state).toMatchObject({ event: 'connected', node: 'gw-b', session: second.session });
+      expect(state!.seq).toBeGreaterThan(gone.seq);
+    });
+
     it('raises the seq of the winner of two hellos racing on two nodes above the loser\'s disconnected', async () => {
       const { prefix, node } = fresh();
       const gateA = gatedAuthenticate();
