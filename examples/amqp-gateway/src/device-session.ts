@@ -23,8 +23,9 @@
  *    follow its device.
  * 4. **Takeover.** When any node announces a later session of the device, this one is sent
  *    `taken_over` and closed. If the announced seq is not above this session's `disconnected`
- *    (seq + 1), the winner is announced again with a higher one, which its node adopts (and
- *    publishes `connected` again): presence orders by seq (docs/gateway.md, "Events").
+ *    (seq + 1), or above a seq this process remembers for the device, the new session is announced
+ *    again with a higher one, which its node adopts (and publishes `connected` again): presence
+ *    orders by seq (docs/gateway.md, "Events").
  * 5. **Errors.** A line that breaks the protocol gets `{"type":"error","code","message"}`, then the
  *    connection closes. Nothing a device sends can crash the process.
  * 6. **Drain.** On `onShutdown` the session closes once its unconfirmed uplinks are settled (corral
