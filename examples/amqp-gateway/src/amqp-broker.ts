@@ -3,8 +3,8 @@
  *
  * Lifecycle of the link to RabbitMQ (one "link" = the pair of connections below):
  *
- * 1. Open two connections: a **publisher** (one confirm channel: uplink, presence, commands,
- *    takeovers, redeliveries) and a **consumer** (an admin channel for declares and binds, and an
+ * 1. Open two connections: a **publisher** (one confirm channel: uplink, presence and command
+ *    events, commands, takeovers, redeliveries) and a **consumer** (an admin channel for declares and binds, and an
  *    inbox channel consuming this node's queue and this process's control queue). RabbitMQ blocks
  *    only connections that publish, so a memory or disk alarm never stalls downlink acks or binds.
  * 2. Declare the topology (idempotent, see topology.ts); from here on publishes flow again.
@@ -25,7 +25,17 @@ import type { Socket } from 'node:net';
 import { connect, IllegalOperationError } from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options } from 'amqplib';
 import { pino, type Logger } from 'pino';
-import type { Broker, BrokerEvents, BrokerState, Command, PresenceEvent, PublishResult, Takeover, UplinkMessage } from './broker.js';
+import type {
+  Broker,
+  BrokerEvents,
+  BrokerState,
+  Command,
+  CommandEvent,
+  PresenceEvent,
+  PublishResult,
+  Takeover,
+  UplinkMessage,
+} from './broker.js';
 import { NODE_QUEUE_MESSAGE_TTL_MS, topology, type Topology } from './topology.js';
 
 /** Options of {@link AmqpBroker}. */
@@ -211,6 +221,20 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       headers: { 'device-id': event.device, 'node-id': this.nodeId },
     });
     if (outcome !== 'ok') this.log.warn({ device: event.device, event: event.event, outcome }, 'presence event not published');
+  }
+
+  async publishCommandEvent(event: CommandEvent): Promise<void> {
+    // Not dropped during an outage, unlike presence: it waits in the outbox, as uplinks do. What
+    // waits is bounded: the session settles the command's delivery only once this is confirmed,
+    // and RabbitMQ hands this node at most `prefetch` unsettled commands.
+    const outcome = await this.enqueue(this.nextPublishId(), this.topology.events, `${event.device}.${event.event}`, json(event), {
+      persistent: true,
+      contentType: 'application/json',
+      messageId: event.command,
+      timestamp: Math.floor(Date.now() / 1000),
+      headers: { 'device-id': event.device, 'node-id': this.nodeId },
+    });
+    if (outcome !== 'ok') throw new Error(`${event.event} of command ${event.command} for ${event.device} was not published (${outcome})`);
   }
 
   /** Connected to RabbitMQ and not blocked: control-plane publishes can complete now. */
@@ -711,11 +735,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     } catch {
       value = undefined;
     }
-    if (!isTakeover(value)) {
+    const takeover = parseTakeover(value);
+    if (takeover === undefined) {
       this.log.warn('ignored a malformed control message');
       return;
     }
-    this.emitSafely('takeover', { device: value.device, node: value.node, session: value.session, at: value.at });
+    this.emitSafely('takeover', takeover);
   }
 
   private emitSafely<K extends keyof BrokerEvents>(event: K, ...args: BrokerEvents[K]): void {
@@ -944,10 +969,16 @@ function json(value: unknown): Buffer | undefined {
   }
 }
 
-function isTakeover(value: unknown): value is Takeover {
-  if (typeof value !== 'object' || value === null) return false;
+/**
+ * A takeover announcement, or `undefined` if `value` is not one. An announcement without `seq`
+ * (from a gateway of an earlier version, during a rolling upgrade) counts as seq 0.
+ */
+function parseTakeover(value: unknown): Takeover | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
-  return typeof v.device === 'string' && typeof v.node === 'string' && typeof v.session === 'string' && typeof v.at === 'number';
+  if (typeof v.device !== 'string' || typeof v.node !== 'string' || typeof v.session !== 'string' || typeof v.at !== 'number') return undefined;
+  if (v.seq !== undefined && !(typeof v.seq === 'number' && Number.isSafeInteger(v.seq))) return undefined;
+  return { device: v.device, node: v.node, session: v.session, at: v.at, seq: typeof v.seq === 'number' ? v.seq : 0 };
 }
 
 function asError(err: unknown): Error {

@@ -36,11 +36,39 @@ export interface Command {
   drop(): void;
 }
 
-/** A presence event published to `<prefix>.events`. */
+/**
+ * A presence event published to `<prefix>.events`, routing key `<device>.<event>`. For one device,
+ * `seq` orders the events of every node (see docs/gateway.md, "Events"): the device's state is the
+ * event with the highest `seq`.
+ */
 export interface PresenceEvent {
   readonly device: string;
   readonly event: 'connected' | 'disconnected';
   readonly node: string;
+  /** The session id (the one the welcome gave the device). */
+  readonly session: string;
+  /**
+   * The device's presence sequence number: a session's `connected` has its seq, its
+   * `disconnected` that seq + 1; a later session of the device gets a higher one.
+   */
+  readonly seq: number;
+  /** ISO 8601 time (informative: order by `seq`). */
+  readonly at: string;
+}
+
+/**
+ * A command outcome published to `<prefix>.events`, routing key `<device>.<event>`: the device
+ * acknowledged the command (`cmd_ack`), or the command expired before it could be delivered and
+ * was dropped (`cmd_expired`).
+ */
+export interface CommandEvent {
+  readonly device: string;
+  /** The command id. */
+  readonly command: string;
+  readonly event: 'cmd_ack' | 'cmd_expired';
+  readonly node: string;
+  /** The session that had the command, or `null` (an expired command no session of this node held). */
+  readonly session: string | null;
   /** ISO 8601 time. */
   readonly at: string;
 }
@@ -52,6 +80,11 @@ export interface Takeover {
   readonly session: string;
   /** When the winning hello was received (ms since epoch); later wins, ties broken by session id. */
   readonly at: number;
+  /**
+   * The session's presence seq. A session may be announced again with a higher seq (a node that
+   * knew a higher seq of the device corrects it); the session then adopts it.
+   */
+  readonly seq: number;
 }
 
 /** Broker states, for `/healthz` and metrics. */
@@ -82,6 +115,13 @@ export interface Broker extends EventEmitter<BrokerEvents> {
   publishUplink(message: UplinkMessage): Promise<PublishResult>;
   /** Publish a presence event (best effort, confirmed). */
   publishPresence(event: PresenceEvent): Promise<void>;
+  /**
+   * Publish a command outcome event, persistent. Resolves once the broker confirmed it; while the
+   * broker is unreachable it waits (like an uplink); rejects if it was refused or the broker stops.
+   * The session settles the command's delivery only after this resolves, so the event is
+   * published at least once.
+   */
+  publishCommandEvent(event: CommandEvent): Promise<void>;
   /** Route downlink for `device` to this node. Resolves once the binding is in place. */
   attachDevice(device: string): Promise<void>;
   /** Stop routing downlink for `device` to this node. */

@@ -6,20 +6,26 @@
  * 1. **Hello.** The first line must be `{"type":"hello","device","token"}`, within `helloTimeout`
  *    (which bounds the whole hello: authentication and broker round trips included). The hello is
  *    stamped when it is read (`at`, see {@link DeviceDirectory.helloTime}); `authenticate` names the
- *    device; the session is registered in the process's {@link DeviceDirectory}; the takeover is
- *    announced to every node; the device's downlink is routed to this node (`attachDevice`); only
- *    then is `{"type":"welcome"}` sent, followed by the `connected` presence event. Lines sent
+ *    device; the session takes its presence seq ({@link DeviceDirectory.nextSeq}) and is registered
+ *    in the process's {@link DeviceDirectory}; the takeover (with the seq) is announced to every
+ *    node; the device's downlink is routed to this node (`attachDevice`); only then is
+ *    `{"type":"welcome"}` sent, followed by the `connected` presence event. Lines sent
  *    meanwhile wait (corral does not read while `onFrame`'s promise is pending). A hello older than
  *    a session already known for the device (here or on another node) is refused with `taken_over`.
  * 2. **Uplink.** Each `msg` is published in the order read; `ack` or `nack` follows the broker's
  *    confirm. Reading goes on (pipelining) until `maxInflightPerDevice` are unconfirmed, or until the
  *    process's {@link UplinkBudget} is spent; then `onFrame` waits, and corral stops reading the socket.
  * 3. **Downlink.** Commands reach the session through {@link dispatchBrokerEvents}. At most
- *    `maxPendingCommands` are written and unacknowledged; more wait in a bounded queue. An expired
- *    command is dropped; a command not acknowledged within `cmdAckTimeout`, or left when the session
- *    ends, is given back to the broker (`redeliver`) to follow its device.
+ *    `maxPendingCommands` are written and unacknowledged; more wait in a bounded queue. A `cmd_ack`
+ *    is published as an event (confirmed) before the command's delivery is acknowledged. An expired
+ *    command is dropped, after a `cmd_expired` event; a command not acknowledged within
+ *    `cmdAckTimeout`, or left when the session ends, is given back to the broker (`redeliver`) to
+ *    follow its device.
  * 4. **Takeover.** When any node announces a later session of the device, this one is sent
- *    `taken_over` and closed.
+ *    `taken_over` and closed. If the announced seq is not above this session's `disconnected`
+ *    (seq + 1), or above a seq this process remembers for the device, the new session is announced
+ *    again with a higher one, which its node adopts (and publishes `connected` again): presence
+ *    orders by seq (docs/gateway.md, "Events").
  * 5. **Errors.** A line that breaks the protocol gets `{"type":"error","code","message"}`, then the
  *    connection closes. Nothing a device sends can crash the process.
  * 6. **Drain.** On `onShutdown` the session closes once its unconfirmed uplinks are settled (corral
@@ -33,7 +39,7 @@ import { performance } from 'node:perf_hooks';
 import { type CloseReason, type Connection, FrameTooLargeError, type ProtocolHandler } from 'corral';
 import type { Logger } from 'pino';
 import type { Authenticate } from './auth.js';
-import type { Broker, Command, PresenceEvent, Takeover } from './broker.js';
+import type { Broker, Command, CommandEvent, PresenceEvent, Takeover } from './broker.js';
 import { type DeviceDirectory, isNewer } from './device-directory.js';
 import {
   type CommandAck,
@@ -45,7 +51,7 @@ import {
   ProtocolError,
   type Uplink,
 } from './device-protocol.js';
-import type { GatewayMetrics, HelloOutcome, RedeliveryReason } from './metrics.js';
+import type { CommandEventKind, GatewayMetrics, HelloOutcome, RedeliveryReason } from './metrics.js';
 import type { UplinkBudget } from './uplink-budget.js';
 import { UplinkRate } from './uplink-rate.js';
 
@@ -96,8 +102,7 @@ export function dispatchBrokerEvents(context: SessionContext): () => void {
   const onCommand = (command: Command): void => {
     try {
       if (expired(command)) {
-        metrics.downlinkExpired();
-        command.drop();
+        expire(context, command, directory.current(command.device)?.session ?? null);
         return;
       }
       const session = directory.current(command.device);
@@ -115,9 +120,44 @@ export function dispatchBrokerEvents(context: SessionContext): () => void {
   };
   const onTakeover = (takeover: Takeover): void => {
     try {
-      directory.noteStamp(takeover.device, takeover);
-      for (const session of [...directory.sessions(takeover.device)]) {
-        if (session.session !== takeover.session && isNewer(takeover, session)) session.takeOver(takeover);
+      const { device } = takeover;
+      const latest = directory.latest(device);
+      const known = directory.knownSeq(device);
+      directory.noteStamp(device, takeover);
+      if (
+        known !== undefined &&
+        known.session !== takeover.session &&
+        takeover.seq < known.seq + 2 &&
+        (latest === undefined || latest.session === takeover.session || isNewer(takeover, latest))
+      ) {
+        // The newest session of the device, as far as this process knows, with a seq not above one
+        // this process remembers (its node never heard of it: restarted, or it forgot): announce
+        // it again above that, and its node adopts the seq.
+        takeover = { ...takeover, seq: known.seq + 2 };
+        directory.noteSeq(device, takeover.seq, takeover.session);
+        correctSeq(context, takeover);
+      } else {
+        directory.noteSeq(device, takeover.seq, takeover.session);
+      }
+      for (const session of [...directory.sessions(device)]) {
+        if (session.session === takeover.session) {
+          // This session, announced again with a higher seq by a node that knew a higher one.
+          session.adoptSeq(takeover.seq);
+        } else if (isNewer(takeover, session)) {
+          // This session loses. Its `disconnected` will carry its seq + 1: if the winner's seq is
+          // not above that (its node did not know this session's seq), announce the winner again
+          // with a seq that is, and its node adopts it.
+          if (takeover.seq < session.seq + 2) {
+            takeover = { ...takeover, seq: session.seq + 2 };
+            directory.noteSeq(device, takeover.seq, takeover.session);
+            correctSeq(context, takeover);
+          }
+          session.takeOver(takeover);
+        } else if (session.seq < takeover.seq + 2) {
+          // The announced session loses to this one (hellos raced), but this one's seq is not above
+          // the loser's `disconnected`: raise it.
+          session.adoptSeq(takeover.seq + 2);
+        }
       }
     } catch (err) {
       logger.error({ err, device: takeover.device }, 'takeover dispatch failed');
@@ -135,6 +175,43 @@ function expired(command: Command): boolean {
   return command.expiresAt !== undefined && command.expiresAt <= Date.now();
 }
 
+/** Announce a session again with a corrected (higher) presence seq. */
+function correctSeq(context: SessionContext, takeover: Takeover): void {
+  const { broker, logger } = context;
+  track(
+    context,
+    broker.announceTakeover(takeover).catch((err: unknown) => logger.warn({ err, device: takeover.device }, 'seq correction not announced')),
+  );
+}
+
+/** An expired command: publish `cmd_expired`, then drop it (dropped whatever the publish's outcome). */
+function expire(context: SessionContext, command: Command, session: string | null): void {
+  context.metrics.downlinkExpired();
+  const settle = (): void => command.drop();
+  track(context, publishCommandEvent(context, command, 'cmd_expired', session).then(settle, settle));
+}
+
+/** Publish a command outcome event; resolves once confirmed, rejects (logged, counted) if not. */
+function publishCommandEvent(context: SessionContext, command: Command, event: CommandEventKind, session: string | null): Promise<void> {
+  const { broker, logger, metrics, nodeId } = context;
+  const body: CommandEvent = { device: command.device, command: command.id, event, node: nodeId, session, at: new Date().toISOString() };
+  return broker.publishCommandEvent(body).then(
+    () => metrics.commandEvent(event, 'published'),
+    (err: unknown) => {
+      metrics.commandEvent(event, 'failed');
+      logger.warn({ err, device: command.device, command: command.id, event }, 'command event not published');
+      throw err;
+    },
+  );
+}
+
+/** Broker work a drain must wait for. */
+function track(context: SessionContext, work: Promise<void>): void {
+  const settling = context.settling;
+  settling.add(work);
+  void work.finally(() => settling.delete(work));
+}
+
 /** The device handler: one instance per connection, built with the process's {@link SessionContext}. */
 export class DeviceSession implements ProtocolHandler {
   /** The authenticated device id, once the hello was accepted. */
@@ -143,11 +220,17 @@ export class DeviceSession implements ProtocolHandler {
   session = '';
   /** When the hello was read (see {@link DeviceDirectory.helloTime}). */
   at = 0;
+  /**
+   * This session's presence seq (`connected` carries it, `disconnected` seq + 1), from
+   * {@link DeviceDirectory.nextSeq}; raised if a node announces this session with a higher one.
+   */
+  seq = 0;
   private phase: Phase = 'hello';
   private helloTimer: NodeJS.Timeout | undefined = undefined;
   private registered = false;
   private attached = false;
   private welcomed = false;
+  private takenOver = false;
   private shuttingDown = false;
   /** The hello's outcome was counted (it is counted once). */
   private helloCounted = false;
@@ -276,8 +359,7 @@ export class DeviceSession implements ProtocolHandler {
       return;
     }
     if (expired(command)) {
-      this.ctx.metrics.downlinkExpired();
-      command.drop();
+      expire(this.ctx, command, this.session);
       return;
     }
     const hold = !this.welcomed || this.shuttingDown; // given back, to follow the device, when the session closes
@@ -294,7 +376,8 @@ export class DeviceSession implements ProtocolHandler {
 
   /** A later session of this device was announced: close this one. */
   takeOver(takeover: Takeover): void {
-    if (this.closed) return;
+    if (this.closed || this.takenOver) return;
+    this.takenOver = true;
     if (this.welcomed) this.ctx.metrics.takeover('closed');
     else {
       // Not welcomed yet: this hello lost.
@@ -303,6 +386,19 @@ export class DeviceSession implements ProtocolHandler {
     }
     this.ctx.logger.debug({ device: this.device, session: this.session, by: takeover.session, node: takeover.node }, 'session taken over');
     this.fail('taken_over', `device ${takeover.device} connected again (node ${takeover.node})`);
+  }
+
+  /**
+   * An announcement says this session's seq must be at least `seq`: take it, tell every node, and
+   * if `connected` was published already, publish it again with the new seq.
+   */
+  adoptSeq(seq: number): void {
+    if (seq <= this.seq || this.closed || this.takenOver || this.device === undefined) return;
+    const { ctx } = this;
+    this.seq = seq;
+    ctx.directory.noteSeq(this.device, seq, this.session);
+    if (this.registered) correctSeq(ctx, { device: this.device, node: ctx.nodeId, session: this.session, at: this.at, seq });
+    if (this.welcomed) this.presence('connected');
   }
 
   // ---- hello ---------------------------------------------------------------------------------------
@@ -328,10 +424,11 @@ export class DeviceSession implements ProtocolHandler {
     }
     this.device = device;
     if (this.refuseIfOutdated()) return;
+    this.seq = ctx.directory.nextSeq(device, this.session);
     ctx.directory.add(this);
     this.registered = true;
     try {
-      await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at });
+      await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at, seq: this.seq });
       if (this.closed) return this.helloGone();
       await ctx.broker.attachDevice(device);
     } catch (err) {
@@ -545,8 +642,7 @@ export class DeviceSession implements ProtocolHandler {
       const command = this.queued[i]!;
       if (expired(command)) {
         this.queued.splice(i, 1);
-        this.ctx.metrics.downlinkExpired();
-        command.drop();
+        expire(this.ctx, command, this.session);
       } else if (this.pending.has(command.id)) {
         i++; // the same id is out: send this copy after it settles
       } else {
@@ -562,7 +658,14 @@ export class DeviceSession implements ProtocolHandler {
     clearTimeout(p.timer);
     this.pending.delete(ack.id);
     this.ctx.metrics.downlinkAcked((performance.now() - p.sentAt) / 1000);
-    p.command.ack();
+    // The `cmd_ack` event first, confirmed; then the delivery is settled, so a connection lost in
+    // between brings the command (and its event) again: at least once. If RabbitMQ refuses the
+    // event (e.g. a back-end queue full with `reject-publish`), the delivery is settled anyway: the
+    // device did the command, and giving it back would send it to the device again at every ack,
+    // for as long as the refusal lasts. The lost event is counted (`outcome` `failed`) and logged.
+    const command = p.command;
+    const settle = (): void => command.ack();
+    this.track(publishCommandEvent(this.ctx, command, 'cmd_ack', this.session).then(settle, settle));
     this.writeQueued();
   }
 
@@ -597,14 +700,14 @@ export class DeviceSession implements ProtocolHandler {
   private presence(event: PresenceEvent['event']): void {
     const { ctx } = this;
     const device = this.device!;
+    const seq = event === 'connected' ? this.seq : this.seq + 1;
+    ctx.directory.noteSeq(device, seq, this.session);
     ctx.broker
-      .publishPresence({ device, event, node: ctx.nodeId, at: new Date().toISOString() })
+      .publishPresence({ device, event, node: ctx.nodeId, session: this.session, seq, at: new Date().toISOString() })
       .catch((err: unknown) => ctx.logger.warn({ err, device, event }, 'presence publish failed'));
   }
 
   private track(work: Promise<void>): void {
-    const settling = this.ctx.settling;
-    settling.add(work);
-    void work.finally(() => settling.delete(work));
+    track(this.ctx, work);
   }
 }

@@ -25,6 +25,7 @@ import type {
   BrokerEvents,
   BrokerState,
   Command,
+  CommandEvent,
   PresenceEvent,
   PublishResult,
   Takeover,
@@ -237,6 +238,16 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     });
   }
 
+  async publishCommandEvent(event: CommandEvent): Promise<void> {
+    await this.ready;
+    if (this.current === 'closed') throw new Error('memory broker: stopped');
+    this.hub.publish(this.topology.events, `${event.device}.${event.event}`, {
+      body: { ...event },
+      messageId: event.command,
+      headers: { 'device-id': event.device, 'node-id': this.nodeId },
+    });
+  }
+
   async attachDevice(device: string): Promise<void> {
     await this.ready;
     if (this.current === 'closed') return;
@@ -260,8 +271,8 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   async announceTakeover(takeover: Takeover): Promise<void> {
     await this.ready;
     if (this.current === 'closed') return;
-    const { device, node, session, at } = takeover;
-    this.hub.publish(this.topology.control, '', { body: { device, node, session, at } });
+    const { device, node, session, at, seq } = takeover;
+    this.hub.publish(this.topology.control, '', { body: { device, node, session, at, seq } });
   }
 
   async publishCommand(device: string, body: unknown, options: { id?: string; expirationMs?: number } = {}): Promise<{ id: string }> {
@@ -350,7 +361,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   private onControl(m: HubMessage): void {
     const t = m.body as Takeover;
-    this.emit('takeover', { device: t.device, node: t.node, session: t.session, at: t.at });
+    this.emit('takeover', { device: t.device, node: t.node, session: t.session, at: t.at, seq: t.seq });
   }
 
   private setState(state: BrokerState): void {

@@ -22,6 +22,7 @@
  * | `gateway_command_ack_seconds` | histogram | |
  * | `gateway_broker_state` | gauge | `state` (1 for the current state, 0 for the others) |
  * | `gateway_takeovers_total` | counter | `kind`: `closed` (an older session closed), `refused` (a hello lost) |
+ * | `gateway_command_events_total` | counter | `event` (`cmd_ack`, `cmd_expired`), `outcome` (`published`, `failed`) |
  *
  * plus prom-client's default process metrics.
  */
@@ -34,6 +35,9 @@ export type HelloOutcome = 'welcome' | 'unauthorized' | 'taken_over' | 'timeout'
 
 /** Why a command went back to the broker undelivered. */
 export type RedeliveryReason = 'no_session' | 'queue_full' | 'ack_timeout' | 'disconnected';
+
+/** A command outcome event (published to `<p>.events`). */
+export type CommandEventKind = 'cmd_ack' | 'cmd_expired';
 
 /** How a session ended another. */
 export type TakeoverKind = 'closed' | 'refused';
@@ -67,6 +71,8 @@ export interface GatewayMetrics {
   downlinkTimedOut(): void;
   brokerState(state: BrokerState): void;
   takeover(kind: TakeoverKind): void;
+  /** A command outcome event was confirmed by the broker (`published`) or not (`failed`). */
+  commandEvent(event: CommandEventKind, outcome: 'published' | 'failed'): void;
 }
 
 /** Options of {@link createMetrics}. */
@@ -128,6 +134,12 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
   });
   const brokerState = new Gauge({ name: 'gateway_broker_state', help: 'Processes whose broker is in this state (1 = current in a single process; summed over workers)', labelNames: ['state'], registers });
   const takeovers = new Counter({ name: 'gateway_takeovers_total', help: 'Session takeovers, by kind', labelNames: ['kind'], registers });
+  const commandEvents = new Counter({
+    name: 'gateway_command_events_total',
+    help: 'Command outcome events (cmd_ack, cmd_expired) published to the events exchange, by outcome',
+    labelNames: ['event', 'outcome'],
+    registers,
+  });
 
   for (const state of BROKER_STATES) brokerState.set({ state }, 0);
 
@@ -157,5 +169,6 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
       for (const s of BROKER_STATES) brokerState.set({ state: s }, s === state ? 1 : 0);
     },
     takeover: (kind) => takeovers.inc({ kind }),
+    commandEvent: (event, outcome) => commandEvents.inc({ event, outcome }),
   };
 }

@@ -9,7 +9,7 @@
  * | `<p>.down.unrouted` | fanout exchange | takes downlink no node queue is bound for |
  * | `<p>.down.offline` | durable queue, bound to `<p>.down.unrouted` | commands for devices connected nowhere |
  * | `<p>.down.node.<node>.<slot>` | durable queue per gateway process slot (`0`, or the worker index), bound per device connected to that process; a command left in it 30 s is dead-lettered to `<p>.down.unrouted` | downlink for that process's devices |
- * | `<p>.events` | topic exchange | presence: routing key `<device>.connected` / `<device>.disconnected` |
+ * | `<p>.events` | topic exchange | events: routing key `<device>.connected` / `<device>.disconnected` (presence), `<device>.cmd_ack` / `<device>.cmd_expired` (command outcomes) |
  * | `<p>.control` | fanout exchange | session takeover announcements between gateway nodes |
  * | `<p>.control.<node>.<pid>.<n>` | exclusive, auto-delete queue (a fresh one per connection) | one gateway process's control inbox |
  */

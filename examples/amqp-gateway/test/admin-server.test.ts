@@ -28,6 +28,7 @@ class RecordingBroker extends EventEmitter<BrokerEvents> implements Broker {
     return { ok: true };
   }
   async publishPresence(): Promise<void> {}
+  async publishCommandEvent(): Promise<void> {}
   async attachDevice(): Promise<void> {}
   async detachDevice(): Promise<void> {}
   async announceTakeover(): Promise<void> {}

@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AmqpBroker, PUBLISH_ID_HEADER, type AmqpBrokerOptions } from '../src/amqp-broker.js';
-import type { BrokerState, Command, PublishResult } from '../src/broker.js';
+import type { BrokerState, Command, PublishResult, Takeover } from '../src/broker.js';
 import { topology } from '../src/topology.js';
 import { amqpAddress, amqpUrlVia, AMQP_URL, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
 import { EventLog, routingSuite } from './support/routing-suite.js';
@@ -118,6 +118,23 @@ describeRabbit('AmqpBroker', () => {
         await ch.checkQueue(t.downOffline);
         for (const x of [t.up, t.downUnrouted, t.events, t.control]) await ch.checkExchange(x);
       });
+    });
+
+    it('takes a takeover announcement without seq (from an earlier gateway version) as seq 0, and ignores a malformed one', async () => {
+      const prefix = setup('old-takeover');
+      const b = broker({ nodeId: 'n1' });
+      await b.start();
+      const takeovers = new EventLog<Takeover>(b, 'takeover');
+      await withChannel(async (_ch, model) => {
+        const ch = await model.createConfirmChannel();
+        const control = topology(prefix).control;
+        ch.publish(control, '', Buffer.from(JSON.stringify({ device: 'dev-1', node: 'old', session: 's-old', at: 1 })));
+        ch.publish(control, '', Buffer.from(JSON.stringify({ device: 'dev-1', node: 'bad', session: 's-bad', at: 2, seq: 'x' })));
+        ch.publish(control, '', Buffer.from(JSON.stringify({ device: 'dev-1', node: 'new', session: 's-new', at: 3, seq: 8 })));
+        await ch.waitForConfirms();
+      });
+      expect(await takeovers.next()).toEqual({ device: 'dev-1', node: 'old', session: 's-old', at: 1, seq: 0 });
+      expect(await takeovers.next()).toEqual({ device: 'dev-1', node: 'new', session: 's-new', at: 3, seq: 8 });
     });
 
     it('resolves ok only once confirmed, and the message is persistent with its headers', async () => {

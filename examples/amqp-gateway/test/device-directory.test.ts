@@ -41,4 +41,26 @@ describe('DeviceDirectory', () => {
     directory.noteStamp('b', { at: 1, session: 's' });
     expect(directory.latest('a')).toBeUndefined();
   });
+
+  it('numbers a new session above every seq it knows of the device: remembered, announced, and its own sessions\' disconnected', () => {
+    const directory = new DeviceDirectory<DirectorySession>();
+    expect(directory.nextSeq('d', 's1')).toBe(2);
+    expect(directory.nextSeq('d', 's2')).toBe(4); // two hellos here get different ones
+    directory.noteSeq('d', 10, 'remote'); // announced by another node
+    directory.noteSeq('d', 7, 'older'); // lower: the highest is kept, with its session
+    expect(directory.highestSeq('d')).toBe(10);
+    expect(directory.knownSeq('d')).toEqual({ seq: 10, session: 'remote' });
+    directory.add({ device: 'd', at: 1, session: 's', seq: 20 });
+    expect(directory.highestSeq('d')).toBe(21); // its disconnected will be 21
+    expect(directory.nextSeq('d', 's3')).toBe(23);
+    expect(directory.knownSeq('d')).toEqual({ seq: 23, session: 's3' });
+    expect(directory.nextSeq('other', 's4')).toBe(2);
+  });
+
+  it('forgets seqs older than their retention', () => {
+    const directory = new DeviceDirectory({ seqRetention: 0 });
+    directory.noteSeq('a', 5, 's');
+    directory.noteSeq('b', 5, 's');
+    expect(directory.highestSeq('a')).toBe(0);
+  });
 });

@@ -6,46 +6,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Broker, Command } from '../src/broker.js';
 import { MemoryBroker } from '../src/memory-broker.js';
 import { type HubMessage, MemoryExchangeHub, topicMatches } from '../src/memory-exchange-hub.js';
-import { topology } from '../src/topology.js';
 import { nextEnqueued } from './support/gateway-harness.js';
-import { type BackEnd, type BackEndMessage, EventLog, routingSuite } from './support/routing-suite.js';
+import { hubBackEnd } from './support/hub-back-end.js';
+import { EventLog, routingSuite } from './support/routing-suite.js';
 
 const hub = new MemoryExchangeHub();
-const backEndQueues = new Map<string, Set<string>>();
-
-/** The routing suite's back end over {@link hub}: binds queues on it and takes messages from it. */
-const hubBackEnd: BackEnd = {
-  async bindUplinkQueue(prefix, queueName, pattern) {
-    hub.declareExchange(topology(prefix).up, 'topic');
-    hub.bindQueue(queueName, topology(prefix).up, pattern);
-    let set = backEndQueues.get(prefix);
-    if (set === undefined) backEndQueues.set(prefix, (set = new Set()));
-    set.add(queueName);
-  },
-  async read(_prefix, queueName, n) {
-    const taken: BackEndMessage[] = hub.read(queueName).map(toBackEnd);
-    if (taken.length >= n) return taken;
-    // Wait (a few seconds at most) for the rest, as the RabbitMQ back end does.
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        hub.off('enqueue', onEnqueue);
-        resolve(taken);
-      };
-      const onEnqueue = (queue: string): void => {
-        if (queue !== queueName) return;
-        taken.push(...hub.read(queueName).map(toBackEnd));
-        if (taken.length >= n) done();
-      };
-      const timer = setTimeout(done, 5000);
-      hub.on('enqueue', onEnqueue);
-    });
-  },
-};
-
-function toBackEnd(m: HubMessage): BackEndMessage {
-  return { routingKey: m.routingKey, messageId: m.messageId, headers: m.headers, body: m.body };
-}
+const backEnd = hubBackEnd(hub);
 
 routingSuite(
   'MemoryBroker',
@@ -55,13 +21,8 @@ routingSuite(
     await broker.start();
     return broker;
   },
-  async (prefix, nodeIds) => {
-    const t = topology(prefix);
-    for (const q of [t.downOffline, ...nodeIds.map((n) => t.nodeQueue(n)), ...(backEndQueues.get(prefix) ?? [])]) hub.deleteQueue(q);
-    for (const x of [t.up, t.down, t.downUnrouted, t.events, t.control]) hub.deleteExchange(x);
-    backEndQueues.delete(prefix);
-  },
-  hubBackEnd,
+  async (prefix, nodeIds) => backEnd.cleanup(prefix, nodeIds),
+  backEnd,
 );
 
 describe('MemoryBroker', () => {
@@ -93,7 +54,7 @@ describe('MemoryBroker', () => {
     const broker = await start({ nodeId: 'n', hub: new MemoryExchangeHub(), retain: 2 });
     for (let i = 0; i < 3; i++) expect(await broker.publishUplink({ device: 'd', id: `${i}`, topic: 't', body: i })).toEqual({ ok: true });
     expect(broker.read(broker.embeddedUplinkQueue).map((m) => m.body)).toEqual([1, 2]);
-    await broker.publishPresence({ device: 'd', event: 'connected', node: 'n', at: new Date(0).toISOString() });
+    await broker.publishPresence({ device: 'd', event: 'connected', node: 'n', session: 's', seq: 2, at: new Date(0).toISOString() });
     expect(broker.read(broker.embeddedEventQueue)).toMatchObject([{ routingKey: 'd.connected', body: { event: 'connected' } }]);
   });
 

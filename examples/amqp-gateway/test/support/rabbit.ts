@@ -1,7 +1,7 @@
 /**
  * The real RabbitMQ the broker tests run against: where it is, whether it is there, names that do
  * not collide between tests, removal of everything a test declared, and a back end (the
- * application side of `<p>.up` and `<p>.down.offline`) for the routing suite.
+ * application side of `<p>.up`, `<p>.events` and `<p>.down.offline`) for the routing suite.
  *
  * `AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672) says where RabbitMQ is. When it is not
  * reachable, suites declared with `describeRabbit` are skipped with one warning — unless
@@ -171,6 +171,18 @@ export const rabbitBackEnd: RabbitBackEnd = {
       await ch.assertExchange(t.up, 'topic', { durable: true });
       await ch.assertQueue(queueName, options);
       await ch.bindQueue(queueName, t.up, pattern);
+    });
+  },
+
+  async bindEventQueue(prefix, queueName, pattern) {
+    const t = topology(prefix);
+    let set = backEndQueues.get(prefix);
+    if (!set) backEndQueues.set(prefix, (set = new Set()));
+    set.add(queueName);
+    await withChannel(async (ch) => {
+      await ch.assertExchange(t.events, 'topic', { durable: true });
+      await ch.assertQueue(queueName, { durable: true });
+      await ch.bindQueue(queueName, t.events, pattern);
     });
   },
 

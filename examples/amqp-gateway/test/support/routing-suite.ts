@@ -5,8 +5,8 @@
  *
  * Each test uses a prefix of its own and brokers from `make` (started, ready to use); afterwards
  * the suite stops them and calls `cleanup(prefix, nodeIds)`. The `backEnd` plays the application
- * behind the gateway: it binds queues to `<prefix>.up` and reads queues (a bound one, or
- * `<prefix>.down.offline`).
+ * behind the gateway: it binds queues to `<prefix>.up` or `<prefix>.events` and reads queues (a
+ * bound one, or `<prefix>.down.offline`).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Broker, BrokerEvents, Command, Takeover } from '../../src/broker.js';
@@ -26,6 +26,8 @@ export interface BackEndMessage {
 export interface BackEnd {
   /** Declare `queueName` (idempotently) and bind it to `<prefix>.up` with the topic `pattern`. */
   bindUplinkQueue(prefix: string, queueName: string, pattern: string): Promise<void>;
+  /** Declare `queueName` (idempotently) and bind it to `<prefix>.events` with the topic `pattern`. */
+  bindEventQueue(prefix: string, queueName: string, pattern: string): Promise<void>;
   /**
    * Take (and remove) up to `n` messages from `queueName`, oldest first, waiting a few seconds
    * at most for `n` to be there.
@@ -245,13 +247,43 @@ export function routingSuite(
       expect(atA.items.map((c) => c.id)).toEqual(['c-6', 'c-7']);
     });
 
+    it('publishes command outcome events with the command id to the queues bound for them', async () => {
+      fresh();
+      const a = await node('node-a');
+      await backEnd.bindEventQueue(prefix, `${prefix}.acks`, '#.cmd_ack');
+      await backEnd.bindEventQueue(prefix, `${prefix}.expired`, '*.cmd_expired');
+      const at = new Date().toISOString();
+      await a.publishCommandEvent({ device: 'dev-1', command: 'c-1', event: 'cmd_ack', node: 'node-a', session: 's-1', at });
+      await a.publishCommandEvent({ device: 'dev-1', command: 'c-2', event: 'cmd_expired', node: 'node-a', session: null, at });
+      expect(await backEnd.read(prefix, `${prefix}.acks`, 1)).toMatchObject([
+        {
+          routingKey: 'dev-1.cmd_ack',
+          messageId: 'c-1',
+          headers: { 'device-id': 'dev-1', 'node-id': 'node-a' },
+          body: { device: 'dev-1', command: 'c-1', event: 'cmd_ack', node: 'node-a', session: 's-1', at },
+        },
+      ]);
+      expect(await backEnd.read(prefix, `${prefix}.expired`, 1)).toMatchObject([
+        { routingKey: 'dev-1.cmd_expired', body: { device: 'dev-1', command: 'c-2', event: 'cmd_expired', session: null } },
+      ]);
+    });
+
+    it('publishes presence events with their session and seq', async () => {
+      fresh();
+      const a = await node('node-a');
+      await backEnd.bindEventQueue(prefix, `${prefix}.presence`, '*.connected');
+      const event = { device: 'dev-1', event: 'connected', node: 'node-a', session: 's-1', seq: 4, at: new Date().toISOString() } as const;
+      await a.publishPresence(event);
+      expect(await backEnd.read(prefix, `${prefix}.presence`, 1)).toMatchObject([{ routingKey: 'dev-1.connected', body: event }]);
+    });
+
     it('announces a takeover to every node, the announcing one too', async () => {
       fresh();
       const a = await node('node-a');
       const b = await node('node-b');
       const atA = new EventLog<Takeover>(a, 'takeover');
       const atB = new EventLog<Takeover>(b, 'takeover');
-      const takeover: Takeover = { device: 'dev-1', node: 'node-a', session: 'session-1', at: 1_700_000_000_000 };
+      const takeover: Takeover = { device: 'dev-1', node: 'node-a', session: 'session-1', at: 1_700_000_000_000, seq: 6 };
       await a.announceTakeover(takeover);
       expect(await atA.next()).toEqual(takeover);
       expect(await atB.next()).toEqual(takeover);
