@@ -8,11 +8,18 @@
  *    inbox channel consuming this node's queue and this process's control queue). RabbitMQ blocks
  *    only connections that publish, so a memory or disk alarm never stalls downlink acks or binds.
  * 2. Declare the topology (idempotent, see topology.ts); from here on publishes flow again.
- * 3. Unbind devices detached while the link was down, bind every attached device again.
- * 4. Consume the node queue (manual ack, `prefetch`) and a fresh control queue (no ack).
- * 5. State `connected` (or `blocked`). If either connection or any channel closes, everything
- *    published and not yet confirmed goes back to the front of the outbox, both connections are
- *    closed, and the link is opened again from step 1 after an exponential backoff with jitter.
+ * 3. Consume the node queue (manual ack, `prefetch`) and a fresh control queue (no ack).
+ * 4. State `connected` (or `blocked`): the node can publish and consume again, and `/healthz`
+ *    follows at once. Devices attached and detached from here on are bound and unbound directly.
+ * 5. In the background: unbind devices detached while the link was down, bind every attached
+ *    device again (a big node spends a few seconds on this; commands for a device not bound yet
+ *    meanwhile go to `<p>.down.offline`, as they did while the link was down).
+ *
+ * If either connection or any channel closes, everything published and not yet confirmed goes
+ * back to the front of the outbox, both connections are closed, and the link is opened again from
+ * step 1 after an exponential backoff with jitter: 100 ms × 2ⁿ capped at 750 ms, times a random
+ * factor in [0.5, 1) — so a broker that is back is noticed within 750 ms, at the cost of at most
+ * ~3 refused TCP connects per second per process while it is down.
  *
  * Uplink guarantees: a publish resolves `ok` only after RabbitMQ confirmed it and did not return
  * it; until then it is kept and republished on every new link (at-least-once, so the back end may
@@ -46,7 +53,10 @@ export interface AmqpBrokerOptions {
    * process takes over the queue of its slot.
    */
   readonly slot?: string;
-  /** Reconnect backoff: first delay and cap, in ms (defaults 100 and 10000), with jitter. */
+  /**
+   * Reconnect backoff: first delay and cap, in ms (defaults 100 and 750), times a random factor in
+   * [0.5, 1). The cap bounds how long a broker that is back goes unnoticed.
+   */
   readonly reconnect?: { readonly initialDelay?: number; readonly maxDelay?: number };
   /** How long `stop()` waits for outstanding confirms, in ms. Default 5000. */
   readonly stopTimeout?: number;
@@ -94,6 +104,8 @@ const REFUSED = {
   shutting_down: Object.freeze({ ok: false, reason: 'shutting_down' }),
 } as const satisfies Record<Exclude<Outcome, 'ok'>, PublishResult>;
 
+/** Default cap of the reconnect backoff, in ms. */
+export const DEFAULT_MAX_DELAY_MS = 750;
 /** Binds and unbinds issued to RabbitMQ at once while restoring a link. */
 const RESTORE_BATCH = 1000;
 /** How long closing a connection may take before its socket is destroyed. */
@@ -151,7 +163,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.log = (options.logger ?? pino({ enabled: false })).child({ broker: 'amqp', node: options.nodeId });
     this.prefetch = options.prefetch ?? 1000;
     this.initialDelay = options.reconnect?.initialDelay ?? 100;
-    this.maxDelay = options.reconnect?.maxDelay ?? 10_000;
+    this.maxDelay = options.reconnect?.maxDelay ?? DEFAULT_MAX_DELAY_MS;
     this.stopTimeout = options.stopTimeout ?? 5000;
   }
 
@@ -314,6 +326,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.outbox = [];
       for (const out of left) out.settle('shutting_down');
       link?.fail(new Error('the broker stopped'));
+      await link?.restoring;
       await this.supervisor;
       await Promise.all([...this.links].map((l) => l.close()));
       this.setState('closed');
@@ -374,15 +387,15 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         link.check(this.stopped);
         this.link = link;
         this.pump();
-        await this.restoreBindings(link);
         await this.startConsumers(link);
-        while (this.unbindLater.size > 0) await this.forEachBatch([...this.unbindLater], (d) => this.unbindStale(link, d));
         link.check(this.stopped);
+        // Publishing and consuming work again: say so now, not after every binding is restored.
         link.ready = true;
         this.setState(link.blocked ? 'blocked' : 'connected');
         const waiters = this.readyWaiters;
         this.readyWaiters = [];
         for (const w of waiters) w.resolve(link);
+        link.restoring = this.restoreBindings(link).catch((err: unknown) => link.fail(asError(err)));
         return link;
       } catch (err) {
         link.fail(asError(err));
@@ -452,9 +465,17 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     });
   }
 
+  /**
+   * Unbind the devices detached while there was no ready link, bind every attached device again.
+   * Runs once the link is ready, while devices attach and detach directly: each bind or unbind is
+   * issued only if it is still due when its batch starts, on the device's own binding channel, so
+   * it cannot overtake a later bind or unbind of that device.
+   */
   private async restoreBindings(link: Link): Promise<void> {
-    await this.forEachBatch([...this.unbindLater], (d) => this.unbindStale(link, d));
-    await this.forEachBatch([...this.attached.keys()], (d) => link.binder(d).bindQueue(this.nodeQueue, this.topology.down, d));
+    await this.forEachBatch([...this.unbindLater], (d) => (this.attached.has(d) || link.lost ? undefined : this.unbindStale(link, d)));
+    await this.forEachBatch([...this.attached.keys()], (d) =>
+      this.attached.has(d) && !link.lost ? link.binder(d).bindQueue(this.nodeQueue, this.topology.down, d) : undefined,
+    );
   }
 
   /** Unbind a device left bound to this slot's queue by an earlier process (once per device at a time). */
@@ -475,7 +496,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     if (!this.attached.has(device)) this.unbindLater.delete(device);
   }
 
-  private async forEachBatch(devices: string[], op: (device: string) => Promise<unknown>): Promise<void> {
+  private async forEachBatch(devices: string[], op: (device: string) => Promise<unknown> | undefined): Promise<void> {
     for (let i = 0; i < devices.length; i += RESTORE_BATCH) {
       await Promise.all(devices.slice(i, i + RESTORE_BATCH).map(op));
     }
@@ -751,8 +772,10 @@ class Link {
    * hellos time out in a 10,000-device run); RabbitMQ reaches ~3,200/s with many in flight.
    */
   private binders: Channel[] = [];
-  /** Bindings restored and consumers running. */
+  /** Topology declared and consumers running (bindings may still be being restored). */
   ready = false;
+  /** Restoring the bindings once ready (settles, never rejects: a failure fails the link). */
+  restoring: Promise<void> = Promise.resolve();
   /** RabbitMQ sent `connection.blocked` to the publisher. */
   blocked = false;
   /** The publisher's socket takes more (false from a `publish` returning false until `drain`). */
