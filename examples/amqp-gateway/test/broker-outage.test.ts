@@ -65,6 +65,8 @@ describeRabbit('gateway through a RabbitMQ outage', () => {
       await Promise.all(Array.from({ length: IDLE_DEVICES }, (_, i) => node.broker.attachDevice(`idle-${i}`)));
 
       const t0 = Date.now();
+      const states: { at: number; state: string }[] = [];
+      node.broker.on('state', (state) => states.push({ at: Date.now(), state }));
       const health: { at: number; status: number }[] = [];
       let polling = true;
       const poller = (async () => {
@@ -135,6 +137,7 @@ describeRabbit('gateway through a RabbitMQ outage', () => {
       const firstAck = acks.find((a) => a >= backAt);
       const firstOk = health.find((h) => h.at >= backAt && h.status === 200);
       const firstDown = health.find((h) => h.at >= cutAt && h.status !== 200);
+      const connectedAt = states.find((s) => s.at >= backAt && s.state === 'connected')?.at;
       const ackDelay = firstAck === undefined ? Infinity : firstAck - backAt;
       const healthDelay = firstOk === undefined ? Infinity : firstOk.at - backAt;
       // The longest time /healthz answered 503 while acks were arriving: for each ack, how long the
@@ -149,7 +152,8 @@ describeRabbit('gateway through a RabbitMQ outage', () => {
       }
       console.info(
         `broker outage: cut at +${cutAt - t0} ms, /healthz 503 at +${firstDown ? firstDown.at - cutAt : '?'} ms after the cut; ` +
-          `back at +${backAt - t0} ms; first ack ${ackDelay} ms and /healthz 200 ${healthDelay} ms after RabbitMQ accepted again; ` +
+          `back at +${backAt - t0} ms; broker connected ${connectedAt === undefined ? '?' : connectedAt - backAt} ms, first ack ${ackDelay} ms ` +
+          `and /healthz 200 ${healthDelay} ms after RabbitMQ accepted again; ` +
           `longest 503 while acks flowed ${worst503WhileAcking} ms; ${acks.length} acks of ${sent} uplinks`,
       );
 
