@@ -245,6 +245,46 @@ describeRabbit('AmqpBroker', () => {
       expect(offline.map((m) => m.messageId)).toEqual(['c-gone']);
     });
 
+    it.skipIf(!hasRabbitmqctl)(
+      'is connected again before the bindings are restored, then restores them, with devices attaching and detaching meanwhile',
+      { timeout: 60_000 },
+      async () => {
+        const prefix = setup('restore');
+        const t = topology(prefix);
+        const { proxy: p, url } = await proxy();
+        const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+        await b.start();
+        const devices = Array.from({ length: 3000 }, (_, i) => `dev-${i}`);
+        await Promise.all(devices.map((d) => b.attachDevice(d)));
+        p.pause();
+        p.cut();
+        await stateReached(b, 'reconnecting');
+        await b.detachDevice('dev-0'); // while down: unbound by the restore
+        p.resume();
+        await stateReached(b, 'connected');
+        // The restore has begun (3 batches of 1000 binds): a device attaches (bound behind the first
+        // batch's binds on its channel), then one of the last batch detaches.
+        await b.attachDevice('dev-new');
+        await b.detachDevice('dev-2999');
+
+        const expected = [...devices.slice(1, 2999), 'dev-new'].sort();
+        const bound = async (): Promise<string[]> => {
+          const out = await rabbitmqctl('list_bindings', '-q', 'source_name', 'destination_name', 'routing_key');
+          return out
+            .split('\n')
+            .map((line) => line.split('\t'))
+            .filter(([source, destination]) => source === t.down && destination === t.nodeQueue('n1'))
+            .map(([, , key]) => key ?? '')
+            .sort();
+        };
+        let now = await bound();
+        const deadline = Date.now() + 30_000;
+        while (now.join() !== expected.join() && Date.now() < deadline) now = await bound();
+        expect(now.length).toBe(expected.length);
+        expect(now).toEqual(expected);
+      },
+    );
+
     it('a process taking over a crashed slot sends stranded commands on and removes the stale binding', async () => {
       const prefix = setup('stranded');
       // Slot 0 holds dev-1, then its process "crashes": its connection goes and nothing is unbound.

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deviceToken } from '../src/auth.js';
 import { topology } from '../src/topology.js';
-import { AMQP_URL, deleteTopology, describeRabbit, uniquePrefix, withChannel } from './support/rabbit.js';
+import { AMQP_URL, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 
 // The gateway command (src/cli.ts) and the simulator (src/simulate.ts) as a developer runs them
 // (`npm run gateway`, `npm run simulate`): child processes on loopback, from the TypeScript sources
@@ -336,6 +337,58 @@ describeRabbit('corral-gateway with RabbitMQ', () => {
     expect(health.status).toBe('ok');
     expect(health.processes.map((p) => p.process).sort()).toEqual(['0', '1', 'primary']);
     for (const p of health.processes) expect(p.broker).toBe('connected');
+  });
+
+  it('--workers 2: /healthz of the node is 200 within 1 s of RabbitMQ accepting again after an outage, and uplinks sent meanwhile are acked', { timeout: 90_000 }, async () => {
+    // Every process of the node reaches RabbitMQ through a proxy the test cuts for 5 s.
+    const proxy = new TcpProxy(amqpAddress());
+    try {
+      const url = amqpUrlVia(await proxy.start());
+      const prefix = uniquePrefix('cli-gw-o');
+      cleanup = { prefix, node: 'gw-o', slots: ['0', 'primary', '1'] };
+      const gw = await startGateway(['--amqp-url', url, '--prefix', prefix, '--node-id', 'gw-o', '--workers', '2', '--secret', 'o']);
+      await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.app`, '#');
+      const ds = [];
+      for (let i = 0; i < 6; i++) ds.push(await connectDevice(gw.port, `meter-${i}`, 'o'));
+      for (const d of ds) d.send({ type: 'msg', id: 'm-0', topic: 't', body: 0 });
+      for (const d of ds) expect(await d.next()).toEqual({ type: 'ack', id: 'm-0' });
+      const healthz = async (): Promise<number> => {
+        const res = await fetch(`${gw.admin}/healthz`);
+        await res.arrayBuffer();
+        return res.status;
+      };
+      expect(await healthz()).toBe(200);
+
+      proxy.pause();
+      proxy.cut();
+      const downBy = Date.now() + 5000;
+      while ((await healthz()) !== 503 && Date.now() < downBy) await new Promise((r) => setTimeout(r, 50));
+      expect(await healthz()).toBe(503);
+      for (const d of ds) d.send({ type: 'msg', id: 'm-1', topic: 't', body: 1 });
+      await new Promise((r) => setTimeout(r, 5000)); // the outage itself
+      const backAt = Date.now();
+      proxy.resume();
+      const acked = Promise.all(ds.map(async (d) => ({ line: await d.next(), at: Date.now() })));
+      let okAt: number | undefined;
+      while (okAt === undefined && Date.now() - backAt < 10_000) {
+        if ((await healthz()) === 200) okAt = Date.now();
+        else await new Promise((r) => setTimeout(r, 50));
+      }
+      const acks = await acked;
+      const lastAck = Math.max(...acks.map((a) => a.at)) - backAt;
+      console.info(`--workers 2 outage: /healthz 200 ${okAt === undefined ? 'never' : okAt - backAt} ms, last of 6 acks ${lastAck} ms after RabbitMQ accepted again`);
+      expect(acks.map((a) => a.line)).toEqual(ds.map(() => ({ type: 'ack', id: 'm-1' })));
+      expect(okAt! - backAt).toBeLessThanOrEqual(1000);
+      expect(lastAck).toBeLessThanOrEqual(3000);
+      const health = (await (await fetch(`${gw.admin}/healthz`)).json()) as { processes: { broker: string }[] };
+      expect(health.processes.map((p) => p.broker)).toEqual(['connected', 'connected', 'connected']);
+
+      const got = await rabbitBackEnd.read(prefix, `${prefix}.app`, 12, 10_000);
+      expect(new Set(got.map((m) => `${String(m.headers['device-id'])}/${m.messageId}`)).size).toBe(12);
+    } finally {
+      await stopAll();
+      await proxy.close();
+    }
   });
 
   it('--workers 2: simulated devices get every ack; the primary serves the listener counters of its workers', { timeout: 120_000 }, async () => {
