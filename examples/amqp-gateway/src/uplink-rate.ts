@@ -33,7 +33,9 @@ export class UplinkRate {
     if (this.rate === Infinity) return 0;
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
     this.last = now;
-    if (this.tokens >= 1) {
+    // Within a rounding error of a whole token counts as one: a caller that waited the ms it was told
+    // must get its token, even when the refill's floating-point sum lands a hair below 1.
+    if (this.tokens >= 1 - 1e-9) {
       this.tokens -= 1;
       return 0;
     }
