@@ -916,20 +916,23 @@ class Link {
   }
 
   /**
-   * Hold the publisher socket's writes until the end of this turn of the event loop, so the
-   * publishes of one turn leave in one write (one syscall) instead of one write per AMQP frame.
-   * amqplib writes its frames from a `setImmediate` (its mux) queued at the first publish of the
-   * turn, before the uncork queued here: the uncork runs after it.
+   * Hold the publisher socket's writes until amqplib has written this turn's publishes, so they
+   * leave in one write (one writev syscall) instead of one write per AMQP frame. amqplib's channel
+   * says it is readable on a `process.nextTick`, and its mux then writes from a `setImmediate`;
+   * the uncork is queued behind both (a nextTick queued now runs after amqplib's, and queues its
+   * setImmediate after the mux's). Uncorking a destroyed socket does nothing.
    */
   corkPublisher(): void {
     const socket = this.publisherSocket;
     if (this.corked || socket === undefined) return;
     this.corked = true;
     socket.cork();
-    setImmediate(() => {
-      this.corked = false;
-      socket.uncork();
-    });
+    process.nextTick(() =>
+      setImmediate(() => {
+        this.corked = false;
+        socket.uncork();
+      }),
+    );
   }
 
   private watch<C extends Channel>(channel: C, name: string): C {

@@ -493,23 +493,26 @@ export class DeviceSession implements ProtocolHandler {
     this.sendLine(encode({ type: 'nack', id, reason: 'shutting_down' }));
   }
 
-  private uplink(message: Uplink, bytes: number): void | Promise<void> {
+  /** @param waited The message already waited for its token (count it once, not per wait). */
+  private uplink(message: Uplink, bytes: number, waited = false): void | Promise<void> {
     const { uplinkRate, uplinkBurst } = this.ctx.limits;
     if (uplinkRate !== Infinity) {
       this.rate ??= new UplinkRate(uplinkRate, uplinkBurst, performance.now());
       const wait = this.rate.take(performance.now());
       if (wait > 0) {
-        this.ctx.metrics.uplinkRateLimited();
+        // A timer may fire a little before performance.now() says it is due: then it waits again.
+        if (!waited) this.ctx.metrics.uplinkRateLimited();
         return this.afterRateWait(wait).then(() => {
-          if (this.closed) return;
-          return this.uplink(message, bytes);
+          // Closing, not only closed: a session told `taken_over` (or any error) publishes nothing more.
+          if (this.closed || this.conn.closed) return;
+          return this.uplink(message, bytes, true);
         });
       }
     }
     return this.withBudget(message, bytes);
   }
 
-  /** Ends a wait for the next uplink token at once (the session closed). */
+  /** Ends a wait for the next uplink token at once (the session closes). */
   private endRateWait(): void {
     if (this.rateWait === undefined) return;
     clearTimeout(this.rateWait.timer);
@@ -537,7 +540,7 @@ export class DeviceSession implements ProtocolHandler {
     this.awaitingBudget = true;
     return granted.then(() => {
       this.awaitingBudget = false;
-      if (this.closed) {
+      if (this.closed || this.conn.closed) {
         this.ctx.budget.release(bytes);
         return;
       }
@@ -692,6 +695,7 @@ export class DeviceSession implements ProtocolHandler {
   /** Send an error line, count it, and close. */
   private fail(code: ErrorCode, message: string): void {
     if (this.conn.closed) return;
+    this.endRateWait();
     this.ctx.metrics.deviceError(code);
     this.sendLine(encode({ type: 'error', code, message }));
     void this.conn.close();

@@ -68,6 +68,18 @@ export interface GatewayOptions {
   readonly shutdownTimeout?: number;
 }
 
+/** `uplinkRate`: messages per second, at least 0.001 (a wait stays under 1,000 s), or Infinity. */
+function checkedUplinkRate(rate: number): number {
+  if (rate === Infinity || (Number.isFinite(rate) && rate >= 0.001)) return rate;
+  throw new RangeError(`gateway: uplinkRate must be >= 0.001 messages per second, or Infinity; got ${rate}`);
+}
+
+/** `uplinkBurst`: a whole number of messages, at least 1. */
+function checkedUplinkBurst(burst: number): number {
+  if (Number.isSafeInteger(burst) && burst >= 1) return burst;
+  throw new RangeError(`gateway: uplinkBurst must be a whole number >= 1; got ${burst}`);
+}
+
 /** What a device connection looks like from the admin API. */
 export interface DeviceInfo {
   readonly device: string;
@@ -146,6 +158,9 @@ export interface Gateway {
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { nodeId, logger, metrics } = options;
   const maxLineLength = options.maxLineLength ?? 65_536;
+  // Checked before anything starts: a bad value would otherwise fail every device's first message.
+  const uplinkRate = checkedUplinkRate(options.uplinkRate ?? 100);
+  const uplinkBurst = checkedUplinkBurst(options.uplinkBurst ?? 200);
   const shutdownTimeout = options.shutdownTimeout ?? 5000;
   const broker = options.broker();
   // An embedded broker per worker process would route nothing between them.
@@ -179,8 +194,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       maxPendingCommands: options.maxPendingCommands ?? 16,
       maxQueuedCommands: options.maxQueuedCommands ?? 64,
       cmdAckTimeout: options.cmdAckTimeout ?? 30_000,
-      uplinkRate: options.uplinkRate ?? 100,
-      uplinkBurst: options.uplinkBurst ?? 200,
+      uplinkRate,
+      uplinkBurst,
     },
     directory: new DeviceDirectory({ stampRetention: Math.max(60_000, 2 * (options.helloTimeout ?? 10_000)) }),
     budget: new UplinkBudget(options.maxBufferedBytes ?? 64 * 1024 * 1024, (bytes) => metrics.uplinkBufferedBytes(bytes)),

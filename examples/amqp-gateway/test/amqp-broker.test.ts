@@ -19,7 +19,8 @@ import { TcpProxy } from './support/tcp-proxy.js';
 const run = promisify(execFile);
 
 async function rabbitmqctl(...args: string[]): Promise<string> {
-  const { stdout } = await run('rabbitmqctl', args, { timeout: 30_000 });
+  // list_bindings lists the whole broker's bindings, others' too (tens of MB with 50,000 queues).
+  const { stdout } = await run('rabbitmqctl', args, { timeout: 30_000, maxBuffer: 512 * 1024 * 1024 });
   return stdout;
 }
 

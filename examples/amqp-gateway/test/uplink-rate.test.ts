@@ -68,6 +68,21 @@ describe('UplinkRate', () => {
   });
 });
 
+describe('uplinkRate and uplinkBurst', () => {
+  for (const [what, options] of [
+    ['a rate of 0', { uplinkRate: 0 }],
+    ['a NaN rate', { uplinkRate: Number.NaN }],
+    ['a rate too low to wait for', { uplinkRate: 1e-6 }],
+    ['a burst of 0', { uplinkBurst: 0 }],
+    ['a fractional burst', { uplinkBurst: 1.5 }],
+    ['an infinite burst', { uplinkBurst: Infinity }],
+  ] as const) {
+    it(`refuses ${what} when the gateway starts, not at the first message`, async () => {
+      await expect(startTestNode(options)).rejects.toThrow(RangeError);
+    });
+  }
+});
+
 describe('a device over its uplink rate', () => {
   it('is slowed, not refused: every message is acked and published in order, and other devices are served meanwhile', async () => {
     const node = await startTestNode({ uplinkRate: 20, uplinkBurst: 5, maxInflightPerDevice: 64 });
