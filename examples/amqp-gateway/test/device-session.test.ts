@@ -232,6 +232,22 @@ describe('uplink', () => {
     expect(node.broker.read('backend').map((m) => m.messageId)).toEqual(expected);
   });
 
+  it('writes the acks of one burst of confirms as one TLS record, in order', async () => {
+    const node = await startTestNode({ maxInflightPerDevice: 16 });
+    const hold = node.broker.holdConfirms();
+    const { client } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    const n = 8;
+    client.sendRaw(Array.from({ length: n }, (_, i) => `${JSON.stringify({ type: 'msg', id: `m-${i}`, topic: 't', body: i })}\n`).join(''));
+    await hold.waitFor(n);
+    let records = 0;
+    client.socket.on('data', () => records++); // a TLS client emits one 'data' per record read
+    hold.release(); // all eight confirms in one synchronous burst
+    const acks = [];
+    for (let i = 0; i < n; i++) acks.push((await client.next('ack')).id);
+    expect(acks).toEqual(Array.from({ length: n }, (_, i) => `m-${i}`));
+    expect(records).toBe(1);
+  });
+
   it('stops reading a device with maxInflightPerDevice unconfirmed messages', async () => {
     const node = await startTestNode({ maxInflightPerDevice: 4 });
     const hold = node.broker.holdConfirms();
