@@ -149,7 +149,7 @@ export async function startGateway(o: GatewayProcessOptions): Promise<GatewayPro
 
 /**
  * Delete, on RabbitMQ at `url`, every queue and exchange a gateway with this prefix and node id
- * declares (bench/lib/gateway-uplink.ts has the same list): its node queues (`primary`, and slots
+ * declares: its node queues (`primary`, and slots
  * 0…workers), the offline queue, the given `queues` (e.g. its uplink queue) and its five
  * exchanges. Control queues are exclusive and went with the gateway's connections. A queue or
  * exchange that is not there is no error.

@@ -10,13 +10,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import amqplib from 'amqplib';
-import { buildGateway } from './gateway-process.js';
+import { deleteGatewayTopology, type GatewayProcess, startGateway } from './gateway-process.js';
 import { treeStats } from './proc-stats.js';
 import { killOnExit } from './server-child.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-// The compiled gateway and simulator, as users run them (`corral-gateway`, `corral-simulate`).
-const CLI = fileURLToPath(new URL('../../examples/amqp-gateway/bin/corral-gateway.mjs', import.meta.url));
+// The compiled simulator, as users run it (`corral-simulate`); the gateway: bench/lib/gateway-process.ts.
 const SIMULATE = fileURLToPath(new URL('../../examples/amqp-gateway/bin/corral-simulate.mjs', import.meta.url));
 
 export interface GatewayUplinkOptions {
@@ -104,55 +103,27 @@ export const redact = (url: string): string => url.replace(/(\/\/[^:/@]*:)[^@]*@
 export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<GatewayUplinkReport> {
   const log = o.log ?? (() => {});
   const prefix = `bench-uplink-${process.pid}-${Date.now().toString(36)}`;
+  const nodeId = 'gw-bench';
   const secret = 'bench-secret';
-  buildGateway();
-  // Credentials in the environment, never on a command line (where `ps` shows them).
-  const env: NodeJS.ProcessEnv = { ...process.env, CORRAL_GATEWAY_SECRET: secret, CORRAL_GATEWAY_AMQP_URL: o.url };
-  delete env.CORRAL_GATEWAY_PREVIOUS_SECRET;
-  delete env.CORRAL_GATEWAY_ADMIN_TOKEN;
-  const gatewayArgs = [
-    CLI,
-    '--prefix', prefix, '--node-id', 'gw-bench',
-    '--port', '0', '--admin-port', '0', '--max-connections', String(o.devices + 1000), '--log-level', 'warn',
-    ...(o.workers ? ['--workers', String(o.workers)] : []),
-  ];
   const connection = await amqplib.connect(o.url);
   const channel = await connection.createChannel();
   const backEnd = `${prefix}.backend`;
-  let gateway: ChildProcess | undefined;
+  let gateway: GatewayProcess | undefined;
   let simulator: ChildProcess | undefined;
   try {
-    gateway = spawn(process.execPath, gatewayArgs, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
-    killOnExit(gateway);
-    const gw = gateway;
-    let adminUrl: string | undefined;
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('gateway did not print its port within 60 s')), 60_000);
-      createInterface({ input: gw.stdout! }).on('line', (line) => {
-        // Read on after the port: the admin API's address comes a line later (read at the end).
-        const admin = /admin API on (http:\/\/[^ ]+)/.exec(line);
-        if (admin) adminUrl = admin[1];
-        const m = /listening on [^ ]*:(\d+)/.exec(line);
-        if (m) {
-          clearTimeout(timer);
-          resolve(Number(m[1]));
-        }
-      });
-      gw.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`gateway exited with ${code} before listening`));
-      });
-    });
+    gateway = await startGateway({ secret, url: o.url, prefix, nodeId, workers: o.workers, maxConnections: o.devices + 1000, startTimeoutMs: 60_000 });
 
     // The back end: one durable queue bound to every uplink, so every publish is routed and confirmed.
     await channel.assertQueue(backEnd, { durable: true });
     await channel.bindQueue(backEnd, `${prefix}.up`, '#');
 
-    const before = treeStats(gw.pid!);
+    const before = gateway.stats();
     const began = Date.now();
+    // The secret in the environment, never on a command line (where `ps` shows it).
+    const env: NodeJS.ProcessEnv = { ...process.env, CORRAL_GATEWAY_SECRET: secret };
     simulator = spawn(
       process.execPath,
-      [SIMULATE, '--port', String(port), '--devices', String(o.devices), '--msgs', String(o.msgsPerDevice),
+      [SIMULATE, '--port', String(gateway.port), '--devices', String(o.devices), '--msgs', String(o.msgsPerDevice),
         '--rate', String(o.rate), '--interval', String(o.interval), '--json', '--timeout', String(o.timeoutS ?? 600)],
       { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -169,14 +140,14 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
     });
     await exited(simulator);
     const simulatorSeconds = (Date.now() - began) / 1000;
-    const after = treeStats(gw.pid!);
+    const after = gateway.stats();
     if (!summaryLine) throw new Error(`the simulator exited with ${simulator.exitCode} without a summary`);
     const summary = JSON.parse(summaryLine) as {
       acks: number; nacks: number; connected: number; failed: number; p50Ms: number | null; p99Ms: number | null;
       msgsPerSecond: number | null; complete: boolean;
     };
     const held = (await channel.checkQueue(backEnd)).messageCount;
-    const corral = adminUrl ? await corralCounters(adminUrl) : undefined;
+    const corral = gateway.adminUrl ? await corralCounters(gateway.adminUrl) : undefined;
     return {
       devices: o.devices,
       msgsPerDevice: o.msgsPerDevice,
@@ -202,38 +173,10 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
       killTree(simulator);
       await exited(simulator);
     }
-    if (gateway) {
-      // SIGTERM drains (devices are gone by now); a gateway still there after 20 s is killed.
-      if (gateway.exitCode === null && gateway.signalCode === null) {
-        const pids = gateway.pid === undefined ? [] : treeStats(gateway.pid).pids;
-        gateway.kill('SIGTERM');
-        const timer = setTimeout(() => killTree(gateway!), 20_000);
-        await exited(gateway);
-        clearTimeout(timer);
-        for (const pid of pids) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // exited with the gateway
-          }
-        }
-      }
-    }
-    const queues = [backEnd, `${prefix}.down.offline`, `${prefix}.down.node.gw-bench.0`, `${prefix}.down.node.gw-bench.primary`,
-      ...Array.from({ length: o.workers ?? 0 }, (_, i) => `${prefix}.down.node.gw-bench.${i}`)];
-    // A failed delete closes its channel: one channel per delete, so one failure cannot skip the rest.
-    const remove = async (op: (ch: amqplib.Channel) => Promise<unknown>): Promise<void> => {
-      try {
-        const ch = await connection.createChannel();
-        await op(ch);
-        await ch.close();
-      } catch {
-        // not there, or the connection is gone
-      }
-    };
+    // SIGTERM drains (devices are gone by now); what is left after 20 s is killed.
+    await gateway?.stop();
     await channel.close().catch(() => undefined);
-    for (const q of queues) await remove((ch) => ch.deleteQueue(q));
-    for (const x of ['up', 'down', 'down.unrouted', 'events', 'control']) await remove((ch) => ch.deleteExchange(`${prefix}.${x}`));
     await connection.close().catch(() => undefined);
+    await deleteGatewayTopology(o.url, prefix, nodeId, o.workers ?? 0, [backEnd]);
   }
 }
