@@ -86,13 +86,13 @@ describe('drain', () => {
     expect(node.broker.read('presence').map((m) => m.routingKey).sort()).toEqual(['busy.disconnected', 'quiet.disconnected']);
   });
 
-  it('gives commands of drained devices back, to the offline queue', async () => {
+  it('gives commands of drained devices back, to their offline queue (parked, for their next connect)', async () => {
     const hub = new MemoryExchangeHub();
     const node = await startTestNode({ hub });
     const { client } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
     await node.broker.publishCommand('dev-1', 'x', { id: 'c-1' });
     await client.next('cmd');
-    const offline = nextEnqueued(hub, node.broker.topology.downOffline);
+    const offline = nextEnqueued(hub, node.broker.topology.offlineQueue('dev-1'));
     await node.gateway.drain();
     expect((await offline).messageId).toBe('c-1');
     expect(await metric(node.metrics, 'gateway_downlink_redelivered_total', { reason: 'disconnected' })).toBe(1);
