@@ -9,7 +9,9 @@
  * - `<p>.down` (direct, alternate `<p>.down.unrouted` → `<p>.down.offline`) takes commands with the
  *   device id as routing key. `attachDevice` binds the device to this node's queue
  *   `<p>.down.node.<node>` (counted: the binding goes with the last `detachDevice`), which this
- *   broker consumes and turns into `command` events.
+ *   broker consumes and turns into `command` events. `detachDevice` with `park` binds the queue
+ *   `<p>.down.offline.<device>` first (at most 1,000 commands, later ones refused); the device's
+ *   next `attachDevice`, on any broker of the hub, emits what it holds, in order, and deletes it.
  * - `<p>.control` (fanout) carries takeover announcements to every broker on the hub, this one too.
  *
  * Simplifications, against RabbitMQ: nothing survives the process; a stopped node's queue is
