@@ -171,6 +171,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private readonly catchingUp = new Map<string, { readonly link: Link; readonly message: ConsumeMessage }[]>();
   /** Devices being unbound (and maybe parked) by `detachDevice` right now. */
   private readonly detaching = new Map<string, Promise<void>>();
+  /**
+   * Devices with a catch-up not finished (commands read from their offline queue and not all
+   * settled): a lost link puts those back in the queue, so restoring the bindings catches these
+   * devices up again. Only these: a probe per attached device at every reconnect would slow the
+   * restore (measured through the tests' TCP proxy: 3,000 devices restored in 8 s instead of 0.7 s).
+   */
+  private readonly catchUpOpen = new Set<string>();
   /** The catch-up running per device, so two (an attach and a restore) never interleave. */
   private readonly catchUps = new Map<string, Promise<void>>();
   private readyWaiters: { resolve: (link: Link) => void; reject: (err: Error) => void }[] = [];
@@ -325,6 +332,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     attachment.refs -= 1;
     if (attachment.refs > 0) return;
     this.attached.delete(device);
+    this.catchUpOpen.delete(device);
     const link = this.link;
     if (this.stopped) return;
     const park = options.park === true;
@@ -525,9 +533,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     await this.forEachBatch([...this.unbindLater], (d) =>
       this.attached.has(d) || link.lost ? undefined : this.unbindStale(link, d, this.parkLater.has(d)),
     );
-    // Bound again, and caught up: a catch-up the lost link cut short left its commands in the
-    // device's (unbound) offline queue.
-    await this.forEachBatch([...this.attached.keys()], (d) => (this.attached.has(d) && !link.lost ? this.bindAndCatchUp(link, d) : undefined));
+    // Bound again; a device whose catch-up the lost link cut short (its commands went back to its
+    // unbound offline queue) is caught up again.
+    await this.forEachBatch([...this.attached.keys()], (d) => {
+      if (!this.attached.has(d) || link.lost) return undefined;
+      return this.catchUpOpen.has(d) ? this.bindAndCatchUp(link, d) : link.binder(d).bindQueue(this.nodeQueue, this.topology.down, d);
+    });
   }
 
   /** Unbind a device left bound to this slot's queue by an earlier process (once per device at a time). */
@@ -605,7 +616,11 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    */
   private async catchUp(link: Link, device: string): Promise<void> {
     const queue = this.topology.offlineQueue(device);
-    if (await link.probeEmpty(device, queue)) return;
+    if (await link.probeEmpty(device, queue)) {
+      this.catchUpOpen.delete(device);
+      return;
+    }
+    this.catchUpOpen.add(device);
     let ch: Channel | undefined;
     try {
       ch = await link.openDisposable();
@@ -619,11 +634,16 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.log.debug({ device, commands: backlog.length }, 'caught up a parked device');
       const channel = ch;
       let left = backlog.length;
+      const finish = (): void => {
+        void finishCatchUp(channel, queue).then((deleted) => {
+          if (deleted && !link.lost) this.catchUpOpen.delete(device);
+        });
+      };
       const settled = (): void => {
         left -= 1;
-        if (left === 0) void finishCatchUp(channel, queue);
+        if (left === 0) finish();
       };
-      if (backlog.length === 0) void finishCatchUp(channel, queue);
+      if (backlog.length === 0) finish();
       for (const message of backlog) this.emitCommand(link, message, channel, settled);
     } catch (err) {
       if (link.lost || this.stopped) throw err;
@@ -1224,11 +1244,14 @@ function binderIndex(device: string, n: number): number {
 }
 
 /** Delete a caught-up offline queue if nothing went back into it, and close the catch-up channel. */
-async function finishCatchUp(channel: Channel, queue: string): Promise<void> {
+async function finishCatchUp(channel: Channel, queue: string): Promise<boolean> {
+  let deleted = false;
   try {
     await channel.deleteQueue(queue, { ifEmpty: true });
+    deleted = true;
   } catch {
     // Refused (a command was put back) or the channel is gone: the queue waits for the next connect.
   }
   await channel.close().catch(() => undefined);
+  return deleted;
 }
