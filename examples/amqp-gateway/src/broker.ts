@@ -122,10 +122,19 @@ export interface Broker extends EventEmitter<BrokerEvents> {
    * published at least once.
    */
   publishCommandEvent(event: CommandEvent): Promise<void>;
-  /** Route downlink for `device` to this node. Resolves once the binding is in place. */
+  /**
+   * Route downlink for `device` to this node. Resolves once the binding is in place and the
+   * device's parked commands (see `detachDevice`), if any, were emitted as `command` events, in
+   * publish order, before any command that reached this node's queue for it meanwhile.
+   */
   attachDevice(device: string): Promise<void>;
-  /** Stop routing downlink for `device` to this node. */
-  detachDevice(device: string): Promise<void>;
+  /**
+   * Stop routing downlink for `device` to this node. With `park` (its session ended and it has
+   * no newer one anywhere), commands for it are kept from then on in its own offline queue
+   * `<p>.down.offline.<device>` (bound before the node binding goes, so none is unroutable in
+   * between), which its next `attachDevice`, on any node, delivers and deletes.
+   */
+  detachDevice(device: string, options?: { readonly park?: boolean }): Promise<void>;
   /** Tell every node (this one too) that `device` now has a new session. */
   announceTakeover(takeover: Takeover): Promise<void>;
   /** Publish a command to `<prefix>.down` for a device (the admin API's `POST /devices/:id/commands`). */

@@ -339,10 +339,29 @@ export class DeviceSession implements ProtocolHandler {
       for (const command of held) this.redeliver(command, 'disconnected');
     };
     if (this.attached && device !== undefined) {
-      // Detach first, so what is given back follows the device instead of coming back here.
+      // Detach first, so what is given back follows the device instead of coming back here. Park
+      // the device (its commands kept for its next connect, on any node) unless a newer session of
+      // it is known: one that took this one over, here or on another node.
       this.attached = false;
+      const latest = ctx.directory.latest(device);
+      const park = !this.takenOver && (latest === undefined || latest.session === this.session);
+      const session = this.session;
+      const unparkIfOvertaken = async (): Promise<void> => {
+        // A newer session of the device became known while it was being parked (it reconnected at
+        // once, maybe to another node, whose attach may have looked for the offline queue before it
+        // existed): take the parked commands back out — attach here catches them up, they find no
+        // session here and are published again to `<p>.down`, which routes them to that session —
+        // and detach again, this time without parking.
+        const newer = ctx.directory.latest(device);
+        if (!park || newer === undefined || newer.session === session) return;
+        await ctx.broker.attachDevice(device);
+        await ctx.broker.detachDevice(device);
+      };
       this.track(
-        ctx.broker.detachDevice(device).then(giveBack, (err: unknown) => {
+        ctx.broker
+          .detachDevice(device, { park })
+          .then(unparkIfOvertaken)
+          .then(giveBack, (err: unknown) => {
           ctx.logger.warn({ err, device }, 'detach failed');
           giveBack();
         }),

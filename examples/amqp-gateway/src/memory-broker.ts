@@ -9,7 +9,9 @@
  * - `<p>.down` (direct, alternate `<p>.down.unrouted` → `<p>.down.offline`) takes commands with the
  *   device id as routing key. `attachDevice` binds the device to this node's queue
  *   `<p>.down.node.<node>` (counted: the binding goes with the last `detachDevice`), which this
- *   broker consumes and turns into `command` events.
+ *   broker consumes and turns into `command` events. `detachDevice` with `park` binds the queue
+ *   `<p>.down.offline.<device>` first (at most 1,000 commands, later ones refused); the device's
+ *   next `attachDevice`, on any broker of the hub, emits what it holds, in order, and deletes it.
  * - `<p>.control` (fanout) carries takeover announcements to every broker on the hub, this one too.
  *
  * Simplifications, against RabbitMQ: nothing survives the process; a stopped node's queue is
@@ -32,7 +34,7 @@ import type {
   UplinkMessage,
 } from './broker.js';
 import { type HubMessage, MemoryExchangeHub } from './memory-exchange-hub.js';
-import { type Topology, topology } from './topology.js';
+import { OFFLINE_QUEUE_MAX_LENGTH, type Topology, topology } from './topology.js';
 
 /** Options of a {@link MemoryBroker}. */
 export interface MemoryBrokerOptions {
@@ -253,15 +255,31 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     if (this.current === 'closed') return;
     const n = this.attached.get(device) ?? 0;
     this.attached.set(device, n + 1);
-    if (n === 0) this.hub.bindQueue(this.nodeQueue, this.topology.down, device);
+    if (n > 0) return;
+    this.hub.bindQueue(this.nodeQueue, this.topology.down, device);
+    // Catch up a parked device: its offline queue's commands, in order, now — before anything its
+    // node queue delivers (delivery from a hub queue is asynchronous) — then the queue goes.
+    const offline = this.topology.offlineQueue(device);
+    if (!this.hub.hasQueue(offline)) return;
+    this.hub.unbindQueue(offline, this.topology.down, device);
+    const backlog = this.hub.read(offline);
+    this.hub.deleteQueue(offline);
+    for (const m of backlog) this.onCommand(m);
   }
 
-  async detachDevice(device: string): Promise<void> {
+  async detachDevice(device: string, options: { readonly park?: boolean } = {}): Promise<void> {
     await this.ready;
     if (this.current === 'closed') return;
     const n = this.attached.get(device) ?? 0;
     if (n <= 1) {
       this.attached.delete(device);
+      if (options.park === true) {
+        // Bind the device's offline queue before the node binding goes: no command is unroutable.
+        // (No `x-expires` here: the queue lives as long as the process.)
+        const offline = this.topology.offlineQueue(device);
+        this.hub.declareQueue(offline, { maxLength: OFFLINE_QUEUE_MAX_LENGTH, overflow: 'reject-publish' });
+        this.hub.bindQueue(offline, this.topology.down, device);
+      }
       this.hub.unbindQueue(this.nodeQueue, this.topology.down, device);
     } else {
       this.attached.set(device, n - 1);

@@ -51,6 +51,8 @@ interface Exchange {
 
 interface Queue {
   readonly maxLength: number;
+  /** What a full queue does with one more message: drop its oldest (default) or refuse the new one. */
+  readonly overflow: 'drop-head' | 'reject-publish';
   messages: HubMessage[];
   consumer: ((message: HubMessage) => void) | undefined;
   scheduled: boolean;
@@ -80,10 +82,19 @@ export class MemoryExchangeHub extends EventEmitter<HubEvents> {
     this.exchanges.set(name, { type, alternate: options.alternate, bindings: new Map() });
   }
 
-  /** Declare a queue. Idempotent (the first declaration's limit stays). `maxLength` 0: unbounded. */
-  declareQueue(name: string, options: { maxLength?: number } = {}): void {
+  /**
+   * Declare a queue. Idempotent (the first declaration's limit stays). `maxLength` 0: unbounded;
+   * `overflow` says what a full queue does (RabbitMQ's `x-overflow`; default `drop-head`).
+   */
+  declareQueue(name: string, options: { maxLength?: number; overflow?: 'drop-head' | 'reject-publish' } = {}): void {
     if (this.queues.has(name)) return;
-    this.queues.set(name, { maxLength: options.maxLength ?? 0, messages: [], consumer: undefined, scheduled: false });
+    this.queues.set(name, {
+      maxLength: options.maxLength ?? 0,
+      overflow: options.overflow ?? 'drop-head',
+      messages: [],
+      consumer: undefined,
+      scheduled: false,
+    });
   }
 
   /** Delete an exchange and its bindings (idempotent). */
@@ -200,6 +211,7 @@ export class MemoryExchangeHub extends EventEmitter<HubEvents> {
   private enqueue(queue: string, m: HubMessage): void {
     const q = this.queues.get(queue);
     if (q === undefined) return;
+    if (q.maxLength > 0 && q.overflow === 'reject-publish' && q.messages.length >= q.maxLength) return;
     q.messages.push(m);
     if (q.maxLength > 0 && q.messages.length > q.maxLength) q.messages.shift();
     this.emit('enqueue', queue, m);

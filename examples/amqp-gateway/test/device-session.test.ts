@@ -397,7 +397,8 @@ describe('downlink', () => {
     await node.broker.publishCommand('dev-1', 2, { id: 'c-2' });
     await client.next('cmd');
     await roundTrip(client);
-    const offline = node.broker.topology.downOffline;
+    // The device is parked: what it was given lands in its own offline queue, kept for its next connect.
+    const offline = node.broker.topology.offlineQueue('dev-1');
     const landed = new Promise<string[]>((resolve) => {
       const ids: string[] = [];
       node.hub.on('enqueue', (q, m) => {

@@ -47,6 +47,39 @@ describeRabbit('gateway over RabbitMQ', () => {
     onB.send({ type: 'cmd_ack', id: 'c-2' });
   });
 
+  it('delivers a command published while its device was connected nowhere when it connects to another node', async () => {
+    const prefix = uniquePrefix('offline');
+    const nodeIds = ['gw-a', 'gw-b'];
+    topologies.push({ prefix, nodeIds });
+    const [a, b] = await Promise.all(
+      nodeIds.map((nodeId) => startTestNodeWith({ nodeId }, () => new AmqpBroker({ url: AMQP_URL, nodeId, prefix }))),
+    );
+    const { client: onA } = await DeviceClient.hello(a!.port, 'dev-off', token('dev-off'));
+    await onA.close();
+    // Published while the device is connected nowhere, whether node a has parked it yet or not:
+    // until it has, a command comes back to node a, which has no session for it and publishes it
+    // again — so the two may arrive in either order (the order of a backlog holds from the park on,
+    // see the routing suite).
+    await b!.broker.publishCommand('dev-off', 'while away', { id: 'c-off-1' });
+    await a!.broker.publishCommand('dev-off', { n: 2 }, { id: 'c-off-2' });
+
+    const { client: onB } = await DeviceClient.hello(b!.port, 'dev-off', token('dev-off'));
+    // Commands are at-least-once: in that race a copy may come twice (the device dedupes by id).
+    const seen = new Map<string, unknown>();
+    const until = async (ids: string[]): Promise<void> => {
+      while (!ids.every((id) => seen.has(id))) {
+        const cmd = await onB.next('cmd');
+        seen.set(cmd.id, cmd.body);
+        onB.send({ type: 'cmd_ack', id: cmd.id });
+      }
+    };
+    await until(['c-off-1', 'c-off-2']);
+    expect(Object.fromEntries(seen)).toEqual({ 'c-off-1': 'while away', 'c-off-2': { n: 2 } });
+    await a!.broker.publishCommand('dev-off', 'live', { id: 'c-live' });
+    await until(['c-live']);
+    expect([...seen.keys()].sort()).toEqual(['c-live', 'c-off-1', 'c-off-2']);
+  });
+
   it('loses no acknowledged uplink when its broker connections are cut mid-stream, counted end to end', { timeout: 60_000 }, async () => {
     const prefix = uniquePrefix('restart');
     topologies.push({ prefix, nodeIds: ['gw-r'] });

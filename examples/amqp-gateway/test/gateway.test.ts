@@ -86,15 +86,45 @@ describe('drain', () => {
     expect(node.broker.read('presence').map((m) => m.routingKey).sort()).toEqual(['busy.disconnected', 'quiet.disconnected']);
   });
 
-  it('gives commands of drained devices back, to the offline queue', async () => {
+  it('gives commands of drained devices back, to their offline queue (parked, for their next connect)', async () => {
     const hub = new MemoryExchangeHub();
     const node = await startTestNode({ hub });
     const { client } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
     await node.broker.publishCommand('dev-1', 'x', { id: 'c-1' });
     await client.next('cmd');
-    const offline = nextEnqueued(hub, node.broker.topology.downOffline);
+    const offline = nextEnqueued(hub, node.broker.topology.offlineQueue('dev-1'));
     await node.gateway.drain();
     expect((await offline).messageId).toBe('c-1');
     expect(await metric(node.metrics, 'gateway_downlink_redelivered_total', { reason: 'disconnected' })).toBe(1);
+  });
+});
+
+describe('offline devices', () => {
+  it('delivers the commands published while a device was connected nowhere when it connects to another node, in publish order', async () => {
+    const hub = new MemoryExchangeHub();
+    const a = await startTestNode({ hub, nodeId: 'gw-a' });
+    const b = await startTestNode({ hub, nodeId: 'gw-b' });
+    const { client: onA } = await DeviceClient.hello(a.port, 'dev-1', token('dev-1'));
+    const parkedQueue = a.broker.topology.offlineQueue('dev-1');
+    // The first lands in the device's offline queue once node a has parked it (until then it comes
+    // back to node a, which has no session for it, and is published again).
+    const first = nextEnqueued(hub, parkedQueue);
+    await onA.close();
+    await b.broker.publishCommand('dev-1', { n: 1 }, { id: 'c-1' });
+    expect((await first).messageId).toBe('c-1');
+    await a.broker.publishCommand('dev-1', { n: 2 }, { id: 'c-2' });
+    await b.broker.publishCommand('dev-1', { n: 3 }, { id: 'c-3' });
+
+    const { client: onB } = await DeviceClient.hello(b.port, 'dev-1', token('dev-1'));
+    const got = [await onB.next('cmd'), await onB.next('cmd'), await onB.next('cmd')];
+    expect(got).toEqual([
+      { type: 'cmd', id: 'c-1', body: { n: 1 } },
+      { type: 'cmd', id: 'c-2', body: { n: 2 } },
+      { type: 'cmd', id: 'c-3', body: { n: 3 } },
+    ]);
+    for (const c of got) onB.send({ type: 'cmd_ack', id: c.id });
+    expect(hub.hasQueue(parkedQueue)).toBe(false);
+    await a.broker.publishCommand('dev-1', 'live', { id: 'c-4' });
+    expect((await onB.next('cmd')).id).toBe('c-4');
   });
 });

@@ -62,6 +62,8 @@ describe('takeover across nodes sharing a hub', () => {
     expect((await onA.expectError()).code).toBe('taken_over');
     // c-1 was never acknowledged on a: it follows the device to b.
     expect(await onB.next('cmd')).toEqual({ type: 'cmd', id: 'c-1', body: 'first' });
+    // Node a gave c-1 back after detaching the device, and did not park it: it was taken over.
+    expect(hub.hasQueue(a.broker.topology.offlineQueue('dev-1'))).toBe(false);
     // A command published through either node now reaches b.
     await a.broker.publishCommand('dev-1', 'second', { id: 'c-2' });
     expect((await onB.next('cmd')).id).toBe('c-2');

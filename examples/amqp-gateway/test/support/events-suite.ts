@@ -88,12 +88,12 @@ export function eventsSuite(label: string, harness: EventsHarness): void {
       expect(new Date(body.at).toISOString()).toBe(body.at);
       expect(await metric(a.metrics, 'gateway_command_events_total', { event: 'cmd_ack', outcome: 'published' })).toBe(1);
       // The delivery was settled: once node a is drained (a MemoryBroker sends what it holds
-      // unsettled back to <p>.down, and so to the offline queue), only what is published next
-      // reaches the offline queue, not c-1 again.
+      // unsettled back to <p>.down, and so to the device's offline queue: the drain parked it),
+      // only what is published next reaches that queue, not c-1 again.
       const b = await node('gw-b');
       await a.gateway.drain();
       await b.broker.publishCommand('dev-1', 'marker', { id: 'marker' });
-      const offline = await backEnd.read(prefix, topology(prefix).downOffline, 1);
+      const offline = await backEnd.read(prefix, topology(prefix).offlineQueue('dev-1'), 1);
       expect(offline.map((m) => m.messageId)).toEqual(['marker']);
       expect(client.all('cmd').map((c) => c.id)).toEqual(['c-1']);
     });

@@ -7,10 +7,14 @@
  * reachable, suites declared with `describeRabbit` are skipped with one warning — unless
  * `REQUIRE_RABBITMQ=1`, which turns that into a failing test.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { connect, type Channel, type ChannelModel, type GetMessage, type MessageProperties, type Options } from 'amqplib';
 import { describe, it } from 'vitest';
 import { topology } from '../../src/topology.js';
 import type { BackEnd, BackEndMessage } from './routing-suite.js';
+
+const execFileAsync = promisify(execFile);
 
 /** Where the tests find RabbitMQ. */
 export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -105,12 +109,33 @@ export async function withChannel<T>(fn: (channel: Channel, model: ChannelModel)
 }
 
 /**
+ * The per-device offline queues (`<prefix>.down.offline.<device>`) a gateway under test parked,
+ * listed with `rabbitmqctl` when it is at hand (AMQP cannot list queues). Elsewhere, pass the
+ * devices to {@link deleteTopology}; what is left expires after 7 days.
+ */
+async function parkedQueues(prefix: string): Promise<string[]> {
+  const stem = `${topology(prefix).downOffline}.`;
+  try {
+    const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', 'name', '--no-table-headers'], { timeout: 10_000 });
+    return stdout.split('\n').map((l) => l.trim()).filter((name) => name.startsWith(stem));
+  } catch {
+    return [];
+  }
+}
+
+/**
  * Delete every exchange and queue of `prefix`: the topology, the queues of `nodeIds`, and the
  * back-end queues declared through {@link rabbitBackEnd}. Missing ones are fine.
  */
-export async function deleteTopology(prefix: string, nodeIds: readonly string[]): Promise<void> {
+export async function deleteTopology(prefix: string, nodeIds: readonly string[], devices: readonly string[] = []): Promise<void> {
   const t = topology(prefix);
-  const queues = [t.downOffline, ...nodeIds.map((n) => t.nodeQueue(n)), ...(backEndQueues.get(prefix) ?? [])];
+  const queues = [
+    t.downOffline,
+    ...nodeIds.map((n) => t.nodeQueue(n)),
+    ...devices.map((d) => t.offlineQueue(d)),
+    ...(backEndQueues.get(prefix) ?? []),
+    ...(await parkedQueues(prefix)),
+  ];
   const exchanges = [t.up, t.down, t.downUnrouted, t.events, t.control];
   backEndQueues.delete(prefix);
   await withChannel(async (first, model) => {

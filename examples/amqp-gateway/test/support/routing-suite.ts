@@ -220,6 +220,74 @@ export function routingSuite(
       expect(atB.items.map((c) => c.id)).toEqual(['c-5']);
     });
 
+    it('keeps the commands of a parked device and delivers them, in publish order, before live ones, on the node it attaches to next', async () => {
+      fresh();
+      const a = await node('node-a');
+      const b = await node('node-b');
+      const atA = commands(a);
+      const atB = commands(b);
+      await a.attachDevice('dev-p');
+      await a.detachDevice('dev-p', { park: true });
+      for (const n of [1, 2, 3]) await a.publishCommand('dev-p', { n }, { id: `c-${n}` });
+
+      await b.attachDevice('dev-p');
+      await b.publishCommand('dev-p', { n: 4 }, { id: 'c-4' });
+      const got = [await atB.next(), await atB.next(), await atB.next(), await atB.next()];
+      expect(got.map((c) => c.id)).toEqual(['c-1', 'c-2', 'c-3', 'c-4']);
+      expect(got[0]).toMatchObject({ device: 'dev-p', body: { n: 1 } });
+      for (const c of got) c.ack();
+      expect(atA.items).toEqual([]);
+
+      // Caught up, the device is parked no more: detached without parking, its commands go to the
+      // shared offline queue again, and nothing of the backlog is left anywhere.
+      await b.detachDevice('dev-p');
+      await b.publishCommand('dev-p', { n: 5 }, { id: 'c-5' });
+      const offline = await backEnd.read(prefix, topology(prefix).downOffline, 1);
+      expect(offline.map((m) => m.messageId)).toEqual(['c-5']);
+      expect(atB.items.map((c) => c.id)).toEqual(['c-1', 'c-2', 'c-3', 'c-4']);
+    });
+
+    it('does not deliver a parked command that expired while the device was away', async () => {
+      fresh();
+      const a = await node('node-a');
+      const b = await node('node-b');
+      const atB = commands(b);
+      await a.attachDevice('dev-e');
+      await a.detachDevice('dev-e', { park: true });
+      await a.publishCommand('dev-e', { op: 'stale' }, { id: 'c-old', expirationMs: 1 });
+      const publishedAt = Date.now();
+      await a.publishCommand('dev-e', { op: 'fresh' }, { id: 'c-new', expirationMs: 60_000 });
+      // The clock has to pass c-old's expiry (1 ms); RabbitMQ and the hub drop it at the head of the queue.
+      while (Date.now() <= publishedAt + 2) await new Promise((resolve) => setImmediate(resolve));
+
+      await b.attachDevice('dev-e');
+      const first = await atB.next();
+      expect(first.id).toBe('c-new');
+      first.ack();
+      await b.publishCommand('dev-e', { op: 'live' }, { id: 'c-live' });
+      (await atB.next()).ack();
+      expect(atB.items.map((c) => c.id)).toEqual(['c-new', 'c-live']);
+    });
+
+    it('routes a command for a parked device to its offline queue, not to a node it left', async () => {
+      fresh();
+      const a = await node('node-a');
+      const atA = commands(a);
+      await a.attachDevice('dev-q');
+      await a.detachDevice('dev-q', { park: true });
+      await a.publishCommand('dev-q', { n: 1 }, { id: 'c-1' });
+      await a.publishCommand('ghost', { n: 2 }, { id: 'c-2' });
+      // Only the command for the never-parked device reaches the shared offline queue.
+      const offline = await backEnd.read(prefix, topology(prefix).downOffline, 1);
+      expect(offline.map((m) => m.messageId)).toEqual(['c-2']);
+      expect(atA.items).toEqual([]);
+      // Same node again: caught up there.
+      await a.attachDevice('dev-q');
+      const c1 = await atA.next();
+      expect(c1.id).toBe('c-1');
+      c1.ack();
+    });
+
     it('gives a command its expiry, and drops an expired one for good', async () => {
       fresh();
       const a = await node('node-a');
