@@ -116,7 +116,7 @@ export async function withChannel<T>(fn: (channel: Channel, model: ChannelModel)
 async function parkedQueues(prefix: string): Promise<string[]> {
   const stem = `${topology(prefix).downOffline}.`;
   try {
-    const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', 'name', '--no-table-headers'], { timeout: 10_000 });
+    const { stdout } = await execFileAsync('rabbitmqctl', ['-q', 'list_queues', 'name', '--no-table-headers'], { timeout: 10_000, maxBuffer: 512 * 1024 * 1024 });
     return stdout.split('\n').map((l) => l.trim()).filter((name) => name.startsWith(stem));
   } catch {
     return [];
