@@ -147,10 +147,18 @@ export async function startGateway(o: GatewayProcessOptions): Promise<GatewayPro
   }
 }
 
+/** The per-device offline queues of `prefix`, listed with rabbitmqctl (AMQP cannot list queues). */
+async function parkedQueues(prefix: string): Promise<string[]> {
+  const r = spawnSync('rabbitmqctl', ['-q', 'list_queues', 'name', '--no-table-headers'], { encoding: 'utf8', timeout: 60_000, maxBuffer: 512 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`rabbitmqctl list_queues failed (status ${r.status}): the parked queues of ${prefix} are left to expire`);
+  const stem = `${prefix}.down.offline.`;
+  return r.stdout.split('\n').map((l) => l.trim()).filter((name) => name.startsWith(stem));
+}
+
 /**
  * Delete, on RabbitMQ at `url`, every queue and exchange a gateway with this prefix and node id
  * declares: its node queues (`primary`, and slots
- * 0…workers), the offline queue, the given `queues` (e.g. its uplink queue) and its five
+ * 0…workers), the offline queue and every device's parked queue, the given `queues` (e.g. its uplink queue) and its five
  * exchanges. Control queues are exclusive and went with the gateway's connections. A queue or
  * exchange that is not there is no error.
  */
@@ -172,6 +180,15 @@ export async function deleteGatewayTopology(url: string, prefix: string, nodeId:
       await remove((ch) => ch.deleteQueue(q));
     }
     for (const x of ['up', 'down', 'down.unrouted', 'events', 'control']) await remove((ch) => ch.deleteExchange(`${prefix}.${x}`));
+    // Every device whose session ended was parked in a queue of its own (`<p>.down.offline.<device>`,
+    // ~50 KB of broker memory each until it expires in 7 days): list them and delete them, in
+    // batches on one channel (deleting a listed queue that went meanwhile is no error).
+    const parked = await parkedQueues(prefix);
+    if (parked.length > 0) {
+      const ch = await connection.createChannel();
+      for (let i = 0; i < parked.length; i += 500) await Promise.all(parked.slice(i, i + 500).map((q) => ch.deleteQueue(q)));
+      await ch.close();
+    }
   } finally {
     await connection.close().catch(() => undefined);
   }
