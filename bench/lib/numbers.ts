@@ -106,3 +106,14 @@ export function sums<K extends string>(records: Iterable<Readonly<Record<K, numb
 
 /** Sleep. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A latency in ms for a table: '–' when unknown, whole ms from 100 up, else one decimal. */
+export function fmtMs(v: number | null | undefined): string {
+  return v === null || v === undefined || !Number.isFinite(v) ? '–' : v >= 100 ? fmt(Math.round(v)) : String(round(v, 1));
+}
+
+/** Counts by reason for a table, e.g. `3 timeout, 1,204 refused`; '0' when there are none. */
+export function countsText(counts: Record<string, number>): string {
+  const parts = Object.entries(counts).map(([k, v]) => `${fmt(v)} ${k}`);
+  return parts.length ? parts.join(', ') : '0';
+}

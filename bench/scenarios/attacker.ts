@@ -15,7 +15,7 @@ import os from 'node:os';
 import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { type NativeAttackResult, type NativeFleetResult, cpuPerHandshake, runNativeFleet, startNativeAttack } from '../lib/native-client.js';
-import { counterDelta, fmt, median, medianBy, type Percentiles, percentile, round, sleep } from '../lib/numbers.js';
+import { counterDelta, countsText, fmt, fmtMs, median, medianBy, type Percentiles, percentile, round, sleep } from '../lib/numbers.js';
 import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer } from '../lib/server-child.js';
@@ -132,13 +132,8 @@ async function once(ctx: BenchContext, setup: Setup, devices: number): Promise<R
   }
 }
 
-const ms = (v: number | null | undefined): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v >= 100 ? fmt(Math.round(v)) : String(round(v, 1)));
 const pct = (v: number): string => `${round(v * 100, 1)}%`;
 
-function failedText(f: NativeFleetResult): string {
-  const parts = Object.entries(f.failed).map(([k, v]) => `${fmt(v)} ${k}`);
-  return parts.length ? parts.join(', ') : '0';
-}
 
 /** The attack offered what was asked (its client kept up). */
 const attackFull = (r: Run): boolean => r.attack !== null && r.attack.started >= MIN_ATTACK_SHARE * ATTACK_RATE * r.attack.seconds;
@@ -177,12 +172,12 @@ export const scenario: Scenario = {
           return [
             serverName(s.server),
             s.attacked ? `${fmt(ATTACK_RATE)} connects/s` : 'none',
-            ms(median(of(s).map((q) => q.p50))),
-            ms(p99(s)),
+            fmtMs(median(of(s).map((q) => q.p50))),
+            fmtMs(p99(s)),
             base > 0 ? round(p99(s) / base, 2) : null,
             pct(goodput(s)),
-            failedText(r.fleet),
-            of(s).map((q) => ms(q.p99)).join(', '),
+            countsText(r.fleet.failed),
+            of(s).map((q) => fmtMs(q.p99)).join(', '),
             of(s).map((q) => pct(q.goodput)).join(', '),
           ];
         }),
@@ -193,8 +188,8 @@ export const scenario: Scenario = {
         columns: ['server', 'attacker', 'TCP connect', 'TLS handshake', 'echo', 'client clock late (worst, ms)'],
         rows: SETUPS.map((s) => {
           const f = mid(s).fleet;
-          const part = (p: Percentiles | null): string => (p ? `${ms(p.p50)} / ${ms(p.p99)}` : '–');
-          return [serverName(s.server), s.attacked ? 'yes' : 'no', part(f.stages.connect), part(f.stages.handshake), part(f.stages.echo), ms(f.maxLagMs)];
+          const part = (p: Percentiles | null): string => (p ? `${fmtMs(p.p50)} / ${fmtMs(p.p99)}` : '–');
+          return [serverName(s.server), s.attacked ? 'yes' : 'no', part(f.stages.connect), part(f.stages.handshake), part(f.stages.echo), fmtMs(f.maxLagMs)];
         }),
       },
       {
@@ -214,8 +209,8 @@ export const scenario: Scenario = {
             fmt(o.refused ?? 0),
             fmt(o.deadline ?? 0),
             fmt(o.error ?? 0),
-            a.closedAfterMs ? `${ms(a.closedAfterMs.p50)} / ${ms(a.closedAfterMs.p99)}` : 'none closed',
-            a.answeredAfterMs ? `${ms(a.answeredAfterMs.p50)} / ${ms(a.answeredAfterMs.p99)}` : 'none answered',
+            a.closedAfterMs ? `${fmtMs(a.closedAfterMs.p50)} / ${fmtMs(a.closedAfterMs.p99)}` : 'none closed',
+            a.answeredAfterMs ? `${fmtMs(a.answeredAfterMs.p50)} / ${fmtMs(a.answeredAfterMs.p99)}` : 'none answered',
             r.corralCounters ? fmt(r.corralCounters['rejected.rate_limited'] ?? 0) : '—',
           ];
         }),
@@ -280,7 +275,7 @@ export const scenario: Scenario = {
     const why =
       `With the attacker corral used ${caRun.serverCores.toFixed(2)} cores (${mid(cb).serverCores.toFixed(2)} without), the attacker ${caRun.attackerCores.toFixed(2)}, ` +
       `the fleet client ${caRun.fleetClientCores.toFixed(2)} and the rest of the machine ${caRun.otherCores.toFixed(2)} of ${os.availableParallelism()}; ` +
-      `the fleet's failures: ${failedText(caRun.fleet)}; corral's counters: ${Object.entries(caRun.corralCounters ?? {})
+      `the fleet's failures: ${countsText(caRun.fleet.failed)}; corral's counters: ${Object.entries(caRun.corralCounters ?? {})
         .map(([k, v]) => `${k} ${fmt(v)}`)
         .join(', ')}.`;
     const p99Met = full && p99Ratio <= 1.5;
@@ -290,7 +285,7 @@ export const scenario: Scenario = {
     const targets: TargetCheck[] = [
       {
         target: 'attacker at 2,000 connects/s: the fleet’s connect p99 with corral ≤ 1.5× corral’s without the attacker',
-        measured: `${ms(p99(ca))} ms against ${ms(base)} ms (${round(p99Ratio, 2)}×)`,
+        measured: `${fmtMs(p99(ca))} ms against ${fmtMs(base)} ms (${round(p99Ratio, 2)}×)`,
         met: p99Met,
         ...(p99Met ? {} : { note: `Missed${full ? ` at ${round(p99Ratio, 2)}×` : ''}.${shortNote} ${why}` }),
       },
@@ -302,7 +297,7 @@ export const scenario: Scenario = {
       },
       {
         target: 'attacker at 2,000 connects/s: corral’s fleet p99 lower than bare Node’s under the same attacker, and its goodput higher (or both 100%)',
-        measured: `p99 ${ms(p99(ca))} ms against ${ms(p99(ba))} ms; goodput ${pct(goodput(ca))} against ${pct(goodput(ba))}${goodput(ca) === goodput(ba) ? ' (equal)' : ''}`,
+        measured: `p99 ${fmtMs(p99(ca))} ms against ${fmtMs(p99(ba))} ms; goodput ${pct(goodput(ca))} against ${pct(goodput(ba))}${goodput(ca) === goodput(ba) ? ' (equal)' : ''}`,
         met: betterP99 && betterGoodput,
         ...(betterP99 && betterGoodput
           ? {}

@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { startGateway } from '../lib/gateway-process.js';
 import { holdSilent, runNativeProbe, type ProbeResult, type SilentResult } from '../lib/native-client.js';
-import { fmt, medianBy, round, sleep } from '../lib/numbers.js';
+import { countsText, fmt, fmtMs, medianBy, round, sleep } from '../lib/numbers.js';
 import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 
@@ -112,12 +112,7 @@ async function once(ctx: BenchContext, set: HostileSet, o: { samples: number; in
   }
 }
 
-const ms = (v: number | undefined | null): string => (v === undefined || v === null || !Number.isFinite(v) ? '–' : v >= 100 ? fmt(Math.round(v)) : String(round(v, 1)));
 
-function failedText(p: ProbeResult): string {
-  const parts = Object.entries(p.failed).map(([k, v]) => `${v} ${k}`);
-  return parts.length ? parts.join(', ') : '0';
-}
 
 export const scenario: Scenario = {
   id: 'gateway-silent-flood',
@@ -148,16 +143,16 @@ export const scenario: Scenario = {
           const r = median(set.id);
           return [
             set.label,
-            ms(r.probe.p50),
-            ms(r.probe.p90),
-            ms(r.probe.p99),
-            ms(r.probe.max),
+            fmtMs(r.probe.p50),
+            fmtMs(r.probe.p90),
+            fmtMs(r.probe.p99),
+            fmtMs(r.probe.max),
             set.count > 0 && base.probe.p99 > 0 ? round(r.probe.p99 / base.probe.p99, 2) : null,
-            failedText(r.probe),
+            countsText(r.probe.failed),
             `${r.probe.samples}${r.probeTruncated ? ` (cut short after ${o.probeSeconds} s)` : ''}`,
             runs
               .filter((q) => q.set === set.id)
-              .map((q) => ms(q.probe.p99))
+              .map((q) => fmtMs(q.probe.p99))
               .join(', '),
           ];
         }),
@@ -183,7 +178,7 @@ export const scenario: Scenario = {
             h.opened,
             h.closedByServer > 0 ? `${fmt(h.closedByServer)} (${how})` : 'none',
             h.reopened,
-            h.heldMs ? `${ms(h.heldMs.p50)} / ${ms(h.heldMs.p90)} / ${ms(h.heldMs.max)}` : 'none closed',
+            h.heldMs ? `${fmtMs(h.heldMs.p50)} / ${fmtMs(h.heldMs.p90)} / ${fmtMs(h.heldMs.max)}` : 'none closed',
             failedOpens || '0',
           ];
         }),
@@ -197,7 +192,7 @@ export const scenario: Scenario = {
       const h = r.hostile;
       return {
         target: `${set.label}: devices' hello → welcome p99 ≤ ${RATIO_TARGET}× its unloaded p99 (gateway defaults, ≥ 200 samples)`,
-        measured: `p99 ${ms(r.probe.p99)} ms against ${ms(base.probe.p99)} ms unloaded (${Number.isFinite(ratio) ? round(ratio, 2) : '–'}×), ${fmt(r.probe.samples)} samples`,
+        measured: `p99 ${fmtMs(r.probe.p99)} ms against ${fmtMs(base.probe.p99)} ms unloaded (${Number.isFinite(ratio) ? round(ratio, 2) : '–'}×), ${fmt(r.probe.samples)} samples`,
         met,
         ...(met
           ? {}
@@ -205,8 +200,8 @@ export const scenario: Scenario = {
               note:
                 (ratio > RATIO_TARGET ? `Missed at ${Number.isFinite(ratio) ? round(ratio, 2) : '–'}× (limit ${RATIO_TARGET}×). ` : '') +
                 (enough ? '' : `The probe was cut short after ${o.probeSeconds} s (${r.probe.samples} samples; unloaded ${base.probe.samples}). `) +
-                `Failed samples: ${failedText(r.probe)}; p50 ${ms(r.probe.p50)} ms, p90 ${ms(r.probe.p90)} ms, max ${ms(r.probe.max)} ms. ` +
-                (h ? `The gateway closed ${fmt(h.closedByServer)} of the silent sockets while they were held (${h.heldMs ? `after ${ms(h.heldMs.p50)} ms at the median` : 'none'}); they were reopened at once.` : ''),
+                `Failed samples: ${countsText(r.probe.failed)}; p50 ${fmtMs(r.probe.p50)} ms, p90 ${fmtMs(r.probe.p90)} ms, max ${fmtMs(r.probe.max)} ms. ` +
+                (h ? `The gateway closed ${fmt(h.closedByServer)} of the silent sockets while they were held (${h.heldMs ? `after ${fmtMs(h.heldMs.p50)} ms at the median` : 'none'}); they were reopened at once.` : ''),
             }),
       };
     });

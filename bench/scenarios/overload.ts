@@ -17,7 +17,7 @@ import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { cpuPerHandshake, runNativeCapacity, runNativeOverload, type NativeCapacityResult, type NativeOverloadResult } from '../lib/native-client.js';
 import { tcpExt } from '../lib/netstat.js';
-import { counterDelta, fmt, median, medianBy, round, sleep } from '../lib/numbers.js';
+import { counterDelta, countsText, fmt, median, medianBy, round, sleep } from '../lib/numbers.js';
 import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer } from '../lib/server-child.js';
@@ -120,10 +120,6 @@ async function runLevel(ctx: BenchContext, kind: ServerKind, multiple: number, c
   }
 }
 
-function failedText(r: LevelRun): string {
-  const parts = Object.entries(r.client.failed).map(([k, v]) => `${fmt(v)} ${k}`);
-  return parts.length ? parts.join(', ') : '0';
-}
 
 export const scenario: Scenario = {
   id: 'overload',
@@ -193,7 +189,7 @@ export const scenario: Scenario = {
               r.goodputPerSecond,
               r.client.latency ? Math.round(r.client.latency.p50) : null,
               r.client.latency ? Math.round(r.client.latency.p99) : null,
-              failedText(r),
+              countsText(r.client.failed),
               r.client.unfinished,
               runs
                 .filter((q) => q.server === kind && q.multiple === m)
@@ -256,7 +252,7 @@ export const scenario: Scenario = {
       `client ${r.clientCores.toFixed(2)} cores, other processes ${r.otherCores.toFixed(2)} of ${os.availableParallelism()}), so the level measured the client, not the server.`;
     const why = (r: LevelRun): string =>
       `During the 3× level the server used ${r.serverCores.toFixed(2)} cores, the load client ${r.clientCores.toFixed(2)} (${cpuPerHandshake(r.client.cost) ?? '–'} µs per handshake) ` +
-      `and other processes ${r.otherCores.toFixed(2)} of ${os.availableParallelism()}; clients failed: ${failedText(r)}` +
+      `and other processes ${r.otherCores.toFixed(2)} of ${os.availableParallelism()}; clients failed: ${countsText(r.client.failed)}` +
       (r.corralCounters ? `; corral's counters: ${Object.entries(r.corralCounters).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}` : '') +
       '. Capacity was measured closed-loop with the same client; open-loop at 3× the client itself takes a larger share of the two cores.';
     const share = c3 ? c3.goodputOfCapacity : 0;

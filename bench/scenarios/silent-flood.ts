@@ -14,7 +14,7 @@
  */
 import { ECHO_SERVERS, corralSettings } from '../lib/echo-server.js';
 import { holdSilent, runNativeProbe, type ProbeResult, type SilentKind, type SilentResult } from '../lib/native-client.js';
-import { fmt, medianBy, round, sleep } from '../lib/numbers.js';
+import { countsText, fmt, fmtMs, medianBy, round, sleep } from '../lib/numbers.js';
 import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer } from '../lib/server-child.js';
@@ -97,12 +97,7 @@ async function once(ctx: BenchContext, set: HostileSet, kind: ServerKind, o: { s
   }
 }
 
-const ms = (v: number | undefined | null): string => (v === undefined || v === null || !Number.isFinite(v) ? '–' : v >= 100 ? fmt(Math.round(v)) : String(round(v, 1)));
 
-function failedText(p: ProbeResult): string {
-  const parts = Object.entries(p.failed).map(([k, v]) => `${v} ${k}`);
-  return parts.length ? parts.join(', ') : '0';
-}
 
 export const scenario: Scenario = {
   id: 'silent-flood',
@@ -139,16 +134,16 @@ export const scenario: Scenario = {
             return [
               set.label,
               serverName(kind),
-              ms(r.probe.p50),
-              ms(r.probe.p90),
-              ms(r.probe.p99),
-              ms(r.probe.max),
+              fmtMs(r.probe.p50),
+              fmtMs(r.probe.p90),
+              fmtMs(r.probe.p99),
+              fmtMs(r.probe.max),
               kind === 'corral' && b.probe.p99 > 0 ? round(r.probe.p99 / b.probe.p99, 2) : null,
-              failedText(r.probe),
+              countsText(r.probe.failed),
               `${r.probe.samples}${r.probeTruncated ? ` (cut short after ${o.probeSeconds} s)` : ''}`,
               runs
                 .filter((q) => q.set === set.id && q.server === kind)
-                .map((q) => ms(q.probe.p99))
+                .map((q) => fmtMs(q.probe.p99))
                 .join(', '),
             ];
           }),
@@ -177,7 +172,7 @@ export const scenario: Scenario = {
               h.opened,
               h.closedByServer > 0 ? `${fmt(h.closedByServer)} (${how})` : 'none',
               h.reopened,
-              h.heldMs ? `${ms(h.heldMs.p50)} / ${ms(h.heldMs.p90)} / ${ms(h.heldMs.max)}` : 'none closed',
+              h.heldMs ? `${fmtMs(h.heldMs.p50)} / ${fmtMs(h.heldMs.p90)} / ${fmtMs(h.heldMs.max)}` : 'none closed',
               failedOpens || '0',
             ];
           }),
@@ -195,17 +190,17 @@ export const scenario: Scenario = {
       const h = c.hostile;
       return {
         target: `${set.label}: corral probe p99 ≤ 100 ms and ≤ 2× bare Node's p99`,
-        measured: `corral p99 ${ms(c.probe.p99)} ms, bare Node ${ms(b.probe.p99)} ms (${b.probe.p99 > 0 ? round(c.probe.p99 / b.probe.p99, 2) : '–'}×)`,
+        measured: `corral p99 ${fmtMs(c.probe.p99)} ms, bare Node ${fmtMs(b.probe.p99)} ms (${b.probe.p99 > 0 ? round(c.probe.p99 / b.probe.p99, 2) : '–'}×)`,
         met,
         ...(met
           ? {}
           : {
               note:
-                `Missed${!within ? ` by ${ms(c.probe.p99 - 100)} ms over 100 ms` : ''}${!within && !relative ? ' and' : ''}${!relative ? ` at ${round(c.probe.p99 / Math.max(0.001, b.probe.p99), 2)}× bare Node's p99` : ''}` +
+                `Missed${!within ? ` by ${fmtMs(c.probe.p99 - 100)} ms over 100 ms` : ''}${!within && !relative ? ' and' : ''}${!relative ? ` at ${round(c.probe.p99 / Math.max(0.001, b.probe.p99), 2)}× bare Node's p99` : ''}` +
                 `${c.probeTruncated ? `; the probe was cut short after ${o.probeSeconds} s (${c.probe.samples} samples)` : ''}. ` +
-                `The probe's failed samples: ${failedText(c.probe)}; p50 ${ms(c.probe.p50)} ms, p90 ${ms(c.probe.p90)} ms, max ${ms(c.probe.max)} ms. ` +
+                `The probe's failed samples: ${countsText(c.probe.failed)}; p50 ${fmtMs(c.probe.p50)} ms, p90 ${fmtMs(c.probe.p90)} ms, max ${fmtMs(c.probe.max)} ms. ` +
                 (h
-                  ? `corral closed ${fmt(h.closedByServer)} of the hostile sockets while they were held (${h.heldMs ? `after ${ms(h.heldMs.p50)} ms at the median` : 'none'}) and they were reopened at once. `
+                  ? `corral closed ${fmt(h.closedByServer)} of the hostile sockets while they were held (${h.heldMs ? `after ${fmtMs(h.heldMs.p50)} ms at the median` : 'none'}) and they were reopened at once. `
                   : '') +
                 `corral's settings: ${settings.text}.`,
             }),
