@@ -43,6 +43,7 @@ import type {
   Takeover,
   UplinkMessage,
 } from './broker.js';
+import { StrayCommands } from './stray-commands.js';
 import { NODE_QUEUE_MESSAGE_TTL_MS, OFFLINE_QUEUE_ARGUMENTS, topology, type Topology } from './topology.js';
 
 /** Options of {@link AmqpBroker}. */
@@ -70,6 +71,14 @@ export interface AmqpBrokerOptions {
   readonly reconnect?: { readonly initialDelay?: number; readonly maxDelay?: number };
   /** How long `stop()` waits for outstanding confirms, in ms. Default 5000. */
   readonly stopTimeout?: number;
+  /**
+   * How long a command stranded by a process that died (delivered here, through a binding that
+   * process left on this slot's queue, for a device this process does not hold) waits for its
+   * device to come back, in ms, before it is sent on to `<p>.down` as it is (and from there to
+   * wherever the device is bound, or to `<p>.down.offline`). See {@link StrayCommands}. Default
+   * 30000.
+   */
+  readonly strayGrace?: number;
 }
 
 /**
@@ -114,6 +123,8 @@ const REFUSED = {
   shutting_down: Object.freeze({ ok: false, reason: 'shutting_down' }),
 } as const satisfies Record<Exclude<Outcome, 'ok'>, PublishResult>;
 
+/** Default of {@link AmqpBrokerOptions.strayGrace}, in ms. */
+export const DEFAULT_STRAY_GRACE_MS = 30_000;
 /** Default cap of the reconnect backoff, in ms. */
 export const DEFAULT_MAX_DELAY_MS = 500;
 /** Binds and unbinds issued to RabbitMQ at once while restoring a link. */
@@ -160,6 +171,8 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   private readonly attached = new Map<string, Attachment>();
   private readonly strayUnbinding = new Set<string>();
+  /** Commands stranded by a process that died, held for their devices to come back. */
+  private readonly strays: StrayCommands<{ readonly link: Link; readonly message: ConsumeMessage }>;
   /** Devices detached while no link was ready: unbound when the next one is. */
   private readonly unbindLater = new Set<string>();
   /** Of those, the ones to park (their offline queue declared and bound first). */
@@ -193,6 +206,16 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.initialDelay = options.reconnect?.initialDelay ?? 100;
     this.maxDelay = options.reconnect?.maxDelay ?? DEFAULT_MAX_DELAY_MS;
     this.stopTimeout = options.stopTimeout ?? 5000;
+    this.strays = new StrayCommands({
+      graceMs: options.strayGrace ?? DEFAULT_STRAY_GRACE_MS,
+      // Held commands stay unacknowledged: leave at least half the prefetch to the devices held here.
+      max: Math.max(1, Math.floor(this.prefetch / 2)),
+      onExpired: (device, held) => {
+        this.log.info({ device, commands: held.length }, 'stray commands: their device did not come back within the grace; sent on');
+        void this.watchPresence(held[0]!.link, device, false);
+        this.releaseStrays(device, held);
+      },
+    });
   }
 
   get state(): BrokerState {
@@ -379,6 +402,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         await this.idle(this.stopTimeout);
       }
       this.failReadyWaiters();
+      this.strays.forget(() => true); // unacknowledged: RabbitMQ requeues them when the link closes
       const left = [...this.inflight.values(), ...this.outbox];
       this.inflight.clear();
       this.outbox = [];
@@ -476,6 +500,8 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   /** Either connection or a channel of `link` closed: stop using it, requeue what it had in flight. */
   private onLinkLost(link: Link): void {
     void link.close().then(() => this.links.delete(link));
+    // Their deliveries go back to the queue with the link, and come again on the next one.
+    this.strays.forget((held) => held.link === link);
     if (this.link !== link) return;
     this.link = undefined;
     if (this.inflight.size > 0) {
@@ -587,7 +613,9 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private async bindAndCatchUp(link: Link, device: string): Promise<void> {
     const previous = this.catchUps.get(device);
     if (previous) await previous.catch(() => undefined);
-    const held: { link: Link; message: ConsumeMessage }[] = [];
+    // Commands stranded here for this device by a process that died come first: they are older
+    // than anything the node queue delivers from now on.
+    const held: { link: Link; message: ConsumeMessage }[] = this.takeStrays(device).filter((h) => h.link === link);
     this.catchingUp.set(device, held);
     const run = (async () => {
       try {
@@ -661,19 +689,21 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private async startConsumers(link: Link): Promise<void> {
     controlQueueCount += 1;
     const control = `${this.topology.control}.${this.nodeId}.${process.pid}.${controlQueueCount}`;
+    // The control queue exists before the first command is consumed: a stray command watches its
+    // device's presence through it.
     await settleAll([
-      (async () => {
-        await link.inbox.prefetch(this.prefetch);
-        const commands = await link.inbox.consume(this.nodeQueue, (m) => this.onCommand(link, m), { noAck: false });
-        link.consumerTags.push(commands.consumerTag);
-      })(),
+      link.inbox.prefetch(this.prefetch),
       (async () => {
         await link.admin.assertQueue(control, { exclusive: true, autoDelete: true, durable: false });
         await link.admin.bindQueue(control, this.topology.control, '');
+        link.controlQueue = control;
       })(),
     ]);
-    const takeovers = await link.inbox.consume(control, (m) => this.onControl(link, m), { noAck: true });
-    link.consumerTags.push(takeovers.consumerTag);
+    const [commands, takeovers] = await Promise.all([
+      link.inbox.consume(this.nodeQueue, (m) => this.onCommand(link, m), { noAck: false }),
+      link.inbox.consume(control, (m) => this.onControl(link, m), { noAck: true }),
+    ]);
+    link.consumerTags.push(commands.consumerTag, takeovers.consumerTag);
   }
 
   /** Resolves with the ready link (now or once there is one); rejects once the broker stops. */
@@ -805,7 +835,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         void detaching.finally(() => void this.republish(link, message, commandExpiry(message, Date.now())));
         return;
       }
-      void this.unbindStray(link, device).finally(() => void this.republish(link, message, commandExpiry(message, Date.now())));
+      this.onStray(link, device, message);
       return;
     }
     const held = this.catchingUp.get(device);
@@ -858,6 +888,59 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       },
     };
     this.emitSafely('command', command);
+  }
+
+  /**
+   * A command for a device this process does not hold came through a binding an earlier process
+   * in this slot left behind (it died before unbinding). Remove that binding, so nothing more
+   * comes here for the device, and hold the command for `strayGrace`: until the device attaches
+   * here (it is delivered then, before anything newer), or its `connected` presence event shows it
+   * bound on another process or node (it is sent on to `<p>.down`, which routes it there), or the
+   * grace ends (sent on to `<p>.down` as it is). Over the hold's bound, sent on at once.
+   */
+  private onStray(link: Link, device: string, message: ConsumeMessage): void {
+    const outcome = this.strays.hold(device, { link, message });
+    if (outcome === 'full') {
+      void this.unbindStray(link, device).finally(() => void this.republish(link, message, commandExpiry(message, Date.now())));
+      return;
+    }
+    if (outcome === 'held') return;
+    // Watch first: a `connected` published from now on is seen. (One published before, by a device
+    // that came back even faster, is not: its commands then wait for the grace, and are sent on to
+    // where it is bound.)
+    void this.watchPresence(link, device, true)
+      .then(() => this.unbindStray(link, device))
+      .then(() => this.log.info({ device }, 'stray command: holding it for its device to come back'));
+  }
+
+  /** Start (or stop) having this process's control queue receive `<device>.connected` presence events. */
+  private async watchPresence(link: Link, device: string, watch: boolean): Promise<void> {
+    const queue = link.controlQueue;
+    if (queue === undefined || link.lost) return;
+    // Nothing to watch any more (released while the stray binding was being removed).
+    if (watch && !this.strays.has(device)) return;
+    try {
+      const ch = link.binder(device);
+      if (watch) await ch.bindQueue(queue, this.topology.events, `${device}.connected`);
+      else await ch.unbindQueue(queue, this.topology.events, `${device}.connected`);
+    } catch (err) {
+      // The link fails with its channel; the stray commands come again on the next one.
+      if (!link.lost) link.fail(asError(err));
+    }
+  }
+
+  /** Release the stray commands of `device` and stop watching its presence. */
+  private takeStrays(device: string): { readonly link: Link; readonly message: ConsumeMessage }[] {
+    const held = this.strays.take(device);
+    const link = held[0]?.link;
+    if (link) void this.watchPresence(link, device, false);
+    return held;
+  }
+
+  /** Send stray commands on to `<p>.down`, in order, each settled once its publish is confirmed. */
+  private releaseStrays(device: string, held: readonly { readonly link: Link; readonly message: ConsumeMessage }[]): void {
+    this.log.debug({ device, commands: held.length }, 'stray commands sent on');
+    for (const h of held) void this.republish(h.link, h.message, commandExpiry(h.message, Date.now()));
   }
 
   /**
@@ -915,6 +998,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       link.fail(new Error('RabbitMQ cancelled the control queue consumer'));
       return;
     }
+    if (message.fields.exchange === this.topology.events) {
+      // `<device>.connected` of a device whose stray commands are held: it is bound elsewhere now.
+      const device = message.fields.routingKey.slice(0, -'.connected'.length);
+      const held = this.takeStrays(device).filter((h) => h.link === link);
+      if (held.length > 0) this.releaseStrays(device, held);
+      return;
+    }
     let value: unknown;
     try {
       value = JSON.parse(message.content.toString('utf8'));
@@ -965,6 +1055,8 @@ class Link {
   private binders: Channel[] = [];
   /** Topology declared and consumers running (bindings may still be being restored). */
   ready = false;
+  /** This link's control queue (exclusive to its consumer connection), once declared. */
+  controlQueue: string | undefined;
   /** Restoring the bindings once ready (settles, never rejects: a failure fails the link). */
   restoring: Promise<void> = Promise.resolve();
   /** RabbitMQ sent `connection.blocked` to the publisher. */

@@ -7,7 +7,7 @@
  * | `<p>.up` | topic exchange | uplink: routing key `<device>.<topic>`; the back end binds its queues |
  * | `<p>.down` | direct exchange, alternate exchange `<p>.down.unrouted` | downlink: routing key = device id |
  * | `<p>.down.unrouted` | fanout exchange | takes downlink no node queue is bound for |
- * | `<p>.down.offline` | durable queue, bound to `<p>.down.unrouted` | commands for devices connected nowhere and not parked (never welcomed, or left by a crashed process) |
+ * | `<p>.down.offline` | durable queue, bound to `<p>.down.unrouted` | commands for devices connected nowhere and not parked (never welcomed, or left by a crashed process and not back within the grace) |
  * | `<p>.down.offline.<device>` | durable queue per parked device, bound to `<p>.down` with the device id; `x-expires` 7 days, `x-max-length` 1000, `x-overflow` reject-publish | commands for a device whose last session ended, delivered (in order) at its next connect, on any node |
  * | `<p>.down.node.<node>.<slot>` | durable queue per gateway process slot (`0`, or the worker index), bound per device connected to that process; a command left in it 30 s is dead-lettered to `<p>.down.unrouted` | downlink for that process's devices |
  * | `<p>.events` | topic exchange | events: routing key `<device>.connected` / `<device>.disconnected` (presence), `<device>.cmd_ack` / `<device>.cmd_expired` (command outcomes) |

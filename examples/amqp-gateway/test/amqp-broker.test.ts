@@ -7,7 +7,9 @@
  * file, so vitest's parallel files never see each other's alarms.
  */
 import { execFile } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
+import { pino, type Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AmqpBroker, PUBLISH_ID_HEADER, type AmqpBrokerOptions } from '../src/amqp-broker.js';
 import type { BrokerState, Command, PublishResult, Takeover } from '../src/broker.js';
@@ -286,9 +288,12 @@ describeRabbit('AmqpBroker', () => {
       },
     );
 
-    it('a process taking over a crashed slot sends stranded commands on and removes the stale binding', async () => {
-      const prefix = setup('stranded');
-      // Slot 0 holds dev-1, then its process "crashes": its connection goes and nothing is unbound.
+    /**
+     * Slot 0 of node n1 holds dev-1, then its process "crashes" (its connection goes, nothing is
+     * unbound), and a command for dev-1 is routed into the dead slot's queue through the stale
+     * binding, where it waits: no consumer, and no alternate exchange for a routed message.
+     */
+    async function strand(prefix: string): Promise<void> {
       const { proxy: p, url } = await proxy();
       const crashed = broker({ nodeId: 'n1', slot: '0', url });
       await crashed.start();
@@ -296,24 +301,88 @@ describeRabbit('AmqpBroker', () => {
       p.pause();
       p.cut();
       await stateReached(crashed, 'reconnecting');
-      // A command for dev-1 is routed into the dead slot's queue through the stale binding.
       await withChannel(async (_ch, model) => {
         const confirm = await model.createConfirmChannel();
         confirm.publish(topology(prefix).down, 'dev-1', Buffer.from('{"op":"unlock"}'), { messageId: 'c-stranded', persistent: true });
         await confirm.waitForConfirms();
       });
-      // It waits in slot 0's queue: no consumer, and no alternate exchange for a routed message.
       await withChannel(async (ch) => expect((await ch.checkQueue(topology(prefix).nodeQueue('n1', '0'))).messageCount).toBe(1));
-      // A new process takes over slot 0. It does not hold dev-1, which is connected nowhere:
-      // the command must reach the offline queue, not loop or vanish.
-      const takeover = broker({ nodeId: 'n1', slot: '0' });
+    }
+
+    /** A logger whose messages can be awaited: resolves once one with `msg` was logged. */
+    function logWatch(): { logger: Logger; logged: (msg: string) => Promise<void> } {
+      const seen = new Set<string>();
+      const waiters = new Map<string, () => void>();
+      const stream = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          for (const line of chunk.toString('utf8').split('\n')) {
+            if (!line) continue;
+            const { msg } = JSON.parse(line) as { msg: string };
+            seen.add(msg);
+            waiters.get(msg)?.();
+          }
+          done();
+        },
+      });
+      return {
+        logger: pino({ level: 'info' }, stream),
+        logged: (msg) => (seen.has(msg) ? Promise.resolve() : new Promise((resolve) => waiters.set(msg, resolve))),
+      };
+    }
+    const HOLDING = 'stray command: holding it for its device to come back';
+
+    it('a process taking over a crashed slot holds a stranded command for the grace, then sends it on and removes the stale binding', async () => {
+      const prefix = setup('stranded');
+      await strand(prefix);
+      // A new process takes over slot 0. It does not hold dev-1, which stays connected nowhere:
+      // once the grace is over, the command must reach the offline queue, not loop or vanish.
+      const watch = logWatch();
+      const takeover = broker({ nodeId: 'n1', slot: '0', strayGrace: 300, logger: watch.logger });
       await takeover.start();
+      await watch.logged(HOLDING);
       const offline = await rabbitBackEnd.read(prefix, topology(prefix).downOffline, 1);
       expect(offline.map((m) => m.messageId)).toEqual(['c-stranded']);
       // The stale binding is gone: the next command goes straight to the offline queue too.
       await takeover.publishCommand('dev-1', { op: 'lock' }, { id: 'c-next' });
       const next = await rabbitBackEnd.read(prefix, topology(prefix).downOffline, 1);
       expect(next.map((m) => m.messageId)).toEqual(['c-next']);
+    });
+
+    it('delivers a stranded command to its device when it comes back to the process that took the slot over, before newer ones', async () => {
+      const prefix = setup('stranded-back');
+      await strand(prefix);
+      const watch = logWatch();
+      const takeover = broker({ nodeId: 'n1', slot: '0', logger: watch.logger });
+      const commands = new EventLog<Command>(takeover, 'command');
+      await takeover.start();
+      await watch.logged(HOLDING);
+      await takeover.attachDevice('dev-1');
+      await takeover.publishCommand('dev-1', { op: 'lock' }, { id: 'c-next' });
+      const first = await commands.next();
+      const second = await commands.next();
+      expect([first.id, second.id]).toEqual(['c-stranded', 'c-next']);
+      first.ack();
+      second.ack();
+      await withChannel(async (ch) => expect((await ch.checkQueue(topology(prefix).downOffline)).messageCount).toBe(0));
+    });
+
+    it('sends a stranded command to the node its device came back to, within the grace', async () => {
+      const prefix = setup('stranded-elsewhere');
+      await strand(prefix);
+      const watch = logWatch();
+      const takeover = broker({ nodeId: 'n1', slot: '0', logger: watch.logger });
+      await takeover.start();
+      await watch.logged(HOLDING);
+      // dev-1 comes back on node n2: bound there, then its `connected` presence event (what a
+      // session does after its attach) tells n1 where to send the held command.
+      const other = broker({ nodeId: 'n2' });
+      const commands = new EventLog<Command>(other, 'command');
+      await other.start();
+      await other.attachDevice('dev-1');
+      await other.publishPresence({ device: 'dev-1', event: 'connected', node: 'n2', session: 's-2', seq: 2, at: new Date().toISOString() });
+      const command = await commands.next();
+      expect(command.id).toBe('c-stranded');
+      command.ack();
     });
 
     it('keeps a command’s deadline when it is redelivered', async () => {

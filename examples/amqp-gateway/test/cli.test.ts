@@ -391,6 +391,36 @@ describeRabbit('corral-gateway with RabbitMQ', () => {
     }
   });
 
+  it('--workers 2: a worker killed with SIGKILL: commands published before its devices are back reach them, none goes to the offline queue', { timeout: 90_000 }, async () => {
+    const gw = await startAmqpGateway('gw-k', ['--workers', '2', '--secret', 'k', '--admin-token', 't']);
+    const names = Array.from({ length: 8 }, (_, i) => `valve-${i}`);
+    const ds = new Map<string, TestDevice>();
+    for (const name of names) ds.set(name, await connectDevice(gw.port, name, 'k'));
+    const listed = (await (await fetch(`${gw.admin}/devices`)).json()) as { device: string; pid: number }[];
+    const victim = listed.find((d) => d.device === 'valve-0')!.pid;
+    const theirs = listed.filter((d) => d.pid === victim).map((d) => d.device);
+    process.kill(victim, 'SIGKILL');
+    await within(Promise.all(theirs.map((name) => ds.get(name)!.closed)), 10_000, 'the killed worker’s devices disconnected');
+    // Commands for them now, while they are connected nowhere: RabbitMQ routes them, through the
+    // bindings the dead worker left, into its slot's queue.
+    for (const name of theirs) expect((await postCommand(gw.admin, name, JSON.stringify({ body: 'close', id: `close-${name}` }), 't')).status).toBe(202);
+    // The worker is restarted in its slot and takes its queue over (every process connected again).
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const health = (await (await fetch(`${gw.admin}/healthz`)).json()) as { processes: { process: string; broker: string }[] };
+      if (health.processes.length === 3 && health.processes.every((p) => p.broker === 'connected')) break;
+      if (Date.now() > deadline) throw new Error(`the worker was not restarted: ${JSON.stringify(health)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The devices come back, each to whichever worker the kernel gives it, and get their command.
+    for (const name of theirs) {
+      const d = await connectDevice(gw.port, name, 'k');
+      expect(await d.next()).toEqual({ type: 'cmd', id: `close-${name}`, body: 'close' });
+      d.send({ type: 'cmd_ack', id: `close-${name}` });
+    }
+    await withChannel(async (ch) => expect((await ch.checkQueue(topology(gw.prefix).downOffline)).messageCount).toBe(0));
+  });
+
   it('--workers 2: simulated devices get every ack; the primary serves the listener counters of its workers', { timeout: 120_000 }, async () => {
     // The workers re-run src/cli.ts with the primary's Node flags: tsx and corral-source again.
     const gw = await startAmqpGateway('gw-w', ['--workers', '2', '--secret', 'w']);
