@@ -11,6 +11,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import amqplib from 'amqplib';
+import { rabbitCpuSeconds } from './proc-stats.js';
 
 export interface RawPublisherConfig {
   url: string;
@@ -31,6 +32,8 @@ export interface RawPublisherResult {
   p99Ms: number;
   /** The publishing process's CPU (user + system) over the run, per confirmed message. */
   cpuUsPerMessage: number;
+  /** RabbitMQ's CPU (beam.smp on this machine) over the publish loop, µs per confirmed message; null if it does not run here. */
+  brokerCpuUsPerMessage: number | null;
   /** Confirms per 1 s bin: [s since the first publish, confirms per second]. */
   series: [number, number][];
 }
@@ -74,6 +77,7 @@ async function publishAll(cfg: RawPublisherConfig): Promise<RawPublisherResult> 
     let acked = 0;
     let nacked = 0;
     const cpu0 = process.cpuUsage();
+    const broker0 = rabbitCpuSeconds();
     const t0 = performance.now();
     await new Promise<void>((resolve) => {
       const publishOne = (): void => {
@@ -109,6 +113,7 @@ async function publishAll(cfg: RawPublisherConfig): Promise<RawPublisherResult> 
     });
     const ms = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
+    const broker1 = rabbitCpuSeconds();
     const sorted = Array.from(latencies).sort((a, b) => a - b);
     const pct = (p: number): number => Math.round(sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]! * 10) / 10;
     const bins = new Array<number>(Math.floor(ms / 1000) + 1).fill(0);
@@ -122,6 +127,7 @@ async function publishAll(cfg: RawPublisherConfig): Promise<RawPublisherResult> 
       p50Ms: pct(50),
       p99Ms: pct(99),
       cpuUsPerMessage: Math.round((cpu.user + cpu.system) / Math.max(1, acked)),
+      brokerCpuUsPerMessage: broker0 === undefined || broker1 === undefined ? null : Math.round(((broker1 - broker0) / Math.max(1, acked)) * 1e6),
       series: bins.map((n, i) => [i, n]),
     };
   } finally {

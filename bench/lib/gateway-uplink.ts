@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import amqplib from 'amqplib';
 import { deleteGatewayTopology, type GatewayProcess, startGateway } from './gateway-process.js';
-import { treeStats } from './proc-stats.js';
+import { rabbitCpuSeconds, treeStats } from './proc-stats.js';
 import { killOnExit } from './server-child.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -47,6 +47,10 @@ export interface GatewayUplinkReport {
   ackLatencyP99Ms: number | null;
   gatewayCpuSeconds: number;
   gatewayCpuUsPerAckedMessage: number;
+  /** RabbitMQ's CPU (beam.smp on this machine) over the simulator run, µs per acked message; null if it does not run here. */
+  brokerCpuUsPerAckedMessage: number | null;
+  /** The simulator's CPU (its process tree, last read ≤ 250 ms before it exited), µs per acked message. */
+  simulatorCpuUsPerAckedMessage: number;
   gatewayRssMiB: number;
   complete: boolean;
   simulatorSeconds: number;
@@ -118,6 +122,7 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
     await channel.bindQueue(backEnd, `${prefix}.up`, '#');
 
     const before = gateway.stats();
+    const brokerBefore = rabbitCpuSeconds();
     const began = Date.now();
     // The secret in the environment, never on a command line (where `ps` shows it).
     const env: NodeJS.ProcessEnv = { ...process.env, CORRAL_GATEWAY_SECRET: secret };
@@ -128,6 +133,10 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
       { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     killOnExit(simulator);
+    // Its CPU, read until it exits (a child's CPU cannot be read once it is gone).
+    const sim = simulator;
+    let simulatorCpu = 0;
+    const simSampler = setInterval(() => (simulatorCpu = Math.max(simulatorCpu, treeStats(sim.pid!).cpuSeconds)), 250);
     let summaryLine = '';
     const progress: [number, number, number][] = [];
     createInterface({ input: simulator.stdout! }).on('line', (line) => {
@@ -138,9 +147,10 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
       if (m) progress.push([Number(m[1]), Number(m[2]), Number(m[3])]);
       log(line);
     });
-    await exited(simulator);
+    await exited(simulator).finally(() => clearInterval(simSampler));
     const simulatorSeconds = (Date.now() - began) / 1000;
     const after = gateway.stats();
+    const brokerAfter = rabbitCpuSeconds();
     if (!summaryLine) throw new Error(`the simulator exited with ${simulator.exitCode} without a summary`);
     const summary = JSON.parse(summaryLine) as {
       acks: number; nacks: number; connected: number; failed: number; p50Ms: number | null; p99Ms: number | null;
@@ -162,6 +172,9 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
       ackLatencyP99Ms: summary.p99Ms,
       gatewayCpuSeconds: Number((after.cpuSeconds - before.cpuSeconds).toFixed(1)),
       gatewayCpuUsPerAckedMessage: Math.round(((after.cpuSeconds - before.cpuSeconds) / Math.max(1, summary.acks)) * 1e6),
+      brokerCpuUsPerAckedMessage:
+        brokerBefore === undefined || brokerAfter === undefined ? null : Math.round(((brokerAfter - brokerBefore) / Math.max(1, summary.acks)) * 1e6),
+      simulatorCpuUsPerAckedMessage: Math.round((simulatorCpu / Math.max(1, summary.acks)) * 1e6),
       gatewayRssMiB: Math.round(after.rssKiB / 1024),
       complete: summary.complete,
       simulatorSeconds,

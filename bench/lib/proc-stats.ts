@@ -48,3 +48,27 @@ export function treeStats(root: number): TreeStats {
   }
   return { pids, cpuSeconds: cpu, rssKiB: mem };
 }
+
+/** The pid of the first process whose command name (`/proc/<pid>/comm`) is `name`, if any. */
+export function findProcess(name: string): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === name) return pid;
+    } catch {
+      // gone
+    }
+  }
+  return undefined;
+}
+
+/**
+ * CPU seconds used so far by the RabbitMQ of this machine (its Erlang VM, `beam.smp`), or
+ * undefined if it does not run here (a remote AMQP_URL): what the broker spends is part of what a
+ * gateway costs, on the same cores in these benchmarks.
+ */
+export function rabbitCpuSeconds(): number | undefined {
+  const pid = findProcess('beam.smp');
+  return pid === undefined ? undefined : stat(pid)?.cpu;
+}

@@ -31,7 +31,7 @@ import { deleteGatewayTopology, type GatewayProcess, startGateway } from '../lib
 import { probeRabbit, redact } from '../lib/gateway-uplink.js';
 import { cpuPerHandshake, type NativeStormResult, startNativeStorm } from '../lib/native-client.js';
 import { cumulative, fmt, medianBy, round, sleep } from '../lib/numbers.js';
-import { type TreeStats, treeStats } from '../lib/proc-stats.js';
+import { rabbitCpuSeconds, type TreeStats, treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer } from '../lib/server-child.js';
 
@@ -71,6 +71,8 @@ interface Run {
   /** Largest RSS sampled (every 250 ms) from the start until the reading, MiB. */
   rssPeakMiB: number;
   serverCpuUsPerDevice: number;
+  /** CPU of the local RabbitMQ (beam.smp) over the same span, µs per device; null if it does not run here. */
+  brokerCpuUsPerDevice: number | null;
   serverProcesses: number;
   clientCpuUsPerHandshake: number | null;
   truncated: boolean;
@@ -133,6 +135,7 @@ async function once(ctx: BenchContext, kind: Target, o: { url: string; devices: 
     const srv = server;
     await sleep(o.settleMs); // start-up work (workers, certificate, JIT, the broker connections) behind it
     const idle = srv.stats();
+    const brokerIdle = rabbitCpuSeconds();
     let peak = idle.rssKiB;
     sampler = setInterval(() => (peak = Math.max(peak, treeStats(srv.pid).rssKiB)), 250);
     ctx.log(`gateway-stampede/${kind}: ${idle.pids.length} processes, ${Math.round(idle.rssKiB / 1024)} MiB idle; ${fmt(o.devices)} devices at once`);
@@ -150,6 +153,7 @@ async function once(ctx: BenchContext, kind: Target, o: { url: string; devices: 
     const result = await storm.done.finally(() => clearInterval(progress));
     await sleep(o.settleMs); // the last acks and the allocations behind them
     const held = srv.stats();
+    const brokerHeld = rabbitCpuSeconds();
     clearInterval(sampler);
     sampler = undefined;
     peak = Math.max(peak, held.rssKiB);
@@ -161,6 +165,8 @@ async function once(ctx: BenchContext, kind: Target, o: { url: string; devices: 
       rssKiBPerDevice: round((held.rssKiB - idle.rssKiB) / Math.max(1, result.connected), 1),
       rssPeakMiB: Math.round(peak / 1024),
       serverCpuUsPerDevice: Math.round(((held.cpuSeconds - idle.cpuSeconds) / Math.max(1, result.connected)) * 1e6),
+      brokerCpuUsPerDevice:
+        brokerIdle === undefined || brokerHeld === undefined ? null : Math.round(((brokerHeld - brokerIdle) / Math.max(1, result.connected)) * 1e6),
       serverProcesses: held.pids.length,
     };
   } finally {
@@ -231,7 +237,7 @@ export const scenario: Scenario = {
         runs.push(r);
         ctx.log(
           `gateway-stampede/${kind} run ${i + 1}/${repeats}: ${fmt(r.connected)}/${fmt(r.devices)} connected in ${s(r.allConnectedMs)}, ${r.attemptsPerDevice.toFixed(2)} attempts/device, ` +
-            `failed ${failedText(r)}; RSS ${r.rssIdleMiB} → ${r.rssHeldMiB} MiB, ${r.rssKiBPerDevice} KiB/device; server ${fmt(r.serverCpuUsPerDevice)} µs/device`,
+            `failed ${failedText(r)}; RSS ${r.rssIdleMiB} → ${r.rssHeldMiB} MiB, ${r.rssKiBPerDevice} KiB/device; server ${fmt(r.serverCpuUsPerDevice)} µs/device, RabbitMQ ${r.brokerCpuUsPerDevice === null ? '–' : fmt(r.brokerCpuUsPerDevice)} µs/device`,
         );
         await sleep(1000);
       }
@@ -260,6 +266,7 @@ export const scenario: Scenario = {
           'RSS per device (KiB)',
           'peak RSS (MiB)',
           'server CPU µs per device',
+          'RabbitMQ CPU µs per device',
           'client CPU µs per handshake',
           'all connected after, each run',
         ],
@@ -275,6 +282,7 @@ export const scenario: Scenario = {
           r.rssKiBPerDevice,
           r.rssPeakMiB,
           r.serverCpuUsPerDevice,
+          r.brokerCpuUsPerDevice,
           r.clientCpuUsPerHandshake,
           runs
             .filter((q) => q.server === r.server)
@@ -294,9 +302,13 @@ export const scenario: Scenario = {
     ];
     const timeMet = ratio !== null && ratio <= TIME_TARGET;
     const rssMet = gw.connected === gw.devices && gw.rssKiBPerDevice <= RSS_TARGET_KIB;
+    // Both servers and RabbitMQ share the same cores: what a device costs in all is what bounds how fast a fleet gets in.
+    const gwTotal = gw.serverCpuUsPerDevice + (gw.brokerCpuUsPerDevice ?? 0);
+    const echoTotal = echo.serverCpuUsPerDevice + (echo.brokerCpuUsPerDevice ?? 0);
     const cpuNote =
-      `Server CPU per device: gateway ${fmt(gw.serverCpuUsPerDevice)} µs, echo ${fmt(echo.serverCpuUsPerDevice)} µs (TLS handshake included); ` +
-      `the gateway's attempts failed ${failedText(gw)}, the echo server's ${failedText(echo)}.`;
+      `CPU per device (failed attempts included), on the same ${os.availableParallelism()} cores: gateway ${fmt(gw.serverCpuUsPerDevice)} µs + RabbitMQ ` +
+      `${gw.brokerCpuUsPerDevice === null ? '(not local, not measured)' : `${fmt(gw.brokerCpuUsPerDevice)} µs`} = ${fmt(gwTotal)} µs, against ${fmt(echoTotal)} µs for the echo server ` +
+      `(${round(gwTotal / Math.max(1, echoTotal), 2)}×; TLS handshakes included). The gateway's attempts failed ${failedText(gw)}, the echo server's ${failedText(echo)}.`;
     const targets: TargetCheck[] = [
       {
         target: `gateway (--workers ${WORKERS}): every device connected (hello, welcome, one acked message) within ${TIME_TARGET} × corral's echo server (${WORKERS} workers), same fleet, same run`,
@@ -337,6 +349,7 @@ export const scenario: Scenario = {
         deadlineMs: DEADLINE_MS,
         backoff: '1 s × 2ⁿ, capped at 30 s, × random [0.5, 1.5)',
         giveUpAfterMs: GIVE_UP_MS,
+        cpu: 'server: its process tree, from /proc; RabbitMQ: its beam.smp process, from /proc, over the same span (idle reading to held reading), when it runs on this machine',
         rss: `server RSS summed over its process tree (primary and workers), read after ${settleMs / 1000} s of idle before the stampede and ${settleMs / 1000} s after the last device connected; per device = growth ÷ devices connected. Peak: sampled every 250 ms`,
         runs: repeats > 1 ? `${repeats} per server, echo and gateway alternating; the table shows the median run` : '1 per server',
         ...(ctx.quick ? { quick: `${fmt(devices)} devices (the full run: 16,000 over 4 client processes, 3 runs each)` } : {}),

@@ -24,6 +24,8 @@ import type { BenchContext, Chart, Scenario, ScenarioResult, TargetCheck } from 
 const IN_FLIGHT = 1000;
 const MSGS_PER_DEVICE = 50;
 const CONNECT_RATE = 1000;
+/** µs, or a dash when not measured (RabbitMQ not on this machine). */
+const us = (v: number | null): string => (v === null ? '–' : `${fmt(v)} µs`);
 
 /** Declare an exchange and a durable queue bound to all of it, run the raw publisher, delete both. */
 async function rawCeiling(url: string, messages: number, devices: number): Promise<RawPublisherResult> {
@@ -208,7 +210,7 @@ export const scenario: Scenario = {
         rawMessages,
         rateDefinition:
           "gateway: acks ÷ (last answer − first message sent), from the simulator (the devices' connect phase overlaps it); raw: confirms ÷ (last confirm − first publish)",
-        cpu: 'gateway: /proc, the gateway process tree (TLS handshakes included) over the simulator run; raw: process.cpuUsage() of the publishing process over the publish loop',
+        cpu: 'gateway: /proc, the gateway process tree (TLS handshakes included) over the simulator run; simulator: /proc, its process tree, last read ≤ 250 ms before it exited; RabbitMQ: /proc, its beam.smp process, over the same spans; raw: process.cpuUsage() of the publishing process over the publish loop',
       },
       tables: [
         {
@@ -225,14 +227,14 @@ export const scenario: Scenario = {
             'corral: closed unserved after 5 s waiting / handshakes failed',
           ],
           rows: [
-            [rawConfig, `${fmt(raw.acked)} / ${fmt(raw.nacked)}`, fmt(raw.acked), raw.perSecond, 100, `${fmt(raw.cpuUsPerMessage)} µs (publisher)`, `${raw.p50Ms} ms / ${raw.p99Ms} ms`, '–', '–'],
+            [rawConfig, `${fmt(raw.acked)} / ${fmt(raw.nacked)}`, fmt(raw.acked), raw.perSecond, 100, `${fmt(raw.cpuUsPerMessage)} µs (publisher) + ${us(raw.brokerCpuUsPerMessage)} (RabbitMQ)`, `${raw.p50Ms} ms / ${raw.p99Ms} ms`, '–', '–'],
             [
               gatewayConfig,
               `${fmt(gw.acked)} / ${fmt(gw.nacked)}`,
               fmt(gw.inBackEndQueue),
               gwRate,
               round(ratio * 100, 0),
-              `${fmt(gw.gatewayCpuUsPerAckedMessage)} µs (gateway tree)`,
+              `${fmt(gw.gatewayCpuUsPerAckedMessage)} µs (gateway tree) + ${us(gw.brokerCpuUsPerAckedMessage)} (RabbitMQ) + ${fmt(gw.simulatorCpuUsPerAckedMessage)} µs (simulator)`,
               `${gw.ackLatencyP50Ms ?? '–'} ms / ${gw.ackLatencyP99Ms ?? '–'} ms`,
               `${fmt(gw.connected)} / ${fmt(gw.failed)}`,
               gw.corral
