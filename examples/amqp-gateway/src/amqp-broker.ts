@@ -125,6 +125,12 @@ const REFUSED = {
 
 /** Default of {@link AmqpBrokerOptions.strayGrace}, in ms. */
 export const DEFAULT_STRAY_GRACE_MS = 30_000;
+/**
+ * How long a device detached here counts as this process's own (see `recentlyDetached`): a
+ * command can reach the node queue just before the unbind and be delivered after it, at most the
+ * node queue's message TTL later.
+ */
+const RECENTLY_DETACHED_MS = 2 * NODE_QUEUE_MESSAGE_TTL_MS;
 /** Default cap of the reconnect backoff, in ms. */
 export const DEFAULT_MAX_DELAY_MS = 500;
 /** Binds and unbinds issued to RabbitMQ at once while restoring a link. */
@@ -173,6 +179,14 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private readonly strayUnbinding = new Set<string>();
   /** Commands stranded by a process that died, held for their devices to come back. */
   private readonly strays: StrayCommands<{ readonly link: Link; readonly message: ConsumeMessage }>;
+  /** The stray binding removal under way per device (a release waits for it). */
+  private readonly strayUnbinds = new Map<string, Promise<void>>();
+  /**
+   * Devices this process detached in the last {@link RECENTLY_DETACHED_MS} (ms since the epoch, in
+   * detach order): a delivery for one of them is this process's own leftover, not a crashed
+   * predecessor's, and is sent on at once instead of held.
+   */
+  private readonly recentlyDetached = new Map<string, number>();
   /** Devices detached while no link was ready: unbound when the next one is. */
   private readonly unbindLater = new Set<string>();
   /** Of those, the ones to park (their offline queue declared and bound first). */
@@ -208,8 +222,9 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.stopTimeout = options.stopTimeout ?? 5000;
     this.strays = new StrayCommands({
       graceMs: options.strayGrace ?? DEFAULT_STRAY_GRACE_MS,
-      // Held commands stay unacknowledged: leave at least half the prefetch to the devices held here.
-      max: Math.max(1, Math.floor(this.prefetch / 2)),
+      // Held commands stay unacknowledged: leave at least half the prefetch to the devices held here
+      // (prefetch 0 is unlimited).
+      max: this.prefetch === 0 ? 500 : Math.floor(this.prefetch / 2),
       onExpired: (device, held) => {
         this.log.info({ device, commands: held.length }, 'stray commands: their device did not come back within the grace; sent on');
         void this.watchPresence(held[0]!.link, device, false);
@@ -355,6 +370,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     attachment.refs -= 1;
     if (attachment.refs > 0) return;
     this.attached.delete(device);
+    this.noteDetached(device);
     this.catchUpOpen.delete(device);
     const link = this.link;
     if (this.stopped) return;
@@ -380,6 +396,17 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
   }
 
+  /** Remember that `device` was detached here now (and forget those detached long ago). */
+  private noteDetached(device: string): void {
+    const now = Date.now();
+    this.recentlyDetached.delete(device);
+    this.recentlyDetached.set(device, now);
+    for (const [d, at] of this.recentlyDetached) {
+      if (now - at < RECENTLY_DETACHED_MS) break;
+      this.recentlyDetached.delete(d);
+    }
+  }
+
   /**
    * Cancel the consumers, wait up to `stopTimeout` for everything queued to be confirmed, settle
    * what is left as `shutting_down`, close both connections (their sockets closed too).
@@ -399,10 +426,16 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       const link = this.link;
       if (link && !link.lost) {
         await Promise.allSettled(link.consumerTags.map((tag) => link.inbox.cancel(tag)));
+        // Held strays are sent on now, not left to the queue (where their time in it may be over,
+        // which dead-letters them to <p>.down.offline).
+        for (const device of this.strays.devices()) {
+          const held = this.takeStrays(device).filter((h) => h.link === link);
+          if (held.length > 0) this.releaseStrays(device, held);
+        }
         await this.idle(this.stopTimeout);
       }
       this.failReadyWaiters();
-      this.strays.forget(() => true); // unacknowledged: RabbitMQ requeues them when the link closes
+      this.strays.forget(() => true); // left only if the link was lost: RabbitMQ requeued them
       const left = [...this.inflight.values(), ...this.outbox];
       this.inflight.clear();
       this.outbox = [];
@@ -613,13 +646,15 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private async bindAndCatchUp(link: Link, device: string): Promise<void> {
     const previous = this.catchUps.get(device);
     if (previous) await previous.catch(() => undefined);
-    // Commands stranded here for this device by a process that died come first: they are older
-    // than anything the node queue delivers from now on.
-    const held: { link: Link; message: ConsumeMessage }[] = this.takeStrays(device).filter((h) => h.link === link);
+    const held: { link: Link; message: ConsumeMessage }[] = [];
     this.catchingUp.set(device, held);
     const run = (async () => {
       try {
         await link.binder(device).bindQueue(this.nodeQueue, this.topology.down, device);
+        // Commands stranded here for this device by a process that died come first: they are
+        // older than its parked backlog (it was parked after that process died, if at all) and
+        // than anything the node queue delivers from now on.
+        if (this.attached.has(device) && link === this.link) for (const h of this.takeStrays(device)) if (h.link === link) this.emitCommand(link, h.message, link.inbox);
         await this.catchUp(link, device);
       } finally {
         if (this.catchingUp.get(device) === held) this.catchingUp.delete(device);
@@ -899,26 +934,40 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * grace ends (sent on to `<p>.down` as it is). Over the hold's bound, sent on at once.
    */
   private onStray(link: Link, device: string, message: ConsumeMessage): void {
+    // A lost link's deliveries go back to the queue; a stopping broker leaves them there.
+    if (link.lost || this.stopped) return;
+    const sendOn = (): void => {
+      void this.unbindStray(link, device).finally(() => void this.republish(link, message, commandExpiry(message, Date.now())));
+    };
+    // Left behind by this process's own session (a detach that overtook a delivery, a takeover by
+    // another process): its device is bound elsewhere already, or parked. Send it on now, as always.
+    if (this.recentlyDetached.has(device)) return sendOn();
     const outcome = this.strays.hold(device, { link, message });
     if (outcome === 'full') {
-      void this.unbindStray(link, device).finally(() => void this.republish(link, message, commandExpiry(message, Date.now())));
+      // Behind what is held for the same device, never ahead of it.
+      const held = this.takeStrays(device);
+      if (held.length > 0) this.releaseStrays(device, [...held, { link, message }]);
+      else sendOn();
       return;
     }
     if (outcome === 'held') return;
-    // Watch first: a `connected` published from now on is seen. (One published before, by a device
-    // that came back even faster, is not: its commands then wait for the grace, and are sent on to
-    // where it is bound.)
-    void this.watchPresence(link, device, true)
-      .then(() => this.unbindStray(link, device))
-      .then(() => this.log.info({ device }, 'stray command: holding it for its device to come back'));
+    // Watch, then unbind, both issued now on the device's binding channel, so that a bind of the
+    // device asked for later (it attaches here) is not undone. Watch first: a `connected`
+    // published from now on is seen (one published before, by a device that came back even
+    // faster, is not: its commands then wait for the grace, and are sent on to where it is bound).
+    const watching = this.watchPresence(link, device, true);
+    const unbinding = this.unbindStray(link, device);
+    this.strayUnbinds.set(device, unbinding);
+    void Promise.all([watching, unbinding]).then(() => {
+      if (this.strayUnbinds.get(device) === unbinding) this.strayUnbinds.delete(device);
+      if (this.strays.has(device)) this.log.info({ device }, 'stray command: holding it for its device to come back');
+    });
   }
 
   /** Start (or stop) having this process's control queue receive `<device>.connected` presence events. */
   private async watchPresence(link: Link, device: string, watch: boolean): Promise<void> {
     const queue = link.controlQueue;
     if (queue === undefined || link.lost) return;
-    // Nothing to watch any more (released while the stray binding was being removed).
-    if (watch && !this.strays.has(device)) return;
     try {
       const ch = link.binder(device);
       if (watch) await ch.bindQueue(queue, this.topology.events, `${device}.connected`);
@@ -929,7 +978,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
   }
 
-  /** Release the stray commands of `device` and stop watching its presence. */
+  /** Take the stray commands of `device` (in arrival order) and stop watching its presence. */
   private takeStrays(device: string): { readonly link: Link; readonly message: ConsumeMessage }[] {
     const held = this.strays.take(device);
     const link = held[0]?.link;
@@ -937,10 +986,16 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     return held;
   }
 
-  /** Send stray commands on to `<p>.down`, in order, each settled once its publish is confirmed. */
+  /**
+   * Send stray commands on to `<p>.down`, in order, each settled once its publish is confirmed;
+   * after the device's stray binding is gone (otherwise a copy would come straight back here).
+   */
   private releaseStrays(device: string, held: readonly { readonly link: Link; readonly message: ConsumeMessage }[]): void {
     this.log.debug({ device, commands: held.length }, 'stray commands sent on');
-    for (const h of held) void this.republish(h.link, h.message, commandExpiry(h.message, Date.now()));
+    const unbinding = this.strayUnbinds.get(device) ?? Promise.resolve();
+    void unbinding.finally(() => {
+      for (const h of held) void this.republish(h.link, h.message, commandExpiry(h.message, Date.now()));
+    });
   }
 
   /**
@@ -1000,6 +1055,8 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
     if (message.fields.exchange === this.topology.events) {
       // `<device>.connected` of a device whose stray commands are held: it is bound elsewhere now.
+      // (Held commands are always the current link's: a lost link's are forgotten.)
+      if (link !== this.link) return;
       const device = message.fields.routingKey.slice(0, -'.connected'.length);
       const held = this.takeStrays(device).filter((h) => h.link === link);
       if (held.length > 0) this.releaseStrays(device, held);

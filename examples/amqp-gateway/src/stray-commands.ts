@@ -39,6 +39,11 @@ export class StrayCommands<T> {
     return this.count;
   }
 
+  /** The devices with commands held. */
+  devices(): string[] {
+    return [...this.held.keys()];
+  }
+
   /** Whether commands of `device` are held. */
   has(device: string): boolean {
     return this.held.has(device);
