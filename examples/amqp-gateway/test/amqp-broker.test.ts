@@ -184,7 +184,9 @@ describeRabbit('AmqpBroker', () => {
         results.push(b.publishUplink({ device: `dev-${i % 20}`, id: `m-${i}`, topic: 't', body: { i } }));
         if (i === 600) cuts.push(p.cut());
         if (i === 1300) {
-          // A longer outage: RabbitMQ is unreachable for a few attempts, then back.
+          // A second outage, after the first is over (else the two are one reconnect), and longer:
+          // RabbitMQ is unreachable for a few attempts, then back.
+          await stateReached(b, 'connected');
           p.pause();
           cuts.push(p.cut());
           await p.refusals(2);
