@@ -28,7 +28,7 @@ import { createMetrics } from './metrics.js';
 const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file <f>] [--node-id <id>] [--prefix <p>]
                       [--uplink-queue <q>] [--secret-file <f>] [--previous-secret-file <f>]
                       [--cert <file> --key <file>] [--admin-port <p>] [--admin-host <h>] [--admin-token-file <f>]
-                      [--workers <n>] [--max-connections <n>] [--drain-delay <ms>] [--proxy-header <cidrs>]
+                      [--workers <n>] [--max-connections <n>] [--max-connecting <n>] [--drain-delay <ms>] [--proxy-header <cidrs>]
                       [--log-level <l>]
 
   Credentials (the AMQP URL with its password, the device secrets, the admin token) come from the
@@ -58,7 +58,8 @@ const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file 
   --admin-token-file <f> file holding the bearer token for POST /devices/:id/commands
                          (env CORRAL_GATEWAY_ADMIN_TOKEN); without one commands are disabled
   --workers <n>          run the device listener over n worker processes (needs RabbitMQ)
-  --max-connections <n>  most device connections, over all workers (default 60000)
+  --max-connections <n>  most devices held, over all workers (default 60000)
+  --max-connecting <n>   most connections in their TLS handshake or hello at once, over all workers (default 128)
   --proxy-header <cidrs> behind a load balancer that sends a PROXY protocol header (HAProxy's
                          send-proxy-v2): read it from these balancers (comma-separated CIDRs or
                          addresses) so devices are known by their own addresses; connections from
@@ -105,6 +106,7 @@ function parse() {
         'admin-token-file': { type: 'string' },
         workers: { type: 'string' },
         'max-connections': { type: 'string' },
+        'max-connecting': { type: 'string' },
         'drain-delay': { type: 'string', default: '0' },
         'proxy-header': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
@@ -127,6 +129,7 @@ const adminPort = integer('admin-port', args['admin-port'], 0, 65535);
 const drainDelay = integer('drain-delay', args['drain-delay'], 0, 3_600_000);
 const workers = args.workers === undefined ? undefined : integer('workers', args.workers, 1, 256);
 const maxConnections = args['max-connections'] === undefined ? undefined : integer('max-connections', args['max-connections'], 1, 2 ** 31 - 1);
+const maxConnecting = args['max-connecting'] === undefined ? undefined : integer('max-connecting', args['max-connecting'], 1, 1_000_000);
 const proxyHeaderFrom = args['proxy-header']?.split(',').map((s) => s.trim()).filter((s) => s !== '');
 if (proxyHeaderFrom !== undefined && proxyHeaderFrom.length === 0) usageError('--proxy-header needs at least one CIDR or address');
 const logLevel = args['log-level'];
@@ -270,6 +273,7 @@ try {
     metrics,
     ...(workers === undefined ? {} : { workers }),
     ...(maxConnections === undefined ? {} : { maxConnections }),
+    ...(maxConnecting === undefined ? {} : { maxConnecting }),
     ...(proxyHeaderFrom === undefined ? {} : { proxyHeaderFrom }),
   });
 } catch (err) {

@@ -55,6 +55,13 @@ import type { CommandEventKind, GatewayMetrics, HelloOutcome, RedeliveryReason }
 import type { UplinkBudget } from './uplink-budget.js';
 import { UplinkRate } from './uplink-rate.js';
 
+/**
+ * How long after its TLS handshake a connection may take to send its hello and still count in the
+ * set-up window (the gateway's `maxConnecting`, corral's `maxConnections`), in ms: a device sends
+ * it at once, one round trip later even from far away.
+ */
+export const HELLO_WINDOW_MS = 1000;
+
 /** Per-device limits and timeouts (ms), all filled in. */
 export interface SessionLimits {
   readonly helloTimeout: number;
@@ -64,6 +71,8 @@ export interface SessionLimits {
   /** Commands waiting behind the pending ones, at most; beyond, they go back to the broker. */
   readonly maxQueuedCommands: number;
   readonly cmdAckTimeout: number;
+  /** Devices this process holds at most (welcomed, or with a hello under way); a hello beyond is refused `overloaded`. */
+  readonly maxDevices: number;
   /** Uplink messages per second a device may send (`Infinity`: no limit), and its burst. */
   readonly uplinkRate: number;
   readonly uplinkBurst: number;
@@ -79,6 +88,8 @@ export interface SessionContext {
   readonly limits: SessionLimits;
   readonly directory: DeviceDirectory<DeviceSession>;
   readonly budget: UplinkBudget;
+  /** Devices this process holds now: welcomed, or with a hello past authentication (see `maxDevices`). */
+  readonly devices: { held: number };
   /** Broker work a closed session still has under way (detach, redeliveries); a drain waits for it. */
   readonly settling: Set<Promise<void>>;
 }
@@ -227,6 +238,10 @@ export class DeviceSession implements ProtocolHandler {
   seq = 0;
   private phase: Phase = 'hello';
   private helloTimer: NodeJS.Timeout | undefined = undefined;
+  /** Takes the connection out of the set-up window if its hello is late (see `onReady`). */
+  private windowTimer: NodeJS.Timeout | undefined = undefined;
+  /** Counted in `ctx.devices.held`. */
+  private held = false;
   private registered = false;
   private attached = false;
   private welcomed = false;
@@ -258,6 +273,14 @@ export class DeviceSession implements ProtocolHandler {
 
   onReady(conn: Connection): void {
     conn.setKeepAlive(true, 60_000);
+    // A peer slow to send its hello (or that never will: a TLS handshake, then silence) leaves the
+    // set-up window after HELLO_WINDOW_MS, so such peers cannot keep real devices out of it; it
+    // still has helloTimeout to say hello.
+    this.windowTimer = setTimeout(() => {
+      this.windowTimer = undefined;
+      conn.removeFromCount();
+    }, HELLO_WINDOW_MS);
+    this.windowTimer.unref();
     this.helloTimer = setTimeout(() => {
       this.helloTimer = undefined;
       if (this.closed || this.welcomed) return;
@@ -319,9 +342,15 @@ export class DeviceSession implements ProtocolHandler {
     const { ctx } = this;
     if (this.helloTimer !== undefined) clearTimeout(this.helloTimer);
     this.helloTimer = undefined;
+    if (this.windowTimer !== undefined) clearTimeout(this.windowTimer);
+    this.windowTimer = undefined;
     this.endRateWait();
     this.wakeReader();
     if (this.registered) ctx.directory.remove(this);
+    if (this.held) {
+      this.held = false;
+      ctx.devices.held -= 1;
+    }
     const device = this.device;
     if (this.welcomed && device !== undefined) {
       ctx.metrics.deviceDisconnected();
@@ -424,6 +453,8 @@ export class DeviceSession implements ProtocolHandler {
 
   private async hello(hello: Hello): Promise<void> {
     const { ctx, conn } = this;
+    if (this.windowTimer !== undefined) clearTimeout(this.windowTimer);
+    this.windowTimer = undefined;
     this.phase = 'authenticating';
     this.at = ctx.directory.helloTime();
     this.session = randomBytes(12).toString('base64url');
@@ -443,6 +474,13 @@ export class DeviceSession implements ProtocolHandler {
     }
     this.device = device;
     if (this.refuseIfOutdated()) return;
+    if (ctx.devices.held >= ctx.limits.maxDevices) {
+      this.helloOutcome('full');
+      this.fail('overloaded', 'this gateway holds as many devices as it may; try again later');
+      return;
+    }
+    this.held = true;
+    ctx.devices.held += 1;
     this.seq = ctx.directory.nextSeq(device, this.session);
     ctx.directory.add(this);
     this.registered = true;
@@ -471,6 +509,10 @@ export class DeviceSession implements ProtocolHandler {
     this.helloTimer = undefined;
     this.phase = 'open';
     this.welcomed = true;
+    // Set up: from now on the connection counts against `maxDevices`, not against corral's
+    // `maxConnections`, which bounds the connections in their TLS handshake or hello (the
+    // gateway's `maxConnecting`).
+    conn.removeFromCount();
     this.sendLine(encode({ type: 'welcome', node: ctx.nodeId, session: this.session }));
     // "A device silent for longer than idleTimeout is closed": only what the device sends counts,
     // not the commands written to it (a half-open device would otherwise never time out).

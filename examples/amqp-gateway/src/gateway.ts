@@ -43,8 +43,20 @@ export interface GatewayOptions {
   readonly uplinkBurst?: number;
   /** Uplink bytes this process holds unconfirmed, in total, before devices are paused. Default 64 MiB. */
   readonly maxBufferedBytes?: number;
-  /** Most device connections (corral's maxConnections). Default 60000. */
+  /**
+   * Most devices the node holds (welcomed, or with a hello under way), over all its workers (each
+   * worker holds at most its share); a hello beyond is refused with `overloaded`. Default 60000.
+   */
   readonly maxConnections?: number;
+  /**
+   * Most device connections being set up at once on the node — in their TLS handshake or their
+   * hello, until the welcome — over all its workers (corral's `maxConnections`: a welcomed
+   * connection leaves corral's count with `removeFromCount`). Sockets beyond wait, paused, in
+   * corral's wait queue, where waiting costs neither CPU nor broker work. In a stampede this keeps
+   * the work under way — TLS handshakes here, binds and publishes at RabbitMQ, on the same cores —
+   * to what finishes before the devices give up. Default 128. See docs/gateway.md, "Stampede".
+   */
+  readonly maxConnecting?: number;
   /** Run over this many worker processes (needs an AMQP broker). */
   readonly workers?: number;
   /**
@@ -161,6 +173,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // Checked before anything starts: a bad value would otherwise fail every device's first message.
   const uplinkRate = checkedUplinkRate(options.uplinkRate ?? 100);
   const uplinkBurst = checkedUplinkBurst(options.uplinkBurst ?? 200);
+  const maxConnecting = options.maxConnecting ?? 128;
+  if (!Number.isInteger(maxConnecting) || maxConnecting < 1) throw new RangeError(`gateway: maxConnecting must be a whole number >= 1; got ${maxConnecting}`);
   const shutdownTimeout = options.shutdownTimeout ?? 5000;
   const broker = options.broker();
   // An embedded broker per worker process would route nothing between them.
@@ -194,10 +208,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       maxPendingCommands: options.maxPendingCommands ?? 16,
       maxQueuedCommands: options.maxQueuedCommands ?? 64,
       cmdAckTimeout: options.cmdAckTimeout ?? 30_000,
+      maxDevices: Math.ceil((options.maxConnections ?? 60_000) / Math.max(1, options.workers ?? 1)),
       uplinkRate,
       uplinkBurst,
     },
     directory: new DeviceDirectory({ stampRetention: Math.max(60_000, 2 * (options.helloTimeout ?? 10_000)) }),
+    devices: { held: 0 },
     budget: new UplinkBudget(options.maxBufferedBytes ?? 64 * 1024 * 1024, (bytes) => metrics.uplinkBufferedBytes(bytes)),
     settling: new Set(),
   };
@@ -208,14 +224,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     listener = await startListener({
       name: `gateway-${nodeId}`,
       transport: 'tls',
-      transportOptions: { host: options.host, port: options.port, key: options.tls.key, cert: options.tls.cert },
+      transportOptions: { host: options.host, port: options.port, key: options.tls.key, cert: options.tls.cert, noDelay: true },
       framing: { type: 'line', maxLength: maxLineLength },
       protocol: (conn: Connection) => new DeviceSession(conn, context),
-      maxConnections: options.maxConnections ?? 60_000,
+      maxConnections: maxConnecting,
       drainRate: options.drainRate ?? 500,
-      // corral's admission defaults stand: a device's socket holds no slot until its ClientHello
-      // is in, and a started handshake has 5 s (waitTimeout is 5 s too), so silent peers cannot
-      // keep real devices out (docs/gateway.md, "Silent sockets").
+      // The set-up window (docs/gateway.md, "Stampede"). Otherwise corral's admission defaults
+      // stand: a device's socket holds no slot until its ClientHello is in, a started handshake
+      // has 5 s (waitTimeout is 5 s too), and a session whose hello is over 1 s late leaves the
+      // window, so silent peers cannot keep real devices out (docs/gateway.md, "Stampede").
       shutdownTimeout,
       ...(options.proxyHeaderFrom === undefined ? {} : { proxyHeader: true, proxyHeaderFrom: options.proxyHeaderFrom }),
       ...(options.workers === undefined ? {} : { workers: options.workers }),

@@ -31,7 +31,7 @@ import type { BrokerState } from './broker.js';
 import type { ErrorCode } from './device-protocol.js';
 
 /** How a hello ended. */
-export type HelloOutcome = 'welcome' | 'unauthorized' | 'taken_over' | 'timeout' | 'broker_error' | 'closed';
+export type HelloOutcome = 'welcome' | 'unauthorized' | 'taken_over' | 'timeout' | 'broker_error' | 'closed' | 'full';
 
 /** Why a command went back to the broker undelivered. */
 export type RedeliveryReason = 'no_session' | 'queue_full' | 'ack_timeout' | 'disconnected';

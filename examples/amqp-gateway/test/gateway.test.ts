@@ -30,6 +30,41 @@ describe('gateway', () => {
     await unwelcomed.close();
   });
 
+  it('bounds the connections being set up (maxConnecting), not the devices held: a welcomed device leaves corral’s count', async () => {
+    const node = await startTestNode({ nodeId: 'gw-setup', maxConnecting: 1 });
+    // One at a time, three devices get in: each leaves the count at its welcome.
+    const held = [];
+    for (const d of ['dev-a', 'dev-b', 'dev-c']) held.push((await DeviceClient.hello(node.port, d, token(d))).client);
+    expect((await node.gateway.listener.info()).active).toBe(0);
+    // A connection that completed its TLS handshake and sends no hello holds the one set-up slot,
+    // for 1 s at most (HELLO_WINDOW_MS): the next device waits (paused in corral's wait queue), and gets in
+    // once that connection has left the window, while it is still open.
+    const silent = await DeviceClient.connect(node.port);
+    let silentClosed = false;
+    void silent.closed.then(() => (silentClosed = true));
+    expect((await node.gateway.listener.info()).active).toBe(1);
+    const { welcome } = await DeviceClient.hello(node.port, 'dev-d', token('dev-d'));
+    expect(welcome.node).toBe('gw-setup');
+    // Not let in by the silent one's hello timeout (10 s): it is still open.
+    expect(silentClosed).toBe(false);
+    expect((await node.gateway.devices()).map((d) => d.device).sort()).toEqual(['dev-a', 'dev-b', 'dev-c', 'dev-d']);
+    await silent.close();
+  });
+
+  it('refuses a hello with overloaded once it holds maxConnections devices, and takes one again when a device leaves', async () => {
+    const node = await startTestNode({ nodeId: 'gw-full', maxConnections: 2 });
+    const a = await DeviceClient.hello(node.port, 'dev-a', token('dev-a'));
+    await DeviceClient.hello(node.port, 'dev-b', token('dev-b'));
+    const third = await DeviceClient.connect(node.port);
+    third.send({ type: 'hello', device: 'dev-c', token: token('dev-c') });
+    expect((await third.expectError()).code).toBe('overloaded');
+    expect(await metric(node.metrics, 'gateway_hellos_total', { outcome: 'full' })).toBe(1);
+    await a.client.close();
+    await node.gateway.listener.waitForConnections('==', 1);
+    const { welcome } = await DeviceClient.hello(node.port, 'dev-c', token('dev-c'));
+    expect(welcome.type).toBe('welcome');
+  });
+
   it('reports the broker state as a metric and healthy() until drained', async () => {
     const node = await startTestNode();
     expect(node.gateway.healthy()).toBe(true);
