@@ -207,6 +207,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private readonly catchUpOpen = new Set<string>();
   /** The catch-up running per device, so two (an attach and a restore) never interleave. */
   private readonly catchUps = new Map<string, Promise<void>>();
+  /**
+   * Per device whose caught-up offline queue waits for its commands to be settled before it is
+   * deleted: whether the device was parked again meanwhile (its queue declared and bound anew).
+   * Such a queue is kept: deleting it, empty while its commands are on their way back to it, would
+   * leave the device connected nowhere and its commands unroutable.
+   */
+  private readonly finishing = new Map<string, { parked: boolean }>();
   private readyWaiters: { resolve: (link: Link) => void; reject: (err: Error) => void }[] = [];
 
   constructor(options: AmqpBrokerOptions) {
@@ -379,6 +386,10 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.unbindLater.add(device);
       if (park) this.parkLater.add(device);
       return;
+    }
+    if (park) {
+      const finishing = this.finishing.get(device);
+      if (finishing) finishing.parked = true;
     }
     const unbinding = this.unbindStale(link, device, park);
     const settled = unbinding.catch(() => undefined);
@@ -697,8 +708,11 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.log.debug({ device, commands: backlog.length }, 'caught up a parked device');
       const channel = ch;
       let left = backlog.length;
+      const finishing = { parked: false };
+      this.finishing.set(device, finishing);
       const finish = (): void => {
-        void finishCatchUp(channel, queue).then((deleted) => {
+        if (this.finishing.get(device) === finishing) this.finishing.delete(device);
+        void finishCatchUp(channel, queue, !finishing.parked).then((deleted) => {
           if (deleted && !link.lost) this.catchUpOpen.delete(device);
         });
       };
@@ -1395,12 +1409,17 @@ function binderIndex(device: string, n: number): number {
   return (h >>> 0) % n;
 }
 
-/** Delete a caught-up offline queue if nothing went back into it, and close the catch-up channel. */
-async function finishCatchUp(channel: Channel, queue: string): Promise<boolean> {
+/**
+ * Delete a caught-up offline queue if nothing went back into it (and `remove`: the device was not
+ * parked again meanwhile), and close the catch-up channel.
+ */
+async function finishCatchUp(channel: Channel, queue: string, remove: boolean): Promise<boolean> {
   let deleted = false;
   try {
-    await channel.deleteQueue(queue, { ifEmpty: true });
-    deleted = true;
+    if (remove) {
+      await channel.deleteQueue(queue, { ifEmpty: true });
+      deleted = true;
+    }
   } catch {
     // Refused (a command was put back) or the channel is gone: the queue waits for the next connect.
   }

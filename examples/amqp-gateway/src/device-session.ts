@@ -244,6 +244,10 @@ export class DeviceSession implements ProtocolHandler {
   private held = false;
   private registered = false;
   private attached = false;
+  /** The hello is binding the device here (`attachDevice` under way). */
+  private attaching = false;
+  /** What the session held when it closed while `attaching`, given back after the device is parked. */
+  private heldWhileAttaching: Command[] = [];
   private welcomed = false;
   private takenOver = false;
   private shuttingDown = false;
@@ -364,40 +368,55 @@ export class DeviceSession implements ProtocolHandler {
     }
     this.pending.clear();
     held.push(...this.queued.splice(0));
-    const giveBack = (): void => {
-      for (const command of held) this.redeliver(command, 'disconnected');
-    };
     if (this.attached && device !== undefined) {
-      // Detach first, so what is given back follows the device instead of coming back here. Park
-      // the device (its commands kept for its next connect, on any node) unless a newer session of
-      // it is known: one that took this one over, here or on another node.
       this.attached = false;
-      const latest = ctx.directory.latest(device);
-      const park = !this.takenOver && (latest === undefined || latest.session === this.session);
-      const session = this.session;
-      const unparkIfOvertaken = async (): Promise<void> => {
-        // A newer session of the device became known while it was being parked (it reconnected at
-        // once, maybe to another node, whose attach may have looked for the offline queue before it
-        // existed): take the parked commands back out — attach here catches them up, they find no
-        // session here and are published again to `<p>.down`, which routes them to that session —
-        // and detach again, this time without parking.
-        const newer = ctx.directory.latest(device);
-        if (!park || newer === undefined || newer.session === session) return;
-        await ctx.broker.attachDevice(device);
-        await ctx.broker.detachDevice(device);
-      };
-      this.track(
-        ctx.broker
-          .detachDevice(device, { park })
-          .then(unparkIfOvertaken)
-          .then(giveBack, (err: unknown) => {
-          ctx.logger.warn({ err, device }, 'detach failed');
-          giveBack();
-        }),
-      );
+      this.release(device, held);
+    } else if (this.attaching) {
+      // Its hello is binding the device here: what the catch-up handed this session is given back
+      // once that is done, after the device is parked again (see `hello`).
+      this.heldWhileAttaching = held;
     } else {
-      giveBack();
+      this.giveBack(held);
     }
+  }
+
+  /**
+   * Detach the device, then give `held` back to the broker, so it follows the device instead of
+   * coming back here. Park the device (its commands kept for its next connect, on any node) unless
+   * a newer session of it is known: one that took this one over, here or on another node.
+   */
+  private release(device: string, held: Command[]): void {
+    const { ctx } = this;
+    const latest = ctx.directory.latest(device);
+    const park = !this.takenOver && (latest === undefined || latest.session === this.session);
+    const session = this.session;
+    const unparkIfOvertaken = async (): Promise<void> => {
+      // A newer session of the device became known while it was being parked (it reconnected at
+      // once, maybe to another node, whose attach may have looked for the offline queue before it
+      // existed): take the parked commands back out — attach here catches them up, they find no
+      // session here and are published again to `<p>.down`, which routes them to that session —
+      // and detach again, this time without parking.
+      const newer = ctx.directory.latest(device);
+      if (!park || newer === undefined || newer.session === session) return;
+      await ctx.broker.attachDevice(device);
+      await ctx.broker.detachDevice(device);
+    };
+    this.track(
+      ctx.broker
+        .detachDevice(device, { park })
+        .then(unparkIfOvertaken)
+        .then(
+          () => this.giveBack(held),
+          (err: unknown) => {
+            ctx.logger.warn({ err, device }, 'detach failed');
+            this.giveBack(held);
+          },
+        ),
+    );
+  }
+
+  private giveBack(held: readonly Command[]): void {
+    for (const command of held) this.redeliver(command, 'disconnected');
   }
 
   /** A command for this session's device (from {@link dispatchBrokerEvents}). */
@@ -487,9 +506,17 @@ export class DeviceSession implements ProtocolHandler {
     try {
       await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at, seq: this.seq });
       if (this.closed) return this.helloGone();
-      await ctx.broker.attachDevice(device);
+      this.attaching = true;
+      try {
+        await ctx.broker.attachDevice(device);
+      } finally {
+        this.attaching = false;
+      }
     } catch (err) {
-      if (this.closed) return this.helloGone();
+      if (this.closed) {
+        this.giveBack(this.heldWhileAttaching.splice(0));
+        return this.helloGone();
+      }
       ctx.logger.warn({ err, device }, 'hello failed at the broker');
       this.helloOutcome('broker_error');
       const stopping = ctx.broker.state === 'closed';
@@ -497,8 +524,10 @@ export class DeviceSession implements ProtocolHandler {
       return;
     }
     if (this.closed) {
-      // Closed while attaching: onClose could not detach what was not yet attached.
-      this.track(ctx.broker.detachDevice(device).catch((err: unknown) => ctx.logger.warn({ err, device }, 'detach failed')));
+      // Closed while attaching (the device gave up on its hello): onClose could not detach what was
+      // not yet attached. Park it again, as any close would, or the commands its attach caught up
+      // from its offline queue (deleted by then) would find it connected nowhere.
+      this.release(device, this.heldWhileAttaching.splice(0));
       return this.helloGone();
     }
     this.attached = true;

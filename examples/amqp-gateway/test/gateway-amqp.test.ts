@@ -6,7 +6,7 @@ import { afterEach, expect, it } from 'vitest';
 import { AmqpBroker } from '../src/amqp-broker.js';
 import { DeviceClient } from './support/device-client.js';
 import { metric, startTestNodeWith, stopGateways, token } from './support/gateway-harness.js';
-import { AMQP_URL, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix } from './support/rabbit.js';
+import { AMQP_URL, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
 const topologies: { prefix: string; nodeIds: string[] }[] = [];
@@ -78,6 +78,49 @@ describeRabbit('gateway over RabbitMQ', () => {
     await a!.broker.publishCommand('dev-off', 'live', { id: 'c-live' });
     await until(['c-live']);
     expect([...seen.keys()].sort()).toEqual(['c-live', 'c-off-1', 'c-off-2']);
+  });
+
+  it('keeps a parked device parked when its hello times out while the device is being bound', async () => {
+    const prefix = uniquePrefix('gaveup');
+    topologies.push({ prefix, nodeIds: ['gw-g'] });
+    const node = await startTestNodeWith({ nodeId: 'gw-g', helloTimeout: 1000 }, () => new AmqpBroker({ url: AMQP_URL, nodeId: 'gw-g', prefix }));
+    const { broker } = node;
+    // Each park of the device, once done.
+    const detach = broker.detachDevice.bind(broker);
+    let onPark: () => void = () => undefined;
+    const nextPark = (): Promise<void> => new Promise<void>((resolve) => (onPark = resolve));
+    broker.detachDevice = async (device, options) => {
+      await detach(device, options);
+      if (options?.park === true) onPark();
+    };
+    const firstPark = nextPark();
+    const { client: first } = await DeviceClient.hello(node.port, 'dev-g', token('dev-g'));
+    await first.close();
+    await firstPark;
+    await broker.publishCommand('dev-g', 'kept', { id: 'c-g' });
+
+    // The next hello binds the device here, which catches c-g up from its offline queue (and
+    // deletes that queue once c-g is settled); its helloTimeout closes it before its welcome (a
+    // broker slow to bind, in a stampede).
+    const attach = broker.attachDevice.bind(broker);
+    const closed = new Promise<void>((resolve) => node.gateway.listener.once('connectionClose', () => resolve()));
+    broker.attachDevice = async (device) => {
+      await attach(device);
+      await closed;
+    };
+    const parkedAgain = nextPark();
+    const late = await DeviceClient.connect(node.port);
+    late.send({ type: 'hello', device: 'dev-g', token: token('dev-g') });
+    expect((await late.expectError()).code).toBe('hello_timeout');
+    await parkedAgain;
+    broker.attachDevice = attach;
+
+    // Parked again, c-g back in its offline queue: the next connect gets it.
+    const { client } = await DeviceClient.hello(node.port, 'dev-g', token('dev-g'));
+    expect(await client.next('cmd')).toEqual({ type: 'cmd', id: 'c-g', body: 'kept' });
+    client.send({ type: 'cmd_ack', id: 'c-g' });
+    const lost = await withChannel((ch) => ch.checkQueue(broker.topology.downOffline));
+    expect(lost.messageCount).toBe(0);
   });
 
   it('loses no acknowledged uplink when its broker connections are cut mid-stream, counted end to end', { timeout: 60_000 }, async () => {
