@@ -28,11 +28,12 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { ECHO_SERVERS } from '../lib/echo-server.js';
 import { deleteGatewayTopology, type GatewayProcess, startGateway } from '../lib/gateway-process.js';
-import { probeRabbit, redact } from '../lib/gateway-uplink.js';
+import { redact } from '../lib/gateway-uplink.js';
 import { cpuPerHandshake, type NativeStormResult, startNativeStorm } from '../lib/native-client.js';
 import { cumulative, fmt, medianBy, round, sleep } from '../lib/numbers.js';
 import { rabbitCpuSeconds, type TreeStats, treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
+import { requireRabbit } from '../lib/rabbit-required.js';
 import { startServer } from '../lib/server-child.js';
 
 const WORKERS = 2;
@@ -189,40 +190,13 @@ function failedText(r: Run): string {
   return r.failedAttempts === 0 ? '0' : `${fmt(r.failedAttempts)} (${parts(r.failedBy)}; waiting for: ${parts(r.failedAt)})`;
 }
 
-function skipped(url: string, error: string): ScenarioResult {
-  return {
-    id: 'gateway-stampede',
-    title: 'Gateway stampede (skipped)',
-    config: { amqpUrl: redact(url), skipped: true },
-    tables: [],
-    charts: [],
-    targets: [
-      {
-        target: `gateway (--workers ${WORKERS}): every device connected within ${TIME_TARGET} × corral's echo server (${WORKERS} workers), same fleet, same run`,
-        measured: 'not measured: RabbitMQ unreachable',
-        met: false,
-        note: `Skipped in quick mode: RabbitMQ at ${redact(url)} did not accept a connection (${error}). Start it, or set AMQP_URL; a full run fails instead of skipping.`,
-      },
-    ],
-    raw: { skipped: true, error },
-  };
-}
-
 export const scenario: Scenario = {
   id: 'gateway-stampede',
   budgetSeconds: { quick: 90, full: 2400 },
   async run(ctx: BenchContext): Promise<ScenarioResult> {
-    const url = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-    try {
-      await probeRabbit(url);
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (ctx.quick) {
-        ctx.log(`gateway-stampede: skipped: RabbitMQ at ${redact(url)} unreachable (${message})`);
-        return skipped(url, message);
-      }
-      throw new Error(`gateway-stampede needs RabbitMQ: ${redact(url)} unreachable (${message}). Start RabbitMQ or set AMQP_URL.`);
-    }
+    const rabbit = await requireRabbit(ctx, { id: 'gateway-stampede', title: 'Gateway stampede', target: `gateway (--workers ${WORKERS}): every device connected within ${TIME_TARGET} × corral's echo server (${WORKERS} workers), same fleet, same run` });
+    if ('skipped' in rabbit) return rabbit.skipped;
+    const { url } = rabbit;
     const loadBefore = os.loadavg();
     const devices = ctx.quick ? 1000 : 16_000;
     const processes = ctx.quick ? 2 : 4;

@@ -17,8 +17,9 @@
 import os from 'node:os';
 import amqplib from 'amqplib';
 import { runRawPublisher, type RawPublisherResult } from '../lib/amqp-raw-publisher.js';
-import { type GatewayUplinkReport, probeRabbit, redact, runGatewayUplink } from '../lib/gateway-uplink.js';
+import { type GatewayUplinkReport, redact, runGatewayUplink } from '../lib/gateway-uplink.js';
 import { fmt, round, sleep } from '../lib/numbers.js';
+import { requireRabbit } from '../lib/rabbit-required.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, TargetCheck } from '../lib/scenario.js';
 
 const IN_FLIGHT = 1000;
@@ -52,39 +53,12 @@ async function rawCeiling(url: string, messages: number, devices: number): Promi
   }
 }
 
-function skipped(url: string, error: string): ScenarioResult {
-  return {
-    id: 'gateway-uplink',
-    title: 'Gateway uplink through RabbitMQ (skipped)',
-    config: { amqpUrl: redact(url), skipped: true },
-    tables: [],
-    charts: [],
-    targets: [
-      {
-        target: 'gateway uplink ≥ 70% of raw amqplib publisher confirms (same broker, same run)',
-        measured: 'not measured: RabbitMQ unreachable',
-        met: false,
-        note: `Skipped in quick mode: RabbitMQ at ${redact(url)} did not accept a connection (${error}). Start it, or set AMQP_URL; a full run fails instead of skipping.`,
-      },
-    ],
-    raw: { skipped: true, error },
-  };
-}
-
 export const scenario: Scenario = {
   id: 'gateway-uplink',
   async run(ctx: BenchContext): Promise<ScenarioResult> {
-    const url = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-    try {
-      await probeRabbit(url);
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (ctx.quick) {
-        ctx.log(`gateway-uplink: skipped: RabbitMQ at ${redact(url)} unreachable (${message})`);
-        return skipped(url, message);
-      }
-      throw new Error(`gateway-uplink needs RabbitMQ: ${redact(url)} unreachable (${message}). Start RabbitMQ or set AMQP_URL.`);
-    }
+    const rabbit = await requireRabbit(ctx, { id: 'gateway-uplink', title: 'Gateway uplink through RabbitMQ', target: 'gateway uplink ≥ 70% of raw amqplib publisher confirms (same broker, same run)' });
+    if ('skipped' in rabbit) return rabbit.skipped;
+    const { url } = rabbit;
     const loadBefore = os.loadavg();
     const devices = ctx.quick ? 500 : 10_000;
     const messages = devices * MSGS_PER_DEVICE;
