@@ -369,6 +369,7 @@ export const scenario: Scenario = {
                 `(${fmt(corral.failedAttempts)} attempts failed: ${failedText(corral)}). ${close}`,
             }),
       },
+      ...admissionTargets(corral, bare, ideal, why, close),
       {
         target: 'wasted handshakes (started after the client gave up) ≤ 1% of handshakes started',
         measured: `corral ${fmt(corral.wasted)} of ${fmt(corral.handshakesStarted)} (${corral.wastedPct.toFixed(2)}%); bare Node ${fmt(bare.wasted)} of ${fmt(bare.handshakesStarted)} (${bare.wastedPct.toFixed(2)}%)`,
@@ -421,3 +422,44 @@ export const scenario: Scenario = {
     };
   },
 };
+
+/**
+ * The cold-storm targets of the admission work (work-based admission): corral no slower than bare
+ * Node and within 1.10× ideal, its event loop busy ≥ 90% until the last device is back, and no more
+ * attempts per device than bare Node's.
+ */
+function admissionTargets(corral: Run, bare: Run, idealMs: number, why: string, close: string): TargetCheck[] {
+  const c = corral.allBackMs;
+  const b = bare.allBackMs;
+  const vsBare = c !== null && b !== null && c <= b;
+  const vsIdeal = c !== null && c <= 1.1 * idealMs;
+  const busy = corral.serverElu >= 0.9;
+  const attempts = corral.attemptsPerDevice <= bare.attemptsPerDevice;
+  const miss = (met: boolean, note: string): { note?: string } => (met ? {} : { note });
+  return [
+    {
+      target: 'cold storm: corral all back no later than bare Node',
+      measured: `corral ${s(c)}, bare Node ${s(b)}${c !== null && b ? ` (${round(c / b, 2)}×)` : ''}`,
+      met: vsBare,
+      ...miss(vsBare, `Missed. ${why}`),
+    },
+    {
+      target: `cold storm: corral all back within 1.10 × ideal = ${((1.1 * idealMs) / 1000).toFixed(1)} s`,
+      measured: `corral ${s(c)} (${c === null ? '–' : round(c / idealMs, 2)}× ideal)`,
+      met: vsIdeal,
+      ...miss(vsIdeal, `Missed${c === null ? '' : ` by ${((c - 1.1 * idealMs) / 1000).toFixed(1)} s`}. ${why} ${close}`),
+    },
+    {
+      target: "cold storm: corral's event loop busy ≥ 90% until the last device is back",
+      measured: `event-loop utilization ${round(corral.serverElu, 2)} (bare Node ${round(bare.serverElu, 2)}); server CPU ${Math.round(corral.serverBusyShare * 100)}% of one core`,
+      met: busy,
+      ...miss(busy, `Missed by ${Math.round((0.9 - corral.serverElu) * 100)} points. ${why}`),
+    },
+    {
+      target: "cold storm: corral's attempts per device ≤ bare Node's",
+      measured: `corral ${corral.attemptsPerDevice.toFixed(2)}, bare Node ${bare.attemptsPerDevice.toFixed(2)}`,
+      met: attempts,
+      ...miss(attempts, `Missed by ${(corral.attemptsPerDevice - bare.attemptsPerDevice).toFixed(2)} attempts per device (${fmt(corral.failedAttempts)} failed: ${failedText(corral)}).`),
+    },
+  ];
+}
