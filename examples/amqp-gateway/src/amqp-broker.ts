@@ -974,7 +974,11 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.strayUnbinds.set(device, unbinding);
     void Promise.all([watching, unbinding]).then(() => {
       if (this.strayUnbinds.get(device) === unbinding) this.strayUnbinds.delete(device);
-      if (this.strays.has(device)) this.log.info({ device }, 'stray command: holding it for its device to come back');
+      if (!this.strays.has(device)) return;
+      this.log.info({ device }, 'stray command: holding it for its device to come back');
+      // The device may be back already, on a process that announced it before this one listened
+      // (it came back before this process started): ask every process; one that has it bound says so.
+      void this.enqueue(this.nextPublishId(), this.topology.control, '', json({ where: device }), { contentType: 'application/json' });
     });
   }
 
@@ -1082,12 +1086,46 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     } catch {
       value = undefined;
     }
+    if (typeof value === 'object' && value !== null && ('where' in value || 'here' in value)) {
+      this.onWhereabouts(link, value as { where?: unknown; here?: unknown });
+      return;
+    }
     const takeover = parseTakeover(value);
     if (takeover === undefined) {
       this.log.warn('ignored a malformed control message');
       return;
     }
     this.emitSafely('takeover', takeover);
+  }
+
+  /**
+   * `{"where": device}`: a process holds stray commands for `device` and asks where it is bound;
+   * if it is bound here (its binding confirmed), answer `{"here": device}`. `{"here": device}`:
+   * the device is bound on the process that answered — send what is held for it on to `<p>.down`,
+   * which routes it there (as its `connected` presence event would).
+   */
+  private onWhereabouts(link: Link, value: { where?: unknown; here?: unknown }): void {
+    if (typeof value.where === 'string') {
+      const device = value.where;
+      const attachment = this.attached.get(device);
+      if (attachment === undefined || this.strays.has(device)) return;
+      void attachment.bound.then(
+        () => {
+          if (this.attached.get(device) !== attachment || this.stopped) return;
+          void this.enqueue(this.nextPublishId(), this.topology.control, '', json({ here: device }), { contentType: 'application/json' });
+        },
+        () => undefined,
+      );
+    } else if (typeof value.here === 'string') {
+      if (link !== this.link) return;
+      const device = value.here;
+      // Not the process's own binding (it holds strays only for devices it does not hold).
+      if (this.attached.has(device)) return;
+      const held = this.takeStrays(device).filter((h) => h.link === link);
+      if (held.length > 0) this.releaseStrays(device, held);
+    } else {
+      this.log.warn('ignored a malformed control message');
+    }
   }
 
   private emitSafely<K extends keyof BrokerEvents>(event: K, ...args: BrokerEvents[K]): void {
