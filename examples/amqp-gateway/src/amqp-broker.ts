@@ -928,7 +928,10 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         done();
       },
       redeliver: () => {
-        if (settle()) void this.republish(link, message, expiresAt, channel).finally(done);
+        // Settled only once it is published again (or dropped as expired): a command left
+        // unacknowledged on a catch-up channel keeps its offline queue from being deleted, and goes
+        // back into it when that channel closes.
+        if (settle()) void this.republish(link, message, expiresAt, channel).then((out) => out && done());
       },
       drop: () => {
         if (!settle()) return;
@@ -978,7 +981,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.log.info({ device }, 'stray command: holding it for its device to come back');
       // The device may be back already, on a process that announced it before this one listened
       // (it came back before this process started): ask every process; one that has it bound says so.
-      void this.enqueue(this.nextPublishId(), this.topology.control, '', json({ where: device }), { contentType: 'application/json' });
+      if (this.available && link === this.link) void this.enqueue(this.nextPublishId(), this.topology.control, '', json({ where: device }), { contentType: 'application/json' });
     });
   }
 
@@ -1021,11 +1024,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * remaining time as `expiration`), and settle the delivery once that publish is confirmed. If
    * the link goes first, RabbitMQ puts the delivery back in the queue: a duplicate, never a loss.
    */
-  private async republish(link: Link, message: Message, expiresAt: number | undefined, channel: Channel = link.inbox): Promise<void> {
+  /** Publish a delivered command again; resolves `true` once it is acknowledged here (sent on, or expired). */
+  private async republish(link: Link, message: Message, expiresAt: number | undefined, channel: Channel = link.inbox): Promise<boolean> {
     const now = Date.now();
     if (expiresAt !== undefined && expiresAt <= now) {
       this.ackDelivery(link, message, channel);
-      return;
+      return true;
     }
     const p = message.properties;
     const options: Options.Publish = {
@@ -1044,16 +1048,21 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     };
     for (const key of Object.keys(options) as (keyof Options.Publish)[]) if (options[key] === undefined) delete options[key];
     const outcome = await this.enqueue(this.nextPublishId(), this.topology.down, message.fields.routingKey, message.content, options);
-    if (outcome === 'ok') this.ackDelivery(link, message, channel);
-    else if (outcome === 'rejected' && !link.lost) {
+    if (outcome === 'ok') {
+      this.ackDelivery(link, message, channel);
+      return true;
+    }
+    if (outcome === 'rejected' && !link.lost) {
       // Dead-letter it instead: the node queue's dead-letter exchange is `<p>.down.unrouted`. (From
       // an offline queue, which has none, put it back: the queue is then kept for the next connect.)
       try {
         channel.nack(message, false, channel !== link.inbox);
+        return true;
       } catch {
         // The channel is closing; the delivery goes back to the queue.
       }
     }
+    return false;
   }
 
   private ackDelivery(link: Link, message: Message, channel: Channel = link.inbox): void {
@@ -1111,7 +1120,8 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       if (attachment === undefined || this.strays.has(device)) return;
       void attachment.bound.then(
         () => {
-          if (this.attached.get(device) !== attachment || this.stopped) return;
+          // Not during an outage: queued, it would be published late, naming a binding that may be gone.
+          if (this.attached.get(device) !== attachment || this.stopped || !this.available) return;
           void this.enqueue(this.nextPublishId(), this.topology.control, '', json({ here: device }), { contentType: 'application/json' });
         },
         () => undefined,

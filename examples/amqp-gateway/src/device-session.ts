@@ -248,6 +248,8 @@ export class DeviceSession implements ProtocolHandler {
   private attaching = false;
   /** What the session held when it closed while `attaching`, given back after the device is parked. */
   private heldWhileAttaching: Command[] = [];
+  /** Settles the drain's wait for a session closed while `attaching`, once its device is released. */
+  private releasedAfterAttach: (() => void) | undefined = undefined;
   private welcomed = false;
   private takenOver = false;
   private shuttingDown = false;
@@ -373,8 +375,9 @@ export class DeviceSession implements ProtocolHandler {
       this.release(device, held);
     } else if (this.attaching) {
       // Its hello is binding the device here: what the catch-up handed this session is given back
-      // once that is done, after the device is parked again (see `hello`).
+      // once that is done, after the device is parked again (see `hello`). A drain waits for it.
       this.heldWhileAttaching = held;
+      this.track(new Promise<void>((resolve) => (this.releasedAfterAttach = resolve)));
     } else {
       this.giveBack(held);
     }
@@ -385,7 +388,7 @@ export class DeviceSession implements ProtocolHandler {
    * coming back here. Park the device (its commands kept for its next connect, on any node) unless
    * a newer session of it is known: one that took this one over, here or on another node.
    */
-  private release(device: string, held: Command[]): void {
+  private release(device: string, held: Command[]): Promise<void> {
     const { ctx } = this;
     const latest = ctx.directory.latest(device);
     const park = !this.takenOver && (latest === undefined || latest.session === this.session);
@@ -401,18 +404,18 @@ export class DeviceSession implements ProtocolHandler {
       await ctx.broker.attachDevice(device);
       await ctx.broker.detachDevice(device);
     };
-    this.track(
-      ctx.broker
-        .detachDevice(device, { park })
-        .then(unparkIfOvertaken)
-        .then(
-          () => this.giveBack(held),
-          (err: unknown) => {
-            ctx.logger.warn({ err, device }, 'detach failed');
-            this.giveBack(held);
-          },
-        ),
-    );
+    const released = ctx.broker
+      .detachDevice(device, { park })
+      .then(unparkIfOvertaken)
+      .then(
+        () => this.giveBack(held),
+        (err: unknown) => {
+          ctx.logger.warn({ err, device }, 'detach failed');
+          this.giveBack(held);
+        },
+      );
+    this.track(released);
+    return released;
   }
 
   private giveBack(held: readonly Command[]): void {
@@ -515,6 +518,7 @@ export class DeviceSession implements ProtocolHandler {
     } catch (err) {
       if (this.closed) {
         this.giveBack(this.heldWhileAttaching.splice(0));
+        this.releasedAfterAttach?.();
         return this.helloGone();
       }
       ctx.logger.warn({ err, device }, 'hello failed at the broker');
@@ -527,7 +531,7 @@ export class DeviceSession implements ProtocolHandler {
       // Closed while attaching (the device gave up on its hello): onClose could not detach what was
       // not yet attached. Park it again, as any close would, or the commands its attach caught up
       // from its offline queue (deleted by then) would find it connected nowhere.
-      this.release(device, this.heldWhileAttaching.splice(0));
+      void this.release(device, this.heldWhileAttaching.splice(0)).finally(() => this.releasedAfterAttach?.());
       return this.helloGone();
     }
     this.attached = true;
