@@ -9,6 +9,7 @@
 //	corral-load probe    -port N -samples S ...                         sequential service latency
 //	corral-load fleet    -port N -devices N -rate R -addresses A ...    devices arriving steadily from a few addresses
 //	corral-load attack   -port N -rate R -seconds T ...                 ClientHellos from one address, as fast as asked
+//	corral-load uplink   -port N -devices N -rate R -msgs M ...         the gateway's uplink, as its simulator drives it
 //
 // The connecting subcommands (storm, probe, overload, capacity, fleet) speak examples/amqp-gateway's
 // device protocol instead of the line echo with -gateway hello|msg (gateway.go; the secret from
@@ -31,7 +32,7 @@ import (
 	"time"
 )
 
-const usage = `usage: corral-load <storm|overload|capacity|silent|probe|fleet|attack> [flags]
+const usage = `usage: corral-load <storm|overload|capacity|silent|probe|fleet|attack|uplink> [flags]
 run "corral-load <subcommand> -h" for the flags of one subcommand
 `
 
@@ -57,6 +58,8 @@ func main() {
 		runFleet(args)
 	case "attack":
 		runAttack(args)
+	case "uplink":
+		runUplink(args)
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
