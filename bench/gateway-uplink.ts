@@ -5,7 +5,7 @@
  * The work is done by runGatewayUplink (bench/lib/gateway-uplink.ts), which the benchmark
  * scenario bench/scenarios/gateway-uplink.ts shares.
  *
- *   node --import tsx bench/gateway-uplink.ts [--devices 10000] [--msgs 50] [--rate 1000] [--interval 0] [--workers n]
+ *   node --import tsx bench/gateway-uplink.ts [--devices 10000] [--msgs 50] [--rate 1000] [--interval 0] [--workers n] [--client simulator|native]
  */
 import { parseArgs } from 'node:util';
 import { runGatewayUplink } from './lib/gateway-uplink.js';
@@ -17,6 +17,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '1000' },
     interval: { type: 'string', default: '0' },
     workers: { type: 'string' },
+    client: { type: 'string', default: 'simulator' },
     url: { type: 'string', default: process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672' },
   },
 });
@@ -27,6 +28,7 @@ const { progress, ...report } = await runGatewayUplink({
   rate: Number(values.rate),
   interval: Number(values.interval),
   ...(values.workers ? { workers: Number(values.workers) } : {}),
+  client: values.client === 'native' ? 'native' : 'simulator',
   log: (line) => process.stderr.write(`${line}\n`),
 });
 console.log(JSON.stringify(report, null, 2));

@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import amqplib from 'amqplib';
 import { deleteGatewayTopology, type GatewayProcess, startGateway } from './gateway-process.js';
+import { buildNativeClient } from './native-client.js';
 import { rabbitCpuSeconds, treeStats } from './proc-stats.js';
 import { killOnExit } from './server-child.js';
 
@@ -26,6 +27,13 @@ export interface GatewayUplinkOptions {
   rate: number;
   /** ms between one device's messages (simulator --interval; 0: all at once). */
   interval: number;
+  /**
+   * Who drives the devices: `simulator` (default), the gateway's own Node simulator as users run
+   * it; `native`, bench/native-client `uplink` (Go): the same devices, the same messages (one TLS
+   * record each), the same retries and the same summary, for a fraction of the simulator's CPU on
+   * the cores the gateway shares. `native` needs `interval` 0.
+   */
+  client?: 'simulator' | 'native';
   workers?: number;
   /** Simulator --timeout, in s. */
   timeoutS?: number;
@@ -37,8 +45,11 @@ export interface GatewayUplinkReport {
   devices: number;
   msgsPerDevice: number;
   workers: number;
+  client: 'simulator' | 'native';
   connected: number;
   failed: number;
+  /** Why the client's connect attempts failed or its connections were lost, by cause (as the client names them). */
+  clientErrors: Record<string, number>;
   acked: number;
   nacked: number;
   inBackEndQueue: number;
@@ -49,7 +60,7 @@ export interface GatewayUplinkReport {
   gatewayCpuUsPerAckedMessage: number;
   /** RabbitMQ's CPU (beam.smp on this machine) over the simulator run, µs per acked message; null if it does not run here. */
   brokerCpuUsPerAckedMessage: number | null;
-  /** The simulator's CPU (its process tree, last read ≤ 250 ms before it exited), µs per acked message. */
+  /** The client's CPU (the simulator's process tree, or the native client, last read ≤ 250 ms before it exited), µs per acked message. */
   simulatorCpuUsPerAckedMessage: number;
   gatewayRssMiB: number;
   complete: boolean;
@@ -121,17 +132,21 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
     await channel.assertQueue(backEnd, { durable: true });
     await channel.bindQueue(backEnd, `${prefix}.up`, '#');
 
+    // The secret in the environment, never on a command line (where `ps` shows it).
+    const env: NodeJS.ProcessEnv = { ...process.env, CORRAL_GATEWAY_SECRET: secret };
+    const client = o.client ?? 'simulator';
+    if (client === 'native' && o.interval !== 0) throw new Error('the native uplink client sends every message at once (interval 0)');
+    // Both print progress lines "[t s] connected C/N, acks A/M, ..." on stderr and a JSON summary on stdout.
+    const [command, args] =
+      client === 'native'
+        ? [buildNativeClient(), ['uplink', '-port', String(gateway.port), '-devices', String(o.devices), '-msgs', String(o.msgsPerDevice),
+            '-rate', String(o.rate), '-device-prefix', 'dev', '-net', '190', '-max-seconds', String(o.timeoutS ?? 600)]]
+        : [process.execPath, [SIMULATE, '--port', String(gateway.port), '--devices', String(o.devices), '--msgs', String(o.msgsPerDevice),
+            '--rate', String(o.rate), '--interval', String(o.interval), '--json', '--timeout', String(o.timeoutS ?? 600)]];
     const before = gateway.stats();
     const brokerBefore = rabbitCpuSeconds();
     const began = Date.now();
-    // The secret in the environment, never on a command line (where `ps` shows it).
-    const env: NodeJS.ProcessEnv = { ...process.env, CORRAL_GATEWAY_SECRET: secret };
-    simulator = spawn(
-      process.execPath,
-      [SIMULATE, '--port', String(gateway.port), '--devices', String(o.devices), '--msgs', String(o.msgsPerDevice),
-        '--rate', String(o.rate), '--interval', String(o.interval), '--json', '--timeout', String(o.timeoutS ?? 600)],
-      { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    simulator = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     killOnExit(simulator);
     // Its CPU, read until it exits (a child's CPU cannot be read once it is gone).
     const sim = simulator;
@@ -143,7 +158,7 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
       if (line.startsWith('{')) summaryLine = line;
     });
     createInterface({ input: simulator.stderr! }).on('line', (line) => {
-      const m = /^\[([\d.]+) s\] connected (\d+)\/\d+, acks (\d+)\//.exec(line);
+      const m = /\[([\d.]+) s\] connected (\d+)\/\d+, acks (\d+)\//.exec(line);
       if (m) progress.push([Number(m[1]), Number(m[2]), Number(m[3])]);
       log(line);
     });
@@ -154,16 +169,20 @@ export async function runGatewayUplink(o: GatewayUplinkOptions): Promise<Gateway
     if (!summaryLine) throw new Error(`the simulator exited with ${simulator.exitCode} without a summary`);
     const summary = JSON.parse(summaryLine) as {
       acks: number; nacks: number; connected: number; failed: number; p50Ms: number | null; p99Ms: number | null;
-      msgsPerSecond: number | null; complete: boolean;
+      msgsPerSecond: number | null; complete: boolean; cpuUs?: number; errors?: Record<string, number>;
     };
+    // The native client reports its own CPU up to its summary; the sampler's last reading may be older.
+    if (typeof summary.cpuUs === 'number') simulatorCpu = Math.max(simulatorCpu, summary.cpuUs / 1e6);
     const held = (await channel.checkQueue(backEnd)).messageCount;
     const corral = gateway.adminUrl ? await corralCounters(gateway.adminUrl) : undefined;
     return {
       devices: o.devices,
       msgsPerDevice: o.msgsPerDevice,
       workers: o.workers ?? 0,
+      client,
       connected: summary.connected,
       failed: summary.failed,
+      clientErrors: summary.errors ?? {},
       acked: summary.acks,
       nacked: summary.nacks,
       inBackEndQueue: held,

@@ -5,8 +5,9 @@
  * A Node `tls.connect` client spends more CPU per handshake than the server it loads (~800–930 µs
  * against ~600 µs here), so on two shared cores a Node client is what a storm measures. The Go
  * client spends ~450–730 µs. The scenarios that push a server to its limit (storm, far-away
- * storm, silent-peer flood, resumption storm, overload, attacker) use it; there is no fallback to
- * the Node clients: without Go, they fail and say how to install it.
+ * storm, silent-peer flood, resumption storm, overload, attacker, the gateway's uplink and
+ * stampede) use it; there is no fallback to the Node clients: without Go, they fail and say how
+ * to install it.
  *
  * Every helper spreads its sockets over client processes of at most {@link MAX_PER_PROCESS}
  * each (the per-process open-file limit is 20,000), each process with its own second octet of
