@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"math/rand"
 	"net"
 	"os"
 	"sort"
@@ -480,6 +482,26 @@ func percentilesOf(values []float64) *percentiles {
 func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
 
 func round3(v float64) float64 { return float64(int64(v*1000+0.5)) / 1000 }
+
+// backoff is how long a device waits before its next attempt after n failures in a row (n ≥ 0):
+// base × 2ⁿ, capped at limit, × uniform [0.5, 1.5).
+func backoff(base, limit time.Duration, n int) time.Duration {
+	b := float64(base) * math.Pow(2, float64(n))
+	if b > float64(limit) {
+		b = float64(limit)
+	}
+	return time.Duration(b * (0.5 + rand.Float64()))
+}
+
+// waitTurn paces starts at rate per second from begin: it sleeps until start number i is due
+// (not at all if that is past) and returns when it was due.
+func waitTurn(begin time.Time, i int, rate float64) time.Time {
+	due := begin.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+	if wait := time.Until(due); wait > 0 {
+		time.Sleep(wait)
+	}
+	return due
+}
 
 // every calls f every interval until stop is closed.
 func every(interval time.Duration, stop <-chan struct{}, f func()) {

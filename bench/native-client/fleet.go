@@ -86,10 +86,7 @@ func runFleet(args []string) {
 		logf("fleet: %.1f s, started %d, succeeded %d, failed %v", time.Since(begin).Seconds(), started, succeeded, failed)
 	})
 	for i := 0; i < *devices; i++ {
-		due := begin.Add(time.Duration(float64(i) / *rate * float64(time.Second)))
-		if wait := time.Until(due); wait > 0 {
-			time.Sleep(wait)
-		}
+		due := waitTurn(begin, i, *rate)
 		mu.Lock()
 		started++
 		lags = append(lags, ms(time.Since(due)))

@@ -114,16 +114,21 @@ func expect(r *bufio.Reader, want, id string) string {
 	}
 	switch {
 	case m.Type == "error":
-		if m.Code == "" {
-			return "gateway:error"
-		}
-		return "gateway:" + m.Code
+		return m.errorReason()
 	case want == "ack" && m.Type == "nack":
 		return "nack"
 	case m.Type != want, id != "" && m.ID != id:
 		return "mismatch"
 	}
 	return ""
+}
+
+// errorReason names an error line from the gateway: gateway:<code> (gateway:error without a code).
+func (m gatewayLine) errorReason() string {
+	if m.Code == "" {
+		return "gateway:error"
+	}
+	return "gateway:" + m.Code
 }
 
 // readGatewayLine reads one line (without its newline); a line longer than gatewayLineMax is an error.

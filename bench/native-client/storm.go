@@ -3,8 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"flag"
-	"math"
-	"math/rand"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,13 +233,8 @@ func (s *storm) stormDevice(d *stormDevice) {
 		if at > s.giveUp {
 			return
 		}
-		backoff := float64(s.backoffBase) * math.Pow(2, float64(n-1))
-		if backoff > float64(s.backoffCap) {
-			backoff = float64(s.backoffCap)
-		}
-		wait := time.Duration(backoff * (0.5 + rand.Float64()))
 		select {
-		case <-time.After(wait):
+		case <-time.After(backoff(s.backoffBase, s.backoffCap, n-1)):
 		case <-s.stop:
 			return
 		}

@@ -125,14 +125,8 @@ func runUplink(args []string) {
 				failed++
 				errs[a.reason]++
 				mu.Unlock()
-				base := time.Second << failures
-				if base > 30*time.Second {
-					base = 30 * time.Second
-				}
-				if failures < 10 {
-					failures++
-				}
-				time.Sleep(time.Duration(float64(base) * (0.5 + rand.Float64())))
+				time.Sleep(backoff(time.Second, 30*time.Second, failures))
+				failures++
 				continue
 			}
 			failures = 0
@@ -182,14 +176,11 @@ func runUplink(args []string) {
 			disconnects++
 			errs[lost]++
 			mu.Unlock()
-			time.Sleep(time.Duration(float64(time.Second) * (0.5 + rand.Float64())))
+			time.Sleep(backoff(time.Second, 30*time.Second, 0))
 		}
 	}
 	for i := 0; i < *devices; i++ {
-		due := begin.Add(time.Duration(float64(i) / *rate * float64(time.Second)))
-		if wait := time.Until(due); wait > 0 {
-			time.Sleep(wait)
-		}
+		waitTurn(begin, i, *rate)
 		wg.Add(1)
 		go device(i)
 	}
@@ -281,10 +272,7 @@ func exchangeUplink(conn io.ReadWriter, msgs int, next, answered *int, sent map[
 				return classify(err)
 			}
 		case "error":
-			if m.Code != "" {
-				return "gateway:" + m.Code
-			}
-			return "gateway:error"
+			return m.errorReason()
 		}
 	}
 	return ""

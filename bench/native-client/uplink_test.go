@@ -19,8 +19,8 @@ func TestExchangeUplinkResendsUnanswered(t *testing.T) {
 	onSent := func(seq int, _ time.Time) { firsts = append(firsts, seq) }
 	onAnswer := func(_ time.Duration, nack string) { nacks = append(nacks, nack) }
 
-	// serve reads `read` message lines, checks their ids, then writes the answers and, with
-	// hangUp, closes.
+	// serve reads one message line per id of wantIDs and checks it, then writes the answers and,
+	// with hangUp, closes.
 	serve := func(c net.Conn, wantIDs []string, answers []string, hangUp bool) <-chan error {
 		done := make(chan error, 1)
 		go func() {
