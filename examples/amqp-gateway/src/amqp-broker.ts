@@ -1,12 +1,16 @@
 /**
  * The RabbitMQ broker: {@link Broker} over AMQP 0-9-1 with amqplib.
  *
- * Lifecycle of the link to RabbitMQ (one "link" = the pair of connections below):
+ * Lifecycle of the link to RabbitMQ (one "link" = the three connections below):
  *
- * 1. Open two connections: a **publisher** (one confirm channel: uplink, presence and command
- *    events, commands, takeovers, redeliveries) and a **consumer** (an admin channel for declares and binds, and an
- *    inbox channel consuming this node's queue and this process's control queue). RabbitMQ blocks
- *    only connections that publish, so a memory or disk alarm never stalls downlink acks or binds.
+ * 1. Open three connections: a **publisher** (one confirm channel: uplink, presence and command
+ *    events, commands, redeliveries), a **control** publisher (one confirm channel: takeover
+ *    announcements and where/here on the control exchange, so a hello's announcement is not queued
+ *    behind the uplink backlog — in the publisher's socket and in RabbitMQ's flow control of that
+ *    connection — which held hellos for as long as an uplink's ack, ~2 s, under a burst) and a
+ *    **consumer** (an admin channel for declares and binds, and an inbox channel consuming this
+ *    node's queue and this process's control queue). RabbitMQ blocks only connections that
+ *    publish, so a memory or disk alarm never stalls downlink acks or binds.
  * 2. Declare the topology (idempotent, see topology.ts); from here on publishes flow again.
  * 3. Consume the node queue (manual ack, `prefetch`) and a fresh control queue (no ack).
  * 4. State `connected` (or `blocked`): the node can publish and consume again, and `/healthz`
@@ -15,8 +19,8 @@
  *    device again (a big node spends a few seconds on this; commands for a device not bound yet
  *    meanwhile go to `<p>.down.offline`, as they did while the link was down).
  *
- * If either connection or any channel closes, everything published and not yet confirmed goes
- * back to the front of the outbox, both connections are closed, and the link is opened again from
+ * If any connection or channel closes, everything published and not yet confirmed goes
+ * back to the front of the outbox, every connection is closed, and the link is opened again from
  * step 1 after an exponential backoff with jitter: 100 ms × 2ⁿ capped at 500 ms, times a random
  * factor in [0.5, 1) — so a broker that is back is noticed within 500 ms, at the cost of 2 to 4
  * refused TCP connects per second per process while it is down.
@@ -340,10 +344,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     // Fail at once during an outage: the hello answers `overloaded` and the device retries later,
     // instead of each retry leaving an announcement (and its session) queued without bound.
     if (!this.available) throw new Error(`RabbitMQ is unavailable: takeover of ${takeover.device} not announced`);
-    const outcome = await this.enqueue(this.nextPublishId(), this.topology.control, '', json(takeover), {
-      contentType: 'application/json',
-    });
-    if (outcome !== 'ok') throw new Error(`takeover of ${takeover.device} was not announced (${outcome})`);
+    // On the control connection, not through the outbox: a hello waits for this confirm, and
+    // behind a burst of uplinks the outbox's confirms take seconds.
+    try {
+      await this.link!.publishControl(this.topology.control, json(takeover));
+    } catch (err) {
+      throw new Error(`takeover of ${takeover.device} was not announced (${asError(err).message})`);
+    }
   }
 
   /**
@@ -420,7 +427,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   /**
    * Cancel the consumers, wait up to `stopTimeout` for everything queued to be confirmed, settle
-   * what is left as `shutting_down`, close both connections (their sockets closed too).
+   * what is left as `shutting_down`, close every connection (their sockets closed too).
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
@@ -981,8 +988,16 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.log.info({ device }, 'stray command: holding it for its device to come back');
       // The device may be back already, on a process that announced it before this one listened
       // (it came back before this process started): ask every process; one that has it bound says so.
-      if (this.available && link === this.link) void this.enqueue(this.nextPublishId(), this.topology.control, '', json({ where: device }), { contentType: 'application/json' });
+      if (this.available && link === this.link) this.whereabouts(link, { where: device });
     });
+  }
+
+  /**
+   * Ask or answer where a device is, on the control connection. A hint: if it is lost with its
+   * link, the stray commands wait for the device's presence event or the grace instead.
+   */
+  private whereabouts(link: Link, message: { where: string } | { here: string }): void {
+    link.publishControl(this.topology.control, json(message)).catch((err: unknown) => this.log.debug({ err }, 'where/here not published'));
   }
 
   /** Start (or stop) having this process's control queue receive `<device>.connected` presence events. */
@@ -1122,7 +1137,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         () => {
           // Not during an outage: queued, it would be published late, naming a binding that may be gone.
           if (this.attached.get(device) !== attachment || this.stopped || !this.available) return;
-          void this.enqueue(this.nextPublishId(), this.topology.control, '', json({ here: device }), { contentType: 'application/json' });
+          if (this.link) this.whereabouts(this.link, { here: device });
         },
         () => undefined,
       );
@@ -1153,23 +1168,31 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 }
 
-/**
- * One pair of connections (publisher and consumer) and their channels. Lost as a whole: when
- * either connection or any channel closes, `gone` resolves and both connections are closed.
- */
-/** Channels used in parallel for device binds and unbinds. */
-const BINDER_CHANNELS = 16;
+/** Channels used in parallel for device binds and unbinds (see `Link.binders`). */
+const BINDER_CHANNELS = 64;
 
+/** The link's connections: uplinks and events, control messages, and everything consumed or declared. */
+type Role = 'publisher' | 'control' | 'consumer';
+
+/**
+ * One set of connections (publisher, control and consumer) and their channels. Lost as a whole:
+ * when any connection or channel closes, `gone` resolves and every connection is closed.
+ */
 class Link {
   publisher!: ChannelModel;
   consumer!: ChannelModel;
   confirm!: ConfirmChannel;
+  /** Takeover announcements and where/here, confirmed, on a connection of their own ({@link publishControl}). */
+  control!: ConfirmChannel;
+  controlModel!: ChannelModel;
   admin!: Channel;
   inbox!: Channel;
   /**
    * Channels for device binds and unbinds. amqplib runs one RPC at a time per channel, so one
    * channel caps binds at one per round trip (a few hundred a second under load, which made
-   * hellos time out in a 10,000-device run); RabbitMQ reaches ~3,200/s with many in flight.
+   * hellos time out in a 10,000-device run); RabbitMQ reaches ~1,100–3,200/s with many in flight.
+   * 64, not 16: a full set-up window (128 hellos) queued 8 binds per channel, and under a burst of
+   * uplinks each bind's round trip took 100–300 ms, so a hello waited 0.8–2 s for its bind.
    */
   private binders: Channel[] = [];
   /** Topology declared and consumers running (bindings may still be being restored). */
@@ -1178,8 +1201,8 @@ class Link {
   controlQueue: string | undefined;
   /** Restoring the bindings once ready (settles, never rejects: a failure fails the link). */
   restoring: Promise<void> = Promise.resolve();
-  /** RabbitMQ sent `connection.blocked` to the publisher. */
-  blocked = false;
+  /** The connections RabbitMQ sent `connection.blocked` to (and not yet `unblocked`). */
+  private readonly blockedRoles = new Set<Role>();
   /** The publisher's socket is corked until the next turn ({@link corkPublisher}). */
   private corked = false;
   private publisherSocket: Socket | undefined;
@@ -1202,6 +1225,11 @@ class Link {
     this.gone = new Promise((resolve) => (this.resolveLost = resolve));
   }
 
+  /** RabbitMQ blocks a publishing connection (a memory or disk alarm). */
+  get blocked(): boolean {
+    return this.blockedRoles.size > 0;
+  }
+
   /** The link was lost (or is being closed). */
   get lost(): boolean {
     return this.lostReason !== undefined;
@@ -1212,10 +1240,12 @@ class Link {
     await settleAll([
       this.connect('publisher').then((model) => void (this.publisher = model)),
       this.connect('consumer').then((model) => void (this.consumer = model)),
+      this.connect('control').then((model) => void (this.controlModel = model)),
     ]);
     const binders: Channel[] = [];
     await settleAll([
       this.publisher.createConfirmChannel().then((ch) => void (this.confirm = this.watch(ch, 'confirm'))),
+      this.controlModel.createConfirmChannel().then((ch) => void (this.control = this.watch(ch, 'control'))),
       this.consumer.createChannel().then((ch) => void (this.admin = this.watch(ch, 'admin'))),
       this.consumer.createChannel().then((ch) => void (this.inbox = this.watch(ch, 'inbox'))),
       ...Array.from({ length: BINDER_CHANNELS }, (_, i) => this.consumer.createChannel().then((ch) => void (binders[i] = this.watch(ch, 'binder')))),
@@ -1271,6 +1301,22 @@ class Link {
     }
   }
 
+  /**
+   * Publish a control message (JSON, to the control fanout) on the control connection; resolves
+   * once RabbitMQ confirmed it, rejects if it nacked it or the link went first.
+   */
+  publishControl(exchange: string, content: Buffer | undefined): Promise<void> {
+    if (this.lostReason) return Promise.reject(this.lostReason);
+    if (content === undefined) return Promise.reject(new Error('unencodable control message'));
+    return new Promise<void>((resolve, reject) => {
+      try {
+        this.control.publish(exchange, '', content, { contentType: 'application/json' }, (err: unknown) => (err ? reject(asError(err)) : resolve()));
+      } catch (err) {
+        reject(asError(err));
+      }
+    });
+  }
+
   /** A channel of the consumer connection whose loss does not lose the link (the caller closes it). */
   async openDisposable(): Promise<Channel> {
     const ch = await this.consumer.createChannel();
@@ -1284,7 +1330,7 @@ class Link {
     if (stopped) throw new Error('the broker is stopping');
   }
 
-  /** Mark the link lost (once), tell the broker, close both connections. */
+  /** Mark the link lost (once), tell the broker, close all three connections. */
   fail(reason: Error): void {
     if (this.lostReason) return;
     this.lostReason = reason;
@@ -1294,13 +1340,13 @@ class Link {
     void this.close();
   }
 
-  /** Close both connections and wait for their sockets to close. Idempotent. */
+  /** Close every connection and wait for their sockets to close. Idempotent. */
   close(): Promise<void> {
     this.closing ??= Promise.all(this.models.map(closeConnection)).then(() => undefined);
     return this.closing;
   }
 
-  private async connect(role: 'publisher' | 'consumer'): Promise<ChannelModel> {
+  private async connect(role: Role): Promise<ChannelModel> {
     if (this.lostReason) throw this.lostReason;
     const model = await connect(this.url, {
       clientProperties: { connection_name: `corral-gateway ${this.nodeId} ${role}` },
@@ -1308,21 +1354,22 @@ class Link {
       // The consumer connection runs request/response chains (bind, probe, unbind, get, ack,
       // delete): with Nagle's algorithm a small write waiting on a delayed ACK costs ~40 ms per
       // step (measured: catching up a parked device took ~98 ms at the median with it, ~16 ms
-      // without). The publisher corks its writes itself.
-      noDelay: role === 'consumer',
+      // without). The control connection's messages are each waited for. The publisher corks its
+      // writes itself.
+      noDelay: role !== 'publisher',
     });
     const connection = watchConnection(model);
     model.on('error', (err: Error) => this.log.warn({ err, role }, 'AMQP connection error'));
     model.on('close', (err?: Error) => this.fail(err ?? new Error(`the ${role} connection closed`)));
-    if (role === 'publisher') {
+    if (role !== 'consumer') {
       model.on('blocked', (reason: string) => {
-        this.log.warn({ reason }, 'RabbitMQ blocked the publisher connection');
-        this.blocked = true;
+        this.log.warn({ reason, role }, 'RabbitMQ blocked a publishing connection');
+        this.blockedRoles.add(role);
         this.hooks.flow(this);
       });
       model.on('unblocked', () => {
-        this.log.info('RabbitMQ unblocked the publisher connection');
-        this.blocked = false;
+        this.log.info({ role }, 'RabbitMQ unblocked a publishing connection');
+        this.blockedRoles.delete(role);
         this.hooks.flow(this);
       });
     }

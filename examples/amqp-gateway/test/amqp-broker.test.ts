@@ -185,6 +185,29 @@ describeRabbit('AmqpBroker', () => {
       expect(writes).toBeLessThan(50);
     });
 
+    it('confirms a takeover announcement without waiting behind the uplinks still unconfirmed', async () => {
+      const prefix = setup('control-lane');
+      const b = broker({ nodeId: 'n1' });
+      await b.start();
+      await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.app`, '#');
+      // A burst's backlog: 20,000 uplinks queued in the outbox and the publisher's socket.
+      let confirmed = 0;
+      const uplinks = Array.from({ length: 20_000 }, (_, i) =>
+        b.publishUplink({ device: `dev-${i % 100}`, id: `m-${i}`, topic: 't', body: { i } }).then((r) => {
+          confirmed++;
+          return r;
+        }),
+      );
+      const takeovers = new EventLog<Takeover>(b, 'takeover');
+      const takeover: Takeover = { device: 'dev-1', node: 'n1', session: 's-1', at: 1, seq: 1 };
+      await b.announceTakeover(takeover);
+      // Announced on the control connection: confirmed while most of the backlog is not (on the
+      // publisher's channel it was confirmed after every uplink queued before it).
+      expect(confirmed).toBeLessThan(uplinks.length);
+      expect(await takeovers.next()).toEqual(takeover);
+      expect((await Promise.all(uplinks)).every((r) => r.ok)).toBe(true);
+    });
+
     it('reports an uplink RabbitMQ refuses (nack) as rejected', async () => {
       const prefix = setup('nack');
       const b = broker({ nodeId: 'n1' });
@@ -226,7 +249,7 @@ describeRabbit('AmqpBroker', () => {
         if (i >= window) await results[i - window];
       }
       const settled = await Promise.all(results);
-      expect(cuts).toEqual([2, 2]);
+      expect(cuts).toEqual([3, 3]); // publisher, control and consumer connections
       expect(settled.filter((r) => r.ok).length).toBe(N);
 
       // Every confirmed message is in the back end's queue; duplicates are allowed.
