@@ -28,7 +28,7 @@
  * Uplink guarantees: a publish resolves `ok` only after RabbitMQ confirmed it and did not return
  * it; until then it is kept and republished on every new link (at-least-once, so the back end may
  * see duplicates — they carry the same `publish-id` header). While the broker is unreachable or
- * blocks this publisher, publishes wait in the outbox.
+ * blocks either publishing connection, publishes wait in the outbox.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -345,11 +345,17 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     // instead of each retry leaving an announcement (and its session) queued without bound.
     if (!this.available) throw new Error(`RabbitMQ is unavailable: takeover of ${takeover.device} not announced`);
     // On the control connection, not through the outbox: a hello waits for this confirm, and
-    // behind a burst of uplinks the outbox's confirms take seconds.
-    try {
-      await this.link!.publishControl(this.topology.control, json(takeover));
-    } catch (err) {
-      throw new Error(`takeover of ${takeover.device} was not announced (${asError(err).message})`);
+    // behind a burst of uplinks the outbox's confirms take seconds. Lost with its link before the
+    // confirm, it is announced again on the next link, as the outbox would (RabbitMQ may have
+    // routed it already: an announcement taken twice changes nothing).
+    for (let link = this.link!; ; ) {
+      try {
+        await link.publishControl(this.topology.control, json(takeover));
+        return;
+      } catch (err) {
+        if (!link.lost || this.stopped) throw new Error(`takeover of ${takeover.device} was not announced (${asError(err).message})`);
+      }
+      link = await this.whenReady();
     }
   }
 
@@ -548,7 +554,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     if (this.opening?.link === link) this.opening = undefined;
   }
 
-  /** Either connection or a channel of `link` closed: stop using it, requeue what it had in flight. */
+  /** A connection or a channel of `link` closed: stop using it, requeue what it had in flight. */
   private onLinkLost(link: Link): void {
     void link.close().then(() => this.links.delete(link));
     // Their deliveries go back to the queue with the link, and come again on the next one.
@@ -562,7 +568,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.wakeIdle();
   }
 
-  /** RabbitMQ blocked or unblocked the publisher connection of `link`. */
+  /** RabbitMQ blocked or unblocked a publishing connection of `link` (publisher or control). */
   private onFlow(link: Link): void {
     if (this.link !== link) return;
     // A link not ready yet looks at `blocked` when it becomes ready.
@@ -1201,6 +1207,8 @@ class Link {
   controlQueue: string | undefined;
   /** Restoring the bindings once ready (settles, never rejects: a failure fails the link). */
   restoring: Promise<void> = Promise.resolve();
+  /** Control publishes waiting for their confirm: failed with the link. */
+  private readonly controlPending = new Set<(err: Error) => void>();
   /** The connections RabbitMQ sent `connection.blocked` to (and not yet `unblocked`). */
   private readonly blockedRoles = new Set<Role>();
   /** The publisher's socket is corked until the next turn ({@link corkPublisher}). */
@@ -1236,7 +1244,7 @@ class Link {
   }
 
   async open(): Promise<void> {
-    // Both connections, then every channel, opened at once: a reconnect is a few round trips.
+    // The three connections, then every channel, opened at once: a reconnect is a few round trips.
     await settleAll([
       this.connect('publisher').then((model) => void (this.publisher = model)),
       this.connect('consumer').then((model) => void (this.consumer = model)),
@@ -1309,9 +1317,18 @@ class Link {
     if (this.lostReason) return Promise.reject(this.lostReason);
     if (content === undefined) return Promise.reject(new Error('unencodable control message'));
     return new Promise<void>((resolve, reject) => {
+      // Settled by its confirm, or by `fail`: amqplib fails pending confirms when the channel
+      // closes, which a connection RabbitMQ blocked (it no longer reads it) may never report.
+      const fail = (err: Error): void => reject(err);
+      this.controlPending.add(fail);
       try {
-        this.control.publish(exchange, '', content, { contentType: 'application/json' }, (err: unknown) => (err ? reject(asError(err)) : resolve()));
+        this.control.publish(exchange, '', content, { contentType: 'application/json' }, (err: unknown) => {
+          this.controlPending.delete(fail);
+          if (err) reject(asError(err));
+          else resolve();
+        });
       } catch (err) {
+        this.controlPending.delete(fail);
         reject(asError(err));
       }
     });
@@ -1335,6 +1352,8 @@ class Link {
     if (this.lostReason) return;
     this.lostReason = reason;
     this.ready = false;
+    for (const fail of this.controlPending) fail(reason);
+    this.controlPending.clear();
     this.hooks.lost(this);
     this.resolveLost(reason);
     void this.close();

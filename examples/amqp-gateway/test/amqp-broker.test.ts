@@ -203,7 +203,7 @@ describeRabbit('AmqpBroker', () => {
       await b.announceTakeover(takeover);
       // Announced on the control connection: confirmed while most of the backlog is not (on the
       // publisher's channel it was confirmed after every uplink queued before it).
-      expect(confirmed).toBeLessThan(uplinks.length);
+      expect(confirmed).toBeLessThan(uplinks.length / 2);
       expect(await takeovers.next()).toEqual(takeover);
       expect((await Promise.all(uplinks)).every((r) => r.ok)).toBe(true);
     });
@@ -274,6 +274,22 @@ describeRabbit('AmqpBroker', () => {
       const command = await commands.next(10_000);
       expect(command).toMatchObject({ id: 'c-1', device: 'dev-cmd', body: { op: 'after-cut' } });
       command.ack();
+    });
+
+    it('announces a takeover again on the next link when its link is cut before the confirm', async () => {
+      const prefix = setup('control-cut');
+      const { proxy: p, url } = await proxy();
+      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 200 } });
+      await b.start();
+      const takeovers = new EventLog<Takeover>(b, 'takeover');
+      const takeover: Takeover = { device: 'dev-1', node: 'n1', session: 's-1', at: 1, seq: 1 };
+      const announced = b.announceTakeover(takeover);
+      // Cut before amqplib has written it (it writes from a later tick): lost with the link.
+      p.cut();
+      await expect(announced).resolves.toBeUndefined();
+      // Received (once or, if RabbitMQ had it before the cut, twice: the same announcement).
+      expect(await takeovers.next(10_000)).toEqual(takeover);
+      expect(b.state).toBe('connected');
     });
 
     it('binds a device attached while RabbitMQ is unreachable once it is back', async () => {
@@ -508,7 +524,7 @@ describeRabbit('AmqpBroker', () => {
       const timers = countResources('Timeout');
       const b = broker({ nodeId: 'n1' });
       await b.start();
-      expect(countResources('TCPSocketWrap')).toBeGreaterThanOrEqual(sockets + 2);
+      expect(countResources('TCPSocketWrap')).toBeGreaterThanOrEqual(sockets + 3); // publisher, control, consumer
       await b.attachDevice('dev-1');
       await b.publishUplink({ device: 'dev-1', id: 'm-1', topic: 't', body: 1 });
       await b.stop();
