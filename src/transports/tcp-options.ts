@@ -15,6 +15,16 @@ export interface TcpTransportOptions {
   ipv6Only?: boolean;
   /** `SO_REUSEPORT`: several listening sockets on one port (Linux, Node >= 22.12). */
   reusePort?: boolean;
+  /**
+   * Listening sockets this process opens on its port, all with `SO_REUSEPORT` (Ranch's
+   * `num_acceptors`). Node accepts one connection per listening socket per turn of the event loop,
+   * so a process whose turns are long (busy with its connections' work) accepts at most this many
+   * connections per turn; the kernel spreads connects over the sockets by a hash of their
+   * addresses. Default 1. More than 1 needs Node >= 22.12 on Linux and a TCP port (not `path`),
+   * and applies to the sockets this process binds itself (distributions `single` and `reuseport`),
+   * not to a socket shared from a primary. See docs/limits.md, "Accepting".
+   */
+  acceptors?: number;
   /** TCP keep-alive on accepted connections. Default false. */
   keepAlive?: boolean;
   /** Idle time before the first keep-alive probe, in ms. */
@@ -31,6 +41,7 @@ export const TCP_KEYS = [
   'backlog',
   'ipv6Only',
   'reusePort',
+  'acceptors',
   'keepAlive',
   'keepAliveInitialDelay',
   'noDelay',
@@ -63,6 +74,16 @@ export function checkTcpOptions(options: Record<string, unknown>, prefix: string
     if (options[flag] !== undefined && typeof options[flag] !== 'boolean') {
       throw new InvalidOptionError(`${prefix}.${flag}`, 'must be a boolean');
     }
+  }
+  const { acceptors } = options;
+  if (acceptors !== undefined && (!Number.isInteger(acceptors) || (acceptors as number) < 1 || (acceptors as number) > 64)) {
+    throw new InvalidOptionError(`${prefix}.acceptors`, `must be an integer from 1 to 64, got ${String(acceptors)}`);
+  }
+  if ((acceptors as number | undefined ?? 1) > 1 && path !== undefined) {
+    throw new InvalidOptionError(`${prefix}.acceptors`, 'more than 1 needs a TCP port, not a Unix socket path');
+  }
+  if ((acceptors as number | undefined ?? 1) > 1 && !supportsReusePort()) {
+    throw new InvalidOptionError(`${prefix}.acceptors`, `more than 1 needs SO_REUSEPORT: Node >= 22.12 on Linux (this is ${process.version} on ${process.platform})`);
   }
   if (options.reusePort === true && !supportsReusePort()) {
     throw new InvalidOptionError(`${prefix}.reusePort`, `needs Node >= 22.12 on Linux (this is ${process.version} on ${process.platform})`);

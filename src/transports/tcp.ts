@@ -28,12 +28,15 @@ class TcpConnection extends SocketEnds implements TransportConnection {
   }
 }
 
-/** The listening socket of a TCP transport. @internal */
+/** The listening socket(s) of a TCP transport: one, or `acceptors` on one port. @internal */
 class TcpServer implements TransportServer {
-  constructor(private readonly server: net.Server) {}
+  private readonly servers: readonly net.Server[];
+  constructor(...servers: [net.Server, ...net.Server[]]) {
+    this.servers = servers;
+  }
 
   address(): SocketAddress {
-    const a = this.server.address();
+    const a = this.servers[0]!.address();
     if (a === null) throw new Error('server is not listening');
     if (typeof a === 'string') return { family: 'unix', path: a };
     return addressOf(a.address, a.port, a.family);
@@ -43,7 +46,7 @@ class TcpServer implements TransportServer {
     // server.close() releases the listening socket at once; its callback would also wait for
     // every accepted connection, which the supervisor owns, so do not wait for it.
     return new Promise((resolve) => {
-      this.server.close();
+      for (const server of this.servers) server.close();
       setImmediate(resolve);
     });
   }
@@ -86,7 +89,22 @@ export class TcpTransport implements Transport {
     return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
   }
 
-  listen(handlers: TransportListenHandlers): Promise<TransportServer> {
+  async listen(handlers: TransportListenHandlers): Promise<TransportServer> {
+    const acceptors = this.options.acceptors ?? 1;
+    const first = await this.listenOne(handlers, acceptors > 1);
+    const servers: [net.Server, ...net.Server[]] = [first];
+    try {
+      // The others bind the port the first one got (`port: 0` included), each with SO_REUSEPORT.
+      for (let i = 1; i < acceptors; i++) servers.push(await this.listenOne(handlers, true));
+    } catch (err) {
+      for (const server of servers) server.close();
+      throw err;
+    }
+    return new TcpServer(...servers);
+  }
+
+  /** Open one listening socket (with SO_REUSEPORT when `reusePort` or the options say so). */
+  private listenOne(handlers: TransportListenHandlers, reusePort: boolean): Promise<net.Server> {
     const o = this.options;
     const server = this.server(handlers);
     return new Promise((resolve, reject) => {
@@ -103,15 +121,14 @@ export class TcpTransport implements Transport {
               host: o.host,
               backlog: o.backlog ?? 1024,
               ipv6Only: o.ipv6Only ?? false,
-              ...(o.reusePort ? { reusePort: true } : {}),
+              ...(o.reusePort || reusePort ? { reusePort: true } : {}),
             };
       server.listen(listenOptions, () => {
         server.off('error', onListenError);
         server.on('error', (err) => handlers.onError(err));
-        const tcpServer = new TcpServer(server);
-        const a = tcpServer.address();
-        if (a.family === 'IPv4' || a.family === 'IPv6') this.boundPort = a.port;
-        resolve(tcpServer);
+        const a = server.address();
+        if (a !== null && typeof a !== 'string') this.boundPort = a.port;
+        resolve(server);
       });
     });
   }

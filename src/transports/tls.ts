@@ -351,9 +351,9 @@ function splitOptions(options: TlsTransportOptions): { tcp: TcpTransportOptions;
   if (options === null || typeof options !== 'object') {
     throw new InvalidOptionError('transportOptions', 'must be an object with at least key and cert for the tls transport');
   }
-  const { port, host, path, backlog, ipv6Only, reusePort, keepAlive, keepAliveInitialDelay, noDelay, ...rest } = options;
+  const { port, host, path, backlog, ipv6Only, reusePort, acceptors, keepAlive, keepAliveInitialDelay, noDelay, ...rest } = options;
   const tcp: TcpTransportOptions = Object.fromEntries(
-    Object.entries({ port, host, path, backlog, ipv6Only, reusePort, keepAlive, keepAliveInitialDelay, noDelay }).filter(([, v]) => v !== undefined),
+    Object.entries({ port, host, path, backlog, ipv6Only, reusePort, acceptors, keepAlive, keepAliveInitialDelay, noDelay }).filter(([, v]) => v !== undefined),
   );
   return { tcp, rest };
 }

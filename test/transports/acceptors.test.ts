@@ -1,0 +1,79 @@
+/**
+ * `acceptors`: several listening sockets on one port in one process (SO_REUSEPORT), since Node
+ * accepts one connection per listening socket per turn of the event loop. Checked on the kernel's
+ * own list of listening sockets (/proc/net/tcp), with real connections on every one.
+ */
+import { readFileSync } from 'node:fs';
+import type net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { InvalidOptionError, type Listener, startListener, supportsReusePort, TcpTransport } from '../../src/index.js';
+import { connectTcp, LineClient } from '../support/clients.js';
+import { echoProtocol } from '../support/protocols.js';
+import { uniqueName } from '../support/transports.js';
+
+let started: Listener[] = [];
+let sockets: net.Socket[] = [];
+
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  await Promise.all(started.splice(0).map((l) => (l.status === 'stopped' ? undefined : l.stop({ timeout: 500 }))));
+});
+
+/** Sockets in the LISTEN state on 127.0.0.1:`port`, from the kernel's table. */
+function listeningSockets(port: number): number {
+  const hex = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .filter((line) => {
+      const fields = line.trim().split(/\s+/);
+      return fields[1] === hex && fields[3] === '0A';
+    }).length;
+}
+
+describe('acceptors', () => {
+  it('rejects a count that is not an integer from 1 to 64, and more than 1 on a Unix socket', () => {
+    for (const acceptors of [0, 1.5, 65, '2']) {
+      expect(() => new TcpTransport({ acceptors } as never)).toThrow(InvalidOptionError);
+    }
+    expect(() => new TcpTransport({ path: '/tmp/corral-acceptors.sock', acceptors: 2 })).toThrow(/TCP port/);
+    expect(() => new TcpTransport({ acceptors: 1 })).not.toThrow();
+  });
+
+  it.runIf(!supportsReusePort())('says that more than 1 needs SO_REUSEPORT where Node has none', () => {
+    expect(() => new TcpTransport({ acceptors: 2 })).toThrow(/Node >= 22\.12/);
+  });
+
+  it.runIf(supportsReusePort() && process.platform === 'linux')(
+    'opens that many listening sockets on one port, serves connections on each, and closes them all',
+    async () => {
+      const listener = await startListener({
+        name: uniqueName('acceptors'),
+        transport: 'tcp',
+        transportOptions: { host: '127.0.0.1', port: 0, acceptors: 4 },
+        framing: 'line',
+        protocol: echoProtocol,
+      });
+      started.push(listener);
+      const port = listener.port!;
+      expect(listeningSockets(port)).toBe(4);
+      // The kernel spreads connects over the four sockets by a hash of their addresses: with 40
+      // (each from its own port) every one is very likely used; each must be echoed either way.
+      const clients = await Promise.all(
+        Array.from({ length: 40 }, async () => {
+          const socket = await connectTcp(port);
+          sockets.push(socket);
+          return new LineClient(socket);
+        }),
+      );
+      const answers = await Promise.all(clients.map((c, i) => c.request(`line ${i}`)));
+      expect(answers).toEqual(clients.map((_, i) => `line ${i}`));
+      await listener.suspend();
+      expect(listeningSockets(port)).toBe(0);
+      await listener.resume();
+      expect(listeningSockets(port)).toBe(4);
+      await listener.stop({ timeout: 500 });
+      expect(listeningSockets(port)).toBe(0);
+    },
+  );
+});
