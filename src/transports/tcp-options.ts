@@ -79,13 +79,12 @@ export function checkTcpOptions(options: Record<string, unknown>, prefix: string
   if (acceptors !== undefined && (!Number.isInteger(acceptors) || (acceptors as number) < 1 || (acceptors as number) > 64)) {
     throw new InvalidOptionError(`${prefix}.acceptors`, `must be an integer from 1 to 64, got ${String(acceptors)}`);
   }
-  if ((acceptors as number | undefined ?? 1) > 1 && path !== undefined) {
-    throw new InvalidOptionError(`${prefix}.acceptors`, 'more than 1 needs a TCP port, not a Unix socket path');
+  const noReusePort = supportsReusePort() ? undefined : `Node >= 22.12 on Linux (this is ${process.version} on ${process.platform})`;
+  if (((acceptors as number | undefined) ?? 1) > 1) {
+    if (path !== undefined) throw new InvalidOptionError(`${prefix}.acceptors`, 'more than 1 needs a TCP port, not a Unix socket path');
+    if (noReusePort) throw new InvalidOptionError(`${prefix}.acceptors`, `more than 1 needs SO_REUSEPORT: ${noReusePort}`);
   }
-  if ((acceptors as number | undefined ?? 1) > 1 && !supportsReusePort()) {
-    throw new InvalidOptionError(`${prefix}.acceptors`, `more than 1 needs SO_REUSEPORT: Node >= 22.12 on Linux (this is ${process.version} on ${process.platform})`);
-  }
-  if (options.reusePort === true && !supportsReusePort()) {
-    throw new InvalidOptionError(`${prefix}.reusePort`, `needs Node >= 22.12 on Linux (this is ${process.version} on ${process.platform})`);
+  if (options.reusePort === true && noReusePort) {
+    throw new InvalidOptionError(`${prefix}.reusePort`, `needs ${noReusePort}`);
   }
 }
