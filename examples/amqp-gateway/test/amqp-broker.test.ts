@@ -3,8 +3,8 @@
  * shows — confirms and persistence, connections cut mid-stream (through a TCP proxy), publisher
  * blocking, and a clean stop.
  *
- * Every RabbitMQ-global manipulation of the gateway's tests (the memory watermark) lives in this
- * file, so vitest's parallel files never see each other's alarms.
+ * A memory alarm blocks every publisher of the node it is raised on, so it is tested on a node of
+ * its own (memory-alarm.test.ts), never on the shared broker.
  */
 import { execFile } from 'node:child_process';
 import net from 'node:net';
@@ -16,6 +16,7 @@ import { AmqpBroker, PUBLISH_ID_HEADER, type AmqpBrokerOptions } from '../src/am
 import type { BrokerState, Command, PublishResult, Takeover } from '../src/broker.js';
 import { topology } from '../src/topology.js';
 import { amqpAddress, amqpUrlVia, AMQP_URL, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
+import { stateReached } from './support/broker-state.js';
 import { EventLog, routingSuite } from './support/routing-suite.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
@@ -31,39 +32,6 @@ const hasRabbitmqctl = await rabbitmqctl('status').then(
   () => true,
   () => false,
 );
-
-/**
- * The memory high watermark to restore: the one in effect now, unless that is a leftover of an
- * interrupted run of this file (absurdly low), then the configured one.
- */
-async function currentWatermark(): Promise<string[]> {
-  const status = await rabbitmqctl('status');
-  const relative = /Memory high watermark setting: ([0-9.]+) of available memory/.exec(status);
-  if (relative && Number(relative[1]) >= 0.01) return [relative[1] as string];
-  const env = await rabbitmqctl('environment');
-  const absolute = /\{vm_memory_high_watermark,\s*\{absolute,\s*"?([^"}]+)"?\}\}/.exec(env);
-  if (absolute) return ['absolute', absolute[1] as string];
-  const configured = /\{vm_memory_high_watermark,\s*([0-9.]+)\}/.exec(env);
-  return [configured?.[1] ?? '0.4'];
-}
-
-/** Resolves once `broker` is in `state` (now or later). */
-function stateReached(broker: AmqpBroker, state: BrokerState, timeoutMs = 10_000): Promise<void> {
-  if (broker.state === state) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      broker.off('state', onState);
-      reject(new Error(`state ${state} not reached within ${timeoutMs} ms (now ${broker.state})`));
-    }, timeoutMs);
-    const onState = (s: BrokerState): void => {
-      if (s !== state) return;
-      clearTimeout(timer);
-      broker.off('state', onState);
-      resolve();
-    };
-    broker.on('state', onState);
-  });
-}
 
 const delay = (ms: number): Promise<'timeout'> => new Promise((resolve) => setTimeout(() => resolve('timeout'), ms));
 
