@@ -25,6 +25,7 @@ describeRabbit('AmqpBroker under a RabbitMQ memory alarm', () => {
     const brokers: AmqpBroker[] = [];
 
     beforeAll(async () => {
+      if (!canStart) throw new Error('REQUIRE_RABBITMQ=1, but this process cannot start a RabbitMQ node of its own (needs rabbitmq-server, run as root or rabbitmq)');
       rabbit = await PrivateRabbit.start();
     }, 90_000);
 
