@@ -2,33 +2,24 @@
  * A RabbitMQ node of a test's own, on loopback, for what would disturb every other test file on
  * the shared broker: a memory alarm blocks every publishing connection of the node it is raised on,
  * and vitest runs test files in parallel. The node is started from this machine's RabbitMQ
- * installation with a configuration, data and logs of its own in a temporary folder (removed by
- * {@link PrivateRabbit.stop}), no plugins, and free ports.
+ * installation with a configuration, data, logs and crash dump of its own in a temporary folder
+ * (removed by {@link PrivateRabbit.stop}), no plugins, and free ports.
  *
  * Needs `rabbitmq-server` and `rabbitmqctl` on the PATH, run as root (the scripts hand the node to
  * the `rabbitmq` user, which must own its folder) or as the `rabbitmq` user.
  */
 import { execFile } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { connect } from 'amqplib';
+import { freePort } from '../../../../test/support/haproxy.js';
 
 const run = promisify(execFile);
 
-/** A port nothing listens on now (the kernel's pick; closed again at once). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** The most {@link PrivateRabbit.start} takes, failure and clean-up included (for hook timeouts). */
+export const PRIVATE_RABBIT_START_MS = 30_000 + 45_000 + 30_000;
 
 /** Whether this process can start a node: the scripts are there and the user may run them. */
 export async function canStartPrivateRabbit(): Promise<boolean> {
@@ -44,16 +35,6 @@ export async function canStartPrivateRabbit(): Promise<boolean> {
   }
 }
 
-/** Whether process `pid` exists (signal 0 checks without sending anything). */
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function chownTree(dir: string, uid: number, gid: number): void {
   chownSync(dir, uid, gid);
   for (const name of readdirSync(dir)) {
@@ -62,6 +43,8 @@ function chownTree(dir: string, uid: number, gid: number): void {
     else chownSync(p, uid, gid);
   }
 }
+
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class PrivateRabbit {
   private constructor(
@@ -72,8 +55,15 @@ export class PrivateRabbit {
     private readonly dir: string,
   ) {}
 
-  /** Starts a node and resolves once it accepts an AMQP connection (within `timeoutMs`). */
-  static async start(timeoutMs = 60_000): Promise<PrivateRabbit> {
+  private get pidFile(): string {
+    return path.join(this.dir, 'node.pid');
+  }
+
+  /**
+   * Starts a node and resolves once it accepts an AMQP connection; on failure the node (if it came
+   * up at all) is stopped and its folder removed. Takes at most {@link PRIVATE_RABBIT_START_MS}.
+   */
+  static async start(): Promise<PrivateRabbit> {
     const [amqpPort, distPort] = [await freePort(), await freePort()];
     const dir = mkdtempSync(path.join(os.tmpdir(), 'corral-rabbit-'));
     const node = `corral-test-${process.pid}-${amqpPort}@localhost`;
@@ -82,11 +72,15 @@ export class PrivateRabbit {
     try {
       writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.local = 127.0.0.1:${amqpPort}\n`);
       writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
-      if (process.getuid?.() === 0) {
+      const root = process.getuid?.() === 0;
+      if (root) {
         const [{ stdout: uid }, { stdout: gid }] = await Promise.all([run('id', ['-u', 'rabbitmq']), run('id', ['-g', 'rabbitmq'])]);
         chownTree(dir, Number(uid.trim()), Number(gid.trim()));
       }
-      await run('rabbitmq-server', ['-detached'], {
+      // As the rabbitmq user, Debian's wrapper would write the shared node's startup_log: call the
+      // script it wraps instead, when it is there.
+      const direct = '/usr/lib/rabbitmq/bin/rabbitmq-server';
+      await run(!root && existsSync(direct) ? direct : 'rabbitmq-server', ['-detached'], {
         timeout: 30_000,
         env: {
           ...process.env,
@@ -96,49 +90,100 @@ export class PrivateRabbit {
           RABBITMQ_ENABLED_PLUGINS_FILE: path.join(dir, 'enabled_plugins'),
           RABBITMQ_MNESIA_BASE: path.join(dir, 'mnesia'),
           RABBITMQ_LOG_BASE: path.join(dir, 'log'),
-          RABBITMQ_PID_FILE: path.join(dir, 'node.pid'),
+          RABBITMQ_PID_FILE: rabbit.pidFile,
+          ERL_CRASH_DUMP: path.join(dir, 'erl_crash.dump'),
         },
       });
-      // -detached returns before the node is up: it is up once it takes an AMQP connection.
-      const deadline = Date.now() + timeoutMs;
+      // -detached returns before the node is up: it is up once its own status answers and it takes
+      // an AMQP connection on its port.
+      const deadline = Date.now() + 45_000;
       for (;;) {
         try {
+          await rabbit.ctl(['status'], 5_000);
           const model = await connect(url, { timeout: 2_000 });
           await model.close();
           return rabbit;
         } catch (err) {
-          if (Date.now() > deadline) throw new Error(`RabbitMQ node ${node} did not take a connection within ${timeoutMs} ms`, { cause: err });
-          await new Promise((resolve) => setTimeout(resolve, 250));
+          if (Date.now() > deadline) throw new Error(`RabbitMQ node ${node} did not come up within 45 s`, { cause: err });
+          await pause(250);
         }
       }
     } catch (err) {
+      const log = rabbit.logTail();
       await rabbit.stop();
-      throw err;
+      throw log ? new Error(`${(err as Error).message}\nthe node's log ended:\n${log}`, { cause: err }) : err;
+    }
+  }
+
+  /** The last lines of the node's log files (for a start that failed), or '' if there are none. */
+  private logTail(lines = 30): string {
+    try {
+      const dir = path.join(this.dir, 'log');
+      return readdirSync(dir)
+        .filter((f) => f.endsWith('.log'))
+        .map((f) => readFileSync(path.join(dir, f), 'utf8').split('\n').slice(-lines).join('\n'))
+        .join('\n')
+        .trim();
+    } catch {
+      return '';
     }
   }
 
   /** `rabbitmqctl -n <node> …args`; resolves with its output. */
-  async ctl(args: readonly string[], timeoutMs = 30_000): Promise<string> {
+  async ctl(args: readonly string[], timeoutMs = 20_000): Promise<string> {
     const { stdout } = await run('rabbitmqctl', ['-n', this.node, ...args], { timeout: timeoutMs });
     return stdout;
   }
 
+  /** The node's OS process, once it has written its pid file (and only while that process is this node). */
+  private pid(): number | undefined {
+    if (!existsSync(this.pidFile)) return undefined;
+    const pid = Number(readFileSync(this.pidFile, 'utf8').trim());
+    if (!(pid > 0)) return undefined;
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(this.node) ? pid : undefined;
+    } catch {
+      return undefined; // gone
+    }
+  }
+
   /**
-   * Stops the node (its Erlang VM exits) and removes its folder. Safe on a node still booting
-   * (which `rabbitmqctl` cannot reach until it has registered): it retries, and ends the VM by the
-   * pid it wrote once it has, for up to `timeoutMs`.
+   * Stops the node and removes its folder, within about 30 s. `rabbitmqctl stop <pid file>` returns
+   * once the VM has exited. A node still booting cannot be reached by `rabbitmqctl` until it has
+   * registered: then the VM is ended by its pid, SIGTERM first and SIGKILL at the end.
    */
-  async stop(timeoutMs = 60_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    const pidFile = path.join(this.dir, 'node.pid');
-    for (;;) {
-      if (await this.ctl(['stop'], 30_000).then(() => true, () => false)) break;
-      const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0;
-      if (pid > 0 && !isRunning(pid)) break;
-      if (pid > 0) process.kill(pid, 'SIGTERM');
-      if (Date.now() > deadline) break;
-      await new Promise((resolve) => setTimeout(resolve, 500));
+  async stop(): Promise<void> {
+    const deadline = Date.now() + 25_000;
+    while (Date.now() < deadline) {
+      const pid = this.pid();
+      // With a pid file, `stop` waits for the file to appear: pass it only for a live node.
+      const stopped = await this.ctl(pid === undefined ? ['stop'] : ['stop', this.pidFile], 10_000).then(
+        () => true,
+        () => false,
+      );
+      if (stopped || (pid === undefined && existsSync(this.pidFile))) break;
+      if (pid !== undefined) {
+        try {
+          process.kill(pid, 'SIGTERM');
+        } catch {
+          // already gone
+        }
+      }
+      await pause(500);
+    }
+    const left = this.pid();
+    if (left !== undefined) {
+      try {
+        process.kill(left, 'SIGKILL');
+      } catch {
+        // already gone
+      }
     }
     rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** The node's active alarms, as `rabbit_alarm:get_alarms()` prints them (`[]`: none). */
+  alarms(): Promise<string> {
+    return this.ctl(['eval', 'rabbit_alarm:get_alarms().']);
   }
 }
