@@ -391,7 +391,7 @@ export function planListener(options: ListenerOptions<unknown>): ListenerPlan {
     framing,
     admission: {
       maxConnections,
-      maxHandshakes: checkCount('maxHandshakes', o.maxHandshakes, 1024, 1),
+      maxHandshakes: checkCount('maxHandshakes', o.maxHandshakes, 8192, 1),
       handshakeBatch: checkCount('handshakeBatch', o.handshakeBatch, 8, 1),
       handshakeTimeout: checkMs('handshakeTimeout', o.handshakeTimeout, 5000),
       clientFirst,

@@ -57,9 +57,12 @@ export interface ListenerSettings {
    * Most transport handshakes in progress at once, per listener and process: handshakes that have
    * started (for TLS: the ClientHello was handed to OpenSSL, which answered it) and wait for their
    * peer. A bound on memory, not on CPU (see `handshakeBatch` for that): a handshake waiting for a
-   * far-away peer costs no CPU. When every slot is taken and a ClientHello waits, the handshake that
-   * has waited longest for its peer is closed if that is over a fifth of `handshakeTimeout`
-   * (`handshakeFailures.stalled`). Default 1024. See docs/limits.md.
+   * far-away or slow peer costs no CPU. When every slot is taken and a ClientHello waits, the
+   * handshake that has waited longest for its peer is closed if that is over a fifth of
+   * `handshakeTimeout` (`handshakeFailures.stalled`). Default 8192: ~53 KB each, ~430 MB if all are
+   * taken; filling them within `handshakeTimeout` takes more ClientHellos than a core can answer, so
+   * slots are not what runs out, and devices that take seconds to answer the ServerHello are served
+   * at the CPU's rate. See docs/limits.md.
    */
   maxHandshakes?: number;
   /**

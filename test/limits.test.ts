@@ -227,8 +227,8 @@ describe('maxConnections', () => {
 });
 
 describe('maxHandshakes', () => {
-  it('defaults to 1024 handshakes in progress, 8 started per event-loop turn', async () => {
-    expect(await (await tlsListener()).info()).toMatchObject({ maxHandshakes: 1024 });
+  it('defaults to 8192 handshakes in progress, 8 started per event-loop turn', async () => {
+    expect(await (await tlsListener()).info()).toMatchObject({ maxHandshakes: 8192 });
   });
 
   it('bounds handshakes in progress: a peer that stalls after its ClientHello holds a slot, the next waits, then runs when one ends', async () => {
