@@ -122,6 +122,12 @@ export interface NativeCommon {
   gatewaySecret?: string;
   /** With `gateway`: device ids are `<prefix>-<source address, dots as _>` (probe: `<prefix>-probe-<i>`). Default `bench`. */
   devicePrefix?: string;
+  /**
+   * Run the client processes at this `nice` level (1–19: lower priority than the server), so
+   * that on a small machine the client's threads do not take CPU the server's event loop wants.
+   * Default: the same priority as the runner.
+   */
+  nice?: number;
 }
 
 function commonArgs(o: NativeCommon, net: number): string[] {
@@ -147,8 +153,19 @@ function commonEnv(o: NativeCommon): Record<string, string> {
  * Start `corral-load <subcommand> <args>`; stdin piped (-stdin: its end means stop), stderr
  * inherited; `env` is added to this process's environment (credentials go there, not in `args`).
  */
-export function spawnNative(subcommand: string, args: readonly string[], name = `corral-load ${subcommand}`, env: Record<string, string> = {}): NativeProcess {
-  const child = spawn(buildNativeClient(), [subcommand, ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+export function spawnNative(
+  subcommand: string,
+  args: readonly string[],
+  name = `corral-load ${subcommand}`,
+  env: Record<string, string> = {},
+  nice?: number,
+): NativeProcess {
+  const command = [buildNativeClient(), subcommand, ...args];
+  if (nice !== undefined) {
+    if (!Number.isInteger(nice) || nice < 1 || nice > 19) throw new RangeError(`nice must be an integer from 1 to 19, got ${nice}`);
+    command.unshift('nice', '-n', String(nice));
+  }
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   killOnExit(child);
   child.stdin!.on('error', () => {}); // EPIPE once it has exited
   const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
@@ -382,6 +399,7 @@ function startStormProcesses(o: NativeStormOptions, extra: (processes: number) =
       [...commonArgs({ ...o, maxSeconds }, o.net + i), ...stormArgs(o, shareOf(o.devices, processes, i), processes), ...extra(processes)],
       `corral-load storm ${i}`,
       commonEnv(o),
+      o.nice,
     ),
   );
 }

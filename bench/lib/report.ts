@@ -110,6 +110,8 @@ export function renderReport(results: BenchResults): RenderedReport {
     '  column; do not compare absolute numbers across runs or machines.',
     '- Where a scenario measures the server alone, it also runs with the server and the load client pinned to different cores',
     '  (`taskset`); the table title says which is which. Unpinned, the client competes with the server for the same cores.',
+    '  The reconnect storm runs its client at a lower priority instead (`nice 10`, both servers alike): its ideal is the',
+    '  server’s own CPU cost at a full core, and unniced the server got 75–82% of one while the client took the rest.',
     '- Every run also records the cores that *other* processes on the machine used meanwhile (from `/proc/stat`): on a shared',
     '  machine, the usual reason two runs disagree. CPU time is counted in 10 ms ticks, so small samples are coarse.',
     '- Targets are checked against same-run ratios. A missed target is reported with by how much, why, and what would close it;',
