@@ -37,6 +37,8 @@ const DELAY_MS = 300;
 const DEADLINE_MS = 5000;
 const GIVE_UP_MS = 120_000;
 const CLIENT_PROCESSES = 2;
+/** The client runs at a lower priority than the server, as in the reconnect storm (see storm.ts). */
+const CLIENT_NICE = 10;
 
 /** How distance (or a slow device) is emulated. */
 interface Emulation {
@@ -76,6 +78,7 @@ async function once(ctx: BenchContext, kind: ServerKind, e: Emulation, devices: 
       net,
       devices,
       processes: CLIENT_PROCESSES,
+      nice: CLIENT_NICE,
       delayMs: e.delayMs,
       delayFirst: e.delayFirst,
       deadlineMs: DEADLINE_MS,
@@ -205,7 +208,7 @@ export const scenario: Scenario = {
         deadlineMs: DEADLINE_MS,
         backoff: '1 s × 2ⁿ, capped at 30 s, × random [0.5, 1.5)',
         giveUpAfterMs: GIVE_UP_MS,
-        client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device`,
+        client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device, at nice ${CLIENT_NICE} (lower priority than the server; both servers alike)`,
         runs: repeats > 1 ? `${repeats} per server and emulation, corral and bare Node alternating; the table shows the median run` : '1 per server and emulation',
         corral: `one process: maxConnections ${fmt(CORRAL.maxConnections)}, otherwise its defaults (as info() reports them: ${settings.text})`,
         bare: 'tls.createServer, one process, backlog 4,096',
