@@ -59,10 +59,12 @@ export interface ListenerSettings {
    * peer. A bound on memory, not on CPU (see `handshakeBatch` for that): a handshake waiting for a
    * far-away or slow peer costs no CPU. When every slot is taken and a ClientHello waits, the
    * handshake that has waited longest for its peer is closed if that is over a fifth of
-   * `handshakeTimeout` (`handshakeFailures.stalled`). Default 8192: ~53 KB each, ~430 MB if all are
-   * taken; filling them within `handshakeTimeout` takes more ClientHellos than a core can answer, so
-   * slots are not what runs out, and devices that take seconds to answer the ServerHello are served
-   * at the CPU's rate. See docs/limits.md.
+   * `handshakeTimeout` (`handshakeFailures.stalled`); only when this, not `maxConnections`, is the
+   * limit reached. Default 8192: ~53 KB each, ~430 MB per listener and process if all are taken.
+   * Filling them within `handshakeTimeout` takes about as many ClientHellos a second as one core
+   * answers (measured here), so devices that take seconds to answer the ServerHello are served at
+   * the CPU's rate instead of being closed as stalled; a peer sending that many from many addresses
+   * can pin that memory. See docs/limits.md.
    */
   maxHandshakes?: number;
   /**

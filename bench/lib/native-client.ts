@@ -122,12 +122,6 @@ export interface NativeCommon {
   gatewaySecret?: string;
   /** With `gateway`: device ids are `<prefix>-<source address, dots as _>` (probe: `<prefix>-probe-<i>`). Default `bench`. */
   devicePrefix?: string;
-  /**
-   * Run the client processes at this `nice` level (1–19: lower priority than the server), so
-   * that on a small machine the client's threads do not take CPU the server's event loop wants.
-   * Default: the same priority as the runner.
-   */
-  nice?: number;
 }
 
 function commonArgs(o: NativeCommon, net: number): string[] {
@@ -162,7 +156,7 @@ export function spawnNative(
 ): NativeProcess {
   const command = [buildNativeClient(), subcommand, ...args];
   if (nice !== undefined) {
-    if (!Number.isInteger(nice) || nice < 1 || nice > 19) throw new RangeError(`nice must be an integer from 1 to 19, got ${nice}`);
+    if (!Number.isInteger(nice) || nice < 1 || nice > 19) throw new RangeError(`nice increment must be an integer from 1 to 19, got ${nice}`);
     command.unshift('nice', '-n', String(nice));
   }
   const child = spawn(command[0]!, command.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } });
@@ -299,6 +293,12 @@ export interface NativeStormOptions extends NativeCommon {
   connectRate?: number;
   /** Each device keeps its TLS session cache across attempts. */
   resume?: boolean;
+  /**
+   * Run the client processes with their niceness raised by this much (`nice -n`, 1–19: a lower
+   * priority than the server's), so that on a small machine the client's threads do not take CPU
+   * the server's event loop wants. Default: the runner's priority.
+   */
+  nice?: number;
   /**
    * With `resume`: a failed attempt keeps the device's ticket (default true; crypto/tls drops it
    * after any failed resumption, even a connection reset by a server that is going down).

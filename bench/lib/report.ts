@@ -110,8 +110,8 @@ export function renderReport(results: BenchResults): RenderedReport {
     '  column; do not compare absolute numbers across runs or machines.',
     '- Where a scenario measures the server alone, it also runs with the server and the load client pinned to different cores',
     '  (`taskset`); the table title says which is which. Unpinned, the client competes with the server for the same cores.',
-    '  The reconnect and far-away storms run their client at a lower priority instead (`nice 10`, both servers alike): the',
-    '  storm’s ideal is the server’s own CPU cost at a full core, and unniced the server got 75–82% of one while the client took the rest.',
+    '  Where a scenario runs its load client at a lower priority than the server (`nice`, both servers alike), its',
+    '  configuration table says so.',
     '- Every run also records the cores that *other* processes on the machine used meanwhile (from `/proc/stat`): on a shared',
     '  machine, the usual reason two runs disagree. CPU time is counted in 10 ms ticks, so small samples are coarse.',
     '- Targets are checked against same-run ratios. A missed target is reported with by how much, why, and what would close it;',
@@ -158,7 +158,8 @@ export function renderReport(results: BenchResults): RenderedReport {
 
   for (const s of results.scenarios) {
     out.push(`## ${s.title}`, '');
-    const when = s.ranAt && s.ranAt.slice(0, 10) !== m.date.slice(0, 10) ? `, run ${s.ranAt.slice(0, 10)}` : '';
+    // When it ran, if before the page's newest run (an earlier run the same day may predate a change).
+    const when = s.ranAt && s.ranAt < m.date ? `, run ${s.ranAt.slice(0, 10)} ${s.ranAt.slice(11, 16)} UTC` : '';
     out.push(`Scenario \`${s.id}\`${s.seconds !== undefined ? ` (${s.seconds} s${when})` : when}.`, '');
     const config = Object.entries(s.config);
     if (config.length > 0) out.push(markdownTable(['configuration', ''], config.map(([k, v]) => [k, v])), '');

@@ -25,7 +25,7 @@
 import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { runNativeStorm } from '../lib/native-client.js';
-import { cumulative, fmt, medianBy, round, sleep } from '../lib/numbers.js';
+import { counterDelta, cumulative, fmt, medianBy, round, sleep } from '../lib/numbers.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer } from '../lib/server-child.js';
 import { busyText, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
@@ -65,12 +65,15 @@ const EMULATIONS: readonly Emulation[] = [
 
 interface Run extends StormRun {
   emulation: Emulation['id'];
+  /** corral: what its info() counters did over the storm. */
+  corralCounters?: Record<string, number>;
 }
 
 async function once(ctx: BenchContext, kind: ServerKind, e: Emulation, devices: number, net: number): Promise<Run> {
   const server = await startServer(ECHO_SERVERS[kind], { tls: true, ...(kind === 'corral' ? CORRAL : {}) });
   try {
     await sleep(500); // let it settle after start
+    const info0 = kind === 'corral' ? await server.ask('info') : undefined;
     const busy0 = machineBusySeconds();
     const progress = setInterval(() => ctx.log(`far-away-storm/${e.id}/${kind}: storming`), 10_000);
     const result = await runNativeStorm({
@@ -86,7 +89,12 @@ async function once(ctx: BenchContext, kind: ServerKind, e: Emulation, devices: 
     }).finally(() => clearInterval(progress));
     const machine = { busySeconds: machineBusySeconds() - busy0, until: Date.now() };
     const trace = (await server.ask<{ samples: UsageSample[] }>('trace')).samples;
-    return { ...summarizeStorm(kind, result, result.epoch, trace, { machine }), emulation: e.id };
+    const info1 = kind === 'corral' ? await server.ask('info') : undefined;
+    return {
+      ...summarizeStorm(kind, result, result.epoch, trace, { machine }),
+      emulation: e.id,
+      ...(info1 ? { corralCounters: counterDelta(info0, info1) } : {}),
+    };
   } finally {
     await server.stop();
   }
@@ -134,6 +142,7 @@ export const scenario: Scenario = {
           'attempts per device',
           'max attempts',
           'failed attempts (by reason)',
+          'corral: handshakes closed as stalled',
           'server CPU until all back',
           'server busy (% of one core)',
           'event-loop utilization',
@@ -153,6 +162,7 @@ export const scenario: Scenario = {
               round(r.attemptsPerDevice, 2),
               r.maxAttempts,
               failedText(r),
+              kind === 'corral' ? (r.corralCounters?.['handshakeFailures.stalled'] ?? 0) : null,
               `${r.serverCpuSeconds.toFixed(1)} s`,
               Math.round(r.serverBusyShare * 100),
               round(r.serverElu, 2),

@@ -79,7 +79,7 @@ const ROUNDS = (ctx: BenchContext): number => (ctx.quick ? 1 : 3);
 const WARMUP = (ctx: BenchContext): number => (ctx.quick ? 50 : 200);
 
 const CORRAL_DEFAULTS =
-  'clientFirst (TLS), handshakeBatch 8, maxHandshakes 1024, overflow refuse, maxWaiting 16384, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
+  'clientFirst (TLS), handshakeBatch 8, maxHandshakes 8192, overflow refuse, maxWaiting 16384, waitTimeout 5000 ms, admission adaptive, handshakeTimeout 5000 ms';
 
 function round(n: number, digits = 1): number {
   return Number.isFinite(n) ? Number(n.toFixed(digits)) : n;
