@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { nodeCommand } from './node-command.js';
+import { counterDelta } from './numbers.js';
 import { treeStats } from './proc-stats.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -133,4 +134,15 @@ export async function startServer(script: string, config: unknown, o: StartServe
     },
     stop,
   };
+}
+
+/**
+ * Watch a corral server's `info()` counters: asks now, and the returned function asks again and
+ * resolves with what changed ({@link counterDelta}). For a bare server (`corral` false) nothing is
+ * asked and it resolves with `undefined`.
+ */
+export async function watchCorralCounters(server: ServerChild, corral: boolean): Promise<() => Promise<Record<string, number> | undefined>> {
+  if (!corral) return async () => undefined;
+  const before = await server.ask('info');
+  return async () => counterDelta(before, await server.ask('info'));
 }

@@ -9,6 +9,17 @@ import { usageBetween } from '../servers/usage-trace.js';
 import { type NativeStormResult, cpuPerHandshake } from './native-client.js';
 import { fmt } from './numbers.js';
 
+/**
+ * The nice increment of the storm scenarios' load client (storm, far-away storm): on two cores its
+ * threads otherwise take CPU from the server's event loop (unniced, the server got 75–82% of a core
+ * in a cold storm on 2026-12-06), while a storm's ideal is the server's own CPU cost at a full
+ * core. Both servers get the same client.
+ */
+export const STORM_CLIENT_NICE = 10;
+
+/** How a storm scenario's configuration table says so. */
+export const STORM_CLIENT_NICE_TEXT = `at nice ${STORM_CLIENT_NICE} (lower priority than the server, so that the server is not short of CPU because of its own load client; both servers alike)`;
+
 /** Which server a run measured. */
 export type ServerKind = 'corral' | 'bare';
 

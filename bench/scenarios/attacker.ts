@@ -15,10 +15,10 @@ import os from 'node:os';
 import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { type NativeAttackResult, type NativeFleetResult, cpuPerHandshake, runNativeFleet, startNativeAttack } from '../lib/native-client.js';
-import { counterDelta, countsText, fmt, fmtMs, median, medianBy, type Percentiles, percentile, round, sleep } from '../lib/numbers.js';
+import { countsText, fmt, fmtMs, median, medianBy, type Percentiles, percentile, round, sleep } from '../lib/numbers.js';
 import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
-import { startServer } from '../lib/server-child.js';
+import { startServer, watchCorralCounters } from '../lib/server-child.js';
 import { type ServerKind, serverName } from '../lib/storm-run.js';
 
 /** corral's per-source limit: 2.5× the fleet's busiest address, 400× under the attacker. */
@@ -83,7 +83,7 @@ async function once(ctx: BenchContext, setup: Setup, devices: number): Promise<R
   let attack: ReturnType<typeof startNativeAttack> | undefined;
   try {
     await sleep(500);
-    const info0 = setup.server === 'corral' ? await server.ask('info') : undefined;
+    const counters = await watchCorralCounters(server, setup.server === 'corral');
     if (setup.attacked) {
       // Bounded by time too: longer than the fleet can take, stopped as soon as it is done.
       const seconds = ATTACK_LEAD_MS / 1000 + devices / FLEET_RATE + FLEET_DEADLINE_MS / 1000 + 5;
@@ -101,7 +101,7 @@ async function once(ctx: BenchContext, setup: Setup, devices: number): Promise<R
     const busy = machineBusySeconds() - busy0;
     const attackResult = attack ? await attack.stop() : null;
     attack = undefined;
-    const info1 = setup.server === 'corral' ? await server.ask('info') : undefined;
+    const corralCounters = await counters();
     const times = deviceTimes(fleet);
     const fleetCpu = fleet.cpuUs / 1e6;
     const run: Run = {
@@ -117,7 +117,7 @@ async function once(ctx: BenchContext, setup: Setup, devices: number): Promise<R
       attackerCores: attackerCpu / elapsed,
       otherCores: Math.max(0, (busy - cpu - fleetCpu - attackerCpu) / elapsed),
       fleetSeconds: elapsed,
-      ...(info1 ? { corralCounters: counterDelta(info0, info1) } : {}),
+      ...(corralCounters ? { corralCounters } : {}),
     };
     ctx.log(
       `  ${label(setup)}: fleet p50 ${round(run.p50, 1)} ms, p99 ${round(run.p99, 1)} ms, goodput ${round(run.goodput * 100, 1)}% (${fmt(fleet.succeeded)}/${fmt(devices)}, failed ${JSON.stringify(fleet.failed)}), ` +

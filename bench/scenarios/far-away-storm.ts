@@ -25,10 +25,10 @@
 import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { runNativeStorm } from '../lib/native-client.js';
-import { counterDelta, cumulative, fmt, medianBy, round, sleep } from '../lib/numbers.js';
+import { cumulative, fmt, medianBy, round, sleep } from '../lib/numbers.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
-import { startServer } from '../lib/server-child.js';
-import { busyText, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
+import { startServer, watchCorralCounters } from '../lib/server-child.js';
+import { busyText, STORM_CLIENT_NICE, STORM_CLIENT_NICE_TEXT, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
 import type { UsageSample } from '../servers/usage-trace.js';
 
 /** corral: its defaults, except the limits 8,000 devices need raised. */
@@ -37,8 +37,6 @@ const DELAY_MS = 300;
 const DEADLINE_MS = 5000;
 const GIVE_UP_MS = 120_000;
 const CLIENT_PROCESSES = 2;
-/** The client runs at a lower priority than the server, as in the reconnect storm (see storm.ts). */
-const CLIENT_NICE = 10;
 
 /** How distance (or a slow device) is emulated. */
 interface Emulation {
@@ -73,7 +71,7 @@ async function once(ctx: BenchContext, kind: ServerKind, e: Emulation, devices: 
   const server = await startServer(ECHO_SERVERS[kind], { tls: true, ...(kind === 'corral' ? CORRAL : {}) });
   try {
     await sleep(500); // let it settle after start
-    const info0 = kind === 'corral' ? await server.ask('info') : undefined;
+    const counters = await watchCorralCounters(server, kind === 'corral');
     const busy0 = machineBusySeconds();
     const progress = setInterval(() => ctx.log(`far-away-storm/${e.id}/${kind}: storming`), 10_000);
     const result = await runNativeStorm({
@@ -81,7 +79,7 @@ async function once(ctx: BenchContext, kind: ServerKind, e: Emulation, devices: 
       net,
       devices,
       processes: CLIENT_PROCESSES,
-      nice: CLIENT_NICE,
+      nice: STORM_CLIENT_NICE,
       delayMs: e.delayMs,
       delayFirst: e.delayFirst,
       deadlineMs: DEADLINE_MS,
@@ -89,11 +87,11 @@ async function once(ctx: BenchContext, kind: ServerKind, e: Emulation, devices: 
     }).finally(() => clearInterval(progress));
     const machine = { busySeconds: machineBusySeconds() - busy0, until: Date.now() };
     const trace = (await server.ask<{ samples: UsageSample[] }>('trace')).samples;
-    const info1 = kind === 'corral' ? await server.ask('info') : undefined;
+    const corralCounters = await counters();
     return {
       ...summarizeStorm(kind, result, result.epoch, trace, { machine }),
       emulation: e.id,
-      ...(info1 ? { corralCounters: counterDelta(info0, info1) } : {}),
+      ...(corralCounters ? { corralCounters } : {}),
     };
   } finally {
     await server.stop();
@@ -218,7 +216,7 @@ export const scenario: Scenario = {
         deadlineMs: DEADLINE_MS,
         backoff: '1 s × 2ⁿ, capped at 30 s, × random [0.5, 1.5)',
         giveUpAfterMs: GIVE_UP_MS,
-        client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device, at nice ${CLIENT_NICE} (lower priority than the server; both servers alike)`,
+        client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device, ${STORM_CLIENT_NICE_TEXT}`,
         runs: repeats > 1 ? `${repeats} per server and emulation, corral and bare Node alternating; the table shows the median run` : '1 per server and emulation',
         corral: `one process: maxConnections ${fmt(CORRAL.maxConnections)}, otherwise its defaults (as info() reports them: ${settings.text})`,
         bare: 'tls.createServer, one process, backlog 4,096',

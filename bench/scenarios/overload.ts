@@ -17,10 +17,10 @@ import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { cpuPerHandshake, runNativeCapacity, runNativeOverload, type NativeCapacityResult, type NativeOverloadResult } from '../lib/native-client.js';
 import { tcpExt } from '../lib/netstat.js';
-import { counterDelta, countsText, fmt, median, medianBy, round, sleep } from '../lib/numbers.js';
+import { countsText, fmt, median, medianBy, round, sleep } from '../lib/numbers.js';
 import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
-import { startServer } from '../lib/server-child.js';
+import { startServer, watchCorralCounters } from '../lib/server-child.js';
 import { type ServerKind, serverName } from '../lib/storm-run.js';
 
 const DEADLINE_MS = 5000;
@@ -79,7 +79,7 @@ async function runLevel(ctx: BenchContext, kind: ServerKind, multiple: number, c
   const server = await startServer(ECHO_SERVERS[kind], { tls: true });
   try {
     await sleep(500);
-    const info0 = kind === 'corral' ? await server.ask('info') : undefined;
+    const counters = await watchCorralCounters(server, kind === 'corral');
     const cpu0 = treeStats(server.pid).cpuSeconds;
     const busy0 = machineBusySeconds();
     const overflows0 = tcpExt().ListenOverflows ?? 0;
@@ -89,7 +89,7 @@ async function runLevel(ctx: BenchContext, kind: ServerKind, multiple: number, c
     const cpu = treeStats(server.pid).cpuSeconds - cpu0;
     const busy = machineBusySeconds() - busy0;
     const listenOverflows = (tcpExt().ListenOverflows ?? 0) - overflows0;
-    const info1 = kind === 'corral' ? await server.ask('info') : undefined;
+    const corralCounters = await counters();
     const clientCpu = client.cost.cpuUs / 1e6;
     const goodput = client.good / (client.goodWindowMs / 1000);
     const startedShare = client.started / Math.max(1, client.offered);
@@ -107,7 +107,7 @@ async function runLevel(ctx: BenchContext, kind: ServerKind, multiple: number, c
       otherCores: Math.max(0, (busy - cpu - clientCpu) / elapsed),
       listenOverflows,
       serverCpuUsPerGoodClient: client.succeeded > 0 ? Math.round((cpu * 1e6) / client.succeeded) : null,
-      ...(info1 ? { corralCounters: counterDelta(info0, info1) } : {}),
+      ...(corralCounters ? { corralCounters } : {}),
     };
     ctx.log(
       `  ${multiple}× ${kind}: offered ${rate}/s, started ${Math.round(startedShare * 100)}%${run.void ? ' (VOID)' : ''}, goodput ${run.goodputPerSecond}/s ` +

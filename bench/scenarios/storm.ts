@@ -26,10 +26,10 @@ import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { prepareNativeStorm } from '../lib/native-client.js';
 import { tcpExt, tcpExtDelta } from '../lib/netstat.js';
-import { counterDelta, cumulative, fmt, medianBy, ratePerSecond, round, sleep } from '../lib/numbers.js';
+import { cumulative, fmt, medianBy, ratePerSecond, round, sleep } from '../lib/numbers.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
-import { startServer } from '../lib/server-child.js';
-import { busyText, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
+import { startServer, watchCorralCounters } from '../lib/server-child.js';
+import { busyText, STORM_CLIENT_NICE, STORM_CLIENT_NICE_TEXT, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
 import type { HandshakeRecord } from '../servers/handshake-record.js';
 import type { UsageSample } from '../servers/usage-trace.js';
 
@@ -40,13 +40,6 @@ import type { UsageSample } from '../servers/usage-trace.js';
 const CORRAL = { maxConnections: 30_000 } as const;
 const GIVE_UP_MS = 120_000;
 const CLIENT_PROCESSES = 2;
-/**
- * The storm client runs at this nice level: on two cores its threads otherwise take CPU from the
- * server's event loop (unniced, the server got 75–82% of a core in a cold storm on 2026-12-06), and
- * the ideal this scenario compares with is the server's own CPU cost at a full core. Both servers
- * get the same client.
- */
-const CLIENT_NICE = 10;
 const SETUP_RATE = 2000;
 const SETUP_IN_FLIGHT = 256;
 const COUNTERS = ['ListenOverflows', 'ListenDrops', 'SyncookiesSent'] as const;
@@ -92,14 +85,14 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
     net,
     devices: v.devices,
     processes: CLIENT_PROCESSES,
-    nice: CLIENT_NICE,
+    nice: STORM_CLIENT_NICE,
     setupRate: SETUP_RATE,
     setupInFlight: SETUP_IN_FLIGHT,
     deadlineMs: v.deadlineMs,
     giveUpMs: GIVE_UP_MS,
   });
   try {
-    const info0 = kind === 'corral' ? await server.ask('info') : undefined;
+    const counters = await watchCorralCounters(server, kind === 'corral');
     ctx.log(`storm/${v.id}/${kind}: connecting ${fmt(v.devices)} devices at ${fmt(SETUP_RATE)}/s`);
     const ready = await storm.ready;
     await sleep(ctx.quick ? 1000 : 2000); // let the setup's last echoes and GC settle
@@ -113,7 +106,7 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
     const result = await storm.done.finally(() => clearInterval(progress));
     const machine = { busySeconds: machineBusySeconds() - busy0, until: Date.now() };
     const kernel = tcpExtDelta(kernel0, tcpExt(), COUNTERS);
-    const info1 = kind === 'corral' ? await server.ask('info') : undefined;
+    const corralCounters = await counters();
     const trace = (await server.ask<{ samples: UsageSample[] }>('trace')).samples;
     await storm.close();
     await server.stop();
@@ -137,7 +130,7 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
       kernel,
       cutMs: cut.ms,
       setupFailures: ready.setupFailures,
-      ...(info1 ? { corralCounters: counterDelta(info0, info1) } : {}),
+      ...(corralCounters ? { corralCounters } : {}),
     };
   } finally {
     await storm.close();
@@ -403,7 +396,7 @@ export const scenario: Scenario = {
         deadlineMs: 5000,
         backoff: '1 s × 2ⁿ, capped at 30 s, × random [0.5, 1.5)',
         giveUpAfterMs: GIVE_UP_MS,
-        client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device (127.60–101.x.y); setup at ${fmt(SETUP_RATE)}/s, ${SETUP_IN_FLIGHT} in flight; run at nice ${CLIENT_NICE} (lower priority than the server, so that the server is not short of CPU because of its own load client; both servers alike)`,
+        client: `native load client (bench/native-client, Go crypto/tls), ${CLIENT_PROCESSES} processes, one source address per device (127.60–101.x.y); setup at ${fmt(SETUP_RATE)}/s, ${SETUP_IN_FLIGHT} in flight; ${STORM_CLIENT_NICE_TEXT}`,
         runs: repeats > 1 ? `${repeats} per server and storm, corral and bare Node alternating; the tables show the median run` : '1 per server and storm',
         corral: corralConfig,
         corralOptions: CORRAL,
