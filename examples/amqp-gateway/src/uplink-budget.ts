@@ -1,3 +1,5 @@
+import Denque from 'denque';
+
 /**
  * The process-wide bound on uplink bytes held unconfirmed: a device line is counted from the moment
  * the session takes it until the broker confirmed (or refused) it. When the budget is spent, the
@@ -6,7 +8,8 @@
  */
 export class UplinkBudget {
   private inUse = 0;
-  private readonly waiters: { readonly bytes: number; readonly grant: () => void }[] = [];
+  /** One per session waiting (up to every device of the process): a deque, since `Array.shift` copies an array that long. */
+  private readonly waiters = new Denque<{ readonly bytes: number; readonly grant: () => void }>();
 
   /**
    * @param limit Bytes that may be held at once.
@@ -46,7 +49,7 @@ export class UplinkBudget {
   /** Give back `bytes` taken with {@link UplinkBudget.acquire}, and grant waiters that now fit. */
   release(bytes: number): void {
     this.inUse = Math.max(0, this.inUse - bytes);
-    while (this.waiters.length > 0 && this.fits(this.waiters[0]!.bytes)) {
+    while (this.waiters.length > 0 && this.fits(this.waiters.peekFront()!.bytes)) {
       const next = this.waiters.shift()!;
       this.take(next.bytes);
       next.grant();
