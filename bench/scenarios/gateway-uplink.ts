@@ -58,16 +58,19 @@ async function rawCeiling(url: string, messages: number, devices: number): Promi
 }
 
 /** A table row for one gateway run (`client` names who drove the devices, in the CPU column). */
+/** A latency for the table: whole ms (the clients report µs fractions), or a dash. */
+const latency = (ms: number | null | undefined): string => (ms === null || ms === undefined ? '–' : `${fmt(Math.round(ms))} ms`);
+
 function gatewayRow(config: string, gw: GatewayUplinkReport, rawPerSecond: number, client: string): (string | number)[] {
   const rate = gw.uplinkAckedPerSecond ?? 0;
   return [
     config,
     `${fmt(gw.acked)} / ${fmt(gw.nacked)}`,
     fmt(gw.inBackEndQueue),
-    rate,
+    fmt(Math.round(rate)),
     round((rate / rawPerSecond) * 100, 0),
     `${fmt(gw.gatewayCpuUsPerAckedMessage)} µs (gateway tree) + ${us(gw.brokerCpuUsPerAckedMessage)} (RabbitMQ) + ${fmt(gw.simulatorCpuUsPerAckedMessage)} µs (${client})`,
-    `${gw.ackLatencyP50Ms ?? '–'} ms / ${gw.ackLatencyP99Ms ?? '–'} ms`,
+    `${latency(gw.ackLatencyP50Ms)} / ${latency(gw.ackLatencyP99Ms)}`,
     `${fmt(gw.connected)} / ${fmt(gw.failed)}`,
     gw.corral ? `${fmt(gw.corral.rejected.wait_timeout ?? 0)} / ${fmt(Object.values(gw.corral.handshakeFailures).reduce((a, b) => a + b, 0))}` : 'unread',
   ];
@@ -241,7 +244,7 @@ export const scenario: Scenario = {
             'corral: closed unserved after 5 s waiting / handshakes failed',
           ],
           rows: [
-            [rawConfig, `${fmt(raw.acked)} / ${fmt(raw.nacked)}`, fmt(raw.acked), raw.perSecond, 100, `${fmt(raw.cpuUsPerMessage)} µs (publisher) + ${us(raw.brokerCpuUsPerMessage)} (RabbitMQ)`, `${raw.p50Ms} ms / ${raw.p99Ms} ms`, '–', '–'],
+            [rawConfig, `${fmt(raw.acked)} / ${fmt(raw.nacked)}`, fmt(raw.acked), fmt(Math.round(raw.perSecond)), 100, `${fmt(raw.cpuUsPerMessage)} µs (publisher) + ${us(raw.brokerCpuUsPerMessage)} (RabbitMQ)`, `${latency(raw.p50Ms)} / ${latency(raw.p99Ms)}`, '–', '–'],
             gatewayRow(gatewayConfig, gw, raw.perSecond, 'native client'),
             gatewayRow(simulatorConfig, gwSim, raw.perSecond, 'simulator'),
           ],
