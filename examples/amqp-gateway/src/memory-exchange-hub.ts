@@ -9,6 +9,7 @@
  * never re-enters its publisher and a message that keeps being sent back cannot starve I/O.
  */
 import { EventEmitter } from 'node:events';
+import Denque from 'denque';
 
 /** How an exchange routes: AMQP's `topic` (`*` one word, `#` any words), `direct` (equal key), `fanout` (all). */
 export type ExchangeType = 'topic' | 'direct' | 'fanout';
@@ -53,7 +54,8 @@ interface Queue {
   readonly maxLength: number;
   /** What a full queue does with one more message: drop its oldest (default) or refuse the new one. */
   readonly overflow: 'drop-head' | 'reject-publish';
-  messages: HubMessage[];
+  /** A deque: delivery and overflow take from the head, which `Array.shift` does in O(n). */
+  messages: Denque<HubMessage>;
   consumer: ((message: HubMessage) => void) | undefined;
   scheduled: boolean;
 }
@@ -91,7 +93,7 @@ export class MemoryExchangeHub extends EventEmitter<HubEvents> {
     this.queues.set(name, {
       maxLength: options.maxLength ?? 0,
       overflow: options.overflow ?? 'drop-head',
-      messages: [],
+      messages: new Denque<HubMessage>(),
       consumer: undefined,
       scheduled: false,
     });
@@ -159,8 +161,8 @@ export class MemoryExchangeHub extends EventEmitter<HubEvents> {
   read(queue: string): HubMessage[] {
     const q = this.queues.get(queue);
     if (q === undefined) return [];
-    const taken = q.messages;
-    q.messages = [];
+    const taken = q.messages.toArray();
+    q.messages = new Denque<HubMessage>();
     const now = Date.now();
     return taken.filter((m) => !this.expired(queue, m, now));
   }
