@@ -1,11 +1,14 @@
 /**
  * What attaching and detaching N devices costs one AmqpBroker (each attach: a bind and, since
- * offline queues, the probe of the device's offline queue), directly to RabbitMQ.
+ * offline queues, the probe of the device's offline queue), directly to RabbitMQ: wall time, and CPU
+ * per device of this process and (when it runs on this machine, read from /proc) of RabbitMQ.
  *
  *   AMQP_URL=amqp://guest:guest@127.0.0.1:5672 npx tsx examples/amqp-gateway/bench/attach-cost.ts [N]
  *
  * Run it on two checkouts to compare versions. Uses its own prefix and deletes what it declared.
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { connect } from 'amqplib';
 import { AmqpBroker } from '../src/amqp-broker.js';
@@ -16,12 +19,35 @@ const prefix = `bench-attach-${process.pid}`;
 const broker = new AmqpBroker({ url, nodeId: 'n1', prefix });
 await broker.start();
 const devices = Array.from({ length: n }, (_, i) => `dev-${i}`);
-let t = performance.now();
-await Promise.all(devices.map((d) => broker.attachDevice(d)));
-console.log(`attach ${n}: ${(performance.now() - t).toFixed(0)} ms`);
-t = performance.now();
-await Promise.all(devices.map((d) => broker.detachDevice(d)));
-console.log(`detach ${n}: ${(performance.now() - t).toFixed(0)} ms`);
+
+// RabbitMQ's CPU seconds (its beam.smp, from /proc) when it runs on this machine.
+const beam = (() => {
+  try {
+    return Number(execFileSync('pgrep', ['-o', 'beam.smp'], { encoding: 'utf8' }).trim()) || undefined;
+  } catch {
+    return undefined;
+  }
+})();
+const brokerCpu = (): number | undefined => {
+  if (beam === undefined) return undefined;
+  const f = readFileSync(`/proc/${beam}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
+async function measure(what: string, op: (device: string) => Promise<void>): Promise<void> {
+  const t = performance.now();
+  const cpu = process.cpuUsage();
+  const b = brokerCpu();
+  await Promise.all(devices.map(op));
+  const used = process.cpuUsage(cpu);
+  const b2 = brokerCpu();
+  const perDevice = (seconds: number): string => `${Math.round((seconds / n) * 1e6)} µs`;
+  console.log(
+    `${what} ${n}: ${(performance.now() - t).toFixed(0)} ms; CPU per device: this process ${perDevice((used.user + used.system) / 1e6)}` +
+      (b === undefined || b2 === undefined ? '' : `, RabbitMQ ${perDevice(b2 - b)}`),
+  );
+}
+await measure('attach', (d) => broker.attachDevice(d));
+await measure('detach', (d) => broker.detachDevice(d));
 await broker.stop();
 const model = await connect(url);
 const ch = await model.createChannel();
