@@ -22,7 +22,7 @@ import os from 'node:os';
 import amqplib from 'amqplib';
 import { runRawPublisher, type RawPublisherResult } from '../lib/amqp-raw-publisher.js';
 import { type GatewayUplinkReport, redact, runGatewayUplink } from '../lib/gateway-uplink.js';
-import { fmt, round, sleep } from '../lib/numbers.js';
+import { fmt, fmtMs, round, sleep } from '../lib/numbers.js';
 import { requireRabbit } from '../lib/rabbit-required.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, TargetCheck } from '../lib/scenario.js';
 
@@ -57,10 +57,10 @@ async function rawCeiling(url: string, messages: number, devices: number): Promi
   }
 }
 
-/** A table row for one gateway run (`client` names who drove the devices, in the CPU column). */
-/** A latency for the table: whole ms (the clients report µs fractions), or a dash. */
-const latency = (ms: number | null | undefined): string => (ms === null || ms === undefined ? '–' : `${fmt(Math.round(ms))} ms`);
+/** A latency for the table, as the other scenarios print one (a dash if unknown). */
+const latency = (ms: number | null | undefined): string => (ms === null || ms === undefined ? '–' : `${fmtMs(ms)} ms`);
 
+/** A table row for one gateway run (`client` names who drove the devices, in the CPU column). */
 function gatewayRow(config: string, gw: GatewayUplinkReport, rawPerSecond: number, client: string): (string | number)[] {
   const rate = gw.uplinkAckedPerSecond ?? 0;
   return [

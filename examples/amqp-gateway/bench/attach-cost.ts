@@ -20,19 +20,25 @@ const broker = new AmqpBroker({ url, nodeId: 'n1', prefix });
 await broker.start();
 const devices = Array.from({ length: n }, (_, i) => `dev-${i}`);
 
-// RabbitMQ's CPU seconds (its beam.smp, from /proc) when it runs on this machine.
+// RabbitMQ's CPU seconds (its beam.smp, from /proc), when the URL points at this machine.
+const local = ['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname);
 const beam = (() => {
+  if (!local) return undefined;
   try {
     return Number(execFileSync('pgrep', ['-o', 'beam.smp'], { encoding: 'utf8' }).trim()) || undefined;
   } catch {
     return undefined;
   }
 })();
+const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 const brokerCpu = (): number | undefined => {
   if (beam === undefined) return undefined;
-  const f = readFileSync(`/proc/${beam}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  const stat = readFileSync(`/proc/${beam}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces or parentheses): utime and stime are the 12th and 13th.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / ticksPerSecond;
 };
+console.log(beam === undefined ? 'RabbitMQ CPU: not read (no local beam.smp)' : `RabbitMQ CPU: beam.smp pid ${beam}`);
 async function measure(what: string, op: (device: string) => Promise<void>): Promise<void> {
   const t = performance.now();
   const cpu = process.cpuUsage();

@@ -220,8 +220,11 @@ describeRabbit('AmqpBroker', () => {
       expect(cuts).toEqual([3, 3]); // publisher, control and consumer connections
       expect(settled.filter((r) => r.ok).length).toBe(N);
 
-      // Every confirmed message is in the back end's queue; duplicates are allowed.
+      // Every confirmed message is in the back end's queue; duplicates are allowed. Their first
+      // copies are in publish order: what was in flight on a cut link is sent again first, in the
+      // order it was sent, then what waited in the outbox.
       const seen = new Set<string>();
+      const firstCopies: string[] = [];
       let received = 0;
       await withChannel(async (ch) => {
         const deadline = Date.now() + 15_000;
@@ -229,11 +232,14 @@ describeRabbit('AmqpBroker', () => {
           const m = await ch.get(`${prefix}.app`, { noAck: true });
           if (!m) continue;
           received += 1;
-          seen.add(String(m.properties.messageId));
+          const id = String(m.properties.messageId);
+          if (!seen.has(id)) firstCopies.push(id);
+          seen.add(id);
         }
       });
       expect(seen.size).toBe(N);
       expect(received).toBeGreaterThanOrEqual(N);
+      expect(firstCopies).toEqual(Array.from({ length: N }, (_, i) => `m-${i}`));
 
       expect(states.filter((s) => s === 'reconnecting').length).toBe(2);
       expect(states.at(-1)).toBe('connected');
