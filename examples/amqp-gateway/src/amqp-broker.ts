@@ -206,7 +206,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * wait here, and are emitted after the backlog.
    */
   private readonly catchingUp = new Map<string, { readonly link: Link; readonly message: ConsumeMessage }[]>();
-  /** Devices being unbound (and maybe parked) by `detachDevice` right now. */
+  /** Devices being unbound (and maybe parked) right now, by `detachDevice` or a restore: an attach waits for it. */
   private readonly detaching = new Map<string, Promise<void>>();
   /**
    * Devices with a catch-up not finished (commands read from their offline queue and not all
@@ -410,9 +410,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       const finishing = this.finishing.get(device);
       if (finishing) finishing.parked = true;
     }
-    const unbinding = this.unbindStale(link, device, park);
-    const settled = unbinding.catch(() => undefined);
-    this.detaching.set(device, settled);
+    const unbinding = this.detachingNow(device, this.unbindStale(link, device, park));
     try {
       await unbinding;
     } catch (err) {
@@ -421,9 +419,17 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         if (park) this.parkLater.add(device);
       }
       link.fail(asError(err));
-    } finally {
-      if (this.detaching.get(device) === settled) this.detaching.delete(device);
     }
+  }
+
+  /** Note `unbinding` as the device's detach under way (see `detaching`) until it settles. */
+  private detachingNow(device: string, unbinding: Promise<void>): Promise<void> {
+    const settled = unbinding.catch(() => undefined);
+    this.detaching.set(device, settled);
+    void settled.then(() => {
+      if (this.detaching.get(device) === settled) this.detaching.delete(device);
+    });
+    return unbinding;
   }
 
   /** Remember that `device` was detached here now (and forget those detached long ago). */
@@ -615,12 +621,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   /**
    * Unbind the devices detached while there was no ready link, bind every attached device again.
    * Runs once the link is ready, while devices attach and detach directly: each bind or unbind is
-   * issued only if it is still due when its batch starts, on the device's own binding channel, so
-   * it cannot overtake a later bind or unbind of that device.
+   * issued only if it is still due when its batch starts, on the device's own binding channel (a
+   * park on its parking channel, noted as a detach under way that a later attach waits for), so it
+   * cannot overtake a later bind or unbind of that device.
    */
   private async restoreBindings(link: Link): Promise<void> {
     await this.forEachBatch([...this.unbindLater], (d) =>
-      this.attached.has(d) || link.lost ? undefined : this.unbindStale(link, d, this.parkLater.has(d)),
+      this.attached.has(d) || link.lost ? undefined : this.detachingNow(d, this.unbindStale(link, d, this.parkLater.has(d))),
     );
     // Bound again; a device whose catch-up the lost link cut short (its commands went back to its
     // unbound offline queue) is caught up again.
@@ -645,22 +652,31 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   /**
    * Unbind a device from this node's queue; with `park`, declare and bind its offline queue first
-   * (bind before unbind: no moment where a command for it is unroutable). All on the device's
-   * binding channel, so nothing overtakes a later bind of the device.
+   * (bind before unbind: no moment where a command for it is unroutable).
+   *
+   * The park runs on a parking channel, not the binding one: between its declare and its bind, another process
+   * catching the device up (it reconnected there) may delete the new, empty queue with its
+   * `queue.delete if-empty` probe, and the bind then fails `404 NOT_FOUND`, which closes the
+   * channel it ran on. On a binding channel that failed the whole link — every hello under way on
+   * this process answered `overloaded` and every device bound again — and under a stampede, where
+   * devices give up on one node and come back on another, it happened (seen once in 4,000 devices
+   * with a set-up window of 1,024). A vanished queue means a newer session un-parked the device,
+   * so the park is moot: the unbind from this node's queue then follows on the binding channel.
+   * A later attach of the device here waits for this to finish (see `bindAndCatchUp`), so
+   * nothing overtakes it.
    */
   private async unbindStale(link: Link, device: string, park = false): Promise<void> {
-    const ch = link.binder(device);
     if (park) {
-      // Issued together: amqplib sends a channel's RPCs in call order, so a bind of the device asked
-      // for meanwhile goes after all three, never between them (where the unbind would undo it).
       const queue = this.topology.offlineQueue(device);
-      await Promise.all([
-        ch.assertQueue(queue, { durable: true, arguments: { ...OFFLINE_QUEUE_ARGUMENTS } }),
-        ch.bindQueue(queue, this.topology.down, device),
-        ch.unbindQueue(this.nodeQueue, this.topology.down, device),
-      ]);
+      try {
+        await link.park(device, queue, this.topology.down, this.nodeQueue);
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 404 || link.lost) throw err;
+        this.log.debug({ device, queue }, 'park overtaken: the offline queue was deleted by a newer session of the device');
+        await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
+      }
     } else {
-      await ch.unbindQueue(this.nodeQueue, this.topology.down, device);
+      await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
     }
     if (!this.attached.has(device)) {
       this.unbindLater.delete(device);
@@ -680,6 +696,9 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.catchingUp.set(device, held);
     const run = (async () => {
       try {
+        // A detach of the device under way here first (a park no longer runs on the binding
+        // channel, whose order kept a bind from being overtaken by an earlier detach's unbind).
+        await this.detaching.get(device);
         await link.binder(device).bindQueue(this.nodeQueue, this.topology.down, device);
         // Commands stranded here for this device by a process that died come first: they are
         // older than its parked backlog (it was parked after that process died, if at all) and
@@ -1276,43 +1295,72 @@ class Link {
   }
 
   /**
-   * Channels for the offline-queue probe, one per binding channel. Not watched like the others:
-   * the probe's 406 closes its channel (and fails what was queued on it), which is no reason to
-   * lose the link; a closed one is opened again at the next probe.
+   * Channels for the offline-queue probe and for parking, one of each per binding channel. Not
+   * watched like the others: RabbitMQ answers a probe of a queue that holds commands with 406, and
+   * a park overtaken by a newer session with 404 (see `unbindStale`) — channel errors that close
+   * the channel and fail what was queued behind on it, and no reason to lose the link. A closed
+   * one is opened again at its next use.
    */
-  private probes: (Promise<Channel> | undefined)[] = [];
+  private readonly probes: (Promise<Channel> | undefined)[] = [];
+  private readonly parkers: (Promise<Channel> | undefined)[] = [];
+
+  /**
+   * Run `op` on channel `i` of `pool`, opened on demand. An error with an AMQP reply code is `op`'s
+   * own answer and is thrown to the caller; one without (the channel was closed by another
+   * device's answer while `op` was queued behind it) runs `op` again on a new channel, up to 3
+   * more times.
+   */
+  private async onPooled<T>(pool: (Promise<Channel> | undefined)[], i: number, op: (ch: Channel) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.lostReason) throw this.lostReason;
+      let pending = pool[i];
+      if (pending === undefined) {
+        const opened = this.consumer.createChannel().then((ch) => {
+          ch.on('error', () => undefined);
+          ch.on('close', () => {
+            if (pool[i] === opened) pool[i] = undefined;
+          });
+          return ch;
+        });
+        pool[i] = pending = opened;
+      }
+      const current = pending;
+      try {
+        return await op(await current);
+      } catch (err) {
+        if (pool[i] === current) pool[i] = undefined;
+        if (typeof (err as { code?: unknown }).code === 'number' || attempt >= 3) throw err;
+      }
+    }
+  }
 
   /**
    * `queue.delete if-empty` of `queue`: true if it was absent or empty (and is gone now), false if
    * it holds messages (RabbitMQ refused with 406, which closed the probe channel).
    */
   async probeEmpty(device: string, queue: string): Promise<boolean> {
-    const i = binderIndex(device, BINDER_CHANNELS);
-    for (let attempt = 0; ; attempt++) {
-      if (this.lostReason) throw this.lostReason;
-      let pending = this.probes[i];
-      if (pending === undefined) {
-        const opened = this.consumer.createChannel().then((ch) => {
-          ch.on('error', () => undefined);
-          ch.on('close', () => {
-            if (this.probes[i] === opened) this.probes[i] = undefined;
-          });
-          return ch;
-        });
-        this.probes[i] = pending = opened;
-      }
-      const current = pending;
-      try {
-        const ch = await current;
-        await ch.deleteQueue(queue, { ifEmpty: true });
-        return true;
-      } catch (err) {
-        if (this.probes[i] === current) this.probes[i] = undefined;
-        if ((err as { code?: unknown }).code === 406) return false;
-        // Queued behind another device's 406 on the same channel: try again on a new one.
-        if (attempt >= 3) throw err;
-      }
+    try {
+      await this.onPooled(this.probes, binderIndex(device, BINDER_CHANNELS), (ch) => ch.deleteQueue(queue, { ifEmpty: true }));
+      return true;
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 406) return false;
+      throw err;
     }
+  }
+
+  /**
+   * Park `device`: declare its offline queue, bind it to `down`, unbind the device from `nodeQueue`
+   * — issued together on a parking channel (amqplib sends a channel's RPCs in call order). Rejects
+   * with code 404 if the queue was deleted between its declare and its bind (see `unbindStale`).
+   */
+  park(device: string, queue: string, down: string, nodeQueue: string): Promise<void> {
+    return this.onPooled(this.parkers, binderIndex(device, BINDER_CHANNELS), async (ch) => {
+      await Promise.all([
+        ch.assertQueue(queue, { durable: true, arguments: { ...OFFLINE_QUEUE_ARGUMENTS } }),
+        ch.bindQueue(queue, down, device),
+        ch.unbindQueue(nodeQueue, down, device),
+      ]);
+    });
   }
 
   /**

@@ -250,6 +250,48 @@ describeRabbit('AmqpBroker', () => {
       command.ack();
     });
 
+    it('keeps its link when a park is overtaken: another process deletes the new offline queue between its declare and its bind', async () => {
+      // Another process catching these devices up (they reconnected there) probes their offline
+      // queues with `queue.delete if-empty`, over and over, while this one parks them: a probe that
+      // lands between a park's declare and its bind makes the bind fail 404, which closed the
+      // binding channel and lost the link (seen in a stampede). Three rounds of attach, then park.
+      const prefix = setup('park-race');
+      const b = broker({ nodeId: 'n1' });
+      const states: BrokerState[] = [];
+      b.on('state', (s) => states.push(s));
+      await b.start();
+      const devices = Array.from({ length: 300 }, (_, i) => `race-${i}`);
+      const offline = devices.map((d) => topology(prefix).offlineQueue(d));
+      let parking = true;
+      const deleted = withChannel(async (_ch, model) => {
+        const channels = await Promise.all(Array.from({ length: 8 }, () => model.createChannel()));
+        await Promise.all(
+          channels.map(async (ch, k) => {
+            ch.on('error', () => undefined);
+            for (let i = k; parking; i = (i + 8) % offline.length) await ch.deleteQueue(offline[i]!, { ifEmpty: true });
+          }),
+        );
+      });
+      try {
+        for (let round = 0; round < 3; round++) {
+          await Promise.all(devices.map((d) => b.attachDevice(d)));
+          await Promise.all(devices.map((d) => b.detachDevice(d, { park: true })));
+        }
+      } finally {
+        parking = false;
+        await deleted;
+      }
+      expect(states).not.toContain('reconnecting');
+      expect(b.state).toBe('connected');
+      // Still serving: a device attached now gets its command.
+      const commands = new EventLog<Command>(b, 'command');
+      await b.attachDevice('after-race');
+      await b.publishCommand('after-race', { op: 'x' }, { id: 'c-race' });
+      const command = await commands.next(10_000);
+      expect(command).toMatchObject({ id: 'c-race', device: 'after-race' });
+      command.ack();
+    });
+
     it('announces a takeover again on the next link when its link is cut before the confirm', async () => {
       const prefix = setup('control-cut');
       const { proxy: p, url } = await proxy();
