@@ -206,8 +206,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * wait here, and are emitted after the backlog.
    */
   private readonly catchingUp = new Map<string, { readonly link: Link; readonly message: ConsumeMessage }[]>();
-  /** Devices being unbound (and maybe parked) right now, by `detachDevice` or a restore: an attach waits for it. */
-  private readonly detaching = new Map<string, Promise<void>>();
+  /**
+   * Devices being unbound (and maybe parked) right now, by `detachDevice` or a restore, and on
+   * which link: an attach on the same link waits for it (one on a later link does not: what the
+   * lost link had under way is done again by the restore, or not at all).
+   */
+  private readonly detaching = new Map<string, { readonly link: Link; readonly settled: Promise<void> }>();
   /**
    * Devices with a catch-up not finished (commands read from their offline queue and not all
    * settled): a lost link puts those back in the queue, so restoring the bindings catches these
@@ -410,7 +414,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       const finishing = this.finishing.get(device);
       if (finishing) finishing.parked = true;
     }
-    const unbinding = this.detachingNow(device, this.unbindStale(link, device, park));
+    const unbinding = this.detachingNow(link, device, this.unbindStale(link, device, park));
     try {
       await unbinding;
     } catch (err) {
@@ -423,11 +427,11 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   /** Note `unbinding` as the device's detach under way (see `detaching`) until it settles. */
-  private detachingNow(device: string, unbinding: Promise<void>): Promise<void> {
-    const settled = unbinding.catch(() => undefined);
-    this.detaching.set(device, settled);
-    void settled.then(() => {
-      if (this.detaching.get(device) === settled) this.detaching.delete(device);
+  private detachingNow(link: Link, device: string, unbinding: Promise<void>): Promise<void> {
+    const entry = { link, settled: unbinding.catch(() => undefined) };
+    this.detaching.set(device, entry);
+    void entry.settled.then(() => {
+      if (this.detaching.get(device) === entry) this.detaching.delete(device);
     });
     return unbinding;
   }
@@ -627,7 +631,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    */
   private async restoreBindings(link: Link): Promise<void> {
     await this.forEachBatch([...this.unbindLater], (d) =>
-      this.attached.has(d) || link.lost ? undefined : this.detachingNow(d, this.unbindStale(link, d, this.parkLater.has(d))),
+      this.attached.has(d) || link.lost ? undefined : this.detachingNow(link, d, this.unbindStale(link, d, this.parkLater.has(d))),
     );
     // Bound again; a device whose catch-up the lost link cut short (its commands went back to its
     // unbound offline queue) is caught up again.
@@ -654,30 +658,36 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * Unbind a device from this node's queue; with `park`, declare and bind its offline queue first
    * (bind before unbind: no moment where a command for it is unroutable).
    *
-   * The park runs on a parking channel, not the binding one: between its declare and its bind, another process
-   * catching the device up (it reconnected there) may delete the new, empty queue with its
-   * `queue.delete if-empty` probe, and the bind then fails `404 NOT_FOUND`, which closes the
-   * channel it ran on. On a binding channel that failed the whole link — every hello under way on
-   * this process answered `overloaded` and every device bound again — and under a stampede, where
-   * devices give up on one node and come back on another, it happened (seen once in 4,000 devices
-   * with a set-up window of 1,024). A vanished queue means a newer session un-parked the device,
-   * so the park is moot: the unbind from this node's queue then follows on the binding channel.
-   * A later attach of the device here waits for this to finish (see `bindAndCatchUp`), so
-   * nothing overtakes it.
+   * The declare and bind run on a parking channel, the unbind on the device's binding channel
+   * (after any bind of the device issued earlier there). Between the declare and the bind, a
+   * catch-up elsewhere — usually a newer session of the device on another worker or node — may
+   * delete the new, empty queue with its `queue.delete if-empty` probe, and the bind is then
+   * refused `404 NOT_FOUND`, which closes the channel it ran on. On the binding channel, where
+   * parks ran before, that failed the whole link: every hello under way on this process answered
+   * `overloaded` and every device was bound again (599 refused hellos in one far-away stampede
+   * with a set-up window of 1,024). Now the park is tried again (at most 3 times in all; a newer
+   * session is handled as in any other race, see `unparkIfOvertaken` in device-session.ts), and
+   * only a third 404 gives it up, with a warning. A later attach of the device here waits for all
+   * this (see `detaching`).
    */
   private async unbindStale(link: Link, device: string, park = false): Promise<void> {
     if (park) {
       const queue = this.topology.offlineQueue(device);
-      try {
-        await link.park(device, queue, this.topology.down, this.nodeQueue);
-      } catch (err) {
-        if ((err as { code?: unknown }).code !== 404 || link.lost) throw err;
-        this.log.debug({ device, queue }, 'park overtaken: the offline queue was deleted by a newer session of the device');
-        await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await link.declareOffline(device, queue, this.topology.down);
+          break;
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== 404 || link.lost) throw err;
+          if (attempt >= 3) {
+            this.log.warn({ device, queue }, 'park given up: the offline queue was deleted between its declare and its bind 3 times');
+            break;
+          }
+          this.log.debug({ device, queue }, 'park overtaken: the offline queue was deleted between its declare and its bind; parking again');
+        }
       }
-    } else {
-      await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
     }
+    await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
     if (!this.attached.has(device)) {
       this.unbindLater.delete(device);
       this.parkLater.delete(device);
@@ -696,9 +706,11 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.catchingUp.set(device, held);
     const run = (async () => {
       try {
-        // A detach of the device under way here first (a park no longer runs on the binding
-        // channel, whose order kept a bind from being overtaken by an earlier detach's unbind).
-        await this.detaching.get(device);
+        // A detach of the device under way on this link first: its park runs on a parking channel
+        // before its unbind, so the binding channel's order alone no longer keeps it from
+        // overtaking this bind.
+        const detaching = this.detaching.get(device);
+        if (detaching !== undefined && detaching.link === link && !link.lost) await detaching.settled;
         await link.binder(device).bindQueue(this.nodeQueue, this.topology.down, device);
         // Commands stranded here for this device by a process that died come first: they are
         // older than its parked backlog (it was parked after that process died, if at all) and
@@ -917,7 +929,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     if (!this.attached.has(device)) {
       // Being detached here right now: send it on once that is done (after a park, it then lands in
       // the device's offline queue; an unbind of our own now could run before the park's bind).
-      const detaching = this.detaching.get(device);
+      const detaching = this.detaching.get(device)?.settled;
       if (detaching) {
         void detaching.finally(() => void this.republish(link, message, commandExpiry(message, Date.now())));
         return;
@@ -1297,9 +1309,9 @@ class Link {
   /**
    * Channels for the offline-queue probe and for parking, one of each per binding channel. Not
    * watched like the others: RabbitMQ answers a probe of a queue that holds commands with 406, and
-   * a park overtaken by a newer session with 404 (see `unbindStale`) — channel errors that close
-   * the channel and fail what was queued behind on it, and no reason to lose the link. A closed
-   * one is opened again at its next use.
+   * the bind of a park whose new queue a catch-up deleted meanwhile with 404 (see `unbindStale`):
+   * channel errors that close the channel and fail what was queued behind on it, and no reason to
+   * lose the link. A closed one is opened again at its next use.
    */
   private readonly probes: (Promise<Channel> | undefined)[] = [];
   private readonly parkers: (Promise<Channel> | undefined)[] = [];
@@ -1307,8 +1319,9 @@ class Link {
   /**
    * Run `op` on channel `i` of `pool`, opened on demand. An error with an AMQP reply code is `op`'s
    * own answer and is thrown to the caller; one without (the channel was closed by another
-   * device's answer while `op` was queued behind it) runs `op` again on a new channel, up to 3
-   * more times.
+   * device's answer while `op` was queued behind it) runs `op` again on a new channel — each such
+   * close is some other op's own answer, which is not run again, so this ends; 20 tries at most,
+   * as a bound all the same.
    */
   private async onPooled<T>(pool: (Promise<Channel> | undefined)[], i: number, op: (ch: Channel) => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
@@ -1329,7 +1342,7 @@ class Link {
         return await op(await current);
       } catch (err) {
         if (pool[i] === current) pool[i] = undefined;
-        if (typeof (err as { code?: unknown }).code === 'number' || attempt >= 3) throw err;
+        if (typeof (err as { code?: unknown }).code === 'number' || attempt >= 19) throw err;
       }
     }
   }
@@ -1349,19 +1362,16 @@ class Link {
   }
 
   /**
-   * Park `device`: declare its offline queue, bind it to `down`, unbind the device from `nodeQueue`
-   * — issued together on a parking channel (amqplib sends a channel's RPCs in call order). Rejects
-   * with code 404 if the queue was deleted between its declare and its bind (see `unbindStale`).
+   * Declare `device`'s offline queue and bind it to `down`, issued together on a parking channel
+   * (amqplib sends a channel's RPCs in call order). Rejects with code 404 if the queue was deleted
+   * between the two (see `AmqpBroker.unbindStale`).
    */
-  park(device: string, queue: string, down: string, nodeQueue: string): Promise<void> {
+  declareOffline(device: string, queue: string, down: string): Promise<void> {
     return this.onPooled(this.parkers, binderIndex(device, BINDER_CHANNELS), async (ch) => {
-      await Promise.all([
-        ch.assertQueue(queue, { durable: true, arguments: { ...OFFLINE_QUEUE_ARGUMENTS } }),
-        ch.bindQueue(queue, down, device),
-        ch.unbindQueue(nodeQueue, down, device),
-      ]);
+      await Promise.all([ch.assertQueue(queue, { durable: true, arguments: { ...OFFLINE_QUEUE_ARGUMENTS } }), ch.bindQueue(queue, down, device)]);
     });
   }
+
 
   /**
    * Publish a control message (JSON, to the control fanout) on the control connection; resolves

@@ -256,7 +256,8 @@ describeRabbit('AmqpBroker', () => {
       // lands between a park's declare and its bind makes the bind fail 404, which closed the
       // binding channel and lost the link (seen in a stampede). Three rounds of attach, then park.
       const prefix = setup('park-race');
-      const b = broker({ nodeId: 'n1' });
+      const log = logWatch('debug');
+      const b = broker({ nodeId: 'n1', logger: log.logger });
       const states: BrokerState[] = [];
       b.on('state', (s) => states.push(s));
       await b.start();
@@ -280,9 +281,13 @@ describeRabbit('AmqpBroker', () => {
       } finally {
         parking = false;
         await deleted;
+        await deleteTopology(prefix, [], devices); // the parked queues
       }
       expect(states).not.toContain('reconnecting');
       expect(b.state).toBe('connected');
+      // The race did happen (it did in each of 7 runs of this test here), and no park was given up.
+      expect(log.count('park overtaken: the offline queue was deleted between its declare and its bind; parking again')).toBeGreaterThan(0);
+      expect(log.count('park given up: the offline queue was deleted between its declare and its bind 3 times')).toBe(0);
       // Still serving: a device attached now gets its command.
       const commands = new EventLog<Command>(b, 'command');
       await b.attachDevice('after-race');
@@ -396,9 +401,10 @@ describeRabbit('AmqpBroker', () => {
       await withChannel(async (ch) => expect((await ch.checkQueue(topology(prefix).nodeQueue('n1', '0'))).messageCount).toBe(1));
     }
 
-    /** A logger whose messages can be awaited: resolves once one with `msg` was logged. */
-    function logWatch(): { logger: Logger; logged: (msg: string) => Promise<void> } {
+    /** A logger whose messages can be awaited (resolves once one with `msg` was logged) and counted. */
+    function logWatch(level: 'info' | 'debug' = 'info'): { logger: Logger; logged: (msg: string) => Promise<void>; count: (msg: string) => number } {
       const seen = new Set<string>();
+      const counts = new Map<string, number>();
       const waiters = new Map<string, () => void>();
       const stream = new Writable({
         write(chunk: Buffer, _enc, done) {
@@ -406,14 +412,16 @@ describeRabbit('AmqpBroker', () => {
             if (!line) continue;
             const { msg } = JSON.parse(line) as { msg: string };
             seen.add(msg);
+            counts.set(msg, (counts.get(msg) ?? 0) + 1);
             waiters.get(msg)?.();
           }
           done();
         },
       });
       return {
-        logger: pino({ level: 'info' }, stream),
+        logger: pino({ level }, stream),
         logged: (msg) => (seen.has(msg) ? Promise.resolve() : new Promise((resolve) => waiters.set(msg, resolve))),
+        count: (msg) => counts.get(msg) ?? 0,
       };
     }
     const HOLDING = 'stray command: holding it for its device to come back';
