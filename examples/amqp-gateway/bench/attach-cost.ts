@@ -7,10 +7,9 @@
  *
  * Run it on two checkouts to compare versions. Uses its own prefix and deletes what it declared.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { connect } from 'amqplib';
+import { findProcess, rabbitCpuSeconds } from '../../../bench/lib/proc-stats.js';
 import { AmqpBroker } from '../src/amqp-broker.js';
 
 const url = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -20,24 +19,10 @@ const broker = new AmqpBroker({ url, nodeId: 'n1', prefix });
 await broker.start();
 const devices = Array.from({ length: n }, (_, i) => `dev-${i}`);
 
-// RabbitMQ's CPU seconds (its beam.smp, from /proc), when the URL points at this machine.
+// RabbitMQ's CPU (bench/lib/proc-stats.ts, from /proc), read only when the URL points at this machine.
 const local = ['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname);
-const beam = (() => {
-  if (!local) return undefined;
-  try {
-    return Number(execFileSync('pgrep', ['-o', 'beam.smp'], { encoding: 'utf8' }).trim()) || undefined;
-  } catch {
-    return undefined;
-  }
-})();
-const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-const brokerCpu = (): number | undefined => {
-  if (beam === undefined) return undefined;
-  const stat = readFileSync(`/proc/${beam}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces or parentheses): utime and stime are the 12th and 13th.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / ticksPerSecond;
-};
+const brokerCpu = (): number | undefined => (local ? rabbitCpuSeconds() : undefined);
+const beam = local ? findProcess('beam.smp') : undefined;
 console.log(beam === undefined ? 'RabbitMQ CPU: not read (no local beam.smp)' : `RabbitMQ CPU: beam.smp pid ${beam}`);
 async function measure(what: string, op: (device: string) => Promise<void>): Promise<void> {
   const t = performance.now();

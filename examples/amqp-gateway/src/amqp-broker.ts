@@ -1372,7 +1372,6 @@ class Link {
     });
   }
 
-
   /**
    * Publish a control message (JSON, to the control fanout) on the control connection; resolves
    * once RabbitMQ confirmed it, rejects if it nacked it or the link went first.
