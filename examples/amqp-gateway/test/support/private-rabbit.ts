@@ -182,6 +182,19 @@ export class PrivateRabbit {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /**
+   * Stops RabbitMQ on the node, the Erlang VM staying up (`rabbitmqctl stop_app`): every client
+   * connection is closed by the broker (320 CONNECTION_FORCED) and the port refuses new ones.
+   */
+  async stopApp(): Promise<void> {
+    await this.ctl(['stop_app'], 60_000);
+  }
+
+  /** Starts RabbitMQ on the node again (`rabbitmqctl start_app`); durable queues come back with their persistent messages. */
+  async startApp(): Promise<void> {
+    await this.ctl(['start_app'], 60_000);
+  }
+
   /** The node's active alarms, as `rabbit_alarm:get_alarms()` prints them (`[]`: none). */
   alarms(): Promise<string> {
     return this.ctl(['eval', 'rabbit_alarm:get_alarms().']);

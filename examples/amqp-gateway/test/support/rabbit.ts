@@ -95,9 +95,9 @@ export function uniquePrefix(name: string): string {
 /** Back-end queues declared per prefix, so `deleteTopology` removes them too. */
 const backEndQueues = new Map<string, Set<string>>();
 
-/** Run `fn` on a channel of a connection of its own, then close the connection. */
-export async function withChannel<T>(fn: (channel: Channel, model: ChannelModel) => Promise<T>): Promise<T> {
-  const model = await connect(AMQP_URL);
+/** Run `fn` on a channel of a connection of its own (to `url`, `AMQP_URL` by default), then close the connection. */
+export async function withChannel<T>(fn: (channel: Channel, model: ChannelModel) => Promise<T>, url = AMQP_URL): Promise<T> {
+  const model = await connect(url);
   model.on('error', () => undefined);
   try {
     const channel = await model.createChannel();
@@ -185,43 +185,53 @@ export interface RabbitBackEnd extends BackEnd {
   read(prefix: string, queueName: string, n: number, timeoutMs?: number): Promise<RabbitMessage[]>;
 }
 
-/** The routing suite's back end for RabbitMQ: plain AMQP on a connection of its own per call. */
-export const rabbitBackEnd: RabbitBackEnd = {
-  async bindUplinkQueue(prefix, queueName, pattern, options = { durable: true }) {
-    const t = topology(prefix);
+/**
+ * A back end on the RabbitMQ at `url` (plain AMQP on a connection of its own per call). Queues it
+ * declares are removed by {@link deleteTopology} only on the shared broker (`AMQP_URL`).
+ */
+export function rabbitBackEndAt(url: string): RabbitBackEnd {
+  const remember = (prefix: string, queueName: string): void => {
+    if (url !== AMQP_URL) return;
     let set = backEndQueues.get(prefix);
     if (!set) backEndQueues.set(prefix, (set = new Set()));
     set.add(queueName);
-    await withChannel(async (ch) => {
-      await ch.assertExchange(t.up, 'topic', { durable: true });
-      await ch.assertQueue(queueName, options);
-      await ch.bindQueue(queueName, t.up, pattern);
-    });
-  },
+  };
+  return {
+    async bindUplinkQueue(prefix, queueName, pattern, options = { durable: true }) {
+      const t = topology(prefix);
+      remember(prefix, queueName);
+      await withChannel(async (ch) => {
+        await ch.assertExchange(t.up, 'topic', { durable: true });
+        await ch.assertQueue(queueName, options);
+        await ch.bindQueue(queueName, t.up, pattern);
+      }, url);
+    },
 
-  async bindEventQueue(prefix, queueName, pattern) {
-    const t = topology(prefix);
-    let set = backEndQueues.get(prefix);
-    if (!set) backEndQueues.set(prefix, (set = new Set()));
-    set.add(queueName);
-    await withChannel(async (ch) => {
-      await ch.assertExchange(t.events, 'topic', { durable: true });
-      await ch.assertQueue(queueName, { durable: true });
-      await ch.bindQueue(queueName, t.events, pattern);
-    });
-  },
+    async bindEventQueue(prefix, queueName, pattern) {
+      const t = topology(prefix);
+      remember(prefix, queueName);
+      await withChannel(async (ch) => {
+        await ch.assertExchange(t.events, 'topic', { durable: true });
+        await ch.assertQueue(queueName, { durable: true });
+        await ch.bindQueue(queueName, t.events, pattern);
+      }, url);
+    },
 
-  async read(_prefix, queueName, n, timeoutMs = 5000) {
-    const deadline = Date.now() + timeoutMs;
-    return withChannel(async (ch) => {
-      const out: RabbitMessage[] = [];
-      while (out.length < n) {
-        const m = await ch.get(queueName, { noAck: true });
-        if (m) out.push(toMessage(m));
-        else if (Date.now() >= deadline) break;
-        else await sleep(20);
-      }
-      return out;
-    });
-  },
-};
+    async read(_prefix, queueName, n, timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
+      return withChannel(async (ch) => {
+        const out: RabbitMessage[] = [];
+        while (out.length < n) {
+          const m = await ch.get(queueName, { noAck: true });
+          if (m) out.push(toMessage(m));
+          else if (Date.now() >= deadline) break;
+          else await sleep(20);
+        }
+        return out;
+      }, url);
+    },
+  };
+}
+
+/** The routing suite's back end for the shared RabbitMQ (`AMQP_URL`). */
+export const rabbitBackEnd: RabbitBackEnd = rabbitBackEndAt(AMQP_URL);
