@@ -322,8 +322,8 @@ describe.skipIf(!canStart && !required)('gateway through a RabbitMQ restart, on 
       });
       expectRecovered(run);
       // RabbitMQ does not confirm everything it took before it closes its connections (seen with a
-      // bare amqplib publisher too: 4 and 17 of 40 unconfirmed publishes were in the queue after
-      // the restart), so what was unconfirmed is published again: at most the window in flight is
+      // bare amqplib publisher too: 17 of its 40 unconfirmed publishes in one run, all 4 in
+      // another, were in the queue after the restart), so what was unconfirmed is published again: at most the window in flight is
       // held twice, each second copy under its original's publish id.
       expect(run.copies - run.ackedIds.size).toBeLessThanOrEqual(DEVICES * WINDOW);
     },
