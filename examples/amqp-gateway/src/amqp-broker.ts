@@ -671,26 +671,48 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * this (see `detaching`).
    */
   private async unbindStale(link: Link, device: string, park = false): Promise<void> {
-    if (park) {
-      const queue = this.topology.offlineQueue(device);
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await link.declareOffline(device, queue, this.topology.down);
-          break;
-        } catch (err) {
-          if ((err as { code?: unknown }).code !== 404 || link.lost) throw err;
-          if (attempt >= 3) {
-            this.log.warn({ device, queue }, 'park given up: the offline queue was deleted between its declare and its bind 3 times');
-            break;
-          }
-          this.log.debug({ device, queue }, 'park overtaken: the offline queue was deleted between its declare and its bind; parking again');
-        }
-      }
-    }
+    if (park) await this.park(link, device);
     await link.binder(device).unbindQueue(this.nodeQueue, this.topology.down, device);
     if (!this.attached.has(device)) {
       this.unbindLater.delete(device);
       this.parkLater.delete(device);
+    }
+  }
+
+  /**
+   * Declare and bind the device's offline queue (see `unbindStale`). Refusals are the device's
+   * own, never the link's: a 404 (the queue deleted between declare and bind) parks again, 3
+   * times in all; a 406 (the queue exists with other arguments — declared by another version, or
+   * by an operator) binds the queue as it is, with a warning; any other refusal gives the park up
+   * with a warning (the device's commands then go to `<p>.down.offline`, as for a device never
+   * parked). Failing the link for them would fail it again at every restore, for ever.
+   */
+  private async park(link: Link, device: string): Promise<void> {
+    const queue = this.topology.offlineQueue(device);
+    const down = this.topology.down;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        try {
+          await link.declareOffline(device, queue, down);
+        } catch (err) {
+          if (replyCode(err) !== 406 || link.lost) throw err;
+          this.log.warn({ device, queue, err }, 'the offline queue exists with other arguments than this gateway declares: bound as it is');
+          await link.bindOffline(device, queue, down);
+        }
+        return;
+      } catch (err) {
+        const code = replyCode(err);
+        if (code === undefined || link.lost) throw err;
+        if (code !== 404) {
+          this.log.warn({ device, queue, err }, 'park refused by RabbitMQ: given up, the device\'s commands go to the unrouted path');
+          return;
+        }
+        if (attempt >= 3) {
+          this.log.warn({ device, queue }, 'park given up: the offline queue was deleted between its declare and its bind 3 times');
+          return;
+        }
+        this.log.debug({ device, queue }, 'park overtaken: the offline queue was deleted between its declare and its bind; parking again');
+      }
     }
   }
 
@@ -1342,7 +1364,7 @@ class Link {
         return await op(await current);
       } catch (err) {
         if (pool[i] === current) pool[i] = undefined;
-        if (typeof (err as { code?: unknown }).code === 'number' || attempt >= 19) throw err;
+        if (replyCode(err) !== undefined || attempt >= 19) throw err;
       }
     }
   }
@@ -1356,7 +1378,7 @@ class Link {
       await this.onPooled(this.probes, binderIndex(device, BINDER_CHANNELS), (ch) => ch.deleteQueue(queue, { ifEmpty: true }));
       return true;
     } catch (err) {
-      if ((err as { code?: unknown }).code === 406) return false;
+      if (replyCode(err) === 406) return false;
       throw err;
     }
   }
@@ -1369,6 +1391,13 @@ class Link {
   declareOffline(device: string, queue: string, down: string): Promise<void> {
     return this.onPooled(this.parkers, binderIndex(device, BINDER_CHANNELS), async (ch) => {
       await Promise.all([ch.assertQueue(queue, { durable: true, arguments: { ...OFFLINE_QUEUE_ARGUMENTS } }), ch.bindQueue(queue, down, device)]);
+    });
+  }
+
+  /** Bind `device`'s existing offline queue to `down` on its parking channel (no declare: see `AmqpBroker.park`). */
+  bindOffline(device: string, queue: string, down: string): Promise<void> {
+    return this.onPooled(this.parkers, binderIndex(device, BINDER_CHANNELS), async (ch) => {
+      await ch.bindQueue(queue, down, device);
     });
   }
 
@@ -1577,6 +1606,12 @@ async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
 
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
+}
+
+/** The AMQP reply code RabbitMQ refused an operation with (404, 406, …), if `err` carries one. */
+function replyCode(err: unknown): number | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'number' ? code : undefined;
 }
 
 /** Which of `n` binding channels a device's binds go to (always the same one). */

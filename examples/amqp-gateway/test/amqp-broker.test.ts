@@ -297,6 +297,41 @@ describeRabbit('AmqpBroker', () => {
       command.ack();
     });
 
+    it('parks into an offline queue declared with other arguments (bound as it is) without losing its link', async () => {
+      // An offline queue declared with other arguments (other x-max-length, no x-expires) by another
+      // version or an operator, while the device was connected: declaring it with this gateway's
+      // arguments is refused 406. That failed the link, and the restore parked again, failing it
+      // again, for ever. Now the queue is bound as it is.
+      const prefix = setup('park-406');
+      const log = logWatch('debug');
+      const b = broker({ nodeId: 'n1', logger: log.logger });
+      const states: BrokerState[] = [];
+      b.on('state', (s) => states.push(s));
+      await b.start();
+      const devices = Array.from({ length: 20 }, (_, i) => `old-${i}`);
+      try {
+        // Declared once the devices are attached: an attach deletes an empty offline queue (its catch-up probe).
+        await Promise.all(devices.map((d) => b.attachDevice(d)));
+        await withChannel(async (ch) => {
+          for (const d of devices) await ch.assertQueue(topology(prefix).offlineQueue(d), { durable: true, arguments: { 'x-max-length': 5 } });
+        });
+        await Promise.all(devices.map((d) => b.detachDevice(d, { park: true })));
+        expect(states).not.toContain('reconnecting');
+        expect(b.state).toBe('connected');
+        expect(log.count('the offline queue exists with other arguments than this gateway declares: bound as it is')).toBe(devices.length);
+        // Parked: a command for each lands in its queue, and reaches the device at its next attach.
+        for (const d of devices) await b.publishCommand(d, { op: 'x' }, { id: `c-${d}` });
+        const commands = new EventLog<Command>(b, 'command');
+        await b.attachDevice('old-3');
+        const command = await commands.next(10_000);
+        expect(command).toMatchObject({ id: 'c-old-3', device: 'old-3' });
+        command.ack();
+        await withChannel(async (ch) => expect((await ch.checkQueue(topology(prefix).offlineQueue('old-4'))).messageCount).toBe(1));
+      } finally {
+        await deleteTopology(prefix, [], devices);
+      }
+    });
+
     it('announces a takeover again on the next link when its link is cut before the confirm', async () => {
       const prefix = setup('control-cut');
       const { proxy: p, url } = await proxy();
