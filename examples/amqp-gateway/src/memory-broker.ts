@@ -59,6 +59,7 @@ const holdConfirm = Symbol('holdConfirm');
 
 const OK: PublishResult = { ok: true };
 const UNROUTABLE: PublishResult = { ok: false, reason: 'unroutable' };
+const REJECTED: PublishResult = { ok: false, reason: 'rejected' };
 const SHUTTING_DOWN: PublishResult = { ok: false, reason: 'shutting_down' };
 
 /**
@@ -225,7 +226,8 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
       messageId: message.id,
       headers: { 'device-id': message.device, 'message-id': message.id, 'node-id': this.nodeId },
     });
-    const result = routed > 0 ? OK : UNROUTABLE;
+    // As RabbitMQ: nacked if any queue refused it (full), returned if none took it.
+    const result = routed.rejected > 0 ? REJECTED : routed.taken > 0 ? OK : UNROUTABLE;
     const hold = this.hold;
     if (hold === undefined) return result;
     return new Promise((resolve) => hold[holdConfirm](() => resolve(result)));

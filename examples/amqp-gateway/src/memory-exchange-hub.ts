@@ -35,6 +35,12 @@ export interface HubPublish {
   readonly expiresAt?: number | undefined;
 }
 
+/** Where {@link MemoryExchangeHub.publish} put a message: how many queues took it, how many refused it (full). */
+export interface HubRouting {
+  readonly taken: number;
+  readonly rejected: number;
+}
+
 /** Events of a {@link MemoryExchangeHub}, for tests and tools that watch traffic. */
 export interface HubEvents {
   /** A message was put into a queue. */
@@ -138,10 +144,11 @@ export class MemoryExchangeHub extends EventEmitter<HubEvents> {
   }
 
   /**
-   * Publish to `exchange`. Returns how many queues took the message (through the alternate exchange
-   * too); 0 means it was unroutable (a mandatory publish would be returned).
+   * Publish to `exchange` (through its alternate exchange too). Returns how many queues took the
+   * message and how many refused it (full, with `reject-publish`): RabbitMQ nacks a publish that
+   * any queue refused, and returns a mandatory one that no queue took.
    */
-  publish(exchange: string, routingKey: string, message: HubPublish): number {
+  publish(exchange: string, routingKey: string, message: HubPublish): HubRouting {
     const m: HubMessage = {
       exchange,
       routingKey,
@@ -153,8 +160,14 @@ export class MemoryExchangeHub extends EventEmitter<HubEvents> {
     };
     const targets = new Set<string>();
     this.route(exchange, routingKey, targets, new Set());
-    for (const queue of targets) this.enqueue(queue, m);
-    return targets.size;
+    let taken = 0;
+    let rejected = 0;
+    for (const queue of targets) {
+      const outcome = this.enqueue(queue, m);
+      if (outcome === 'taken') taken += 1;
+      else if (outcome === 'rejected') rejected += 1;
+    }
+    return { taken, rejected };
   }
 
   /** Take every unexpired message waiting in `queue` (none if it does not exist). */
@@ -210,14 +223,15 @@ export class MemoryExchangeHub extends EventEmitter<HubEvents> {
     if (!matched && ex.alternate !== undefined) this.route(ex.alternate, key, targets, visited);
   }
 
-  private enqueue(queue: string, m: HubMessage): void {
+  private enqueue(queue: string, m: HubMessage): 'taken' | 'rejected' | 'absent' {
     const q = this.queues.get(queue);
-    if (q === undefined) return;
-    if (q.maxLength > 0 && q.overflow === 'reject-publish' && q.messages.length >= q.maxLength) return;
+    if (q === undefined) return 'absent';
+    if (q.maxLength > 0 && q.overflow === 'reject-publish' && q.messages.length >= q.maxLength) return 'rejected';
     q.messages.push(m);
     if (q.maxLength > 0 && q.messages.length > q.maxLength) q.messages.shift();
     this.emit('enqueue', queue, m);
     this.schedule(queue, q);
+    return 'taken';
   }
 
   private schedule(queue: string, q: Queue): void {

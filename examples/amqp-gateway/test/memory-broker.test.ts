@@ -58,6 +58,17 @@ describe('MemoryBroker', () => {
     expect(broker.read(broker.embeddedEventQueue)).toMatchObject([{ routingKey: 'd.connected', body: { event: 'connected' } }]);
   });
 
+  it('nacks an uplink a full reject-publish queue refused (rejected), as RabbitMQ does, even when another queue took it', async () => {
+    const hub = new MemoryExchangeHub();
+    const broker = await start({ nodeId: 'n', hub });
+    hub.declareQueue('app', { maxLength: 1, overflow: 'reject-publish' });
+    hub.bindQueue('app', broker.topology.up, '#');
+    const up = { device: 'd', topic: 't', body: 1 };
+    expect(await broker.publishUplink({ ...up, id: '1' })).toEqual({ ok: true });
+    expect(await broker.publishUplink({ ...up, id: '2' })).toEqual({ ok: false, reason: 'rejected' });
+    expect(hub.read('app').map((m) => m.messageId)).toEqual(['1']);
+  });
+
   it('holds uplink confirms for tests, and settles them in order', async () => {
     const broker = await start({ nodeId: 'n', hub: new MemoryExchangeHub() });
     const hold = broker.holdConfirms();

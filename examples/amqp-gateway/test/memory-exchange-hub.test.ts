@@ -1,5 +1,6 @@
 /**
- * The embedded broker's queues (MemoryExchangeHub): what a bounded queue keeps, and that a consumer
+ * The embedded broker's queues (MemoryExchangeHub): what a bounded queue keeps, what a publish
+ * reports (taken, refused by a full queue), and that a consumer
  * gets a backlog larger than one delivery batch complete and in publish order.
  */
 import { describe, expect, it } from 'vitest';
@@ -24,13 +25,19 @@ describe('MemoryExchangeHub queues', () => {
     expect(hub.depth('q')).toBe(0);
   });
 
-  it('a full reject-publish queue keeps the oldest messages and takes no more', () => {
+  it('a full reject-publish queue keeps the oldest messages and takes no more, and says so', () => {
     const hub = hubWithQueue({ maxLength: 3, overflow: 'reject-publish' });
-    for (let i = 1; i <= 5; i++) hub.publish('x', 'k', { body: i });
+    const routed = Array.from({ length: 5 }, (_, i) => hub.publish('x', 'k', { body: i + 1 }));
+    expect(routed).toEqual([...Array(3).fill({ taken: 1, rejected: 0 }), ...Array(2).fill({ taken: 0, rejected: 1 })]);
     expect(bodies(hub.read('q'))).toEqual([1, 2, 3]);
     // Read empties it: there is room again.
     hub.publish('x', 'k', { body: 6 });
     expect(bodies(hub.read('q'))).toEqual([6]);
+  });
+
+  it('reports a message no queue is bound for as neither taken nor refused', () => {
+    const hub = hubWithQueue({});
+    expect(hub.publish('x', 'other', { body: 1 })).toEqual({ taken: 0, rejected: 0 });
   });
 
   it('a consumer gets a backlog of several delivery batches, then later messages, each once and in order', async () => {
