@@ -667,8 +667,8 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * `overloaded` and every device was bound again (599 refused hellos in one far-away stampede
    * with a set-up window of 1,024). Now the park is tried again (at most 3 times in all; a newer
    * session is handled as in any other race, see `unparkIfOvertaken` in device-session.ts), and
-   * only a third 404 gives it up, with a warning. A later attach of the device here waits for all
-   * this (see `detaching`).
+   * only a third 404 gives it up, with a warning; other refusals, see `park`. A later attach of
+   * the device here waits for all this (see `detaching`).
    */
   private async unbindStale(link: Link, device: string, park = false): Promise<void> {
     if (park) await this.park(link, device);
@@ -696,8 +696,8 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
           await link.declareOffline(device, queue, down);
         } catch (err) {
           if (replyCode(err) !== 406 || link.lost) throw err;
-          this.log.warn({ device, queue, err }, 'the offline queue exists with other arguments than this gateway declares: bound as it is');
           await link.bindOffline(device, queue, down);
+          this.log.warn({ device, queue, err }, 'the offline queue exists with other arguments than this gateway declares: bound as it is');
         }
         return;
       } catch (err) {
@@ -762,7 +762,19 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    */
   private async catchUp(link: Link, device: string): Promise<void> {
     const queue = this.topology.offlineQueue(device);
-    if (await link.probeEmpty(device, queue)) {
+    let empty: boolean;
+    try {
+      empty = await link.probeEmpty(device, queue);
+    } catch (err) {
+      // Refused otherwise than 406 (say 403, no permission to delete; 405, an exclusive queue of
+      // that name): the device's own refusal, not the link's — failing the link for it would fail
+      // it again at every restore. Its commands, if any, stay where they are.
+      if (replyCode(err) === undefined || link.lost || this.stopped) throw err;
+      this.log.warn({ err, device, queue }, 'probing the offline queue of a device was refused; its commands, if any, stay there');
+      this.catchUpOpen.delete(device);
+      return;
+    }
+    if (empty) {
       this.catchUpOpen.delete(device);
       return;
     }
@@ -1330,10 +1342,12 @@ class Link {
 
   /**
    * Channels for the offline-queue probe and for parking, one of each per binding channel. Not
-   * watched like the others: RabbitMQ answers a probe of a queue that holds commands with 406, and
-   * the bind of a park whose new queue a catch-up deleted meanwhile with 404 (see `unbindStale`):
-   * channel errors that close the channel and fail what was queued behind on it, and no reason to
-   * lose the link. A closed one is opened again at its next use.
+   * watched like the others: RabbitMQ answers a probe of a queue that holds commands with 406, the
+   * bind of a park whose new queue a catch-up deleted meanwhile with 404 (see `unbindStale`), the
+   * declare of a queue that exists with other arguments with 406 (see `park`), and may refuse
+   * either for one device otherwise (403, 405): channel errors that close the channel and fail
+   * what was queued behind on it, and no reason to lose the link. A closed one is opened again at
+   * its next use.
    */
   private readonly probes: (Promise<Channel> | undefined)[] = [];
   private readonly parkers: (Promise<Channel> | undefined)[] = [];

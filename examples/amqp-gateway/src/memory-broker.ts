@@ -245,11 +245,13 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   async publishCommandEvent(event: CommandEvent): Promise<void> {
     await this.ready;
     if (this.current === 'closed') throw new Error('memory broker: stopped');
-    this.hub.publish(this.topology.events, `${event.device}.${event.event}`, {
+    const routed = this.hub.publish(this.topology.events, `${event.device}.${event.event}`, {
       body: { ...event },
       messageId: event.command,
       headers: { 'device-id': event.device, 'node-id': this.nodeId },
     });
+    // As AmqpBroker: refused by a full queue is not published (not mandatory: no queue is fine).
+    if (routed.rejected > 0) throw new Error(`${event.event} of command ${event.command} for ${event.device} was not published (rejected)`);
   }
 
   async attachDevice(device: string): Promise<void> {
@@ -299,12 +301,14 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     await this.ready;
     if (this.current === 'closed') throw new Error('memory broker: stopped');
     const id = options.id ?? randomUUID();
-    this.hub.publish(this.topology.down, device, {
+    const routed = this.hub.publish(this.topology.down, device, {
       body,
       messageId: id,
       expiresAt: options.expirationMs === undefined ? undefined : Date.now() + options.expirationMs,
       headers: { 'device-id': device },
     });
+    // As AmqpBroker: a full offline queue (1,000 commands, reject-publish) refuses it.
+    if (routed.rejected > 0) throw new Error(`command ${id} for ${device} was not published (rejected)`);
     return { id };
   }
 

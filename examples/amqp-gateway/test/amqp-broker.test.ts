@@ -332,6 +332,32 @@ describeRabbit('AmqpBroker', () => {
       }
     });
 
+    it('keeps its link when RabbitMQ refuses the catch-up probe or the park of one device (405: an exclusive queue of that name)', async () => {
+      // Refusals other than 404 and 406 (403 without permission, 405 here) are the device's own:
+      // failing the link for them failed it again at every restore (the attach never resolved).
+      const prefix = setup('refused-405');
+      const log = logWatch('debug');
+      const b = broker({ nodeId: 'n1', logger: log.logger });
+      const states: BrokerState[] = [];
+      b.on('state', (s) => states.push(s));
+      await b.start();
+      const queue = topology(prefix).offlineQueue('locked-1');
+      await withChannel(async (ch) => {
+        // Held exclusively by this connection while the broker attaches and parks the device.
+        await ch.assertQueue(queue, { exclusive: true });
+        await b.attachDevice('locked-1');
+        await b.detachDevice('locked-1', { park: true });
+      });
+      expect(states).not.toContain('reconnecting');
+      expect(b.state).toBe('connected');
+      expect(log.count('probing the offline queue of a device was refused; its commands, if any, stay there')).toBe(1);
+      expect(log.count("park refused by RabbitMQ: given up, the device's commands go to the unrouted path")).toBe(1);
+      // The park was given up, the unbind was not: a command for the device goes to <p>.down.offline.
+      await b.publishCommand('locked-1', { op: 'x' }, { id: 'c-locked' });
+      const offline = await rabbitBackEnd.read(prefix, topology(prefix).downOffline, 1);
+      expect(offline.map((m) => m.messageId)).toEqual(['c-locked']);
+    });
+
     it('announces a takeover again on the next link when its link is cut before the confirm', async () => {
       const prefix = setup('control-cut');
       const { proxy: p, url } = await proxy();

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Broker, Command } from '../src/broker.js';
 import { MemoryBroker } from '../src/memory-broker.js';
 import { type HubMessage, MemoryExchangeHub, topicMatches } from '../src/memory-exchange-hub.js';
+import { OFFLINE_QUEUE_MAX_LENGTH } from '../src/topology.js';
 import { nextEnqueued } from './support/gateway-harness.js';
 import { hubBackEnd } from './support/hub-back-end.js';
 import { EventLog, routingSuite } from './support/routing-suite.js';
@@ -67,6 +68,16 @@ describe('MemoryBroker', () => {
     expect(await broker.publishUplink({ ...up, id: '1' })).toEqual({ ok: true });
     expect(await broker.publishUplink({ ...up, id: '2' })).toEqual({ ok: false, reason: 'rejected' });
     expect(hub.read('app').map((m) => m.messageId)).toEqual(['1']);
+  });
+
+  it('refuses a command for a parked device whose offline queue is full, as RabbitMQ nacks it', async () => {
+    const hub = new MemoryExchangeHub();
+    const broker = await start({ nodeId: 'n', hub });
+    await broker.attachDevice('dev-1');
+    await broker.detachDevice('dev-1', { park: true });
+    for (let i = 0; i < OFFLINE_QUEUE_MAX_LENGTH; i++) await broker.publishCommand('dev-1', i, { id: `c-${i}` });
+    await expect(broker.publishCommand('dev-1', 'one too many', { id: 'c-full' })).rejects.toThrow('command c-full for dev-1 was not published (rejected)');
+    expect(hub.depth(broker.topology.offlineQueue('dev-1'))).toBe(OFFLINE_QUEUE_MAX_LENGTH);
   });
 
   it('holds uplink confirms for tests, and settles them in order', async () => {
