@@ -255,12 +255,7 @@ describeRabbit('AmqpBroker', () => {
       // queues with `queue.delete if-empty`, over and over, while this one parks them: a probe that
       // lands between a park's declare and its bind makes the bind fail 404, which closed the
       // binding channel and lost the link (seen in a stampede). Three rounds of attach, then park.
-      const prefix = setup('park-race');
-      const log = logWatch('debug');
-      const b = broker({ nodeId: 'n1', logger: log.logger });
-      const states: BrokerState[] = [];
-      b.on('state', (s) => states.push(s));
-      await b.start();
+      const { prefix, log, b, states } = await watchedBroker('park-race');
       const devices = Array.from({ length: 300 }, (_, i) => `race-${i}`);
       const offline = devices.map((d) => topology(prefix).offlineQueue(d));
       let parking = true;
@@ -302,12 +297,7 @@ describeRabbit('AmqpBroker', () => {
       // version or an operator, while the device was connected: declaring it with this gateway's
       // arguments is refused 406. That failed the link, and the restore parked again, failing it
       // again, for ever. Now the queue is bound as it is.
-      const prefix = setup('park-406');
-      const log = logWatch('debug');
-      const b = broker({ nodeId: 'n1', logger: log.logger });
-      const states: BrokerState[] = [];
-      b.on('state', (s) => states.push(s));
-      await b.start();
+      const { prefix, log, b, states } = await watchedBroker('park-406');
       const devices = Array.from({ length: 20 }, (_, i) => `old-${i}`);
       try {
         // Declared once the devices are attached: an attach deletes an empty offline queue (its catch-up probe).
@@ -335,12 +325,7 @@ describeRabbit('AmqpBroker', () => {
     it('keeps its link when RabbitMQ refuses the catch-up probe or the park of one device (405: an exclusive queue of that name)', async () => {
       // Refusals other than 404 and 406 (403 without permission, 405 here) are the device's own:
       // failing the link for them failed it again at every restore (the attach never resolved).
-      const prefix = setup('refused-405');
-      const log = logWatch('debug');
-      const b = broker({ nodeId: 'n1', logger: log.logger });
-      const states: BrokerState[] = [];
-      b.on('state', (s) => states.push(s));
-      await b.start();
+      const { prefix, log, b, states } = await watchedBroker('refused-405');
       const queue = topology(prefix).offlineQueue('locked-1');
       await withChannel(async (ch) => {
         // Held exclusively by this connection while the broker attaches and parks the device.
@@ -463,6 +448,16 @@ describeRabbit('AmqpBroker', () => {
     }
 
     /** A logger whose messages can be awaited (resolves once one with `msg` was logged) and counted. */
+    /** A started broker (node n1) on a new prefix, its log watched at debug level and its states recorded. */
+    async function watchedBroker(name: string): Promise<{ prefix: string; log: ReturnType<typeof logWatch>; b: AmqpBroker; states: BrokerState[] }> {
+      const prefix = setup(name);
+      const log = logWatch('debug');
+      const b = broker({ nodeId: 'n1', logger: log.logger });
+      const states: BrokerState[] = [];
+      b.on('state', (s) => states.push(s));
+      await b.start();
+      return { prefix, log, b, states };
+    }
     function logWatch(level: 'info' | 'debug' = 'info'): { logger: Logger; logged: (msg: string) => Promise<void>; count: (msg: string) => number } {
       const seen = new Set<string>();
       const counts = new Map<string, number>();
