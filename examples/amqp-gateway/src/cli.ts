@@ -33,8 +33,8 @@ const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file 
 
   Credentials (the AMQP URL with its password, the device secrets, the admin token) come from the
   environment or from a file: a flag's value shows in the process list (ps) of every user of the
-  machine. Each also has a flag (--amqp-url, --secret, …); a flag wins over its file, a file over
-  its environment variable.
+  machine. Each also has a flag (--amqp-url, --secret, …); a flag or a file wins over its
+  environment variable, and a flag together with its file is a usage error.
 
   --port <p>             device TLS port; 0 picks a free one (default 8883)
   --host <h>             address devices connect to (default 127.0.0.1)
