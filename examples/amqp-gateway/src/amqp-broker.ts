@@ -544,12 +544,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         // Consumers first, then the uplinks held meanwhile: with the backlog sent first (2,000 in
         // flight per process), RabbitMQ answered the few set-up calls of the consumer connection
         // 0.1–1.3 s late, right after a restart, and the process was `connected` (`/healthz` 200)
-        // only then. Consuming costs the backlog a few round trips.
+        // only then. Consuming costs the backlog a few round trips. (Nothing is sent before the
+        // link is ready, not even a publish made meanwhile: see `pump`.)
         await this.startConsumers(link);
         link.check(this.stopped);
-        this.pump();
         // Publishing and consuming work again: say so now, not after every binding is restored.
         link.ready = true;
+        this.pump();
         this.setState(link.blocked ? 'blocked' : 'connected');
         const waiters = this.readyWaiters;
         this.readyWaiters = [];
@@ -886,10 +887,10 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     });
   }
 
-  /** Send queued publishes while there is a link, it is not blocked and its socket takes more. */
+  /** Send queued publishes while there is a ready link, it is not blocked and its socket takes more. */
   private pump(): void {
     const link = this.link;
-    if (!link || link.lost || link.blocked) return;
+    if (!link?.ready || link.lost || link.blocked) return;
     while (this.outbox.length > 0 && link.writable && this.link === link) {
       const out = this.outbox.shift() as Outgoing;
       this.send(link, out);
