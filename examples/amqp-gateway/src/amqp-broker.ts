@@ -11,10 +11,12 @@
  *    **consumer** (an admin channel for declares and binds, and an inbox channel consuming this
  *    node's queue and this process's control queue). RabbitMQ blocks only connections that
  *    publish, so a memory or disk alarm never stalls downlink acks or binds.
- * 2. Declare the topology (idempotent, see topology.ts); from here on publishes flow again.
+ * 2. Declare the topology (idempotent, see topology.ts).
  * 3. Consume the node queue (manual ack, `prefetch`) and a fresh control queue (no ack).
  * 4. State `connected` (or `blocked`): the node can publish and consume again, and `/healthz`
- *    follows at once. Devices attached and detached from here on are bound and unbound directly.
+ *    follows at once; from here on publishes flow again, the ones held meanwhile first (not
+ *    before: sent ahead of the consumers, they delayed RabbitMQ's answers to them by up to 1.3 s
+ *    right after a restart). Devices attached and detached from here on are bound and unbound directly.
  * 5. In the background: unbind devices detached while the link was down, bind every attached
  *    device again (a big node spends a few seconds on this; commands for a device not bound yet
  *    meanwhile go to `<p>.down.offline`, as they did while the link was down).
@@ -165,7 +167,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private stopped = false;
-  /** The link publishes go through (set once its topology is declared). */
+  /** The link in use (set once its topology is declared; publishes go through it once it is ready). */
   private link: Link | undefined;
   /** A link being opened. */
   private opening: { link: Link; done: Promise<unknown> } | undefined;
@@ -550,12 +552,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         link.check(this.stopped);
         // Publishing and consuming work again: say so now, not after every binding is restored.
         link.ready = true;
-        this.pump();
         this.setState(link.blocked ? 'blocked' : 'connected');
         const waiters = this.readyWaiters;
         this.readyWaiters = [];
         for (const w of waiters) w.resolve(link);
         link.restoring = this.restoreBindings(link).catch((err: unknown) => link.fail(asError(err)));
+        // Last: a publish that fails the link here is an ordinary loss of a ready link.
+        this.pump();
         return link;
       } catch (err) {
         link.fail(asError(err));
