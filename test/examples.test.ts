@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectTcp, connectTls, LineClient } from './support/clients.js';
+import { within } from './support/within.js';
 
 // Runs examples/echo.ts as `npm run example:echo -- ...` does, minus its build step: `npm test`
 // builds dist/ once before the tests (pretest), so no test deletes dist/ while another imports it.
@@ -46,18 +47,6 @@ async function waitForOutput(example: Example, pattern: RegExp, ms: number): Pro
         `--- stdout\n${example.stdout}\n--- stderr\n${example.stderr}`);
     }
     await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

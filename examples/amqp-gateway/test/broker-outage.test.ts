@@ -24,6 +24,7 @@ import { metric, startTestNodeWith, stopGateways, token } from './support/gatewa
 import { PRIVATE_RABBIT_START_MS, PrivateRabbit, canStartPrivateRabbit } from './support/private-rabbit.js';
 import { type RabbitBackEnd, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, rabbitBackEndAt, uniquePrefix } from './support/rabbit.js';
 import { TcpProxy } from './support/tcp-proxy.js';
+import { within } from '../../../test/support/within.js';
 
 const topologies: { prefix: string; nodeIds: string[] }[] = [];
 const proxies: TcpProxy[] = [];
@@ -43,21 +44,6 @@ afterEach(async () => {
 }, 60_000);
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** `promise`, or a rejection with `message()` if it has not settled within `ms` (the timer is cleared either way). */
-async function within<T>(promise: Promise<T>, ms: number, message: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(message())), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** How long RabbitMQ is down (the proxy refuses connections; the stopped node's port is closed). */
 const OUTAGE_MS = 10_000;
@@ -206,7 +192,7 @@ async function outageUnderLoad(opts: {
     }
     await acksAfter(500);
     sending = false;
-    await within(Promise.all(running), 30_000, () => `uplinks still unacked 30 s after the devices stopped sending (${acks.length} acks of ${sent})`);
+    await within(Promise.all(running), 30_000, () => `every uplink acked after the devices stopped sending (${acks.length} acks of ${sent})`);
     polling = false;
     await poller;
   } finally {

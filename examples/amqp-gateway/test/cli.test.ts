@@ -7,6 +7,7 @@ import { deviceToken } from '../src/auth.js';
 import { topology } from '../src/topology.js';
 import { AMQP_URL, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
 import { TcpProxy } from './support/tcp-proxy.js';
+import { within } from '../../../test/support/within.js';
 
 // The gateway command (src/cli.ts) and the simulator (src/simulate.ts) as a developer runs them
 // (`npm run gateway`, `npm run simulate`): child processes on loopback, from the TypeScript sources
@@ -73,18 +74,6 @@ async function waitFor(proc: Proc, pattern: RegExp, ms = 60_000, stream: 'stdout
       throw new Error(`no ${pattern} on ${stream} (exit ${proc.child.exitCode})\n--- stdout\n${proc.stdout}\n--- stderr\n${proc.stderr}`);
     }
     await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
