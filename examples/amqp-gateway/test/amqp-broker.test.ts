@@ -359,6 +359,33 @@ describeRabbit('AmqpBroker', () => {
       expect(b.state).toBe('connected');
     });
 
+    it('is connected again before it sends the uplinks held while RabbitMQ was unreachable', async () => {
+      // Sent first, a backlog this size made RabbitMQ answer the consumers' set-up late after a
+      // restart, and the process went `connected` (/healthz 200) only then. Now nothing is sent
+      // before the link is ready, so no held uplink is settled before the state is `connected`.
+      const prefix = setup('held-uplinks');
+      await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.app`, '#');
+      const { proxy: p, url } = await proxy();
+      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+      await b.start();
+      p.pause();
+      p.cut();
+      await stateReached(b, 'reconnecting');
+      const order: string[] = [];
+      b.on('state', (s) => order.push(s));
+      const held = Array.from({ length: 2000 }, (_, i) =>
+        b.publishUplink({ device: 'd', id: `m-${i}`, topic: 't', body: i }).then((r) => {
+          order.push('settled');
+          return r;
+        }),
+      );
+      p.resume();
+      const results = await Promise.all(held);
+      expect(results.filter((r) => !r.ok)).toEqual([]);
+      expect(order.indexOf('connected')).toBeGreaterThanOrEqual(0);
+      expect(order.indexOf('connected')).toBeLessThan(order.indexOf('settled'));
+    });
+
     it('binds a device attached while RabbitMQ is unreachable once it is back', async () => {
       const prefix = setup('attach-down');
       const { proxy: p, url } = await proxy();
