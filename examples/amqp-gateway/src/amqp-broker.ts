@@ -1361,13 +1361,14 @@ class Link {
   private readonly parkers: (Promise<Channel> | undefined)[] = [];
 
   /**
-   * Run `op` on channel `i` of `pool`, opened on demand. An error with an AMQP reply code is `op`'s
-   * own answer and is thrown to the caller; one without (the channel was closed by another
+   * Run `op` on `device`'s channel of `pool` (at its binding channel's index), opened on demand.
+   * An error with an AMQP reply code is `op`'s own answer and is thrown to the caller; one without (the channel was closed by another
    * device's answer while `op` was queued behind it) runs `op` again on a new channel — each such
    * close is some other op's own answer, which is not run again, so this ends; 20 tries at most,
    * as a bound all the same.
    */
-  private async onPooled<T>(pool: (Promise<Channel> | undefined)[], i: number, op: (ch: Channel) => Promise<T>): Promise<T> {
+  private async onPooled<T>(pool: (Promise<Channel> | undefined)[], device: string, op: (ch: Channel) => Promise<T>): Promise<T> {
+    const i = binderIndex(device, BINDER_CHANNELS);
     for (let attempt = 0; ; attempt++) {
       if (this.lostReason) throw this.lostReason;
       let pending = pool[i];
@@ -1397,7 +1398,7 @@ class Link {
    */
   async probeEmpty(device: string, queue: string): Promise<boolean> {
     try {
-      await this.onPooled(this.probes, binderIndex(device, BINDER_CHANNELS), (ch) => ch.deleteQueue(queue, { ifEmpty: true }));
+      await this.onPooled(this.probes, device, (ch) => ch.deleteQueue(queue, { ifEmpty: true }));
       return true;
     } catch (err) {
       if (replyCode(err) === 406) return false;
@@ -1411,14 +1412,14 @@ class Link {
    * between the two (see `AmqpBroker.unbindStale`).
    */
   declareOffline(device: string, queue: string, down: string): Promise<void> {
-    return this.onPooled(this.parkers, binderIndex(device, BINDER_CHANNELS), async (ch) => {
+    return this.onPooled(this.parkers, device, async (ch) => {
       await Promise.all([ch.assertQueue(queue, { durable: true, arguments: { ...OFFLINE_QUEUE_ARGUMENTS } }), ch.bindQueue(queue, down, device)]);
     });
   }
 
   /** Bind `device`'s existing offline queue to `down` on its parking channel (no declare: see `AmqpBroker.park`). */
   bindOffline(device: string, queue: string, down: string): Promise<void> {
-    return this.onPooled(this.parkers, binderIndex(device, BINDER_CHANNELS), async (ch) => {
+    return this.onPooled(this.parkers, device, async (ch) => {
       await ch.bindQueue(queue, down, device);
     });
   }
