@@ -1,7 +1,7 @@
 /**
  * The embedded broker's queues (MemoryExchangeHub): what a bounded queue keeps, what a publish
- * reports (taken, refused by a full queue), and that a consumer
- * gets a backlog larger than one delivery batch complete and in publish order.
+ * reports (taken, refused by a full queue), and that a consumer gets a backlog larger than one
+ * delivery batch complete and in publish order.
  */
 import { describe, expect, it } from 'vitest';
 import { type HubMessage, MemoryExchangeHub } from '../src/memory-exchange-hub.js';
