@@ -68,6 +68,18 @@ describeRabbit('AmqpBroker', () => {
       return { proxy: p, url: amqpUrlVia(await p.start()) };
     };
 
+    /** A broker (node n1, not started) reaching RabbitMQ through a proxy, quick to reconnect. */
+    const brokerViaProxy = async (): Promise<{ p: TcpProxy; b: AmqpBroker }> => {
+      const { proxy: p, url } = await proxy();
+      return { p, b: broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } }) };
+    };
+    /** RabbitMQ unreachable for `b`: the proxy cuts every connection and refuses new ones, until `b` is reconnecting. */
+    const cutOff = async (p: TcpProxy, b: AmqpBroker): Promise<void> => {
+      p.pause();
+      p.cut();
+      await stateReached(b, 'reconnecting');
+    };
+
     afterEach(async () => {
       for (const s of started.splice(0)) {
         await Promise.all(s.brokers.map((b) => b.stop()));
@@ -365,12 +377,9 @@ describeRabbit('AmqpBroker', () => {
       // before the link is ready, so no held uplink is settled before the state is `connected`.
       const prefix = setup('held-uplinks');
       await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.app`, '#');
-      const { proxy: p, url } = await proxy();
-      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+      const { p, b } = await brokerViaProxy();
       await b.start();
-      p.pause();
-      p.cut();
-      await stateReached(b, 'reconnecting');
+      await cutOff(p, b);
       const order: string[] = [];
       b.on('state', (s) => order.push(s));
       const held = Array.from({ length: 2000 }, (_, i) =>
@@ -388,14 +397,11 @@ describeRabbit('AmqpBroker', () => {
 
     it('binds a device attached while RabbitMQ is unreachable once it is back', async () => {
       const prefix = setup('attach-down');
-      const { proxy: p, url } = await proxy();
-      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+      const { p, b } = await brokerViaProxy();
       const commands = new EventLog<Command>(b, 'command');
       await b.start();
       await b.attachDevice('dev-gone');
-      p.pause();
-      p.cut();
-      await stateReached(b, 'reconnecting');
+      await cutOff(p, b);
       let attached = false;
       const attaching = b.attachDevice('dev-new').then(() => (attached = true));
       await b.detachDevice('dev-gone');
@@ -419,14 +425,11 @@ describeRabbit('AmqpBroker', () => {
       async () => {
         const prefix = setup('restore');
         const t = topology(prefix);
-        const { proxy: p, url } = await proxy();
-        const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+        const { p, b } = await brokerViaProxy();
         await b.start();
         const devices = Array.from({ length: 3000 }, (_, i) => `dev-${i}`);
         await Promise.all(devices.map((d) => b.attachDevice(d)));
-        p.pause();
-        p.cut();
-        await stateReached(b, 'reconnecting');
+        await cutOff(p, b);
         await b.detachDevice('dev-0'); // while down: unbound by the restore
         p.resume();
         await stateReached(b, 'connected');
@@ -463,9 +466,7 @@ describeRabbit('AmqpBroker', () => {
       const crashed = broker({ nodeId: 'n1', slot: '0', url });
       await crashed.start();
       await crashed.attachDevice('dev-1');
-      p.pause();
-      p.cut();
-      await stateReached(crashed, 'reconnecting');
+      await cutOff(p, crashed);
       await withChannel(async (_ch, model) => {
         const confirm = await model.createConfirmChannel();
         confirm.publish(topology(prefix).down, 'dev-1', Buffer.from('{"op":"unlock"}'), { messageId: 'c-stranded', persistent: true });
@@ -596,12 +597,9 @@ describeRabbit('AmqpBroker', () => {
 
     it('settles waiting publishes as shutting_down when stopped while RabbitMQ is unreachable', async () => {
       setup('stop-down');
-      const { proxy: p, url } = await proxy();
-      const b = broker({ nodeId: 'n1', url, reconnect: { initialDelay: 20, maxDelay: 100 } });
+      const { p, b } = await brokerViaProxy();
       await b.start();
-      p.pause();
-      p.cut();
-      await stateReached(b, 'reconnecting');
+      await cutOff(p, b);
       const waiting = b.publishUplink({ device: 'dev-1', id: 'm-1', topic: 't', body: 1 });
       await p.refusals(1);
       const stopping = Date.now();
