@@ -127,6 +127,7 @@ describe('TLS handshake failures', () => {
     expect(event.remoteAddress).toBe('127.0.0.1');
     const info = await listener.info();
     expect(info.rejected.silent_timeout).toBe(1);
+    expect(info.gaveUp).toBe(0); // closed by corral, counted once (as rejected), not as a peer that left
     expect(info.handshakeFailures).toEqual({ timeout: 0, stalled: 0, error: 0 });
     expect(info.silent).toBe(0);
     expect(info.handshaking).toBe(0);

@@ -405,7 +405,12 @@ export class AcceptorPool {
         this.proxyWaits!.remove(ready.socket);
         break;
       case 'silent':
-        this.silent!.remove(ready.socket);
+        // Not silent any more but still at this stage: corral closed it (timeout, a limit,
+        // malformed bytes, shutdown) and counted it as rejected; its own close is not a departure.
+        if (!this.silent!.remove(ready.socket)) {
+          ready.stage = 'done';
+          return;
+        }
         break;
       case 'arrived':
         this.arrivedCount--;

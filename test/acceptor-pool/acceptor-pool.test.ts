@@ -149,6 +149,24 @@ describe('silent sockets: bounds', () => {
     await closed(peers[0]!);
     const info = await until(l, '3 silent', (i) => i.silent === 3);
     expect(info.rejected.silent_limit).toBe(1);
+    expect(info.gaveUp).toBe(0);
+  });
+
+  it('count once, as rejected, never also as gaveUp: a timeout, a limit and a drain', async () => {
+    const l = await tlsListener({ silentTimeout: 300, maxSilent: 2 });
+    const peers = [];
+    for (let i = 0; i < 3; i++) peers.push(await silentPeer(l.port!, '127.0.0.1', `127.0.2.${i + 1}`));
+    await closed(peers[0]!); // over maxSilent: the oldest goes
+    await Promise.all(peers.slice(1).map(closed)); // the others at silentTimeout
+    const late = await silentPeer(l.port!, '127.0.0.1');
+    await until(l, 'one silent', (i) => i.silent === 1);
+    const drained = l.drain({ timeout: 1000 });
+    await closed(late);
+    await drained;
+    const info = await l.info();
+    expect(info.rejected).toMatchObject({ silent_limit: 1, silent_timeout: 2, shutdown: 1 });
+    expect(info.gaveUp).toBe(0);
+    expect(info.accepted).toBe(4);
   });
 
   it('a ClientHello cut short and never finished holds no slot and is closed at silentTimeout', async () => {
@@ -162,7 +180,7 @@ describe('silent sockets: bounds', () => {
     expect(await new LineClient(c).request('meanwhile')).toBe('meanwhile');
     expect((await rejected).reason).toBe('silent_timeout');
     await closed(partial);
-    expect(await l.info()).toMatchObject({ silent: 0, handshaking: 0, opened: 1, rejected: { silent_timeout: 1 } });
+    expect(await l.info()).toMatchObject({ silent: 0, handshaking: 0, opened: 1, gaveUp: 0, rejected: { silent_timeout: 1 } });
   });
 
   it('a ClientHello sent in two pieces is admitted once it is complete', async () => {
