@@ -66,6 +66,12 @@ export interface AcceptedSocket {
   readonly remotePort: number | undefined;
   /** Close the socket at once. Safe to call more than once, before, during or after the handshake. */
   destroy(): void;
+  /**
+   * Whether the socket is closed already (its peer reset it, or it was destroyed), if the
+   * transport can tell: a `net.Socket` is destroyed as soon as a read fails, a turn or more before
+   * its `'close'`. The acceptor pool looks at it before a handshake or a hand-over.
+   */
+  readonly destroyed?: boolean;
 }
 
 /**

@@ -398,6 +398,61 @@ describe('rolling restarts and suspension, edge cases', () => {
     expect((await info()).active).toBe(xSurvives ? 2 : 1);
   });
 
+  it('distribution primary: sockets waiting when the only worker dies wait for its restart and are served; none fails', async () => {
+    const p = await pool({ workers: 1, distribution: 'primary', maxConnections: 1, waitTimeout: 30_000 });
+    const info = (): Promise<ListenerInfo> => p.command<ListenerInfo>('info');
+    const a = await client(p);
+    expect(await a.request('in')).toBe('in');
+    const waiting: LineClient[] = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await client(p);
+      c.send(`w${i}`);
+      waiting.push(c);
+    }
+    for (let i = await info(); i.waiting < 3; i = await info()) await p.command('connections');
+    process.kill(Number(await a.request('pid')), 'SIGKILL');
+    // Each slot the dead worker held is released; the waiting sockets must not be handed to no one.
+    // One slot: each is served once the one before it ends (in the queue's order: newest first
+    // once a queue has stood, so any order).
+    const replies = waiting.map((c, i) => c.line().then((line) => ({ c, i, line })));
+    const served = new Set<number>();
+    while (served.size < waiting.length) {
+      const { c, i, line } = await Promise.race(replies.filter((_, k) => !served.has(k)));
+      expect(line).toBe(`w${i}`);
+      served.add(i);
+      c.end();
+    }
+    expect((await info()).handshakeFailures.error).toBe(0);
+  });
+
+  it('distribution primary: a connection that ends frees the place of its own address (maxConnectionsPerAddress)', async () => {
+    // One worker holds both connections: it must say which one ended, not only how many.
+    const p = await pool({ workers: 1, distribution: 'primary', maxConnectionsPerAddress: 1 });
+    const info = (): Promise<ListenerInfo> => p.command<ListenerInfo>('info');
+    const from = async (localAddress: string): Promise<LineClient> => {
+      const s = net.connect({ port: p.port, host: '127.0.0.1', localAddress });
+      await once(s, 'connect');
+      const c = new LineClient(s);
+      clients.push(c);
+      return c;
+    };
+    const a = await from('127.0.0.61');
+    expect(await a.request('a')).toBe('a');
+    const b = await from('127.0.0.62');
+    expect(await b.request('b')).toBe('b');
+    a.end();
+    await a.closed;
+    for (let i = await info(); i.active > 1; i = await info()) await p.command('connections');
+    // a's address has its place back, b's has not: b is still connected.
+    const again = await from('127.0.0.61');
+    expect(await again.request('again')).toBe('again');
+    const second = await from('127.0.0.62');
+    second.send('second');
+    await second.closed;
+    expect((await info()).rejected.address_limit).toBe(1);
+    expect(await b.request('still')).toBe('still');
+  });
+
   it('stop during restartWorkers leaves no worker behind', async () => {
     const p = await pool({ workers: 2, distribution: 'shared' });
     const before = workerPids(await p.command<ListenerInfo>('info'));

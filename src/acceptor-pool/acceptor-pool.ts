@@ -624,6 +624,13 @@ export class AcceptorPool {
   }
 
   private start(ready: Ready): void {
+    if (ready.socket.destroyed === true) {
+      // Reset (or ended) since it was read: Node destroys such a socket at once but emits its
+      // 'close' only in a later phase of the loop. Handing it over now would send a worker a
+      // socket without its handle, or start a handshake on nothing.
+      this.onPeerGone(ready);
+      return;
+    }
     ready.stage = 'done';
     this.rate?.take(Date.now());
     if (this.handoff.kind === 'dispatch') {

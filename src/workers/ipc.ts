@@ -52,7 +52,8 @@ export type ToWorker =
   | { t: 'start'; config: WorkerConfig }
   | { t: 'handle' }
   /** A socket for the worker to serve (distribution `primary`), with the bytes the primary read from it. */
-  | { t: 'socket'; head: Buffer | undefined; proxy: Uint8Array | undefined }
+  /** A socket (the message's handle) to serve; `id` names it in the `released` message when it is done. */
+  | { t: 'socket'; id: number; head: Buffer | undefined; proxy: Uint8Array | undefined }
   | { t: 'cmd'; id: number; cmd: WorkerCommand };
 
 /** Messages from a worker to the primary. @internal */
@@ -62,7 +63,8 @@ export type FromWorker =
   | { t: 'need-handle' }
   /** The worker's load and its counters that only grow (coalesced, at most every ~20 ms). */
   | { t: 'load'; connections: number; counted: number; totals: ListenerTotals }
-  | { t: 'released'; n: number }
+  /** These sockets' connections are done (or never began): the primary releases their slots. */
+  | { t: 'released'; ids: number[] }
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; error: string }
   | { t: 'crash-report'; message: string };

@@ -71,10 +71,10 @@ export class PoolWorker {
   private readonly handleWaiters: ((handle: object) => void)[] = [];
   private startHandle: object | undefined = undefined;
   /** Sockets the primary passed before the listener existed (distribution `primary`). */
-  private readonly earlySockets: { raw: object; head: Buffer | undefined; proxy: Buffer | undefined }[] = [];
+  private readonly earlySockets: { id: number; raw: object; head: Buffer | undefined; proxy: Buffer | undefined }[] = [];
   /** Load reports and released slots are coalesced: at most one message per LOAD_REPORT_MS. */
   private reportTimer: NodeJS.Timeout | undefined = undefined;
-  private released = 0;
+  private released: number[] = [];
   private lastReport = '';
   /** The primary's pause/resume of accepting (`shared`: a worker at its share also stops accepting). */
   private userAccepting = true;
@@ -131,7 +131,7 @@ export class PoolWorker {
       closeHandle(this.startHandle);
       this.startHandle = undefined;
     }
-    for (const { raw, head, proxy } of this.earlySockets.splice(0)) this.adopt(listener, raw, head, proxy);
+    for (const { id, raw, head, proxy } of this.earlySockets.splice(0)) this.adopt(listener, id, raw, head, proxy);
     send({ t: 'ready', address: listener.address });
     return listener;
   }
@@ -157,11 +157,15 @@ export class PoolWorker {
           break;
         }
         case 'socket': {
-          if (handle === undefined) break;
+          if (handle === undefined) {
+            // The socket was gone before it could be sent (its handle closed): its slot is free.
+            this.release(message.id);
+            break;
+          }
           const head = message.head === undefined ? undefined : Buffer.from(message.head.buffer, message.head.byteOffset, message.head.byteLength);
           const proxy = message.proxy === undefined ? undefined : Buffer.from(message.proxy.buffer, message.proxy.byteOffset, message.proxy.byteLength);
-          if (this.listener) this.adopt(this.listener, handle, head, proxy);
-          else this.earlySockets.push({ raw: handle, head, proxy });
+          if (this.listener) this.adopt(this.listener, message.id, handle, head, proxy);
+          else this.earlySockets.push({ id: message.id, raw: handle, head, proxy });
           break;
         }
         case 'cmd':
@@ -199,16 +203,19 @@ export class PoolWorker {
   }
 
   /** Serve a socket the primary passed; the primary holds its slot until this worker says it is done. */
-  private adopt(listener: ProcessListener, raw: object, head: Buffer | undefined, proxy: Buffer | undefined): void {
+  private adopt(listener: ProcessListener, id: number, raw: object, head: Buffer | undefined, proxy: Buffer | undefined): void {
     listener.adopt(
       raw,
       head,
-      new Lease(() => {
-        this.released++;
-        this.scheduleReport();
-      }),
+      new Lease(() => this.release(id)),
       proxy,
     );
+  }
+
+  /** Socket `id` no longer holds its slot: tell the primary (coalesced with the next report). */
+  private release(id: number): void {
+    this.released.push(id);
+    this.scheduleReport();
   }
 
   private scheduleReport(): void {
@@ -219,9 +226,9 @@ export class PoolWorker {
     this.reportTimer = undefined;
     const l = this.listener;
     if (!l) return;
-    if (this.released > 0) {
-      send({ t: 'released', n: this.released });
-      this.released = 0;
+    if (this.released.length > 0) {
+      send({ t: 'released', ids: this.released });
+      this.released = [];
     }
     const load = l.load();
     const message: FromWorker = { t: 'load', connections: load.connections, counted: load.counted, totals: load.totals };

@@ -37,11 +37,16 @@ export class PrimaryDispatch {
         dispatch: (socket, head, lease, proxy) => {
           const raw = detach.call(transport, socket);
           for (const w of candidates()) {
+            const id = w.nextSocketId();
             // The PROXY header goes as its bytes; the worker parses them again.
-            if (!w.post({ t: 'socket', head, proxy: proxy?.raw }, raw)) continue; // its process just went
-            w.hold(lease);
+            if (!w.post({ t: 'socket', id, head, proxy: proxy?.raw }, raw)) continue; // its process just went
+            w.hold(id, lease);
             return true;
           }
+          // Every worker that looked ready has just lost its process (its exit is yet to be seen):
+          // hand nothing over until the listener sets the limit again (a worker's exit or ready),
+          // so the sockets behind this one wait instead of failing one after another.
+          this.pool.maxConnections = 0;
           throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
         },
       },

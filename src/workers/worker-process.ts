@@ -16,7 +16,7 @@ export interface WorkerProcessEvents {
   ready(w: WorkerProcess, address: SocketAddress): void;
   needHandle(w: WorkerProcess): void;
   load(w: WorkerProcess): void;
-  released(w: WorkerProcess, n: number): void;
+  released(w: WorkerProcess, ids: readonly number[]): void;
   crashReport(w: WorkerProcess, message: string): void;
   exit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void;
 }
@@ -46,8 +46,13 @@ export class WorkerProcess {
   connections = 0;
   /** The counters of the current process, as last reported. */
   totals: ListenerTotals | undefined = undefined;
-  /** Slots of `maxConnections` held for sockets the primary passed to this worker (distribution `primary`). */
-  private readonly leases: Lease[] = [];
+  /**
+   * Slots of `maxConnections` held for sockets the primary passed to this worker (distribution
+   * `primary`), by the id the socket went with: the worker names the ids whose connections are
+   * done, so each lease (and the per-source place it holds) is released for its own socket.
+   */
+  private readonly leases = new Map<number, Lease>();
+  private lastSocketId = 0;
   restarts = 0;
   /** The pid of the most recent process, kept after it exits (for `workerExit`). */
   lastPid: number | undefined = undefined;
@@ -93,7 +98,7 @@ export class WorkerProcess {
     this.generation++;
     this.status = this.generation === 1 ? 'starting' : 'restarting';
     this.connections = 0;
-    this.releaseLeases(Infinity);
+    this.releaseAllLeases();
     const child = fork(this.launch.script, [...this.launch.args], {
       env: { ...process.env, [WORKER_ENV]: this.launch.listener, [WORKER_INDEX_ENV]: String(this.index) },
       execArgv: process.execArgv,
@@ -141,7 +146,7 @@ export class WorkerProcess {
         this.events.load(this);
         break;
       case 'released':
-        this.events.released(this, message.n);
+        this.events.released(this, message.ids);
         break;
       case 'crash-report':
         this.events.crashReport(this, message.message);
@@ -160,17 +165,34 @@ export class WorkerProcess {
 
   /** Sockets passed to this worker that still hold a slot (distribution `primary`). */
   get leaseCount(): number {
-    return this.leases.length;
+    return this.leases.size;
   }
 
-  /** Hold the lease of a socket just passed to this worker. */
-  hold(lease: Lease): void {
-    this.leases.push(lease);
+  /** The id the next socket passed to this worker goes with (unique for the slot's lifetime). */
+  nextSocketId(): number {
+    return ++this.lastSocketId;
   }
 
-  /** Release `n` of the leases this worker holds (it reported them done, or it died: `Infinity`). */
-  releaseLeases(n: number): void {
-    for (let k = 0; k < n && this.leases.length > 0; k++) this.leases.pop()!.release();
+  /** Hold the lease of socket `id`, just passed to this worker. */
+  hold(id: number, lease: Lease): void {
+    this.leases.set(id, lease);
+  }
+
+  /** The worker is done with these sockets: release their leases (ids not held are ignored). */
+  releaseLeases(ids: readonly number[]): void {
+    for (const id of ids) {
+      const lease = this.leases.get(id);
+      if (lease === undefined) continue;
+      this.leases.delete(id);
+      lease.release();
+    }
+  }
+
+  /** Release every lease this worker holds (its process exited, or a new one starts). */
+  releaseAllLeases(): void {
+    const all = [...this.leases.values()];
+    this.leases.clear();
+    for (const lease of all) lease.release();
   }
 
   /** Send a message (with an optional handle or socket) to the current process. Returns false if it is gone. */

@@ -54,7 +54,7 @@ export class WorkerSupervisor {
       ready: (w, address) => events.ready(w, address),
       needHandle: (w) => events.needHandle(w),
       load: (w) => events.load(w),
-      released: (w, n) => w.releaseLeases(n),
+      released: (w, ids) => w.releaseLeases(ids),
       crashReport: (w, message) => events.crashReport(w, message),
       exit: (w, code, signal) => this.onExit(w, code, signal),
     };
@@ -89,9 +89,9 @@ export class WorkerSupervisor {
     return this.slots.filter((w) => w.status === 'ready' && w.child !== undefined).sort((a, b) => a.leaseCount - b.leaseCount);
   }
 
-  /** Whether some slot's worker is ready. */
+  /** Whether some slot's worker is ready and still has its process. */
   get anyReady(): boolean {
-    return this.slots.some((w) => w.status === 'ready');
+    return this.slots.some((w) => w.status === 'ready' && w.child !== undefined);
   }
 
   /** Live connections over every worker, as last reported. */
@@ -164,14 +164,16 @@ export class WorkerSupervisor {
   }
 
   private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    // Its connections are gone: release what it held against maxConnections, and keep its counts.
-    w.releaseLeases(Infinity);
     w.connections = 0;
     if (w.totals) this.retiredTotals = addTotals([this.retiredTotals, w.totals]);
     w.totals = undefined;
     const wasRetiring = this.retiring.delete(w);
     if (wasRetiring || w.status === 'retiring' || w.status === 'stopped' || this.stopping) w.status = 'stopped';
+    // Its process is gone (`child` is cleared): `exited` lets the listener stop handing sockets over
+    // if no other worker is ready, before the slots this worker held are released — each release
+    // serves a waiting socket, which must wait for a worker rather than fail for want of one.
     this.events.exited(w, code, signal);
+    w.releaseAllLeases();
     if (w.status === 'stopped') return;
     const r = this.plan.restarts;
     if (!w.intensity.tryRestart()) {
