@@ -1,4 +1,5 @@
 import type { HandlerHook } from './protocol.js';
+import { isThenable } from './is-thenable.js';
 
 /** What a hook's outcome does to its connection. @internal */
 export interface HookPolicy {
@@ -31,10 +32,6 @@ export const HOOK_POLICIES: Readonly<Record<HandlerHook, HookPolicy>> = {
   onError: { holds: false, crash: 'count' },
   onClose: { holds: false, crash: 'count' },
 };
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<unknown>).then === 'function';
-}
 
 /**
  * Runs a connection's hooks, one policy per hook ({@link HOOK_POLICIES}): it calls the hook,

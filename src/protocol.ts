@@ -61,7 +61,10 @@ export interface CrashInfo {
  * 3. **Ready.** The `connectionOpen` event fires and `corral:connection:open` is published; a
  *    handler is created for the connection (see {@link Protocol}) and {@link ProtocolHandler.onReady}
  *    runs. Nothing is read until it returns (or its promise settles), so a greeting sent here always
- *    comes first.
+ *    comes first. A throw before `onReady` — from a `connectionOpen` listener, a custom framing's
+ *    `createFramer`, or the handler's class or factory — is a crash of `onReady` that nothing
+ *    restarts: counted and reported as in step 9, and the connection closes at once (reason
+ *    `crash`), giving back its slot.
  * 4. **One queue, in order.** What happens to a connection is handled one event at a time, in the
  *    order it happened: each frame (bytes split by the listener's `framing`) goes to
  *    {@link ProtocolHandler.onFrame}, then the next. While a hook's promise is pending, nothing else
@@ -91,8 +94,9 @@ export interface CrashInfo {
  *    `shutdownTimeout`; a crash inside `onCrash` is counted and never answered again. Then, with
  *    `restart: 'transient'`, a crash in `onReady`, `onFrame` or `onIdle` starts a fresh handler on
  *    the same connection (`conn.data` reset, `conn.restarts` incremented, `onReady` again; the frame
- *    being handled is dropped); otherwise the connection closes. Crashes in `onError` and `onClose`
- *    are only counted.
+ *    being handled is dropped); otherwise the connection closes. A class or factory that throws while
+ *    making the fresh handler is a second crash (of `onReady`, counted and reported, `restarted`
+ *    false) and the connection closes. Crashes in `onError` and `onClose` are only counted.
  * 10. **Errors.** A socket error (reset, broken pipe) runs {@link ProtocolHandler.onError}; the
  *    connection is then closed whatever the hook does; what was not sent is lost.
  * 11. **Closed.** {@link ProtocolHandler.onClose} runs exactly once, last, with the reason; its slot
@@ -153,7 +157,11 @@ export interface ProtocolHandler<State = unknown> {
   onShutdown?(conn: Connection<State>, request: ShutdownRequest): void | Promise<void>;
   /**
    * A hook crashed (threw or rejected): answer it before the connection closes or restarts, e.g.
-   * with an error reply. Bounded by `shutdownTimeout`; a crash in here is counted, never answered.
+   * with an error reply. Bounded by `shutdownTimeout`: if its promise is still pending then, corral
+   * stops waiting for it — the connection closes or restarts as if it had settled, and the pending
+   * promise no longer holds back reading, idling or closing (what it sends later mixes with the
+   * fresh handler's replies, or is dropped once the connection is closing). A crash in here, even
+   * after the bound, is counted, never answered.
    */
   onCrash?(error: unknown, conn: Connection<State>, crash: CrashInfo): void | Promise<void>;
   /** The connection is closed. Called exactly once, last. Errors here are counted, not rethrown. */

@@ -10,6 +10,7 @@ import { HOOK_POLICIES, HookRunner } from './hook-runner.js';
 import type { CloseReason, HandlerHook, ProtocolHandler } from './protocol.js';
 import type { RestartIntensity } from './restart-intensity.js';
 import type { SocketAddress, TlsInfo, TransportConnection } from './transport.js';
+import { isThenable } from './is-thenable.js';
 
 /**
  * What a connection needs from the supervisor that owns it. @internal
@@ -23,7 +24,8 @@ export interface ConnectionOwner {
   readonly context: AsyncLocalStorage<ConnectionContext> | undefined;
   /**
    * A hook threw or rejected: count and report it. With `restartable` (the hook's policy allows a
-   * transient restart), returns a fresh handler to restart with, or `undefined`.
+   * transient restart), returns a fresh handler to restart with, or `undefined` (a factory or
+   * constructor that throws then is counted and reported as a crash of its own).
    */
   crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): ProtocolHandler | undefined;
   /** Called once, after `onClose`, when the stream has closed. */
@@ -54,7 +56,8 @@ export class SupervisedConnection implements Connection {
   private remoteAddress: SocketAddress | undefined = undefined;
   private readonly proxyHeader: ProxyHeader | undefined;
   private proxyInfo: ConnectionProxy | undefined = undefined;
-  private readonly framer: Framer;
+  /** Created by {@link SupervisedConnection.createFramer}, before the handler. */
+  private framer!: Framer;
   private readonly transport: TransportConnection;
   private readonly hooks: HookRunner;
   private bytesIn = 0;
@@ -98,7 +101,6 @@ export class SupervisedConnection implements Connection {
     this.transport = transport;
     this.stream = transport.stream;
     this.tls = transport.tls;
-    this.framer = owner.framing.createFramer();
     this.hooks = new HookRunner(
       (hook, error) => this.crashed(hook, error),
       () => this.pump(),
@@ -160,6 +162,14 @@ export class SupervisedConnection implements Connection {
 
   get bufferedAmount(): number {
     return this.stream.writableLength;
+  }
+
+  /**
+   * Create this connection's framer. A custom framing's `createFramer` is user code: the supervisor
+   * calls this where it contains a throw, never the constructor. @internal
+   */
+  createFramer(): void {
+    this.framer = this.owner.framing.createFramer();
   }
 
   /** Start the handler: `onReady`, then reading. @internal */
@@ -348,17 +358,43 @@ export class SupervisedConnection implements Connection {
     // Let the handler answer the crash (an error reply) before its connection closes or restarts,
     // within shutdownTimeout.
     this.answeringCrash = true;
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      this.answeringCrash = false;
-      this.afterCrash(fresh);
-    };
-    const timer = setTimeout(finish, this.owner.shutdownTimeout);
-    timer.unref();
-    this.hooks.run('onCrash', () => handler.onCrash!(error, this, { hook, restarted: fresh !== undefined }), finish);
+    this.hooks.run(
+      'onCrash',
+      () => this.withinShutdownTimeout(handler.onCrash!(error, this, { hook, restarted: fresh !== undefined })),
+      () => {
+        this.answeringCrash = false;
+        this.afterCrash(fresh);
+      },
+    );
+  }
+
+  /**
+   * `onCrash`'s outcome, bounded by `shutdownTimeout`: a promise still pending then is abandoned —
+   * it stops holding the queue, so the connection restarts or closes as if it had settled (a pending
+   * hook would otherwise keep a restarted connection from reading, idling and closing, forever). A
+   * rejection after that is still counted as a crash of `onCrash`.
+   */
+  private withinShutdownTimeout(answer: void | Promise<void>): void | Promise<void> {
+    if (!isThenable(answer)) return answer;
+    return new Promise<void>((resolve, reject) => {
+      let abandoned = false;
+      const timer = setTimeout(() => {
+        abandoned = true;
+        resolve();
+      }, this.owner.shutdownTimeout);
+      timer.unref();
+      answer.then(
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          if (abandoned) this.crashed('onCrash', err);
+          else reject(err);
+        },
+      );
+    });
   }
 
   /** After a crash (and its answer): a fresh handler takes over, or the connection closes. */
@@ -460,8 +496,13 @@ export class SupervisedConnection implements Connection {
     this.hooks.run('onShutdown', () => handler.onShutdown!(this, { deadline: this.shutdownDeadline }));
   }
 
-  /** The handler could not be created (factory or constructor threw): close now, as a crash. @internal */
+  /**
+   * The connection could not start (a `connectionOpen` listener, `createFramer`, or the handler's
+   * factory or constructor threw): close now, as a crash. Its slot is given back when the stream
+   * closes, as for any connection. @internal
+   */
   abortCrashed(): void {
+    this.handler ??= {};
     this.reason ??= 'crash';
     this.destroy();
   }

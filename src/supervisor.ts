@@ -84,21 +84,28 @@ export class ConnectionSupervisor implements ConnectionOwner {
     return this.live.values();
   }
 
-  /** Start a handler on a handshaken connection that holds `lease`; its handshake began at `handshakeStartedAt`. */
+  /**
+   * Start a handler on a handshaken connection that holds `lease`; its handshake began at
+   * `handshakeStartedAt`. User code runs here — `connectionOpen` listeners, a custom framing's
+   * `createFramer`, the handler's class or factory — and a throw from any of it is contained: a
+   * crash of `onReady` with nothing to restart (see {@link ConnectionSupervisor.startFailed}).
+   */
   start(transport: TransportConnection, lease: Lease, handshakeStartedAt: number, proxy?: ProxyHeader): SupervisedConnection {
     const conn = new SupervisedConnection(this, this.options.idPrefix + String(this.nextId++), transport, lease, proxy);
     this.live.add(conn);
-    this.events.opened(conn, Date.now() - handshakeStartedAt);
+    try {
+      this.events.opened(conn, Date.now() - handshakeStartedAt);
+    } catch (err) {
+      this.startFailed(conn, err);
+      return conn;
+    }
     conn.inContext(() => {
       let handler: ProtocolHandler;
       try {
+        conn.createFramer();
         handler = this.options.createHandler(conn);
       } catch (err) {
-        // The handler could not even be created: a crash of onReady with nothing to restart.
-        this.crashes++;
-        this.events.crashed(conn, 'onReady', err, false);
-        conn.handler = {};
-        conn.abortCrashed();
+        this.startFailed(conn, err);
         return;
       }
       conn.start(handler, this.options.idleTimeout);
@@ -106,21 +113,39 @@ export class ConnectionSupervisor implements ConnectionOwner {
     return conn;
   }
 
+  /**
+   * A connection could not start: close it at once (its stream is destroyed; its lease is released
+   * when the stream closes, as for every connection), then count and report a crash of `onReady`.
+   * Closing first keeps the slot from leaking even if a `handlerCrash` listener throws.
+   */
+  private startFailed(conn: SupervisedConnection, error: unknown): void {
+    conn.abortCrashed();
+    this.crashes++;
+    this.events.crashed(conn, 'onReady', error, false);
+  }
+
   crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): ProtocolHandler | undefined {
     this.crashes++;
     let fresh: ProtocolHandler | undefined;
+    let createFailed: { error: unknown } | undefined;
     if (this.options.restart === 'transient' && restartable) {
       conn.intensity ??= new RestartIntensity(this.options.maxRestarts, this.options.period);
       if (conn.intensity.tryRestart()) {
         try {
           fresh = this.options.createHandler(conn);
           this.restarts++;
-        } catch {
-          fresh = undefined;
+        } catch (err) {
+          createFailed = { error: err };
         }
       }
     }
     this.events.crashed(conn, hook, error, fresh !== undefined);
+    if (createFailed !== undefined) {
+      // The fresh handler could not be created: a second crash, of the onReady it never reached,
+      // with nothing to restart; the connection closes (after onCrash answers the first).
+      this.crashes++;
+      this.events.crashed(conn, 'onReady', createFailed.error, false);
+    }
     return fresh;
   }
 

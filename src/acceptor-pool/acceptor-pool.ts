@@ -12,6 +12,7 @@ import { Lease } from './lease.js';
 import { type ProxyHeaderSettings, ProxyWaits } from './proxy-waits.js';
 import { type SilentCloseReason, SilentSockets } from './silent-sockets.js';
 import { WaitQueue } from './wait-queue.js';
+import { isThenable } from '../is-thenable.js';
 
 
 /** The acceptor pool's share of the resolved listener options. @internal */
@@ -121,10 +122,6 @@ interface Handshake {
   readonly startedAt: number;
   readonly upstream: Lease | undefined;
   readonly proxy: ProxyHeader | undefined;
-}
-
-function isThenable<T>(v: unknown): v is PromiseLike<T> {
-  return typeof v === 'object' && v !== null && typeof (v as PromiseLike<T>).then === 'function';
 }
 
 /**
