@@ -206,13 +206,23 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
     this.emit('suspend');
   }
 
+  /**
+   * Reopen the socket and accept again; during a drain, once the drain has ended. A resume that
+   * loses to a `stop()` — called before the drain it waits for ends, or while it reopens — rejects
+   * with `CORRAL_LISTENER_STOPPED`, as a resume after `stop()` does: it never releases the hold the
+   * stop put on the socket, never sets the status back to `running`, and emits no `resume`.
+   */
   async resume(): Promise<void> {
     this.assertNotStopped('resume');
     if (this.state === 'running') return;
     if (this.draining) await this.draining;
+    // The socket's `suspended` hold is the stop's now: releasing it would reopen a stopping listener.
+    this.assertNotStopped('resume');
     await this.socket.release('suspended');
+    this.assertNotStopped('resume');
     this.state = 'running';
     await this.resumeWork();
+    this.assertNotStopped('resume');
     this.emit('resume');
   }
 

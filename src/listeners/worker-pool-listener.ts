@@ -86,7 +86,9 @@ export class WorkerPoolListener extends ListenerShell {
       hello: (w) => this.configure(w),
       ready: (w, address) => this.onReady(w, address),
       needHandle: (w) => {
-        if (this.shared) w.post({ t: 'handle' }, this.shared.handle);
+        // Always answered: without a handle (the primary closed its socket: it drains or stops),
+        // the worker's open fails instead of waiting for ever — a stop waits for an open under way.
+        w.post({ t: 'handle' }, this.shared?.handle);
       },
       load: () => this.countsChanged(),
       crashReport: (w, message) => this.emit('workerCrash', { index: w.index, pid: w.pid, message }),

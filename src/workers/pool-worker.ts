@@ -68,7 +68,7 @@ export class PoolWorker {
    * Shared-socket handles are used the moment they arrive, never kept for later: after a suspend
    * and resume the primary binds a new socket, and a kept handle would hold the old one open.
    */
-  private readonly handleWaiters: ((handle: object) => void)[] = [];
+  private readonly handleWaiters: ((handle: object | undefined) => void)[] = [];
   private startHandle: object | undefined = undefined;
   /** Sockets the primary passed before the listener existed (distribution `primary`). */
   private readonly earlySockets: { id: number; raw: object; head: Buffer | undefined; proxy: Buffer | undefined }[] = [];
@@ -150,10 +150,10 @@ export class PoolWorker {
           configured(message.config);
           break;
         case 'handle': {
-          if (handle === undefined) break;
+          // No handle: the primary has no socket to share now; the open waiting for it fails.
           const waiter = this.handleWaiters.shift();
           if (waiter) waiter(handle);
-          else closeHandle(handle);
+          else if (handle !== undefined) closeHandle(handle);
           break;
         }
         case 'socket': {
@@ -189,10 +189,12 @@ export class PoolWorker {
   private async listenOnShared(handlers: TransportListenHandlers): Promise<TransportServer> {
     const transport = this.transport!;
     if (!transport.listenOnHandle) throw new CorralError('CORRAL_LISTEN_FAILED', `transport ${transport.name} cannot share a socket`);
-    return transport.listenOnHandle(await this.nextHandle(), handlers);
+    const handle = await this.nextHandle();
+    if (handle === undefined) throw new CorralError('CORRAL_LISTEN_FAILED', 'the primary has no socket to share (it is draining or stopping)');
+    return transport.listenOnHandle(handle, handlers);
   }
 
-  private nextHandle(): Promise<object> {
+  private nextHandle(): Promise<object | undefined> {
     const h = this.startHandle;
     this.startHandle = undefined;
     if (h) return Promise.resolve(h);
