@@ -3,6 +3,9 @@ import { BufferingFramer } from './buffering-framer.js';
 import type { Framing, LengthPrefixedFramingOptions } from './framer.js';
 
 class LengthPrefixedFramer extends BufferingFramer {
+  /** The length announced by the header of the frame being read, once that header is complete; else -1. */
+  private length = -1;
+
   constructor(
     private readonly headerSize: 2 | 4,
     private readonly maxLength: number,
@@ -11,19 +14,24 @@ class LengthPrefixedFramer extends BufferingFramer {
   }
 
   next(): Buffer | undefined {
-    const buf = this.buf;
-    const start = this.start;
-    const available = buf.length - start;
-    if (available < this.headerSize) return undefined;
-    const length = this.headerSize === 2 ? buf.readUInt16BE(start) : buf.readUInt32BE(start);
-    if (length > this.maxLength) {
-      this.clear();
-      throw new FrameTooLargeError(this.maxLength, `header announces ${length} bytes`);
+    if (this.length === -1) {
+      if (this.buffered < this.headerSize) return undefined;
+      let length = 0;
+      for (let i = 0; i < this.headerSize; i++) length = length * 256 + this.byteAt(i);
+      if (length > this.maxLength) {
+        this.clear();
+        throw new FrameTooLargeError(this.maxLength, `header announces ${length} bytes`);
+      }
+      this.length = length;
     }
-    if (available < this.headerSize + length) return undefined;
-    const from = start + this.headerSize;
-    this.consume(from + length);
-    return buf.subarray(from, from + length);
+    if (this.buffered < this.headerSize + this.length) return undefined;
+    const frame = this.take(this.headerSize + this.length, this.headerSize, this.headerSize + this.length);
+    this.length = -1;
+    return frame;
+  }
+
+  protected frameBound(): number {
+    return this.headerSize + (this.length === -1 ? this.maxLength : this.length);
   }
 }
 

@@ -6,40 +6,31 @@ const LF = 0x0a;
 const CR = 0x0d;
 
 class LineFramer extends BufferingFramer {
-  /** Where the search for the next `\n` resumes (everything before it was searched). */
-  private scan = 0;
-
   constructor(private readonly maxLength: number) {
     super();
   }
 
-  protected override shifted(n: number): void {
-    this.scan -= n;
-  }
-
   next(): Buffer | undefined {
-    const buf = this.buf;
-    const start = this.start;
-    const lf = buf.indexOf(LF, this.scan);
+    const lf = this.indexOf(LF);
     if (lf === -1) {
-      this.scan = buf.length;
       // A trailing CR may still become part of a CRLF: allow one byte of slack for it.
-      const pending = buf.length - start;
-      if (pending > this.maxLength + 1 || (pending === this.maxLength + 1 && buf[buf.length - 1] !== CR)) {
+      const pending = this.buffered;
+      if (pending > this.maxLength + 1 || (pending === this.maxLength + 1 && this.lastByte() !== CR)) {
         this.fail(`${pending} bytes without a line ending`);
       }
       return undefined;
     }
-    const end = lf > start && buf[lf - 1] === CR ? lf - 1 : lf;
-    if (end - start > this.maxLength) this.fail(`line of ${end - start} bytes`);
-    this.consume(lf + 1);
-    this.scan = this.start;
-    return buf.subarray(start, end);
+    const end = lf > 0 && this.byteAt(lf - 1) === CR ? lf - 1 : lf;
+    if (end > this.maxLength) this.fail(`line of ${end} bytes`);
+    return this.take(lf + 1, 0, end);
+  }
+
+  protected frameBound(): number {
+    return this.maxLength + 2; // the line, CR, LF
   }
 
   private fail(detail: string): never {
     this.clear();
-    this.scan = 0;
     throw new FrameTooLargeError(this.maxLength, detail);
   }
 }
