@@ -7,7 +7,8 @@
  * - `silent_timeout`, `source_limit`, `silent_limit`: its peer had not sent its first message (see
  *   `clientFirst`) within `silentTimeout`, or it was the oldest silent socket of its source
  *   (`maxSilentPerSource`) or of the listener (`maxSilent`) when a new one came;
- * - `malformed`: its first bytes cannot begin the transport's first message.
+ * - `malformed`: its first bytes cannot begin the transport's first message, or (TLS) its peer
+ *   sent more than 20,485 bytes before the handshake, which no client does.
  * - `denied`: an access rule denies its client's address (`access`).
  * - `rate_limited`: its source connected faster than `connectionRatePerSource`.
  * - `address_limit`: its source held `maxConnectionsPerAddress` sockets already.

@@ -96,6 +96,10 @@ interface Ready {
   readonly socket: AcceptedSocket;
   /** The bytes read from it so far, to put back before its handshake. */
   head: Buffer | undefined;
+  /** Where `head` grows once a second read arrives (doubling, so a trickle is copied O(n), not O(n²)). */
+  store: Buffer | undefined;
+  /** The length of its first message, once its first bytes tell (the store need not grow past it while silent). */
+  need: number | undefined;
   /** The slot another process holds for it (distribution `primary`), released when it is done here. */
   readonly upstream: Lease | undefined;
   /** Still being read (until its handshake starts, or it sent more than a waiting socket may). */
@@ -116,6 +120,35 @@ const OWN_ADDRESS = Symbol('own address');
 
 /** Most bytes read from a socket before its handshake (its first message and what followed). */
 const MAX_HEAD = 16 * 1024 + 5 + 4096;
+
+/**
+ * Add a read to what was read from a socket: the first read is kept as it is; later ones are
+ * copied into a store that doubles when full, so a peer sending a byte at a time costs O(n)
+ * copying, not a copy of everything so far per read.
+ */
+function append(ready: Ready, chunk: Buffer): Buffer {
+  const head = ready.head;
+  if (head === undefined || head.length === 0) {
+    ready.head = chunk;
+    return chunk;
+  }
+  const length = head.length + chunk.length;
+  let store = ready.store;
+  // `head` may be a view into the store (earlier appends) or not (the first read, or what
+  // followed a PROXY header).
+  const inStore = store !== undefined && head.buffer === store.buffer && head.byteOffset === store.byteOffset;
+  if (!inStore || store!.length < length) {
+    // Doubling, but never past the first message's length while it is incomplete, nor past
+    // MAX_HEAD, unless this read itself goes past them.
+    const cap = ready.need !== undefined && ready.need > length ? ready.need : MAX_HEAD;
+    store = Buffer.allocUnsafe(Math.max(length, Math.min(2 * head.length, cap), 1024));
+    head.copy(store, 0);
+    ready.store = store;
+  }
+  chunk.copy(store!, head.length);
+  ready.head = store!.subarray(0, length);
+  return ready.head;
+}
 
 /** A running handshake. */
 interface Handshake {
@@ -263,7 +296,7 @@ export class AcceptorPool {
       void socket.remoteAddress;
       void socket.remotePort;
     }
-    const ready: Ready = { socket, head: undefined, upstream: undefined, reading: false, stage: 'queued', proxy: undefined };
+    const ready: Ready = { socket, head: undefined, store: undefined, need: undefined, upstream: undefined, reading: false, stage: 'queued', proxy: undefined };
     if (proxy !== undefined) {
       if (proxy.trusted.contains(socket.remoteAddress)) {
         // A load balancer: its header comes first, and names the client every rule is about.
@@ -328,16 +361,14 @@ export class AcceptorPool {
 
   /** Bytes from a socket being read: its PROXY header, its first message, or more while it waits. */
   private onBytes(ready: Ready, chunk: Buffer): void {
-    const head = ready.head === undefined ? chunk : Buffer.concat([ready.head, chunk]);
-    ready.head = head;
+    const head = append(ready, chunk);
     if (ready.stage === 'proxy') {
       this.onProxyBytes(ready, head);
       return;
     }
     if (!this.silent?.has(ready.socket)) {
-      // It waits for a slot: keep what it sent, up to a bound; past it, stop reading (the kernel
-      // keeps the rest, and TCP pushes back).
-      if (head.length > MAX_HEAD) this.stopReading(ready);
+      // It waits for a slot, its first message complete.
+      if (head.length > MAX_HEAD) this.overread(ready);
       return;
     }
     this.onFirstMessageBytes(ready, head);
@@ -372,12 +403,18 @@ export class AcceptorPool {
   /** Bytes of a silent socket: is its first message complete? */
   private onFirstMessageBytes(ready: Ready, head: Buffer): void {
     const need = this.transport.firstMessageLength === undefined ? 1 : this.transport.firstMessageLength(head);
+    if (need > 0) ready.need = need;
     if (need < 0) {
       this.silent!.close(ready.socket, 'malformed');
       return;
     }
     if (need === 0 || head.length < need) {
       if (head.length > MAX_HEAD) this.silent!.close(ready.socket, 'malformed');
+      return;
+    }
+    if (head.length > MAX_HEAD && this.transport.earlyEndIsDeparture === true) {
+      // The read that completed its first message brought far more (a read can be 64 KiB).
+      this.silent!.close(ready.socket, 'malformed');
       return;
     }
     this.silent!.remove(ready.socket);
@@ -392,6 +429,27 @@ export class AcceptorPool {
     this.arrived.push(ready);
     this.arrivedCount++;
     this.scheduleTurnEnd();
+  }
+
+  /**
+   * A waiting socket sent more than {@link MAX_HEAD} in all. Where the peer waits for the server
+   * after its first message (TLS: a client sends nothing after its ClientHello and a
+   * ChangeCipherSpec until the ServerHello), that is not a client: close it (`malformed`), so what
+   * a waiting socket holds stays bounded. Elsewhere stop reading it; the kernel keeps the rest, and
+   * TCP pushes back.
+   */
+  private overread(ready: Ready): void {
+    if (this.transport.earlyEndIsDeparture !== true) {
+      this.stopReading(ready);
+      return;
+    }
+    ready.reading = false;
+    if (ready.stage === 'arrived') this.arrivedCount--;
+    else if (ready.stage === 'queued') this.queue.delete(ready);
+    ready.head = undefined;
+    ready.store = undefined;
+    this.rejectReady(ready, 'malformed');
+    this.events.changed();
   }
 
   /** The peer ended or reset a socket being read: it gave up, silent or waiting. */
@@ -443,7 +501,7 @@ export class AcceptorPool {
     if (proxy?.command === 'proxy' && proxy.source !== undefined && 'address' in proxy.source) {
       this.proxied.set(socket, { remoteAddress: proxy.source.address, remotePort: proxy.source.port });
     }
-    this.enqueue({ socket, head, upstream, reading: false, stage: 'queued', proxy });
+    this.enqueue({ socket, head, store: undefined, need: undefined, upstream, reading: false, stage: 'queued', proxy });
   }
 
   /** Replace the access rules (`undefined`: allow all); sockets admitted already stay. */
@@ -685,6 +743,7 @@ export class AcceptorPool {
     this.stopReading(ready);
     if (ready.head !== undefined) this.transport.unread!(ready.socket, ready.head);
     ready.head = undefined;
+    ready.store = undefined;
   }
 
   /** The source a socket holds a place of, taken off the socket (its lease gives it back now). */

@@ -169,6 +169,27 @@ describe('silent sockets: bounds', () => {
     expect(info.accepted).toBe(4);
   });
 
+  it('a waiting TLS peer that sends far more than its ClientHello is closed as malformed: what a waiting socket holds stays bounded', async () => {
+    const l = await tlsListener({ maxConnections: 1 });
+    const holder = track(tls.connect({ port: l.port!, host: '127.0.0.1', rejectUnauthorized: false }));
+    await once(holder, 'secureConnect');
+    const hello = await captureClientHello();
+    const rejected = new Promise<RejectEvent>((resolve) => l.once('reject', resolve));
+    // A ClientHello, then (as no TLS client does before the ServerHello) 100 KB more, in pieces.
+    const peer = await silentPeer(l.port!, '127.0.0.1');
+    peer.write(hello);
+    await until(l, 'one waiting', (i) => i.waiting === 1);
+    for (let i = 0; i < 100; i++) peer.write(Buffer.alloc(1000, 0x17));
+    expect((await rejected).reason).toBe('malformed');
+    await closed(peer);
+    // The same in one write: the read that completes the ClientHello brings it all.
+    const burst = await silentPeer(l.port!, '127.0.0.1');
+    burst.write(Buffer.concat([hello, Buffer.alloc(60_000, 0x17)]));
+    await closed(burst);
+    expect(await l.info()).toMatchObject({ waiting: 0, silent: 0, gaveUp: 0, rejected: { malformed: 2 } });
+    expect(await new LineClient(holder).request('still served')).toBe('still served');
+  });
+
   it('a ClientHello cut short and never finished holds no slot and is closed at silentTimeout', async () => {
     const l = await tlsListener({ silentTimeout: 300, maxHandshakes: 1, maxConnections: 1 });
     const rejected = new Promise<RejectEvent>((resolve) => l.once('reject', resolve));
