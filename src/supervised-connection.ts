@@ -261,7 +261,14 @@ export class SupervisedConnection implements Connection {
     if (this.closing) return; // draining input while closing: discard
     this.bytesIn += chunk.length;
     if (this.idleTimer) this.idleTimer.refresh();
-    this.framer.push(chunk);
+    try {
+      // A custom framer's push() is user code parsing the peer's bytes: a throw is a frame error
+      // of this connection, as one from next() is, never an exception out of a 'data' event.
+      this.framer.push(chunk);
+    } catch (err) {
+      this.frameError(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
     this.pump();
   }
 
@@ -288,7 +295,7 @@ export class SupervisedConnection implements Connection {
       try {
         frame = this.framer.next();
       } catch (err) {
-        this.frameError(err as Error);
+        this.frameError(err instanceof Error ? err : new Error(String(err)));
         continue;
       }
       if (frame !== undefined) {

@@ -302,6 +302,40 @@ describe.each(transportCases())('crash containment over $name', (tc) => {
       });
     });
 
+    it("a custom framer's push() that throws on the peer's bytes is a frame error of that connection: it closes, the process and the listener go on", async () => {
+      const escaped = h.watchProcess();
+      const line = lineFraming();
+      const l = await h.start({
+        framing: {
+          name: 'picky-line',
+          encode: (payload) => line.encode(payload),
+          createFramer() {
+            const inner = line.createFramer();
+            return {
+              push(chunk: Buffer) {
+                if (chunk.includes(0)) throw new Error('a NUL byte');
+                inner.push(chunk);
+              },
+              next: () => inner.next(),
+              get buffered() {
+                return inner.buffered;
+              },
+            };
+          },
+        },
+        protocol: (): ProtocolHandler => ({ onFrame: (frame, conn) => void conn.sendFrame(frame) }),
+      });
+      const closed = nextClose(l);
+      const bad = await h.client(l);
+      bad.send('a\u0000b');
+      const close = await within(closed, 5000, 'connectionClose of the connection that sent a NUL');
+      expect(close.reason).toBe('frame_error');
+      await within(bad.closed, 5000, 'the close of that connection');
+      const fine = await h.client(l);
+      expect(await within(fine.request('fine'), 5000, 'a reply to the next client')).toBe('fine');
+      expect(escaped).toEqual([]);
+    });
+
     it("a custom framing's createFramer", async () => {
       await firstConnectionBroken('createFramer broke', async (created) => {
         const line = lineFraming();
