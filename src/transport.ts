@@ -185,8 +185,13 @@ export interface Transport {
   createSharedHandle?(): Promise<SharedListenHandle>;
   /** Listen on a handle received from the primary (distribution `'shared'`). */
   listenOnHandle?(handle: object, handlers: TransportListenHandlers): Promise<TransportServer>;
-  /** The raw socket object of an accepted socket, to send to another process (distribution `'primary'`). */
-  detach?(socket: AcceptedSocket): object;
+  /**
+   * Hand an accepted socket over to another process (distribution `'primary'`): `raw` is the
+   * socket object to send. Reads stop at once, so what the peer sends next stays in the kernel for
+   * the new owner; `rest` is what had been read meanwhile and not yet given to corral (it goes
+   * along after what corral read).
+   */
+  detach?(socket: AcceptedSocket): { raw: object; rest: Buffer | undefined };
   /** Take over a raw socket received from another process (distribution `'primary'`). */
   adopt?(socket: object): AcceptedSocket;
 }

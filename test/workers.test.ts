@@ -453,6 +453,24 @@ describe('rolling restarts and suspension, edge cases', () => {
     expect(await b.request('still')).toBe('still');
   });
 
+  it('distribution primary, TCP client-first: what a waiting client sends after its first message reaches the worker too', async () => {
+    const p = await pool({ workers: 1, distribution: 'primary', clientFirst: true, maxConnections: 1 });
+    const info = (): Promise<ListenerInfo> => p.command<ListenerInfo>('info');
+    const holder = await client(p);
+    expect(await holder.request('holds the slot')).toBe('holds the slot');
+    const waiting = await client(p);
+    waiting.send('first');
+    for (let i = await info(); i.waiting < 1; i = await info()) await p.command('connections');
+    // Read by the primary (its first message), now paused there: this arrives while it waits.
+    waiting.send('second');
+    // On loopback it is in the primary's socket once written; a round trip to the primary lets its
+    // event loop turn at least once meanwhile (the bytes must not be read: there is no event).
+    await p.command('connections');
+    holder.end();
+    expect(await waiting.line()).toBe('first');
+    expect(await waiting.line()).toBe('second');
+  });
+
   it('stop during restartWorkers leaves no worker behind', async () => {
     const p = await pool({ workers: 2, distribution: 'shared' });
     const before = workerPids(await p.command<ListenerInfo>('info'));

@@ -9,7 +9,7 @@ import type {
   TransportListenHandlers,
   TransportServer,
 } from '../transport.js';
-import { readFirstBytes, unread } from './first-bytes.js';
+import { detachSocket, readFirstBytes, unread } from './first-bytes.js';
 import { createSharedHandle } from './shared-handle.js';
 import { addressOf, ignoreSocketError, SocketEnds } from './socket-ends.js';
 import { checkTcpOptions, TCP_KEYS, type TcpTransportOptions } from './tcp-options.js';
@@ -190,8 +190,8 @@ export class TcpTransport implements Transport {
     });
   }
 
-  detach(socket: AcceptedSocket): object {
-    return socket as net.Socket;
+  detach(socket: AcceptedSocket): { raw: object; rest: Buffer | undefined } {
+    return detachSocket(socket as net.Socket);
   }
 
   adopt(socket: object): AcceptedSocket {

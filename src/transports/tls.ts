@@ -11,7 +11,7 @@ import type {
   TransportListenHandlers,
   TransportServer,
 } from '../transport.js';
-import { readFirstBytes, unread } from './first-bytes.js';
+import { detachSocket, readFirstBytes, unread } from './first-bytes.js';
 import { ignoreSocketError, SocketEnds } from './socket-ends.js';
 import { TcpTransport } from './tcp.js';
 import { TCP_KEYS, type TcpTransportOptions } from './tcp-options.js';
@@ -264,8 +264,8 @@ export class TlsTransport implements Transport {
     });
   }
 
-  detach(socket: AcceptedSocket): object {
-    return (socket as TlsAcceptedSocket).raw;
+  detach(socket: AcceptedSocket): { raw: object; rest: Buffer | undefined } {
+    return detachSocket((socket as TlsAcceptedSocket).raw);
   }
 
   adopt(socket: object): AcceptedSocket {

@@ -35,11 +35,12 @@ export class PrimaryDispatch {
       {
         kind: 'dispatch',
         dispatch: (socket, head, lease, proxy) => {
-          const raw = detach.call(transport, socket);
+          const { raw, rest } = detach.call(transport, socket);
+          const read = rest === undefined ? head : head === undefined ? rest : Buffer.concat([head, rest]);
           for (const w of candidates()) {
             const id = w.nextSocketId();
             // The PROXY header goes as its bytes; the worker parses them again.
-            if (!w.post({ t: 'socket', id, head, proxy: proxy?.raw }, raw)) continue; // its process just went
+            if (!w.post({ t: 'socket', id, head: read, proxy: proxy?.raw }, raw)) continue; // its process just went
             w.hold(id, lease);
             return true;
           }
