@@ -302,6 +302,13 @@ export class AcceptorPool {
         // A load balancer: its header comes first, and names the client every rule is about.
         ready.stage = 'proxy';
         this.proxyWaits!.add(socket, ready, Date.now());
+        if (this.proxyWaits!.size > this.options.maxSilent) {
+          // Bounded as silent sockets are (and apart from them): the oldest goes.
+          const oldest = this.proxyWaits!.oldest()!;
+          this.proxyWaits!.remove(oldest.socket);
+          this.rejectReady(oldest, 'silent_limit');
+          if (oldest === ready) return;
+        }
         this.read(ready);
         this.events.changed();
         return;

@@ -12,10 +12,12 @@ export interface ProxyHeaderSettings {
 }
 
 /**
- * Sockets from a trusted proxy whose PROXY header has not fully arrived. A load balancer sends the
- * header at once, so a wait is short; this bounds it by `proxyHeaderTimeout` with one timer. Such
- * a socket is not counted per source: its source is not known yet, and the proxy's own address is
- * exempt from per-source rules. @internal
+ * Sockets from a trusted proxy whose PROXY header has not fully arrived. Most load balancers send
+ * the header at once, but some only once their client has sent data (an AWS NLB by default), so a
+ * silent client behind one waits here: each wait is bounded by `proxyHeaderTimeout` (one timer),
+ * and their number by `maxSilent` (the pool closes the oldest). Such a socket is not counted per
+ * source: its source is not known yet, and the proxy's own address is exempt from per-source
+ * rules. @internal
  */
 export class ProxyWaits<T> {
   private readonly waiting = new Map<AcceptedSocket, { readonly item: T; readonly since: number }>();
@@ -38,6 +40,11 @@ export class ProxyWaits<T> {
 
   has(socket: AcceptedSocket): boolean {
     return this.waiting.has(socket);
+  }
+
+  /** The socket that has waited longest, if any. */
+  oldest(): T | undefined {
+    return this.waiting.values().next().value?.item;
   }
 
   /** The header arrived (or the socket left). */

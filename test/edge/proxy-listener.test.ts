@@ -230,6 +230,17 @@ describe('PROXY headers from trusted and untrusted peers', () => {
     expect((await l.info()).rejected).toMatchObject({ proxy_invalid: 1, proxy_timeout: 1 });
   });
 
+  it('sockets waiting for their header (a balancer that sends it only once its client speaks) are bounded by maxSilent: the oldest goes (silent_limit)', async () => {
+    const l = await listener({ proxyHeader: true, proxyHeaderFrom: [LB], maxSilent: 2 });
+    const rejected = nextReject(l);
+    const first = await trusted(l.port!);
+    await trusted(l.port!);
+    await trusted(l.port!);
+    await closed(first);
+    expect((await rejected).reason).toBe('silent_limit');
+    expect(await l.info()).toMatchObject({ silent: 2, gaveUp: 0, rejected: { silent_limit: 1, proxy_timeout: 0 } });
+  });
+
   it('per-address caps group IPv6 clients by prefix (/64 by default), behind PROXY', async () => {
     const l = await listener({ proxyHeader: true, proxyHeaderFrom: [LB], maxConnectionsPerAddress: 1 });
     const from = async (address: string): Promise<LineClient> => {
