@@ -6,6 +6,22 @@ import type { CloseReason } from '../protocol.js';
 import type { SocketAddress } from '../transport.js';
 
 /**
+ * Emit `event` to the application's listeners so that one that throws cannot stop corral's own
+ * work half-way (a loop over expired sockets, a lease's release): its error is thrown again on the
+ * next tick, an uncaught exception as from any of the application's callbacks — what
+ * `diagnostics_channel` does with a subscriber's. @internal
+ */
+export function emitSafely<K extends keyof ListenerEvents>(emitter: EventEmitter<ListenerEvents>, event: K, ...args: ListenerEvents[K]): void {
+  try {
+    (emitter.emit as (event: K, ...args: ListenerEvents[K]) => boolean)(event, ...args);
+  } catch (err) {
+    process.nextTick(() => {
+      throw err;
+    });
+  }
+}
+
+/**
  * What a listener tells the world, each fact through its event and its diagnostics channel
  * together, so that no listener (single-process, worker, or a pool's primary) can emit one without
  * publishing the other. Nothing is built for an event nobody listens to or a channel nobody
@@ -26,10 +42,14 @@ export class ListenerReporter {
   /** The listener stopped (`stop`, `corral:listener:stop`). */
   stopped(): void {
     if (channels.listenerStop.hasSubscribers) channels.listenerStop.publish({ listener: this.listener });
-    this.emitter.emit('stop');
+    emitSafely(this.emitter, 'stop');
   }
 
-  /** A connection opened, before its handler is created (`connectionOpen`, `corral:connection:open`). */
+  /**
+   * A connection opened, before its handler is created (`connectionOpen`, `corral:connection:open`).
+   * A `connectionOpen` listener that throws throws here: the supervisor makes it a crash of the
+   * connection it was told of.
+   */
   opened(info: () => ConnectionInfo, id: string, remote: () => SocketAddress, handshakeMs: number): void {
     if (this.emitter.listenerCount('connectionOpen') > 0) this.emitter.emit('connectionOpen', info());
     if (channels.connectionOpen.hasSubscribers) channels.connectionOpen.publish({ listener: this.listener, id, remote: remote(), handshakeMs });
@@ -38,25 +58,25 @@ export class ListenerReporter {
   /** A connection closed, after `onClose` (`connectionClose`, `corral:connection:close`). */
   closed(id: string, reason: CloseReason, durationMs: number): void {
     if (channels.connectionClose.hasSubscribers) channels.connectionClose.publish({ listener: this.listener, id, reason, durationMs });
-    if (this.emitter.listenerCount('connectionClose') > 0) this.emitter.emit('connectionClose', id, reason);
+    if (this.emitter.listenerCount('connectionClose') > 0) emitSafely(this.emitter, 'connectionClose', id, reason);
   }
 
   /** A handshake failed (`handshakeError`, `corral:handshake:error`). */
   handshakeFailed(event: HandshakeErrorEvent): void {
     if (channels.handshakeError.hasSubscribers) channels.handshakeError.publish({ listener: this.listener, ...event });
-    this.emitter.emit('handshakeError', event);
+    emitSafely(this.emitter, 'handshakeError', event);
   }
 
   /** A socket was closed unserved (`reject`, `corral:overload:reject`). */
   rejected(event: RejectEvent): void {
     if (channels.overloadReject.hasSubscribers) channels.overloadReject.publish({ listener: this.listener, ...event });
-    if (this.emitter.listenerCount('reject') > 0) this.emitter.emit('reject', event);
+    if (this.emitter.listenerCount('reject') > 0) emitSafely(this.emitter, 'reject', event);
   }
 
   /** A handler hook crashed (`handlerCrash`, `corral:handler:crash`). */
   crashed(event: HandlerCrashEvent): void {
     if (channels.handlerCrash.hasSubscribers) channels.handlerCrash.publish({ listener: this.listener, ...event });
-    this.emitter.emit('handlerCrash', event);
+    emitSafely(this.emitter, 'handlerCrash', event);
   }
 
   /**

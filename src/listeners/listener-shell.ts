@@ -17,7 +17,7 @@ import { ConnectionAlarms } from './connection-alarms.js';
 import { DescriptorGuard } from './descriptor-guard.js';
 import type { SocketAddress } from '../transport.js';
 import { ConnectionCountWaits } from './connection-count-waits.js';
-import { ListenerReporter } from './listener-reporter.js';
+import { emitSafely, ListenerReporter } from './listener-reporter.js';
 import { ListeningSocket, type OpenSocket } from './listening-socket.js';
 
 /** What a {@link ListenerShell} is built with. @internal */
@@ -80,7 +80,7 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
     this.report = new ListenerReporter(this, shell.name);
     this.counts = new ConnectionCountWaits(shell.name, shell.liveConnections);
     this.socket = new ListeningSocket(shell.openSocket, (err) => this.acceptFailed(err), shell.address);
-    this.alarms = new ConnectionAlarms(shell.name, shell.alarms, (event) => this.emit('alarm', event));
+    this.alarms = new ConnectionAlarms(shell.name, shell.alarms, (event) => emitSafely(this, 'alarm', event));
   }
 
   /** The live connection count may have changed: `waitForConnections` and the alarms look. */

@@ -3,9 +3,12 @@
  * per-source and global bounds on silent sockets (dual-stack included), the first-message check,
  * handshakes started per event-loop turn, and leases given back exactly once on every path.
  */
+import { execFile } from 'node:child_process';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type Connection,
@@ -22,6 +25,8 @@ import { captureClientHello, connectTcp, LineClient, once } from '../support/cli
 import { MemoryTransport } from '../support/memory-transport.js';
 import { echoProtocol } from '../support/protocols.js';
 import { transportCases, uniqueName } from '../support/transports.js';
+
+const run = promisify(execFile);
 
 let started: Listener[] = [];
 let streams: Duplex[] = [];
@@ -67,6 +72,14 @@ async function silentPeer(port: number, host: string, localAddress?: string): Pr
 function closed(s: Duplex): Promise<void> {
   return new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
 }
+
+describe('an application listener that throws', () => {
+  it("cannot stop corral's own work half-way: three silent sockets time out together, all are closed and counted, each error is thrown again on its own", async () => {
+    const fixture = fileURLToPath(new URL('../fixtures/throwing-listeners.ts', import.meta.url));
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', fixture], { timeout: 20_000 });
+    expect(JSON.parse(stdout.trim())).toEqual({ rejects: 3, rejected: 3, silent: 0, escaped: 3 });
+  });
+});
 
 describe.each(transportCases())('silent sockets over $name', (tc) => {
   afterEach(() => tc.cleanup());
