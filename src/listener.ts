@@ -374,6 +374,9 @@ export interface Listener extends EventEmitter<ListenerEvents> {
    * listener stays registered and suspended: `resume()` serves again.
    */
   drain(options?: { timeout?: number; rate?: number }): Promise<DrainResult>;
-  /** Drain with `shutdownTimeout` (or `timeout`), release everything and unregister the name. */
+  /**
+   * Drain with `shutdownTimeout` (or `timeout`), release everything and unregister the name. During
+   * a `drain()`, the sooner of the two deadlines holds: the drain is cut at the stop's.
+   */
   stop(options?: { timeout?: number; rate?: number }): Promise<DrainResult>;
 }

@@ -17,6 +17,7 @@ import {
   startListener,
 } from '../src/index.js';
 import { LineClient, once } from './support/clients.js';
+import { within } from './support/within.js';
 import { type TransportCase, transportCases, uniqueName } from './support/transports.js';
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -150,6 +151,26 @@ describe.each(transportCases())('the connection lifecycle over $name', (tc) => {
     expect(await c.lines).toEqual([]);
     await delay(600);
     expect(replies).toEqual([false]);
+  });
+
+  it('stop({ timeout }) during a long drain keeps its own, sooner deadline (a SIGTERM grace period): the drain is cut there', async () => {
+    const inFlight = deferred();
+    const l = await listen(tc, {
+      async onFrame(_frame, conn) {
+        inFlight.resolve();
+        await delay(60_000); // a request that outlives any grace period
+        conn.sendFrame('too late');
+      },
+    });
+    const c = await client(tc, l);
+    c.stream.write('slow\n');
+    await inFlight.promise;
+    const drain = l.drain({ timeout: 60_000 });
+    const stop = l.stop({ timeout: 100 });
+    const result = await within(stop, 5000, 'the stop, cut at its own deadline');
+    expect(result).toMatchObject({ connections: 1, closedGracefully: 0, forced: 1 });
+    expect(await within(drain, 5000, 'the drain the stop cut short')).toMatchObject({ forced: 1 });
+    expect(await c.lines).toEqual([]);
   });
 
   it('onCrash answers a crash before the connection closes; a crash inside onCrash is counted, not answered', async () => {

@@ -43,6 +43,10 @@ export class ProcessListener extends ListenerShell {
   private overflows = 0;
   /** While a drain runs: the deadline its connections were given. */
   private drainDeadline: number | undefined = undefined;
+  /** While a drain runs: bring its deadline forward (a `stop()` with a shorter one). */
+  private shortenDrain: ((deadline: number) => void) | undefined = undefined;
+  /** The deadline of a `stop()` made during a drain, for a drain whose work has not begun yet. */
+  private stopCutoff: number | undefined = undefined;
 
   constructor(
     private readonly plan: ListenerPlan,
@@ -315,10 +319,22 @@ export class ProcessListener extends ListenerShell {
     const openedBefore = this.opened;
     const live = this.supervisor.size;
     // The deadline allows for the pacing: the last connection is asked n/rate seconds in.
-    const deadline = began + timeout + (Number.isFinite(rate) ? Math.ceil((live / rate) * 1000) : 0);
+    let deadline = began + timeout + (Number.isFinite(rate) ? Math.ceil((live / rate) * 1000) : 0);
+    if (this.stopCutoff !== undefined && this.stopCutoff < deadline) deadline = this.stopCutoff;
     this.drainDeadline = deadline;
-    const stopPacing = this.supervisor.requestShutdownPaced(rate, deadline);
+    let stopPacing = this.supervisor.requestShutdownPaced(rate, deadline);
     let timer: NodeJS.Timeout | undefined;
+    let arm: (() => void) | undefined;
+    this.shortenDrain = (sooner: number): void => {
+      if (sooner >= deadline) return;
+      deadline = sooner;
+      this.drainDeadline = sooner;
+      // Whoever the pacing has not asked yet is asked now, with the new deadline.
+      stopPacing();
+      stopPacing = () => {};
+      this.supervisor.requestShutdown(sooner);
+      arm?.();
+    };
     const settled = async (): Promise<false> => {
       for (;;) {
         await this.supervisor.whenEmpty();
@@ -331,14 +347,16 @@ export class ProcessListener extends ListenerShell {
       new Promise<boolean>((resolve) => {
         // Re-arm until Date.now() reaches the deadline handlers were told (ShutdownRequest.deadline):
         // a timer measured on the loop's clock can fire a little early by Date.now().
-        const arm = (): void => {
+        arm = (): void => {
+          clearTimeout(timer);
           const left = deadline - Date.now();
           if (left <= 0) resolve(true);
-          else timer = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+          else timer = setTimeout(arm!, Math.min(left, 2 ** 31 - 1));
         };
         arm();
       }),
     ]);
+    this.shortenDrain = undefined;
     clearTimeout(timer);
     stopPacing();
     let forced = 0;
@@ -354,7 +372,15 @@ export class ProcessListener extends ListenerShell {
   }
 
   protected async stopWork(timeout: number, rate: number, began: number): Promise<DrainResult> {
-    const result = await (this.drainInProgress ?? this.drainWork(timeout, rate, began));
+    const drain = this.drainInProgress;
+    // A stop during a drain keeps its own deadline if that is sooner (a SIGTERM's grace period).
+    if (drain !== undefined) {
+      const cutoff = began + timeout + (Number.isFinite(rate) ? Math.ceil((this.supervisor.size / rate) * 1000) : 0);
+      // The drain may not have begun its work yet (both wait to close the socket first).
+      this.stopCutoff = cutoff;
+      this.shortenDrain?.(cutoff);
+    }
+    const result = await (drain ?? this.drainWork(timeout, rate, began));
     this.pool.close();
     await this.socket.closeForGood();
     return result;
