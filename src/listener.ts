@@ -154,9 +154,12 @@ export interface WorkerEvent {
 export interface DrainResult {
   /** Live connections when the drain began, plus those whose handshake finished during it. */
   readonly connections: number;
-  /** Of those, closed before the deadline. */
+  /** Of those, closed before the deadline with everything they were asked to send flushed. */
   readonly closedGracefully: number;
-  /** Of those, force-closed at the deadline. */
+  /**
+   * Of those, force-closed at the deadline, or destroyed before it with bytes still unsent (a
+   * peer that did not read within `shutdownTimeout` of the close, an error, a full send buffer).
+   */
   readonly forced: number;
   /** Waiting sockets closed unserved. */
   readonly abandoned: number;

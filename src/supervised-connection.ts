@@ -83,6 +83,8 @@ export class SupervisedConnection implements Connection {
   private idleTimer: NodeJS.Timeout | undefined = undefined;
   /** Bounds a graceful close's flush, and a half-open connection's `onRemoteClose`. */
   private lingerTimer: NodeJS.Timeout | undefined = undefined;
+  /** Destroyed with bytes it had been asked to send still unsent (a drain does not count it graceful). @internal */
+  unflushed = false;
   private closePromise: Promise<void> | undefined = undefined;
   private resolveClosed: (() => void) | undefined = undefined;
 
@@ -543,7 +545,10 @@ export class SupervisedConnection implements Connection {
   /** Destroy the stream if it has not closed within `shutdownTimeout` (from the first call). */
   private armLinger(): void {
     if (this.lingerTimer !== undefined) return;
-    this.lingerTimer = setTimeout(() => this.stream.destroy(), this.owner.shutdownTimeout);
+    this.lingerTimer = setTimeout(() => {
+      this.noteUnflushed();
+      this.stream.destroy();
+    }, this.owner.shutdownTimeout);
     this.lingerTimer.unref();
   }
 
@@ -552,7 +557,13 @@ export class SupervisedConnection implements Connection {
     this.reason ??= error ? 'error' : 'local';
     this.closing = true;
     this.clearIdle();
+    this.noteUnflushed();
     this.stream.destroy(error);
+  }
+
+  /** About to destroy the stream: were bytes it was asked to send still waiting? */
+  private noteUnflushed(): void {
+    if (this.stream.writableLength > 0) this.unflushed = true;
   }
 
   private clearIdle(): void {

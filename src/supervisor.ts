@@ -50,6 +50,8 @@ export class ConnectionSupervisor implements ConnectionOwner {
   private readonly live = new Set<SupervisedConnection>();
   private nextId = 1;
   private crashes = 0;
+  /** Connections destroyed with bytes still unsent, since the start (a drain counts them forced). */
+  unflushedCloses = 0;
   private restarts = 0;
   private closedTotal = 0;
   private emptyWaiters: (() => void)[] = [];
@@ -151,6 +153,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
 
   closed(conn: SupervisedConnection, reason: CloseReason): void {
     this.live.delete(conn);
+    if (conn.unflushed) this.unflushedCloses++;
     this.closedTotal++;
     this.events.closed(conn, reason);
     if (this.live.size === 0 && this.emptyWaiters.length > 0) {

@@ -153,6 +153,29 @@ describe.each(transportCases())('the connection lifecycle over $name', (tc) => {
     expect(replies).toEqual([false]);
   });
 
+  // The memory transport hands every write to its peer's buffer at once: nothing is ever unsent.
+  it.skipIf(tc.name === 'memory')("a connection whose peer does not read its last reply is destroyed by the close's linger bound: the drain counts it forced, not graceful", async () => {
+    const asked = deferred();
+    const l = await listen(
+      tc,
+      {
+        onFrame: () => asked.resolve(),
+        onShutdown(conn) {
+          // A reply far larger than the socket buffers: it cannot be flushed to a peer that does not read.
+          conn.sendFrame('x'.repeat(8 * 1024 * 1024));
+          void conn.close();
+        },
+      },
+      { shutdownTimeout: 300, maxSendBuffer: 64 * 1024 * 1024 },
+    );
+    const c = await client(tc, l);
+    c.stream.write('hello\n');
+    await asked.promise;
+    c.stream.pause(); // and never reads again
+    const result = await within(l.drain({ timeout: 10_000 }), 8000, 'the drain');
+    expect(result).toMatchObject({ connections: 1, closedGracefully: 0, forced: 1 });
+  });
+
   it('stop({ timeout }) during a long drain keeps its own, sooner deadline (a SIGTERM grace period): the drain is cut there', async () => {
     const inFlight = deferred();
     const l = await listen(tc, {

@@ -317,6 +317,7 @@ export class ProcessListener extends ListenerShell {
     this.pool.rejectWaiting();
     const abandoned = this.pool.stats.rejected.shutdown - before.rejected.shutdown;
     const openedBefore = this.opened;
+    const unflushedBefore = this.supervisor.unflushedCloses;
     const live = this.supervisor.size;
     // The deadline allows for the pacing: the last connection is asked n/rate seconds in.
     let deadline = began + timeout + (Number.isFinite(rate) ? Math.ceil((live / rate) * 1000) : 0);
@@ -359,9 +360,11 @@ export class ProcessListener extends ListenerShell {
     this.shortenDrain = undefined;
     clearTimeout(timer);
     stopPacing();
-    let forced = 0;
+    // Closed before the deadline but destroyed with replies unsent (the linger bound, an error, a
+    // full send buffer): not graceful either.
+    let forced = this.supervisor.unflushedCloses - unflushedBefore;
     if (timedOut) {
-      forced = this.supervisor.size;
+      forced += this.supervisor.size;
       this.pool.clear();
       this.supervisor.forceCloseAll();
       await this.supervisor.whenEmpty();
