@@ -19,7 +19,10 @@ export type CorralErrorCode =
   | 'CORRAL_WORKERS_FAILED';
 
 /**
- * Every error corral creates is a `CorralError` with a stable `code`.
+ * What corral reports about listeners, their options, sockets and connections is a `CorralError`
+ * with a stable `code`. A method called with an argument of the wrong type or out of range
+ * (`drain({ timeout })`, `waitForConnections`, `setIdleTimeout`, `answer`) throws or rejects with a
+ * plain `TypeError` or `RangeError` instead, as Node's own APIs do.
  */
 export class CorralError extends Error {
   /** Stable, matchable code. */
