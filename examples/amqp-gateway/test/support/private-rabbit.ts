@@ -7,8 +7,13 @@
  *
  * Needs `rabbitmq-server` and `rabbitmqctl` on the PATH, run as root (the scripts hand the node to
  * the `rabbitmq` user, which must own its folder) or as the `rabbitmq` user.
+ *
+ * The node is a detached Erlang VM: a test process ended by a signal (an interrupted run) never
+ * reaches its `stop()`. So each node has a watchdog, a detached shell that checks every second
+ * whether the test process is still alive and, once it is not, stops the node and removes its
+ * folder; {@link PrivateRabbit.stop} ends the watchdog first.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,6 +60,25 @@ export class PrivateRabbit {
     private readonly dir: string,
   ) {}
 
+  /** The watchdog's shell, while there is one. */
+  private watchdog: number | undefined;
+
+  /**
+   * Starts the watchdog: a detached `sh` (its own process group, so a signal to the test run's
+   * group does not end it) that outlives this process by at most a second plus the node's stop.
+   */
+  private watch(): void {
+    const script =
+      'while kill -0 "$1" 2>/dev/null; do sleep 1; done; ' +
+      'rabbitmqctl -n "$2" stop "$3" >/dev/null 2>&1 || { p=$(cat "$3" 2>/dev/null) && kill -9 "$p"; }; rm -rf "$4"';
+    const child = spawn('sh', ['-c', script, 'corral-rabbit-watchdog', String(process.pid), this.node, this.pidFile, this.dir], {
+      detached: true,
+      stdio: 'ignore',
+    });
+    child.unref();
+    this.watchdog = child.pid;
+  }
+
   private get pidFile(): string {
     return path.join(this.dir, 'node.pid');
   }
@@ -69,6 +93,7 @@ export class PrivateRabbit {
     const node = `corral-test-${process.pid}-${amqpPort}@localhost`;
     const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
     const rabbit = new PrivateRabbit(node, url, dir);
+    rabbit.watch();
     try {
       writeFileSync(path.join(dir, 'rabbitmq.conf'), `listeners.tcp.local = 127.0.0.1:${amqpPort}\n`);
       writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
@@ -153,6 +178,14 @@ export class PrivateRabbit {
    * registered: then the VM is ended by its pid, SIGTERM first and SIGKILL at the end.
    */
   async stop(): Promise<void> {
+    if (this.watchdog !== undefined) {
+      try {
+        process.kill(-this.watchdog, 'SIGKILL'); // its group: the shell and its `sleep`
+      } catch {
+        // already gone
+      }
+      this.watchdog = undefined;
+    }
     const deadline = Date.now() + 25_000;
     while (Date.now() < deadline) {
       const pid = this.pid();
