@@ -51,8 +51,12 @@ export class ListenerReporter {
    * connection it was told of.
    */
   opened(info: () => ConnectionInfo, id: string, remote: () => SocketAddress, handshakeMs: number): void {
-    if (this.emitter.listenerCount('connectionOpen') > 0) this.emitter.emit('connectionOpen', info());
-    if (channels.connectionOpen.hasSubscribers) channels.connectionOpen.publish({ listener: this.listener, id, remote: remote(), handshakeMs });
+    try {
+      if (this.emitter.listenerCount('connectionOpen') > 0) this.emitter.emit('connectionOpen', info());
+    } finally {
+      // Published even when a listener threw: its `corral:connection:close` will follow.
+      if (channels.connectionOpen.hasSubscribers) channels.connectionOpen.publish({ listener: this.listener, id, remote: remote(), handshakeMs });
+    }
   }
 
   /** A connection closed, after `onClose` (`connectionClose`, `corral:connection:close`). */

@@ -63,6 +63,8 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
   protected readonly counts: ConnectionCountWaits;
   protected readonly report: ListenerReporter;
   private readonly alarms: ConnectionAlarms;
+  /** A `suspend()` under way (a `resume()` waits for it). */
+  private suspending: Promise<void> | undefined = undefined;
   /** Times accepting ran out of file descriptors. */
   protected descriptorBackoffs = 0;
   private backoffMs = 0;
@@ -201,9 +203,17 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
     this.assertNotStopped('suspend');
     if (this.state !== 'running') return;
     this.state = 'suspended';
-    await this.suspendWork();
-    await this.socket.hold('suspended');
-    this.emit('suspend');
+    const work = (async () => {
+      await this.suspendWork();
+      await this.socket.hold('suspended');
+      this.emit('suspend');
+    })();
+    this.suspending = work;
+    try {
+      await work;
+    } finally {
+      if (this.suspending === work) this.suspending = undefined;
+    }
   }
 
   /**
@@ -213,6 +223,10 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
    * stop put on the socket, never sets the status back to `running`, and emits no `resume`.
    */
   async resume(): Promise<void> {
+    this.assertNotStopped('resume');
+    // A suspend still closing the socket finishes first: resuming under it would leave the
+    // listener `running` with its socket closed.
+    if (this.suspending) await this.suspending.catch(() => {});
     this.assertNotStopped('resume');
     if (this.state === 'running') return;
     if (this.draining) await this.draining;

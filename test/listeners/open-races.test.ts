@@ -304,3 +304,17 @@ describe('resume() racing stop()', () => {
     expect(await connectResult(port)).toBe('ECONNREFUSED');
   });
 });
+
+describe('resume() racing suspend()', () => {
+  it('a resume() called while a suspend() is still closing the socket waits for it, then reopens: running and accepting', async () => {
+    const l = await listener({ transportOptions: { host: HOST, port: 0 } });
+    const port = l.port!;
+    const suspended = l.suspend();
+    const resumed = l.resume();
+    await suspended;
+    await resumed;
+    expect(l.status).toBe('running');
+    expect(listeningSockets(port)).toBe(1);
+    expect(await (await client(l)).request('served')).toBe('served');
+  });
+});
