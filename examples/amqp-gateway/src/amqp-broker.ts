@@ -45,11 +45,13 @@ import type {
   BrokerState,
   Command,
   CommandEvent,
+  DeadLetterReason,
   PresenceEvent,
   PublishResult,
   Takeover,
   UplinkMessage,
 } from './broker.js';
+import { DEAD_LETTER_REASON_HEADER } from './broker.js';
 import { StrayCommands } from './stray-commands.js';
 import { NODE_QUEUE_MESSAGE_TTL_MS, OFFLINE_QUEUE_ARGUMENTS, topology, type Topology } from './topology.js';
 
@@ -86,6 +88,14 @@ export interface AmqpBrokerOptions {
    * 30000.
    */
   readonly strayGrace?: number;
+  /**
+   * If the first connect fails, `start()` resolves anyway: the broker is `reconnecting` and keeps
+   * trying, as after losing a link (hellos are answered `overloaded` meanwhile, `/healthz` is 503).
+   * The CLI sets it in `--workers` worker processes: a worker corral (re)starts during an outage
+   * must not exit (corral gives up on a worker that keeps failing, and the node stops). Default
+   * false: `start()` rejects, so a node started with no broker fails fast.
+   */
+  readonly keepTryingAtStart?: boolean;
 }
 
 /**
@@ -140,6 +150,11 @@ export const DEFAULT_STRAY_GRACE_MS = 30_000;
 const RECENTLY_DETACHED_MS = 2 * NODE_QUEUE_MESSAGE_TTL_MS;
 /** Default cap of the reconnect backoff, in ms. */
 export const DEFAULT_MAX_DELAY_MS = 500;
+/**
+ * How long after parking a device at a restore (a park postponed by an outage) a `here` answer
+ * (the device bound on another process) takes the park back (see `parkedAtRestore`).
+ */
+const UNPARK_WINDOW_MS = 10_000;
 /** Binds and unbinds issued to RabbitMQ at once while restoring a link. */
 const RESTORE_BATCH = 1000;
 /** How long closing a connection may take before its socket is destroyed. */
@@ -159,6 +174,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   private readonly initialDelay: number;
   private readonly maxDelay: number;
   private readonly stopTimeout: number;
+  private readonly keepTryingAtStart: boolean;
   private readonly nodeQueue: string;
   private readonly instance = randomUUID();
   private publishCount = 0;
@@ -204,6 +220,16 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
   /** Of those, the ones to park (their offline queue declared and bound first). */
   private readonly parkLater = new Set<string>();
   /**
+   * Devices parked by a restore (a park postponed by an outage), and when: their session ended
+   * during the outage, and meanwhile the device may have connected to another process or node,
+   * whose takeover announcement this process missed (its control queue went with its link). So the
+   * restore asks every process where the device is (`{"where"}`); a `{"here"}` within
+   * {@link UNPARK_WINDOW_MS} takes the park back (see `unpark`). Without it, the offline queue
+   * nobody consumes would keep a copy of every later command for the device (up to 1,000, then
+   * RabbitMQ refuses them) and replay them, stale, at its next connect.
+   */
+  private readonly parkedAtRestore = new Map<string, number>();
+  /**
    * Devices whose parked commands are being caught up: deliveries from the node queue for them
    * wait here, and are emitted after the backlog.
    */
@@ -243,6 +269,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.initialDelay = options.reconnect?.initialDelay ?? 100;
     this.maxDelay = options.reconnect?.maxDelay ?? DEFAULT_MAX_DELAY_MS;
     this.stopTimeout = options.stopTimeout ?? 5000;
+    this.keepTryingAtStart = options.keepTryingAtStart ?? false;
     this.strays = new StrayCommands({
       graceMs: options.strayGrace ?? DEFAULT_STRAY_GRACE_MS,
       // Held commands stay unacknowledged: leave at least half the prefetch to the devices held here
@@ -260,7 +287,10 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     return this.currentState;
   }
 
-  /** Open the first link. Rejects (and the broker is `closed`) if it cannot be opened. */
+  /**
+   * Open the first link. Rejects (and the broker is `closed`) if it cannot be opened — unless
+   * `keepTryingAtStart`: then it resolves, `reconnecting`, and the link is opened in the background.
+   */
   start(): Promise<void> {
     if (this.stopped) return Promise.reject(new Error('the broker was stopped'));
     this.starting ??= (async () => {
@@ -269,6 +299,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       try {
         link = await this.attempt();
       } catch (err) {
+        if (this.keepTryingAtStart && !this.stopped) {
+          this.log.warn({ err }, 'cannot reach RabbitMQ at start; reconnecting in the background');
+          this.setState('reconnecting');
+          this.supervisor = this.supervise(undefined, 1);
+          return;
+        }
         this.stopped = true;
         this.failReadyWaiters();
         this.setState('closed');
@@ -387,6 +423,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.attached.set(device, attachment);
     this.unbindLater.delete(device);
     this.parkLater.delete(device);
+    this.parkedAtRestore.delete(device);
     attachment.bound = this.bind(device, attachment);
     return attachment.bound;
   }
@@ -407,6 +444,7 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     const link = this.link;
     if (this.stopped) return;
     const park = options.park === true;
+    this.parkedAtRestore.delete(device);
     if (!link?.ready) {
       this.unbindLater.add(device);
       if (park) this.parkLater.add(device);
@@ -493,10 +531,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   // --- the link --------------------------------------------------------------------------------
 
-  /** After the first link: wait for it to be lost, back off, open another; until stopped. */
-  private async supervise(first: Link): Promise<void> {
+  /**
+   * After the first link: wait for it to be lost, back off, open another; until stopped. Without a
+   * first link (`keepTryingAtStart`), open one first, after `failures` failures so far.
+   */
+  private async supervise(first: Link | undefined, failures = 0): Promise<void> {
     let link: Link | undefined = first;
-    let failures = 0;
     while (!this.stopped) {
       if (link) {
         const reason = await link.gone;
@@ -638,9 +678,18 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * cannot overtake a later bind or unbind of that device.
    */
   private async restoreBindings(link: Link): Promise<void> {
-    await this.forEachBatch([...this.unbindLater], (d) =>
-      this.attached.has(d) || link.lost ? undefined : this.detachingNow(link, d, this.unbindStale(link, d, this.parkLater.has(d))),
-    );
+    await this.forEachBatch([...this.unbindLater], (d) => {
+      if (this.attached.has(d) || link.lost) return undefined;
+      // A park postponed by the outage: the device may have a newer session elsewhere by now (see
+      // `parkedAtRestore`). Park it (its commands are kept meanwhile), then ask where it is.
+      const park = this.parkLater.has(d);
+      const restored = this.unbindStale(link, d, park).then(() => {
+        if (!park || this.attached.has(d) || link !== this.link || !this.available) return;
+        this.parkedAtRestore.set(d, Date.now());
+        this.whereabouts(link, { where: d });
+      });
+      return this.detachingNow(link, d, restored);
+    });
     // Bound again; a device whose catch-up the lost link cut short (its commands went back to its
     // unbound offline queue) is caught up again.
     await this.forEachBatch([...this.attached.keys()], (d) => {
@@ -1009,8 +1058,13 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     } catch {
       // Not JSON: the command is delivered as the string.
     }
+    // A command published without a message id gets one now, and keeps it: `redeliver` and
+    // `deadLetter` publish it with this id, so the device (and `cmd_ack`) see the same id at every
+    // delivery the gateway makes of it. (A delivery RabbitMQ itself requeues — the link lost before
+    // the device acknowledged it — comes again without one, and gets another.)
+    const id = typeof message.properties.messageId === 'string' ? message.properties.messageId : randomUUID();
     const command: Command = {
-      id: typeof message.properties.messageId === 'string' ? message.properties.messageId : randomUUID(),
+      id,
       device,
       body,
       expiresAt,
@@ -1023,7 +1077,11 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         // Settled only once it is published again (or dropped as expired): a command left
         // unacknowledged on a catch-up channel keeps its offline queue from being deleted, and goes
         // back into it when that channel closes.
-        if (settle()) void this.republish(link, message, expiresAt, channel).then((out) => out && done());
+        if (settle()) void this.republish(link, message, expiresAt, channel, { messageId: id }).then((out) => out && done());
+      },
+      deadLetter: (reason) => {
+        // To `<p>.down.unrouted` (→ `<p>.down.offline`), settled once that publish is confirmed.
+        if (settle()) void this.republish(link, message, expiresAt, channel, { messageId: id, deadLetter: reason }).then((out) => out && done());
       },
       drop: () => {
         if (!settle()) return;
@@ -1124,8 +1182,19 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
    * remaining time as `expiration`), and settle the delivery once that publish is confirmed. If
    * the link goes first, RabbitMQ puts the delivery back in the queue: a duplicate, never a loss.
    */
-  /** Publish a delivered command again; resolves `true` once it is acknowledged here (sent on, or expired). */
-  private async republish(link: Link, message: Message, expiresAt: number | undefined, channel: Channel = link.inbox): Promise<boolean> {
+  /**
+   * Publish a delivered command again; resolves `true` once it is acknowledged here (sent on, or
+   * expired). `messageId`: the id to publish it with (the one the gateway gave a command published
+   * without one). `deadLetter`: to `<p>.down.unrouted` instead of `<p>.down`, with the reason in the
+   * header `gateway-dead-letter-reason`.
+   */
+  private async republish(
+    link: Link,
+    message: Message,
+    expiresAt: number | undefined,
+    channel: Channel = link.inbox,
+    extra: { readonly messageId?: string; readonly deadLetter?: DeadLetterReason } = {},
+  ): Promise<boolean> {
     const now = Date.now();
     if (expiresAt !== undefined && expiresAt <= now) {
       this.ackDelivery(link, message, channel);
@@ -1139,15 +1208,16 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       priority: p.priority,
       correlationId: p.correlationId,
       replyTo: p.replyTo,
-      messageId: p.messageId,
+      messageId: extra.messageId ?? p.messageId,
       timestamp: p.timestamp,
       type: p.type,
       appId: p.appId,
-      headers: { ...p.headers, [PUBLISHED_AT_HEADER]: now },
+      headers: { ...p.headers, [PUBLISHED_AT_HEADER]: now, ...(extra.deadLetter === undefined ? {} : { [DEAD_LETTER_REASON_HEADER]: extra.deadLetter }) },
       expiration: expiresAt === undefined ? undefined : String(expiresAt - now),
     };
     for (const key of Object.keys(options) as (keyof Options.Publish)[]) if (options[key] === undefined) delete options[key];
-    const outcome = await this.enqueue(this.nextPublishId(), this.topology.down, message.fields.routingKey, message.content, options);
+    const exchange = extra.deadLetter === undefined ? this.topology.down : this.topology.downUnrouted;
+    const outcome = await this.enqueue(this.nextPublishId(), exchange, message.fields.routingKey, message.content, options);
     if (outcome === 'ok') {
       this.ackDelivery(link, message, channel);
       return true;
@@ -1204,6 +1274,10 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.log.warn('ignored a malformed control message');
       return;
     }
+    // A session of a device whose park is postponed (detached here while the link was down),
+    // announced since: it is newer than the one that ended here. Unbind it at the restore, but do
+    // not park it.
+    if (this.parkLater.has(takeover.device) && !this.attached.has(takeover.device)) this.parkLater.delete(takeover.device);
     this.emitSafely('takeover', takeover);
   }
 
@@ -1231,10 +1305,32 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       const device = value.here;
       // Not the process's own binding (it holds strays only for devices it does not hold).
       if (this.attached.has(device)) return;
+      const parkedAt = this.parkedAtRestore.get(device);
+      if (parkedAt !== undefined) {
+        this.parkedAtRestore.delete(device);
+        if (Date.now() - parkedAt <= UNPARK_WINDOW_MS) void this.unpark(device);
+      }
       const held = this.takeStrays(device).filter((h) => h.link === link);
       if (held.length > 0) this.releaseStrays(device, held);
     } else {
       this.log.warn('ignored a malformed control message');
+    }
+  }
+
+  /**
+   * Take back a park made at a restore: the device is bound on another process (it answered
+   * `here`). Attach it here — the catch-up takes what its offline queue holds, and, with no
+   * session here, each command is given back to `<p>.down`, which routes it to that process — and
+   * detach it again without parking (as `unparkIfOvertaken` in device-session.ts does).
+   */
+  private async unpark(device: string): Promise<void> {
+    if (this.attached.has(device) || this.stopped) return;
+    this.log.info({ device }, 'a park made at a restore was overtaken: the device is bound on another process; taking the park back');
+    try {
+      await this.attachDevice(device);
+      await this.detachDevice(device);
+    } catch (err) {
+      this.log.warn({ err, device }, 'taking back a park failed');
     }
   }
 

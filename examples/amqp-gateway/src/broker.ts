@@ -19,7 +19,11 @@ export type PublishResult = { readonly ok: true } | { readonly ok: false; readon
 
 /** A downlink command delivered to this node for one of its devices. */
 export interface Command {
-  /** The command's message id (AMQP `messageId`, or one the broker made up). */
+  /**
+   * The command's message id (AMQP `messageId`). A command published without one gets one at its
+   * first delivery here, which every redelivery by the gateway keeps (`redeliver` publishes it
+   * with that `messageId`).
+   */
   readonly id: string;
   readonly device: string;
   readonly body: unknown;
@@ -34,7 +38,20 @@ export interface Command {
   redeliver(): void;
   /** It expired before delivery: settle it without delivering. */
   drop(): void;
+  /**
+   * It can never be written to a device (its body cannot be encoded as a line): settle it by
+   * publishing it to `<p>.down.unrouted`, so it lands in `<p>.down.offline` (where a back end finds
+   * the commands the gateway could not deliver), with the header `gateway-dead-letter-reason`.
+   * Never sent to the device again.
+   */
+  deadLetter(reason: DeadLetterReason): void;
 }
+
+/** Why a command was dead-lettered (see {@link Command.deadLetter}). */
+export type DeadLetterReason = 'unencodable';
+
+/** Header naming why a command was dead-lettered to `<p>.down.offline` by the gateway. */
+export const DEAD_LETTER_REASON_HEADER = 'gateway-dead-letter-reason';
 
 /**
  * A presence event published to `<prefix>.events`, routing key `<device>.<event>`. For one device,
@@ -104,7 +121,10 @@ export interface Broker extends EventEmitter<BrokerEvents> {
   /** `amqp` for RabbitMQ, `embedded` for the in-process broker. */
   readonly mode: 'amqp' | 'embedded';
   readonly state: BrokerState;
-  /** Connect and declare the topology. Resolves once connected (rejects if the first connect fails). */
+  /**
+   * Connect and declare the topology. Resolves once connected; if the first connect fails, rejects
+   * (or, for an `AmqpBroker` with `keepTryingAtStart`, resolves `reconnecting` and keeps trying).
+   */
   start(): Promise<void>;
   /**
    * Publish an uplink message: persistent, mandatory, with headers `device-id`, `message-id`,

@@ -268,7 +268,17 @@ try {
     broker: () =>
       amqpUrl === undefined
         ? new MemoryBroker({ nodeId, prefix })
-        : new AmqpBroker({ url: amqpUrl, nodeId, prefix, slot: brokerSlot(), logger: moduleLogger(logger, 'broker') }),
+        : new AmqpBroker({
+            url: amqpUrl,
+            nodeId,
+            prefix,
+            slot: brokerSlot(),
+            logger: moduleLogger(logger, 'broker'),
+            // A worker corral (re)starts while RabbitMQ is unreachable waits for it instead of
+            // exiting (five quick exits and corral stops the node). The primary connects first
+            // (before forking), so a node started with no broker still fails fast.
+            keepTryingAtStart: currentWorker() !== undefined,
+          }),
     logger,
     metrics,
     ...(workers === undefined ? {} : { workers }),

@@ -16,7 +16,10 @@
  *    confirm. Reading goes on (pipelining) until `maxInflightPerDevice` are unconfirmed, or until the
  *    process's {@link UplinkBudget} is spent; then `onFrame` waits, and corral stops reading the socket.
  * 3. **Downlink.** Commands reach the session through {@link dispatchBrokerEvents}. At most
- *    `maxPendingCommands` are written and unacknowledged; more wait in a bounded queue. A `cmd_ack`
+ *    `maxPendingCommands` are written and unacknowledged; more wait in a bounded queue, then (still
+ *    unacknowledged at the broker) in a bounded overflow, in order; a command beyond both waits
+ *    {@link QUEUE_FULL_RETRY_MS} before it goes back to the broker (at once, it looped straight back
+ *    here). A command that cannot be encoded is dead-lettered (`Command.deadLetter`). A `cmd_ack`
  *    is published as an event (confirmed) before the command's delivery is acknowledged. An expired
  *    command is dropped, after a `cmd_expired` event; a command not acknowledged within
  *    `cmdAckTimeout`, or left when the session ends, is given back to the broker (`redeliver`) to
@@ -62,14 +65,27 @@ import { UplinkRate } from './uplink-rate.js';
  */
 export const HELLO_WINDOW_MS = 1000;
 
+/**
+ * How long a command that finds its session full (pending, queued and held) waits before it is
+ * given back to the broker, in ms. Given back at once, it came straight back to the same full
+ * session: a loop through RabbitMQ (a spin with the embedded broker) for as long as the device did
+ * not acknowledge. The wait bounds that to one round per second per command.
+ */
+export const QUEUE_FULL_RETRY_MS = 1000;
+
 /** Per-device limits and timeouts (ms), all filled in. */
 export interface SessionLimits {
   readonly helloTimeout: number;
   readonly idleTimeout: number;
   readonly maxInflightPerDevice: number;
   readonly maxPendingCommands: number;
-  /** Commands waiting behind the pending ones, at most; beyond, they go back to the broker. */
+  /** Commands waiting behind the pending ones, at most; beyond, they are held (`maxHeldCommands`). */
   readonly maxQueuedCommands: number;
+  /**
+   * Commands held behind the queued ones (unacknowledged at the broker, in arrival order), at
+   * most; beyond, each is given back after {@link QUEUE_FULL_RETRY_MS}.
+   */
+  readonly maxHeldCommands: number;
   readonly cmdAckTimeout: number;
   /** Devices this process holds at most (welcomed, or with a hello under way); a hello beyond is refused `overloaded`. */
   readonly maxDevices: number;
@@ -92,6 +108,12 @@ export interface SessionContext {
   readonly devices: { held: number };
   /** Broker work a closed session still has under way (detach, redeliveries); a drain waits for it. */
   readonly settling: Set<Promise<void>>;
+}
+
+/** A command waiting for room to be written, with its line (encoded once, on arrival). */
+interface Queued {
+  readonly command: Command;
+  readonly line: string;
 }
 
 /** A command written to the device and not yet acknowledged. */
@@ -265,7 +287,11 @@ export class DeviceSession implements ProtocolHandler {
   private rateWait: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   private resumeReading: (() => void) | undefined = undefined;
   private readonly pending = new Map<string, Pending>();
-  private readonly queued: Command[] = [];
+  private readonly queued: Queued[] = [];
+  /** Commands behind `queued` (at most `maxHeldCommands`), moved up in order as it has room. */
+  private readonly overflow: Queued[] = [];
+  /** Commands that found the session full, waiting {@link QUEUE_FULL_RETRY_MS} to be given back. */
+  private readonly retrying = new Map<Command, NodeJS.Timeout>();
 
   constructor(
     private readonly conn: Connection,
@@ -284,14 +310,16 @@ export class DeviceSession implements ProtocolHandler {
     // still has helloTimeout to say hello.
     this.windowTimer = setTimeout(() => {
       this.windowTimer = undefined;
-      conn.removeFromCount();
+      this.guarded('hello window', () => conn.removeFromCount());
     }, HELLO_WINDOW_MS);
     this.windowTimer.unref();
     this.helloTimer = setTimeout(() => {
       this.helloTimer = undefined;
       if (this.closed || this.welcomed) return;
-      this.helloOutcome('timeout');
-      this.fail('hello_timeout', `no hello within ${this.ctx.limits.helloTimeout} ms`);
+      this.guarded('hello timeout', () => {
+        this.helloOutcome('timeout');
+        this.fail('hello_timeout', `no hello within ${this.ctx.limits.helloTimeout} ms`);
+      });
     }, this.ctx.limits.helloTimeout);
     this.helloTimer.unref();
   }
@@ -369,7 +397,13 @@ export class DeviceSession implements ProtocolHandler {
       held.push(p.command);
     }
     this.pending.clear();
-    held.push(...this.queued.splice(0));
+    for (const q of this.queued.splice(0)) held.push(q.command);
+    for (const q of this.overflow.splice(0)) held.push(q.command);
+    for (const [command, timer] of this.retrying) {
+      clearTimeout(timer);
+      held.push(command);
+    }
+    this.retrying.clear();
     if (this.attached && device !== undefined) {
       this.attached = false;
       this.release(device, held);
@@ -432,16 +466,51 @@ export class DeviceSession implements ProtocolHandler {
       expire(this.ctx, command, this.session);
       return;
     }
+    // Encoded before anything else: a command that cannot be written (its body too deeply nested
+    // for JSON.stringify, say) is dead-lettered now, never held, written or given back.
+    const line = this.encodeCommand(command);
+    if (line === undefined) return;
     const hold = !this.welcomed || this.shuttingDown; // given back, to follow the device, when the session closes
-    if (hold || this.pending.size >= this.ctx.limits.maxPendingCommands || this.pending.has(command.id)) {
-      if (this.queued.length >= this.ctx.limits.maxQueuedCommands) {
-        this.redeliver(command, 'queue_full');
-        return;
-      }
-      this.queued.push(command);
+    const { maxPendingCommands, maxQueuedCommands, maxHeldCommands } = this.ctx.limits;
+    if (hold || this.pending.size >= maxPendingCommands || this.pending.has(command.id)) {
+      // In arrival order: queued, then held (unacknowledged at the broker, so nothing is lost if
+      // this process dies), then — the session full — given back after a wait.
+      if (this.queued.length < maxQueuedCommands && this.overflow.length === 0) this.queued.push({ command, line });
+      else if (this.overflow.length < maxHeldCommands) this.overflow.push({ command, line });
+      else this.retryLater(command);
       return;
     }
-    this.write(command);
+    this.write(command, line);
+  }
+
+  /** The session is full: give the command back after {@link QUEUE_FULL_RETRY_MS} (or when it closes). */
+  private retryLater(command: Command): void {
+    const timer = setTimeout(() => {
+      if (!this.retrying.delete(command)) return;
+      this.guarded('queue-full retry', () => this.redeliver(command, 'queue_full'));
+    }, QUEUE_FULL_RETRY_MS);
+    timer.unref();
+    this.retrying.set(command, timer);
+  }
+
+  /**
+   * The `cmd` line for a command, or `undefined` if it cannot be encoded: then the command is
+   * dead-lettered (to `<p>.down.offline`, see `Command.deadLetter`), counted and logged. Given back
+   * instead, it would come back to this session, and fail again, for ever.
+   */
+  private encodeCommand(command: Command): string | undefined {
+    try {
+      return encode({ type: 'cmd', id: command.id, body: command.body });
+    } catch (err) {
+      this.ctx.metrics.downlinkDeadLettered('unencodable');
+      this.ctx.logger.error({ err, device: command.device, command: command.id }, 'command cannot be encoded for the device: dead-lettered');
+      try {
+        command.deadLetter('unencodable');
+      } catch (e) {
+        this.ctx.logger.error({ err: e, device: command.device, command: command.id }, 'dead-lettering a command failed');
+      }
+      return undefined;
+    }
   }
 
   /** A later session of this device was announced: close this one. */
@@ -650,7 +719,7 @@ export class DeviceSession implements ProtocolHandler {
    */
   private queueReply(line: string): void {
     this.replies.push(line);
-    if (this.replies.length === 1) queueMicrotask(() => this.flushReplies());
+    if (this.replies.length === 1) queueMicrotask(() => this.guarded('writing acks', () => this.flushReplies()));
   }
 
   /** Write the held acks and nacks now (before any other line, so the device sees them in order). */
@@ -723,29 +792,37 @@ export class DeviceSession implements ProtocolHandler {
 
   // ---- downlink ------------------------------------------------------------------------------------
 
-  private write(command: Command): void {
+  /** Write a command (its `line` from {@link encodeCommand}) and wait for its ack. */
+  private write(command: Command, line: string): void {
     const { ctx } = this;
-    const timer = setTimeout(() => this.ackTimedOut(command.id), ctx.limits.cmdAckTimeout);
+    const timer = setTimeout(() => this.guarded('command ack timeout', () => this.ackTimedOut(command.id)), ctx.limits.cmdAckTimeout);
     timer.unref();
     this.pending.set(command.id, { command, timer, sentAt: performance.now() });
-    this.sendLine(encode({ type: 'cmd', id: command.id, body: command.body }));
+    this.sendLine(line);
     ctx.metrics.downlinkDelivered();
   }
 
-  /** Write queued commands while there is room. */
+  /** Write queued commands while there is room, moving held ones up as the queue has room. */
   private writeQueued(): void {
-    const max = this.ctx.limits.maxPendingCommands;
-    for (let i = 0; i < this.queued.length && this.pending.size < max && this.phase === 'open' && !this.shuttingDown; ) {
-      const command = this.queued[i]!;
-      if (expired(command)) {
-        this.queued.splice(i, 1);
-        expire(this.ctx, command, this.session);
-      } else if (this.pending.has(command.id)) {
-        i++; // the same id is out: send this copy after it settles
-      } else {
-        this.queued.splice(i, 1);
-        this.write(command);
+    const { maxPendingCommands: max, maxQueuedCommands } = this.ctx.limits;
+    for (let moved = true; moved; ) {
+      moved = false;
+      while (this.overflow.length > 0 && this.queued.length < maxQueuedCommands) this.queued.push(this.overflow.shift()!);
+      for (let i = 0; i < this.queued.length && this.pending.size < max && this.phase === 'open' && !this.shuttingDown; ) {
+        const { command, line } = this.queued[i]!;
+        if (expired(command)) {
+          this.queued.splice(i, 1);
+          expire(this.ctx, command, this.session);
+          moved = true;
+        } else if (this.pending.has(command.id)) {
+          i++; // the same id is out: send this copy after it settles
+        } else {
+          this.queued.splice(i, 1);
+          this.write(command, line);
+          moved = true;
+        }
       }
+      if (this.overflow.length === 0) break;
     }
   }
 
@@ -785,6 +862,23 @@ export class DeviceSession implements ProtocolHandler {
   }
 
   // ---- helpers -------------------------------------------------------------------------------------
+
+  /**
+   * Run session logic from a timer or a microtask: a throw there would be an uncaught exception
+   * that ends the process (every device with it), so it is logged instead and the session closed.
+   */
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.ctx.logger.error({ err, device: this.device, session: this.session }, `${what} failed`);
+      try {
+        if (!this.conn.closed) void this.conn.close();
+      } catch {
+        // Closing already.
+      }
+    }
+  }
 
   /** Send an error line, count it, and close. */
   private fail(code: ErrorCode, message: string): void {

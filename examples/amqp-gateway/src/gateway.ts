@@ -68,10 +68,16 @@ export interface GatewayOptions {
   /** Closing rate on drain, connections per second (corral's drainRate). Default 500. */
   readonly drainRate?: number;
   /**
-   * Commands waiting for a device behind its `maxPendingCommands`, at most; beyond, they go back to
-   * the broker. Default 64.
+   * Commands waiting for a device behind its `maxPendingCommands`, at most; beyond, they are held
+   * (`maxHeldCommands`). Default 64.
    */
   readonly maxQueuedCommands?: number;
+  /**
+   * Commands held for a device, unacknowledged at the broker, behind its queued ones, at most
+   * (they move up, in order, as room frees); beyond, each waits 1 s and goes back to the broker.
+   * Default 256. See docs/gateway.md, "Downlink delivery semantics".
+   */
+  readonly maxHeldCommands?: number;
   /**
    * How long a drain gives devices to settle their unconfirmed uplinks, and any graceful close its
    * flush (corral's shutdownTimeout), in ms; the drain takes this plus connections ÷ `drainRate`
@@ -207,6 +213,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       maxInflightPerDevice: options.maxInflightPerDevice ?? 16,
       maxPendingCommands: options.maxPendingCommands ?? 16,
       maxQueuedCommands: options.maxQueuedCommands ?? 64,
+      maxHeldCommands: options.maxHeldCommands ?? 256,
       cmdAckTimeout: options.cmdAckTimeout ?? 30_000,
       maxDevices: Math.ceil((options.maxConnections ?? 60_000) / Math.max(1, options.workers ?? 1)),
       uplinkRate,

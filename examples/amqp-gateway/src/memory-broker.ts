@@ -1,5 +1,5 @@
 /**
- * The in-process broker (`--broker embedded`): the same routing as `AmqpBroker`, over a
+ * The in-process broker (the CLI's embedded mode: no `--amqp-url`): the same routing as `AmqpBroker`, over a
  * {@link MemoryExchangeHub} instead of RabbitMQ.
  *
  * - `<p>.up` (topic) takes uplinks with routing key `<device>.<topic>`; an uplink no queue takes is
@@ -22,16 +22,18 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type {
-  Broker,
-  BrokerEvents,
-  BrokerState,
-  Command,
-  CommandEvent,
-  PresenceEvent,
-  PublishResult,
-  Takeover,
-  UplinkMessage,
+import {
+  type Broker,
+  type BrokerEvents,
+  type BrokerState,
+  type Command,
+  type CommandEvent,
+  DEAD_LETTER_REASON_HEADER,
+  type DeadLetterReason,
+  type PresenceEvent,
+  type PublishResult,
+  type Takeover,
+  type UplinkMessage,
 } from './broker.js';
 import { type HubMessage, MemoryExchangeHub } from './memory-exchange-hub.js';
 import { OFFLINE_QUEUE_MAX_LENGTH, type Topology, topology } from './topology.js';
@@ -121,8 +123,9 @@ class MemoryCommand implements Command {
   constructor(
     readonly message: HubMessage,
     private readonly settle: (command: MemoryCommand) => boolean,
-    private readonly republish: (message: HubMessage) => void,
+    private readonly republish: (message: HubMessage, deadLetter?: DeadLetterReason) => void,
   ) {
+    // A command published without an id gets one now, which its redeliveries keep (as AmqpBroker).
     this.id = message.messageId ?? randomUUID();
     this.device = message.routingKey;
     this.body = message.body;
@@ -134,7 +137,11 @@ class MemoryCommand implements Command {
   }
 
   redeliver(): void {
-    if (this.settle(this)) this.republish(this.message);
+    if (this.settle(this)) this.republish({ ...this.message, messageId: this.id });
+  }
+
+  deadLetter(reason: DeadLetterReason): void {
+    if (this.settle(this)) this.republish({ ...this.message, messageId: this.id }, reason);
   }
 
   drop(): void {
@@ -326,7 +333,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.hub.unbindAll(this.nodeQueue, this.topology.down);
     this.attached.clear();
     this.setState('closed');
-    const stranded = [...[...this.unsettled].map((c) => c.message), ...this.hub.read(this.nodeQueue)];
+    const stranded = [...[...this.unsettled].map((c) => ({ ...c.message, messageId: c.id })), ...this.hub.read(this.nodeQueue)];
     for (const c of this.unsettled) c.settled = true;
     this.unsettled.clear();
     for (const m of stranded) this.republish(m);
@@ -366,12 +373,12 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     return true;
   };
 
-  /** Publish a command again to `<p>.down`, unless it expired. */
-  private readonly republish = (m: HubMessage): void => {
+  /** Publish a command again to `<p>.down` (dead-lettered: to `<p>.down.unrouted`), unless it expired. */
+  private readonly republish = (m: HubMessage, deadLetter?: DeadLetterReason): void => {
     if (m.expiresAt !== undefined && m.expiresAt <= Date.now()) return;
-    this.hub.publish(this.topology.down, m.routingKey, {
+    this.hub.publish(deadLetter === undefined ? this.topology.down : this.topology.downUnrouted, m.routingKey, {
       body: m.body,
-      headers: m.headers,
+      headers: deadLetter === undefined ? m.headers : { ...m.headers, [DEAD_LETTER_REASON_HEADER]: deadLetter },
       messageId: m.messageId,
       expiresAt: m.expiresAt,
     });

@@ -19,6 +19,7 @@
  * | `gateway_downlink_redelivered_total` | counter | `reason` |
  * | `gateway_downlink_expired_total` | counter | |
  * | `gateway_downlink_timed_out_total` | counter | |
+ * | `gateway_downlink_dead_lettered_total` | counter | `reason` (`unencodable`) |
  * | `gateway_command_ack_seconds` | histogram | |
  * | `gateway_broker_state` | gauge | `state` (1 for the current state, 0 for the others) |
  * | `gateway_takeovers_total` | counter | `kind`: `closed` (an older session closed), `refused` (a hello lost) |
@@ -27,7 +28,7 @@
  * plus prom-client's default process metrics.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { BrokerState } from './broker.js';
+import type { BrokerState, DeadLetterReason } from './broker.js';
 import type { ErrorCode } from './device-protocol.js';
 
 /** How a hello ended. */
@@ -69,6 +70,8 @@ export interface GatewayMetrics {
   downlinkExpired(): void;
   /** A command written to a device was not acknowledged in time. */
   downlinkTimedOut(): void;
+  /** A command that can never be written was sent to `<p>.down.offline` instead (see `Command.deadLetter`). */
+  downlinkDeadLettered(reason: DeadLetterReason): void;
   brokerState(state: BrokerState): void;
   takeover(kind: TakeoverKind): void;
   /** A command outcome event was confirmed by the broker (`published`) or not (`failed`). */
@@ -126,6 +129,12 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
   });
   const expired = new Counter({ name: 'gateway_downlink_expired_total', help: 'Commands dropped because they expired', registers });
   const timedOut = new Counter({ name: 'gateway_downlink_timed_out_total', help: 'Commands not acknowledged in time', registers });
+  const deadLettered = new Counter({
+    name: 'gateway_downlink_dead_lettered_total',
+    help: 'Commands that can never be written to a device (unencodable), sent to <p>.down.offline instead, by reason',
+    labelNames: ['reason'],
+    registers,
+  });
   const cmdLatency = new Histogram({
     name: 'gateway_command_ack_seconds',
     help: 'From writing a command to its acknowledgement',
@@ -165,6 +174,7 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
     downlinkRedelivered: (reason) => redelivered.inc({ reason }),
     downlinkExpired: () => expired.inc(),
     downlinkTimedOut: () => timedOut.inc(),
+    downlinkDeadLettered: (reason) => deadLettered.inc({ reason }),
     brokerState: (state) => {
       for (const s of BROKER_STATES) brokerState.set({ state: s }, s === state ? 1 : 0);
     },

@@ -380,6 +380,63 @@ describeRabbit('corral-gateway with RabbitMQ', () => {
     }
   });
 
+  it('--workers 2: a worker killed while RabbitMQ is unreachable is restarted, waits for RabbitMQ, and the node stays up and recovers', { timeout: 90_000 }, async () => {
+    const proxy = new TcpProxy(amqpAddress());
+    try {
+      const url = amqpUrlVia(await proxy.start());
+      const prefix = uniquePrefix('cli-gw-w');
+      cleanup = { prefix, node: 'gw-w', slots: ['0', 'primary', '1'] };
+      const gw = await startGateway(['--amqp-url', url, '--prefix', prefix, '--node-id', 'gw-w', '--workers', '2', '--secret', 'w']);
+      const health = async (): Promise<{ status: number; processes: { process: string; pid: number; broker: string }[] }> => {
+        const res = await fetch(`${gw.admin}/healthz`);
+        const body = (await res.json()) as { processes: { process: string; pid: number; broker: string }[] };
+        return { status: res.status, processes: body.processes };
+      };
+      const before = await health();
+      expect(before.status).toBe(200);
+      const victim = before.processes.find((p) => p.process === '0')!.pid;
+
+      proxy.pause();
+      proxy.cut();
+      process.kill(victim, 'SIGKILL');
+      // corral restarts the worker; its first connect fails. Before the fix it exited, was
+      // restarted 5 times in ~3 s, and the whole node stopped. Now it waits, reconnecting.
+      await new Promise((r) => setTimeout(r, 8000));
+      expect(gw.proc.child.exitCode).toBe(null);
+      const during = await health();
+      expect(during.status).toBe(503);
+      const restarted = during.processes.find((p) => p.process === '0');
+      expect(restarted?.pid).not.toBe(victim);
+      expect(restarted?.broker).toBe('reconnecting');
+      // A hello meanwhile is refused `overloaded` (on whichever worker takes it).
+      const refused = tls.connect({ port: gw.port, host: '127.0.0.1', rejectUnauthorized: false });
+      refused.on('error', () => {});
+      await within(new Promise((resolve) => refused.once('secureConnect', resolve)), 10_000, 'TLS connect');
+      refused.write(`${JSON.stringify({ type: 'hello', device: 'tap-x', token: deviceToken('w', 'tap-x') })}\n`);
+      const answer = await within(new Promise<string>((resolve) => refused.once('data', (b: Buffer) => resolve(b.toString('utf8')))), 10_000, 'an answer');
+      expect(JSON.parse(answer.trim())).toMatchObject({ type: 'error', code: 'overloaded' });
+      refused.destroy();
+
+      proxy.resume();
+      const deadline = Date.now() + 15_000;
+      let after = await health();
+      while (after.status !== 200 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = await health();
+      }
+      expect(after.status).toBe(200);
+      expect(after.processes.map((p) => p.broker)).toEqual(['connected', 'connected', 'connected']);
+      // Both workers serve devices again.
+      const ds = [];
+      for (let i = 0; i < 6; i++) ds.push(await connectDevice(gw.port, `tap-${i}`, 'w'));
+      for (const d of ds) d.send({ type: 'ping' });
+      for (const d of ds) expect(await d.next()).toEqual({ type: 'pong' });
+    } finally {
+      await stopAll();
+      await proxy.close();
+    }
+  });
+
   it('--workers 2: a worker killed with SIGKILL: commands published before its devices are back reach them, none goes to the offline queue', { timeout: 90_000 }, async () => {
     const gw = await startAmqpGateway('gw-k', ['--workers', '2', '--secret', 'k', '--admin-token', 't']);
     const names = Array.from({ length: 8 }, (_, i) => `valve-${i}`);

@@ -364,6 +364,7 @@ describe('downlink', () => {
       ack: () => settled.push('ack'),
       redeliver: () => settled.push('redeliver'),
       drop: () => settled.push('drop'),
+      deadLetter: () => settled.push('deadLetter'),
     };
     node.broker.emit('command', stale);
     await node.broker.publishCommand('dev-1', 'fresh', { id: 'new', expirationMs: 60_000 });
