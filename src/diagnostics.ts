@@ -118,6 +118,8 @@ export interface HandshakeErrorMessage {
   readonly remoteAddress: string | undefined;
   /** The peer's port, read together with `remoteAddress` and under the same condition. */
   readonly remotePort: number | undefined;
+  /** More on why, where there is more (see `RejectEvent.detail`). */
+  readonly detail?: string;
 }
 
 /** Published on `corral:handler:crash` when a handler hook throws or rejects. */

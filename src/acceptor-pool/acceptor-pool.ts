@@ -69,7 +69,7 @@ export interface AcceptorPoolEvents {
    */
   handshaken(conn: TransportConnection, lease: Lease, startedAt: number, proxy: ProxyHeader | undefined): void;
   handshakeFailed(socket: AcceptedSocket, kind: HandshakeFailure, error: Error): void;
-  rejected(socket: AcceptedSocket, reason: RejectReason): void;
+  rejected(socket: AcceptedSocket, reason: RejectReason, detail?: string): void;
   /** A lease was released: a connection stopped counting against `maxConnections`. */
   released(): void;
   /** Any gauge changed (for `waitForConnections` and load reports). */
@@ -387,7 +387,7 @@ export class AcceptorPool {
     if (result.status === 'incomplete') return;
     this.proxyWaits!.remove(ready.socket);
     if (result.status === 'invalid') {
-      this.rejectReady(ready, 'proxy_invalid');
+      this.rejectReady(ready, 'proxy_invalid', `${result.reason}: ${result.message}`);
       return;
     }
     if (result.status === 'absent') {
@@ -826,17 +826,17 @@ export class AcceptorPool {
     this.events.changed();
   }
 
-  private rejectReady(ready: Ready, reason: RejectReason): void {
+  private rejectReady(ready: Ready, reason: RejectReason, detail?: string): void {
     ready.stage = 'done';
     ready.upstream?.release();
-    this.reject(ready.socket, reason);
+    this.reject(ready.socket, reason, true, detail);
   }
 
-  private reject(socket: AcceptedSocket, reason: RejectReason, destroy = true): void {
+  private reject(socket: AcceptedSocket, reason: RejectReason, destroy = true, detail?: string): void {
     if (destroy) socket.destroy();
     this.releaseSource(socket);
     this.rejected[reason]++;
-    this.events.rejected(socket, reason);
+    this.events.rejected(socket, reason, detail);
   }
 
   private armExpiry(now: number): void {

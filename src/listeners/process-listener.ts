@@ -103,9 +103,9 @@ export class ProcessListener extends ListenerShell {
         const { remoteAddress, remotePort } = this.pool.clientOf(socket);
         this.report.handshakeFailed({ kind, error, remoteAddress, remotePort });
       },
-      rejected: (socket, reason) => {
+      rejected: (socket, reason, detail) => {
         const { remoteAddress, remotePort } = this.pool.clientOf(socket);
-        this.report.rejected({ reason, remoteAddress, remotePort });
+        this.report.rejected({ reason, remoteAddress, remotePort, ...(detail === undefined ? {} : { detail }) });
       },
       released: () => {},
       changed: () => {

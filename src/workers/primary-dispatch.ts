@@ -57,9 +57,9 @@ export class PrimaryDispatch {
           const { remoteAddress, remotePort } = this.pool.clientOf(socket);
           report.handshakeFailed({ kind, error, remoteAddress, remotePort });
         },
-        rejected: (socket, reason) => {
+        rejected: (socket, reason, detail) => {
           const { remoteAddress, remotePort } = this.pool.clientOf(socket);
-          report.rejected({ reason, remoteAddress, remotePort });
+          report.rejected({ reason, remoteAddress, remotePort, ...(detail === undefined ? {} : { detail }) });
         },
         released: () => {},
         changed: () => {},

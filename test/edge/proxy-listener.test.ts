@@ -222,7 +222,7 @@ describe('PROXY headers from trusted and untrusted peers', () => {
     const s = await trusted(l.port!);
     s.write('PROXY TCP4 300.1.2.3 127.0.0.1 1 2\r\n');
     await closed(s);
-    expect((await bad).reason).toBe('proxy_invalid');
+    expect(await bad).toMatchObject({ reason: 'proxy_invalid', detail: expect.stringMatching(/^[a-z_0-9]+: PROXY header: /) });
     const late = nextReject(l);
     const t = await trusted(l.port!);
     await closed(t);
