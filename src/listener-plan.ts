@@ -13,7 +13,7 @@ import type { Transport } from './transport.js';
 import { supportsReusePort } from './transports/reuse-port.js';
 import { TcpTransport } from './transports/tcp.js';
 import type { TcpTransportOptions } from './transports/tcp-options.js';
-import { sessionIdContextFor } from './transports/ticket-keys.js';
+import { checkTicketKeys, sessionIdContextFor } from './transports/ticket-keys.js';
 import { TlsTransport, type TlsTransportOptions } from './transports/tls.js';
 import { autoWorkerCount, checkWorkers, defaultDistribution } from './workers/distribution.js';
 
@@ -293,7 +293,14 @@ function planTransport(transport: unknown, transportOptions: unknown, name: stri
     const o = (transportOptions ?? {}) as TlsTransportOptions;
     const secure = transport === 'tls';
     // Checked now, whoever builds it later; a TLS context is made only where handshakes run.
-    const tlsOptions: TlsTransportOptions = { sessionIdContext: sessionIdContextFor(name), ...o };
+    // Ticket keys are copied: the caller may zero its buffers once the listener has started, and
+    // a worker pool builds transports from these options again (updateTransport's check).
+    const ticketKeys = secure ? checkTicketKeys(o.ticketKeys) : undefined;
+    const tlsOptions: TlsTransportOptions = {
+      ...o,
+      sessionIdContext: o.sessionIdContext ?? sessionIdContextFor(name),
+      ...(ticketKeys === undefined ? {} : { ticketKeys }),
+    };
     if (secure) new TlsTransport(tlsOptions, { front: true });
     else new TcpTransport(o);
     return {
@@ -318,6 +325,8 @@ function planTransport(transport: unknown, transportOptions: unknown, name: stri
       throw new InvalidOptionError('transportOptions', 'cannot be given with a transport object; configure the object instead');
     }
     const given = transport as Transport;
+    // A TlsTransport object gets this listener's session id context, as `transport: 'tls'` does.
+    if (given instanceof TlsTransport) given.useListenerName(name);
     return { name: given.name, secure: given.secure, given: true, build: () => given };
   }
   throw new InvalidOptionError('transport', `must be 'tcp', 'tls' or a Transport object, got ${JSON.stringify(transport)}`);

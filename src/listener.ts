@@ -336,7 +336,8 @@ export interface Listener extends EventEmitter<ListenerEvents> {
   /**
    * Replace transport options for new connections — for TLS the certificate and key, `sni`
    * contexts, CA, and so on — in every process of a pool, and in workers started later. Live
-   * connections keep theirs, and session tickets stay valid (the ticket keys carry over). Rejects
+   * connections keep theirs, and session tickets stay valid (the ticket keys carry over, unless the
+   * update gives `ticketKeys`: those then replace the pool's own for good). Rejects
    * if the options do not make a valid context (nothing changes then), or if a worker failed to
    * apply them (that worker keeps the old ones; the message names it).
    */

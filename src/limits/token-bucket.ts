@@ -47,18 +47,29 @@ export class TokenBucket {
   }
 }
 
-/** Most sources whose buckets are kept; past it, the least recently used are forgotten. */
-const MAX_SOURCES = 65_536;
+/** Most sources whose buckets are kept; past it, the least recently used are forgotten. @internal */
+export const MAX_SOURCES = 65_536;
 
 /**
  * A token bucket per source (`sourceKey`): a source over its rate is refused while others are
  * not. Memory is bounded: a bucket that has refilled is forgotten (a new one would be the same),
- * and past {@link MAX_SOURCES} sources the least recently used go — which can only make a
- * forgotten source's next connect succeed, never refuse one. @internal
+ * and past {@link MAX_SOURCES} sources the least recently used goes — which can only make a
+ * forgotten source's next connect succeed, never refuse one. A call costs O(1) (amortized) apart
+ * from the sweep of full buckets, at most once a second: at the cap, a new source evicts the least
+ * recently used without looking at the others. @internal
  */
 export class SourceRateLimiter {
+  /** In use order, least recently used first (a used bucket is re-inserted). */
   private readonly buckets = new Map<string, TokenBucket>();
   private sweptAt = 0;
+  /**
+   * Walks `buckets` oldest first across evictions. A fresh `keys()` per eviction would not be
+   * O(1): V8 keeps deleted entries as holes until it rehashes, and a new iterator steps over every
+   * one of them from the start. A live iterator goes on where it stopped and still sees entries
+   * added since, in order (the language guarantees both). Dropped at each sweep, so that it keeps
+   * no table V8 has since replaced alive for longer.
+   */
+  private oldest: Iterator<string> | undefined = undefined;
 
   constructor(private readonly limit: RateLimit) {}
 
@@ -70,10 +81,10 @@ export class SourceRateLimiter {
   /** Take a token for `source`; `false` if it is over its rate. */
   take(source: string, now: number): boolean {
     // Sweep first: a sweep forgets full buckets, and the one about to be used may be full.
-    if (now - this.sweptAt > 1000) this.sweep(now, false);
+    if (now - this.sweptAt > 1000) this.sweep(now);
     let bucket = this.buckets.get(source);
     if (bucket === undefined) {
-      if (this.buckets.size >= MAX_SOURCES) this.sweep(now, true);
+      if (this.buckets.size >= MAX_SOURCES) this.forgetOldest();
       bucket = new TokenBucket(this.limit, now);
     } else {
       // Most recently used last: re-insert.
@@ -83,15 +94,20 @@ export class SourceRateLimiter {
     return bucket.take(now);
   }
 
-  /** Forget full buckets (at most once a second); with `evict`, also the least recently used. */
-  private sweep(now: number, evict: boolean): void {
-    this.sweptAt = now;
-    for (const [key, bucket] of this.buckets) if (bucket.full(now)) this.buckets.delete(key);
-    if (evict) {
-      for (const key of this.buckets.keys()) {
-        if (this.buckets.size < MAX_SOURCES) break;
-        this.buckets.delete(key);
-      }
+  /** Forget the least recently used bucket. */
+  private forgetOldest(): void {
+    let next = this.oldest?.next();
+    if (next === undefined || next.done === true) {
+      this.oldest = this.buckets.keys();
+      next = this.oldest.next();
     }
+    if (next.done !== true) this.buckets.delete(next.value);
+  }
+
+  /** Forget full buckets (at most once a second). */
+  private sweep(now: number): void {
+    this.sweptAt = now;
+    this.oldest = undefined;
+    for (const [key, bucket] of this.buckets) if (bucket.full(now)) this.buckets.delete(key);
   }
 }

@@ -5,6 +5,7 @@ import type { AccessRule } from '../limits/access-rules.js';
 import { checkAccessRules, checkCount, type ListenerPlan, type WorkerPlan } from '../listener-plan.js';
 import type { Distribution } from '../options.js';
 import type { SharedListenHandle, Transport } from '../transport.js';
+import { checkTicketKeys } from '../transports/ticket-keys.js';
 import type { WorkerCommand, WorkerConfig } from '../workers/ipc.js';
 import { poolInfo, sum, type WorkerReport } from '../workers/pool-info.js';
 import { PrimaryDispatch } from '../workers/primary-dispatch.js';
@@ -46,7 +47,8 @@ export class WorkerPoolListener extends ListenerShell {
   private readonly dispatch: PrimaryDispatch | undefined;
   /** Distribution `shared`: the bound socket workers get copies of, while open. */
   private shared: SharedListenHandle | undefined = undefined;
-  private readonly ticketKeys: SharedTicketKeys | undefined;
+  /** The keys the pool makes (and rotates), until `updateTransport` gives its own `ticketKeys`. */
+  private ticketKeys: SharedTicketKeys | undefined;
   private limit: number;
   private protocolOptions: { value: unknown } | undefined = undefined;
   /** Accepting is not paused (`pauseAccepting`). */
@@ -54,8 +56,11 @@ export class WorkerPoolListener extends ListenerShell {
   private restarting: Promise<void> | undefined = undefined;
   /** Access rules set at run time (new workers start with them). */
   private access: readonly AccessRule[] | undefined = undefined;
-  /** Transport options set at run time, in order (new workers apply them too). */
-  private readonly transportUpdates: Readonly<Record<string, unknown>>[] = [];
+  /**
+   * Every `updateTransport` so far, merged into one object (later options win, as
+   * `TlsTransport.update` merges them): a new worker applies it once.
+   */
+  private transportUpdate: Readonly<Record<string, unknown>> | undefined = undefined;
   /** workerReady events of the workers `start` waits for, emitted once `startListener` has resolved. */
   private readyDuringStart: WorkerEvent[] | undefined = [];
 
@@ -205,7 +210,7 @@ export class WorkerPoolListener extends ListenerShell {
       suspended: this.status === 'suspended' || this.status === 'draining',
       address: this.socket.address,
       access: this.access,
-      transportUpdates: this.transportUpdates,
+      transportUpdates: this.transportUpdate === undefined ? [] : [this.transportUpdate],
     };
     w.post({ t: 'start', config }, this.distribution === 'shared' ? this.shared?.handle : undefined);
   }
@@ -277,13 +282,26 @@ export class WorkerPoolListener extends ListenerShell {
     else await this.everyWorker({ op: 'setAccess', rules: this.access }, 'setAccessRules');
   }
 
+  /**
+   * See {@link Listener.updateTransport}. `ticketKeys` among the options replace the keys the pool
+   * made for good: their rotation stops, and every worker, restarted ones included, uses the
+   * given keys.
+   */
   async updateTransport(options: Readonly<Record<string, unknown>>): Promise<void> {
-    // Checked here first, on a transport of the pool's own options: nothing changes if they are bad.
-    const check = this.plan.transport.build();
+    // Checked here first, on a transport of the pool's own options (a front one makes no secure
+    // context but the one update builds): nothing changes if they are bad.
+    const check = this.plan.transport.build({ front: true });
     if (check.update === undefined) throw new CorralError('CORRAL_UNSUPPORTED', `transport ${check.name} has no options to update`);
-    for (const earlier of this.transportUpdates) check.update(earlier);
-    check.update(options);
-    this.transportUpdates.push(options);
+    // A copy of the keys: the caller may wipe its buffers, and workers started later need them.
+    const ticketKeys = checkTicketKeys(options.ticketKeys);
+    const merged = { ...this.transportUpdate, ...options, ...(ticketKeys === undefined ? {} : { ticketKeys }) };
+    check.update(merged);
+    this.transportUpdate = merged;
+    if (ticketKeys !== undefined) {
+      // Given keys take over from the pool's own: a rotation must not overwrite them later.
+      this.ticketKeys?.stop();
+      this.ticketKeys = undefined;
+    }
     await this.everyWorker({ op: 'updateTransport', options }, 'updateTransport');
   }
 

@@ -7,7 +7,8 @@ export const TICKET_KEY_BYTES = 48;
 
 /**
  * Check `transportOptions.ticketKeys`: one 48-byte key, or a non-empty list of them with distinct
- * names (the first 16 bytes). Returns the list. Never puts key bytes in a message. @internal
+ * names (the first 16 bytes). Returns a copy of each key, so that what the caller does with its
+ * buffers afterwards changes nothing. Never puts key bytes in a message. @internal
  */
 export function checkTicketKeys(value: unknown, option = 'transportOptions.ticketKeys'): Buffer[] | undefined {
   if (value === undefined) return undefined;
@@ -18,7 +19,9 @@ export function checkTicketKeys(value: unknown, option = 'transportOptions.ticke
     if (!(k instanceof Uint8Array) || k.byteLength !== TICKET_KEY_BYTES) {
       throw new InvalidOptionError(option, `key ${i} must be a Buffer of ${TICKET_KEY_BYTES} bytes (16 name, 16 HMAC, 16 AES)`);
     }
-    const key = Buffer.from(k.buffer, k.byteOffset, k.byteLength);
+    // A copy: the caller may zero its buffers once the listener has started (keys are secrets),
+    // and a list of keys is read again for every ticket (see useTicketKeys).
+    const key = Buffer.from(k);
     const name = key.subarray(0, 16).toString('hex');
     if (names.has(name)) throw new InvalidOptionError(option, `key ${i} has the same name (first 16 bytes) as an earlier key`);
     names.add(name);

@@ -160,6 +160,8 @@ export class TlsTransport implements Transport {
   private sniContexts = new Map<string, tls.SecureContext>();
   /** Given, or made at start: kept across certificate reloads so that tickets stay valid. */
   private ticketKeys: Buffer[];
+  /** Whether the options set `sessionIdContext` (else the listener's name gives it). */
+  private sessionIdContextGiven: boolean;
 
   /**
    * Checks `options` and builds the secure context, so that bad keys or certificates fail here.
@@ -170,9 +172,26 @@ export class TlsTransport implements Transport {
     const { tcp, rest } = splitOptions(options);
     this.tcp = new TcpTransport(tcp);
     this.ticketKeys = checkTicketKeys(rest.ticketKeys) ?? [randomBytes(TICKET_KEY_BYTES)];
-    this.tlsOptions = { sessionIdContext: sessionIdContextFor(''), ...rest };
+    this.sessionIdContextGiven = rest.sessionIdContext !== undefined;
+    // Until a listener names it (useListenerName): a context of no listener in particular.
+    this.tlsOptions = { ...rest, sessionIdContext: rest.sessionIdContext ?? sessionIdContextFor('') };
     checkTlsKeys(this.tlsOptions);
     if (!internal.front) this.context = this.build(this.tlsOptions);
+  }
+
+  /**
+   * Give this transport the session id context of the listener named `listenerName`
+   * ({@link sessionIdContextFor}), unless its options set one — as `transport: 'tls'` has. The
+   * listener that uses a transport object calls it: without it, every `TlsTransport` object shares
+   * one context, and two listeners with the same `ticketKeys` but different trust settings
+   * (`ca`, `requestCert`) would resume each other's sessions, a client certificate verified by one
+   * counting as verified by the other. @internal
+   */
+  useListenerName(listenerName: string): void {
+    const sessionIdContext = sessionIdContextFor(listenerName);
+    if (this.sessionIdContextGiven || this.tlsOptions.sessionIdContext === sessionIdContext) return;
+    this.tlsOptions = { ...this.tlsOptions, sessionIdContext };
+    if (this.context !== undefined) this.context = this.build(this.tlsOptions);
   }
 
   /** The secure context for new handshakes, made on first use. */
@@ -239,6 +258,7 @@ export class TlsTransport implements Transport {
       throw err;
     }
     this.tlsOptions = { ...this.tlsOptions, ...given };
+    if (given.sessionIdContext !== undefined) this.sessionIdContextGiven = true;
   }
 
   /** `host:port` or the socket path, for messages. */

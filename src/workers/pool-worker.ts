@@ -104,8 +104,11 @@ export class PoolWorker {
     const port = distribution === 'reuseport' && a !== undefined && (a.family === 'IPv4' || a.family === 'IPv6') ? a.port : undefined;
     const transport = this.plan.transport.build(distribution === 'reuseport' ? { reusePort: true, ...(port === undefined ? {} : { port }) } : {});
     this.transport = transport;
-    if (config.ticketKeys) transport.update?.({ ticketKeys: config.ticketKeys.map((k) => Buffer.from(k)) });
-    for (const update of config.transportUpdates) transport.update?.(update);
+    // One update, one secure context: the pool's own ticket keys (if it makes them), then what
+    // updateTransport set since the pool started (merged by the primary; its keys win).
+    const keys = config.ticketKeys ? { ticketKeys: config.ticketKeys.map((k) => Buffer.from(k)) } : {};
+    const update = Object.assign(keys, ...config.transportUpdates) as Record<string, unknown>;
+    if (Object.keys(update).length > 0) transport.update?.(update);
     this.userAccepting = config.accepting;
     // This worker's part of the pool's admission (rates, per-source rules; see workerAdmission).
     const plan = { ...this.plan, admission: workerAdmission(this.plan.admission, distribution, this.workers.count) };
