@@ -25,7 +25,10 @@ export type CloseReason =
 
 /** What {@link ProtocolHandler.onShutdown} is told about the drain under way. */
 export interface ShutdownRequest {
-  /** When the drain force-closes what is left (milliseconds since the epoch). */
+  /**
+   * When the drain force-closes what is left (milliseconds since the epoch). A `stop()` with a
+   * sooner deadline during the drain brings it forward without telling a handler asked already.
+   */
   readonly deadline: number;
 }
 

@@ -36,6 +36,17 @@ export interface SupervisorEvents {
 }
 
 
+/** A drain's paced shutdown requests, under way. @internal */
+export interface PacedShutdown {
+  /** Ask no more. */
+  stop(): void;
+  /**
+   * The drain's deadline moved to `sooner` (a `stop()` with a shorter one): ask those not asked yet
+   * by `by` at the latest — faster than the pace, if that would not — telling them `sooner`.
+   */
+  hurry(by: number, sooner: number): void;
+}
+
 /**
  * The connection supervisor (Ranch's `ranch_conns_sup`): starts a handler per connection,
  * contains its crashes, applies the restart strategy, and shuts connections down on drain. @internal
@@ -173,31 +184,50 @@ export class ConnectionSupervisor implements ConnectionOwner {
    * jittered spacing, so their clients do not all reconnect at the same moment. Returns a function
    * that stops the pacing. With `rate` Infinity, asks all at once.
    */
-  requestShutdownPaced(rate: number, deadline: number): () => void {
+  requestShutdownPaced(rate: number, deadline: number): PacedShutdown {
     if (!Number.isFinite(rate)) {
       this.requestShutdown(deadline);
-      return () => {};
+      return { stop: () => {}, hurry: () => {} };
     }
     const pending = [...this.live.values()];
     for (let i = pending.length - 1; i > 0; i--) {
       const j = Math.floor(Math.random() * (i + 1));
       [pending[i], pending[j]] = [pending[j]!, pending[i]!];
     }
-    // Ticks of ~10 ms (or one connection's worth, if slower), each jittered by ±50%.
-    const tickMs = Math.max(10, 1000 / rate);
-    const began = Date.now();
+    let began = Date.now();
+    let base = 0;
     let done = 0;
     let timer: NodeJS.Timeout | undefined;
     const tick = (): void => {
-      const due = Math.min(pending.length, Math.ceil(((Date.now() - began) / 1000) * rate) || 1);
+      const due = Math.min(pending.length, base + (Math.ceil(((Date.now() - began) / 1000) * rate) || 1));
       while (done < due) {
         const conn = pending[done++]!;
         conn.inContext(() => conn.requestShutdown(deadline));
       }
-      if (done < pending.length) timer = setTimeout(tick, tickMs * (0.5 + Math.random()));
+      // Ticks of ~10 ms (or one connection's worth, if slower), each jittered by ±50%.
+      if (done < pending.length) timer = setTimeout(tick, Math.max(10, 1000 / rate) * (0.5 + Math.random()));
     };
     tick();
-    return () => clearTimeout(timer);
+    return {
+      stop: () => clearTimeout(timer),
+      hurry: (by, sooner) => {
+        deadline = Math.min(deadline, sooner);
+        const left = pending.length - done;
+        if (left === 0) return;
+        const window = (by - Date.now()) / 1000;
+        const needed = window <= 0 ? Infinity : left / window;
+        if (needed <= rate) return; // at its pace, the rest are asked by then anyway
+        clearTimeout(timer);
+        rate = needed;
+        began = Date.now();
+        base = done;
+        if (Number.isFinite(rate)) tick();
+        else while (done < pending.length) {
+          const conn = pending[done++]!;
+          conn.inContext(() => conn.requestShutdown(deadline));
+        }
+      },
+    };
   }
 
   /** Ask one connection to shut down (it opened while a drain was under way). */

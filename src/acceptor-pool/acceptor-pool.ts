@@ -456,6 +456,7 @@ export class AcceptorPool {
     ready.head = undefined;
     ready.store = undefined;
     this.rejectReady(ready, 'malformed');
+    this.checkRoom();
     this.events.changed();
   }
 
@@ -689,7 +690,9 @@ export class AcceptorPool {
     if (ready.socket.destroyed === true) {
       // Reset (or ended) since it was read: Node destroys such a socket at once but emits its
       // 'close' only in a later phase of the loop. Handing it over now would send a worker a
-      // socket without its handle, or start a handshake on nothing.
+      // socket without its handle, or start a handshake on nothing. It is out of every stage's
+      // count already (taken from the queue, or `arrived` already uncounted by the turn's end).
+      ready.stage = 'queued';
       this.onPeerGone(ready);
       return;
     }

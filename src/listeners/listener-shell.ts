@@ -65,6 +65,8 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
   private readonly alarms: ConnectionAlarms;
   /** A `suspend()` under way (a `resume()` waits for it). */
   private suspending: Promise<void> | undefined = undefined;
+  /** A `resume()` under way (a `suspend()` waits for it). */
+  private resuming: Promise<void> | undefined = undefined;
   /** Times accepting ran out of file descriptors. */
   protected descriptorBackoffs = 0;
   private backoffMs = 0;
@@ -105,7 +107,7 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
    * (`EMFILE`, `ENFILE`), the listener also backs off.
    */
   protected acceptFailed(error: Error): void {
-    this.emit('acceptError', error);
+    emitSafely(this, 'acceptError', error);
     const code = (error as NodeJS.ErrnoException).code;
     if ((code === 'EMFILE' || code === 'ENFILE') && !this.socket.isHeld('exhausted') && !this.stopping) this.backOffForDescriptors();
   }
@@ -201,12 +203,15 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
 
   async suspend(): Promise<void> {
     this.assertNotStopped('suspend');
+    // A resume still reopening the socket finishes first, so that this suspend is not lost.
+    if (this.resuming) await this.resuming.catch(() => {});
+    this.assertNotStopped('suspend');
     if (this.state !== 'running') return;
     this.state = 'suspended';
     const work = (async () => {
       await this.suspendWork();
       await this.socket.hold('suspended');
-      this.emit('suspend');
+      emitSafely(this, 'suspend');
     })();
     this.suspending = work;
     try {
@@ -220,9 +225,20 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
    * Reopen the socket and accept again; during a drain, once the drain has ended. A resume that
    * loses to a `stop()` — called before the drain it waits for ends, or while it reopens — rejects
    * with `CORRAL_LISTENER_STOPPED`, as a resume after `stop()` does: it never releases the hold the
-   * stop put on the socket, never sets the status back to `running`, and emits no `resume`.
+   * stop put on the socket, never sets the status back to `running`, and emits no `resume`. A
+   * resume overtaken by a `drain()` while it reopens has no effect: the drain wins.
    */
   async resume(): Promise<void> {
+    const work = this.resumeNow();
+    this.resuming = work;
+    try {
+      await work;
+    } finally {
+      if (this.resuming === work) this.resuming = undefined;
+    }
+  }
+
+  private async resumeNow(): Promise<void> {
     this.assertNotStopped('resume');
     // A suspend still closing the socket finishes first: resuming under it would leave the
     // listener `running` with its socket closed.
@@ -234,10 +250,12 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
     this.assertNotStopped('resume');
     await this.socket.release('suspended');
     this.assertNotStopped('resume');
+    // A drain began while the socket reopened: it holds the socket closed again, and wins.
+    if (this.state === 'draining' || this.socket.isHeld('suspended')) return;
     this.state = 'running';
     await this.resumeWork();
     this.assertNotStopped('resume');
-    this.emit('resume');
+    emitSafely(this, 'resume');
   }
 
   waitForConnections(op: ConnectionCountOp, n: number, options: { timeout?: number } = {}): Promise<void> {
@@ -301,7 +319,7 @@ export abstract class ListenerShell extends EventEmitter<ListenerEvents> impleme
     const wasRunning = this.state === 'running';
     this.state = 'draining';
     await this.socket.hold('suspended');
-    if (wasRunning) this.emit('suspend');
+    if (wasRunning) emitSafely(this, 'suspend');
   }
 
   protected assertNotStopped(what: string): void {

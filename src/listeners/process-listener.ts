@@ -12,6 +12,7 @@ import { ConnectionSupervisor } from '../supervisor.js';
 import type { SocketAddress, Transport, TransportListenHandlers, TransportServer } from '../transport.js';
 import type { Distribution } from '../options.js';
 import { ListenerShell } from './listener-shell.js';
+import { emitSafely } from './listener-reporter.js';
 
 /** How a listener that serves inside a worker process differs from a stand-alone one. @internal */
 export interface WorkerPart {
@@ -33,6 +34,12 @@ export interface WorkerPart {
  * transport to the {@link AcceptorPool} and the pool to the {@link ConnectionSupervisor}; the
  * shell does the rest. @internal
  */
+/** A `stop()` during a drain: its deadline, and when the last connection must be asked by. */
+interface DrainCut {
+  readonly deadline: number;
+  readonly askBy: number;
+}
+
 export class ProcessListener extends ListenerShell {
   readonly role: 'single' | 'worker';
   private readonly pool: AcceptorPool;
@@ -44,9 +51,9 @@ export class ProcessListener extends ListenerShell {
   /** While a drain runs: the deadline its connections were given. */
   private drainDeadline: number | undefined = undefined;
   /** While a drain runs: bring its deadline forward (a `stop()` with a shorter one). */
-  private shortenDrain: ((deadline: number) => void) | undefined = undefined;
+  private shortenDrain: ((cut: DrainCut) => void) | undefined = undefined;
   /** The deadline of a `stop()` made during a drain, for a drain whose work has not begun yet. */
-  private stopCutoff: number | undefined = undefined;
+  private stopCut: DrainCut | undefined = undefined;
 
   constructor(
     private readonly plan: ListenerPlan,
@@ -161,11 +168,11 @@ export class ProcessListener extends ListenerShell {
     // as with 'close'.
     const refuse = this.plan.admission.overflow === 'refuse' && this.worker?.distribution !== 'primary';
     if (full && refuse && this.state === 'running' && !this.socket.isHeld('refusing')) {
-      this.socket.hold('refusing').catch((err: unknown) => this.emit('acceptError', err instanceof Error ? err : new Error(String(err))));
+      this.socket.hold('refusing').catch((err: unknown) => emitSafely(this, 'acceptError', err instanceof Error ? err : new Error(String(err))));
     } else if (!full && this.socket.isHeld('refusing')) {
       void this.socket.release('refusing', { retry: true });
     }
-    if (this.listenerCount('queueFull') > 0) this.emit('queueFull', full);
+    if (this.listenerCount('queueFull') > 0) emitSafely(this, 'queueFull', full);
   }
 
   /**
@@ -321,21 +328,20 @@ export class ProcessListener extends ListenerShell {
     const live = this.supervisor.size;
     // The deadline allows for the pacing: the last connection is asked n/rate seconds in.
     let deadline = began + timeout + (Number.isFinite(rate) ? Math.ceil((live / rate) * 1000) : 0);
-    if (this.stopCutoff !== undefined && this.stopCutoff < deadline) deadline = this.stopCutoff;
     this.drainDeadline = deadline;
-    let stopPacing = this.supervisor.requestShutdownPaced(rate, deadline);
+    const pacing = this.supervisor.requestShutdownPaced(rate, deadline);
     let timer: NodeJS.Timeout | undefined;
     let arm: (() => void) | undefined;
-    this.shortenDrain = (sooner: number): void => {
+    this.shortenDrain = ({ deadline: sooner, askBy }: DrainCut): void => {
       if (sooner >= deadline) return;
       deadline = sooner;
       this.drainDeadline = sooner;
-      // Whoever the pacing has not asked yet is asked now, with the new deadline.
-      stopPacing();
-      stopPacing = () => {};
-      this.supervisor.requestShutdown(sooner);
+      // Those the pacing has not asked yet are asked by `askBy`, faster if need be, and told the
+      // new deadline; those asked already keep the one they were told (documented).
+      pacing.hurry(askBy, sooner);
       arm?.();
     };
+    if (this.stopCut !== undefined) this.shortenDrain(this.stopCut);
     const settled = async (): Promise<false> => {
       for (;;) {
         await this.supervisor.whenEmpty();
@@ -359,7 +365,7 @@ export class ProcessListener extends ListenerShell {
     ]);
     this.shortenDrain = undefined;
     clearTimeout(timer);
-    stopPacing();
+    pacing.stop();
     // Closed before the deadline but destroyed with replies unsent (the linger bound, an error, a
     // full send buffer): not graceful either.
     let forced = this.supervisor.unflushedCloses - unflushedBefore;
@@ -378,10 +384,11 @@ export class ProcessListener extends ListenerShell {
     const drain = this.drainInProgress;
     // A stop during a drain keeps its own deadline if that is sooner (a SIGTERM's grace period).
     if (drain !== undefined) {
-      const cutoff = began + timeout + (Number.isFinite(rate) ? Math.ceil((this.supervisor.size / rate) * 1000) : 0);
+      const askBy = began + (Number.isFinite(rate) ? Math.ceil((this.supervisor.size / rate) * 1000) : 0);
+      const cut = { deadline: askBy + timeout, askBy };
       // The drain may not have begun its work yet (both wait to close the socket first).
-      this.stopCutoff = cutoff;
-      this.shortenDrain?.(cutoff);
+      this.stopCut = cut;
+      this.shortenDrain?.(cut);
     }
     const result = await (drain ?? this.drainWork(timeout, rate, began));
     this.pool.close();

@@ -15,6 +15,7 @@ import type { WorkerProcess } from '../workers/worker-process.js';
 import { WorkerSupervisor } from '../workers/worker-supervisor.js';
 import { ListenerShell } from './listener-shell.js';
 import type { OpenSocket } from './listening-socket.js';
+import { emitSafely } from './listener-reporter.js';
 
 /** Extra time, beyond a worker's own exit grace (`shutdownTimeout`), before the primary kills it. */
 const EXIT_MARGIN_MS = 2000;
@@ -96,11 +97,11 @@ export class WorkerPoolListener extends ListenerShell {
         w.post({ t: 'handle' }, this.shared?.handle);
       },
       load: () => this.countsChanged(),
-      crashReport: (w, message) => this.emit('workerCrash', { index: w.index, pid: w.pid, message }),
+      crashReport: (w, message) => emitSafely(this, 'workerCrash', { index: w.index, pid: w.pid, message }),
       exited: (w, code, signal) => {
         this.countsChanged();
         this.updateDispatchLimit();
-        this.emit('workerExit', { index: w.index, pid: w.lastPid, code, signal });
+        emitSafely(this, 'workerExit', { index: w.index, pid: w.lastPid, code, signal });
       },
       fatal: (error) => this.fatal(error),
     });
@@ -156,7 +157,7 @@ export class WorkerPoolListener extends ListenerShell {
     this.readyDuringStart = undefined;
     // After startListener's caller has its listener (and could attach listeners): a macrotask later.
     setImmediate(() => {
-      for (const event of ready) this.emit('workerReady', event);
+      for (const event of ready) emitSafely(this, 'workerReady', event);
     });
   }
 
@@ -182,7 +183,7 @@ export class WorkerPoolListener extends ListenerShell {
     // events are emitted right after it has.
     const event = { index: w.index, pid: w.pid };
     if (this.readyDuringStart !== undefined) this.readyDuringStart.push(event);
-    else this.emit('workerReady', event);
+    else emitSafely(this, 'workerReady', event);
   }
 
   /**
@@ -216,7 +217,7 @@ export class WorkerPoolListener extends ListenerShell {
   }
 
   private fatal(error: Error): void {
-    if (this.listenerCount('fatal') > 0) this.emit('fatal', error);
+    if (this.listenerCount('fatal') > 0) emitSafely(this, 'fatal', error);
     else {
       process.stderr.write(`${error.message}\n`);
       process.exitCode = 1;

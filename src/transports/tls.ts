@@ -134,6 +134,9 @@ class TlsAcceptedSocket implements AcceptedSocket {
   get remotePort(): number | undefined {
     return this.raw.remotePort;
   }
+  get destroyed(): boolean {
+    return this.raw.destroyed;
+  }
   destroy(): void {
     this.tlsSocket?.destroy();
     this.raw.destroy();

@@ -318,3 +318,32 @@ describe('resume() racing suspend()', () => {
     expect(await (await client(l)).request('served')).toBe('served');
   });
 });
+
+describe('resume() racing drain() and suspend()', () => {
+  it('a drain() called while a resume() reopens the socket wins: the listener ends suspended, its socket closed, and a later resume() serves', async () => {
+    const l = await listener({ transportOptions: { host: HOST, port: 0 } });
+    const port = l.port!;
+    await l.suspend();
+    const resumed = l.resume();
+    const drained = l.drain({ timeout: 1000 });
+    await resumed;
+    await drained;
+    expect(l.status).toBe('suspended');
+    expect(listeningSockets(port)).toBe(0);
+    await l.resume();
+    expect(l.status).toBe('running');
+    expect(await (await client(l)).request('served')).toBe('served');
+  });
+
+  it('a suspend() called while a resume() reopens the socket is not lost: the listener ends suspended', async () => {
+    const l = await listener({ transportOptions: { host: HOST, port: 0 } });
+    const port = l.port!;
+    await l.suspend();
+    const resumed = l.resume();
+    const suspended = l.suspend();
+    await resumed;
+    await suspended;
+    expect(l.status).toBe('suspended');
+    expect(listeningSockets(port)).toBe(0);
+  });
+});
