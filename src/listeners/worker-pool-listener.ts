@@ -106,7 +106,7 @@ export class WorkerPoolListener extends ListenerShell {
       fatal: (error) => this.fatal(error),
     });
     this.dispatch =
-      this.distribution === 'primary' && this.front ? new PrimaryDispatch(this.front, plan.admission, () => this.workers.ready(), this.report) : undefined;
+      this.distribution === 'primary' && this.front ? new PrimaryDispatch(this.front, plan.admission, () => this.workers.ready(), this.report, () => this.updateDispatchLimit()) : undefined;
     this.rolling = new RollingRestart(this.workers, {
       listener: plan.name,
       drainRate: plan.drainRate,

@@ -18,6 +18,8 @@ import type { WorkerProcess } from './worker-process.js';
 export class PrimaryDispatch {
   private readonly pool: AcceptorPool;
   private overflows = 0;
+  /** After a hand-over no worker could take: look at the workers again soon. */
+  private relimitTimer: NodeJS.Timeout | undefined = undefined;
 
   constructor(
     /** The pool's transport, built to accept and read only (it never handshakes here). */
@@ -26,6 +28,8 @@ export class PrimaryDispatch {
     /** The workers that may take a socket, in the order to try them. */
     candidates: () => readonly WorkerProcess[],
     report: ListenerReporter,
+    /** Set the hand-over limit again from the workers' state (the listener's own rule). */
+    relimit: () => void,
   ) {
     const detach = transport.detach;
     if (detach === undefined) throw new CorralError('CORRAL_UNSUPPORTED', `distribution 'primary' needs a transport that can pass sockets; ${transport.name} cannot`);
@@ -48,6 +52,12 @@ export class PrimaryDispatch {
           // hand nothing over until the listener sets the limit again (a worker's exit or ready),
           // so the sockets behind this one wait instead of failing one after another.
           this.pool.maxConnections = 0;
+          // Their exits normally set the limit again; should none come, look again shortly.
+          this.relimitTimer ??= setTimeout(() => {
+            this.relimitTimer = undefined;
+            relimit();
+          }, 100);
+          this.relimitTimer.unref();
           throw new CorralError('CORRAL_HANDSHAKE_FAILED', 'no worker is ready to take the connection');
         },
       },
@@ -107,6 +117,7 @@ export class PrimaryDispatch {
 
   /** Close everything the pool holds (the pool stops). */
   close(): void {
+    clearTimeout(this.relimitTimer);
     this.pool.close();
   }
 }

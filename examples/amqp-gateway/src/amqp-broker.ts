@@ -685,7 +685,15 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
       const park = this.parkLater.has(d);
       const restored = this.unbindStale(link, d, park).then(() => {
         if (!park || this.attached.has(d) || link !== this.link || !this.available) return;
-        this.parkedAtRestore.set(d, Date.now());
+        const now = Date.now();
+        // Entries past the window are of no use: drop them (oldest first, in insertion order), so
+        // that devices parked at a restore and never seen again do not stay for good.
+        for (const [old, at] of this.parkedAtRestore) {
+          if (now - at <= UNPARK_WINDOW_MS) break;
+          this.parkedAtRestore.delete(old);
+        }
+        this.parkedAtRestore.delete(d);
+        this.parkedAtRestore.set(d, now);
         this.whereabouts(link, { where: d });
       });
       return this.detachingNow(link, d, restored);
