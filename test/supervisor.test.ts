@@ -16,6 +16,7 @@ import {
 import { connectTcp, LineClient } from './support/clients.js';
 import { crashProtocol, echoProtocol, GreetingProtocol } from './support/protocols.js';
 import { type TransportCase, transportCases, uniqueName } from './support/transports.js';
+import { watchProcess } from './support/escaped-errors.js';
 
 // ---- harness ------------------------------------------------------------------------------------
 
@@ -86,21 +87,6 @@ function withCloseLog(handler: ProtocolHandler, log: Closed[]): ProtocolHandler 
       log.push({ id: conn.id, reason });
     },
   };
-}
-
-/** Errors that escaped to the process while a test ran. */
-function watchProcess(cleanups: (() => void)[]): unknown[] {
-  const escaped: unknown[] = [];
-  const onError = (err: unknown): void => {
-    escaped.push(err);
-  };
-  process.on('uncaughtException', onError);
-  process.on('unhandledRejection', onError);
-  cleanups.push(() => {
-    process.off('uncaughtException', onError);
-    process.off('unhandledRejection', onError);
-  });
-  return escaped;
 }
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

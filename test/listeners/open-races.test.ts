@@ -4,7 +4,6 @@
  * stop closes what an open under way produces before it resolves; and a resume that loses to a
  * stop leaves the listener stopped. Checked on the kernel's own list of listening sockets.
  */
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -22,6 +21,7 @@ import { ListeningSocket } from '../../src/listeners/listening-socket.js';
 import { connectTcp, LineClient } from '../support/clients.js';
 import { echoProtocol } from '../support/protocols.js';
 import { uniqueName } from '../support/transports.js';
+import { listeningSockets } from '../support/listening-sockets.js';
 
 const HOST = '127.0.0.1';
 
@@ -36,17 +36,6 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close().catch(() => {})));
 });
 
-/** Sockets in the LISTEN state on 127.0.0.1:`port`, from the kernel's table. */
-function listeningSockets(port: number): number {
-  const hex = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return readFileSync('/proc/net/tcp', 'utf8')
-    .split('\n')
-    .slice(1)
-    .filter((line) => {
-      const fields = line.trim().split(/\s+/);
-      return fields[1] === hex && fields[3] === '0A';
-    }).length;
-}
 
 /** Try to connect; resolve with the error code (e.g. `ECONNREFUSED`), or `'connected'`. */
 function connectResult(port: number): Promise<string> {

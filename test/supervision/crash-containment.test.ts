@@ -25,6 +25,7 @@ import {
 import { LineClient } from '../support/clients.js';
 import { type TransportCase, transportCases, uniqueName } from '../support/transports.js';
 import { within } from '../support/within.js';
+import { watchProcess } from '../support/escaped-errors.js';
 
 // ---- harness ------------------------------------------------------------------------------------
 
@@ -81,17 +82,7 @@ function harness(tc: TransportCase) {
     },
     /** Errors that escape to the process while the test runs. */
     watchProcess(): unknown[] {
-      const escaped: unknown[] = [];
-      const onError = (err: unknown): void => {
-        escaped.push(err);
-      };
-      process.on('uncaughtException', onError);
-      process.on('unhandledRejection', onError);
-      cleanups.push(() => {
-        process.off('uncaughtException', onError);
-        process.off('unhandledRejection', onError);
-      });
-      return escaped;
+      return watchProcess(cleanups);
     },
   };
   return h;

@@ -3,13 +3,13 @@
  * accepts one connection per listening socket per turn of the event loop. Checked on the kernel's
  * own list of listening sockets (/proc/net/tcp), with real connections on every one.
  */
-import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidOptionError, type Listener, startListener, supportsReusePort, TcpTransport } from '../../src/index.js';
 import { connectTcp, LineClient } from '../support/clients.js';
 import { echoProtocol } from '../support/protocols.js';
 import { uniqueName } from '../support/transports.js';
+import { listeningSockets } from '../support/listening-sockets.js';
 
 let started: Listener[] = [];
 let sockets: net.Socket[] = [];
@@ -19,17 +19,6 @@ afterEach(async () => {
   await Promise.all(started.splice(0).map((l) => (l.status === 'stopped' ? undefined : l.stop({ timeout: 500 }))));
 });
 
-/** Sockets in the LISTEN state on 127.0.0.1:`port`, from the kernel's table. */
-function listeningSockets(port: number): number {
-  const hex = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return readFileSync('/proc/net/tcp', 'utf8')
-    .split('\n')
-    .slice(1)
-    .filter((line) => {
-      const fields = line.trim().split(/\s+/);
-      return fields[1] === hex && fields[3] === '0A';
-    }).length;
-}
 
 describe('acceptors', () => {
   it('rejects a count that is not an integer from 1 to 64, and more than 1 on a Unix socket', () => {

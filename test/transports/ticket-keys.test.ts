@@ -6,63 +6,13 @@
  * session id context).
  */
 import { randomBytes } from 'node:crypto';
-import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Connection, InvalidOptionError, type Listener, startListener, TlsTransport, type TlsTransportOptions } from '../../src/index.js';
+import { InvalidOptionError, TlsTransport } from '../../src/index.js';
 import { testCerts } from '../support/certs.js';
-import { LineClient, once } from '../support/clients.js';
 import { uniqueName } from '../support/transports.js';
+import { cleanUp, objectListener, tlsListener, visit } from './sessions.js';
 
-let started: Listener[] = [];
-let sockets: tls.TLSSocket[] = [];
-
-afterEach(async () => {
-  for (const s of sockets.splice(0)) s.destroy();
-  await Promise.all(started.splice(0).map((l) => (l.status === 'stopped' ? undefined : l.stop({ timeout: 500 }))));
-});
-
-/** Echo, but the line `resumed` is answered with whether the connection resumed a session. */
-const resumedProtocol = {
-  onFrame(frame: Buffer, conn: Connection) {
-    conn.sendFrame(frame.toString() === 'resumed' ? String(conn.tls?.resumed) : frame);
-  },
-};
-
-/** A TLS echo listener that answers `resumed` with whether the connection resumed a session. */
-async function listener(transportOptions: Partial<TlsTransportOptions>, name = uniqueName('tickets')): Promise<Listener> {
-  const c = await testCerts();
-  const l = await startListener({
-    name,
-    transport: 'tls',
-    transportOptions: { host: '127.0.0.1', port: 0, key: c.key, cert: c.cert, ...transportOptions },
-    framing: 'line',
-    protocol: resumedProtocol,
-  });
-  started.push(l);
-  return l;
-}
-
-/** Connect (offering `session`), ask whether it resumed, and return that and the newest session. */
-async function visit(l: Listener, options: tls.ConnectionOptions = {}): Promise<{ resumed: boolean; session: Buffer }> {
-  const s = tls.connect({ port: l.port!, host: '127.0.0.1', rejectUnauthorized: false, ...options });
-  s.on('error', () => {});
-  sockets.push(s);
-  let session: Buffer | undefined;
-  s.on('session', (b: Buffer) => (session = b));
-  await once(s, 'secureConnect');
-  const c = new LineClient(s);
-  const resumed = (await c.request('resumed')) === 'true';
-  // TLS 1.3 tickets arrive after the handshake; one echo round trip later they are in.
-  await c.request('sync');
-  // A TLS 1.2 client learns of a renewed ticket only through its session, not the event.
-  session ??= s.getSession();
-  c.end();
-  await c.closed;
-  // A resumed session gets no new ticket unless the server renews it: keep the one offered.
-  const kept = session ?? (options.session as Buffer | undefined);
-  if (kept === undefined) throw new Error('no session ticket received');
-  return { resumed, session: kept };
-}
+afterEach(cleanUp);
 
 const key = (): Buffer => randomBytes(48);
 
@@ -72,14 +22,14 @@ describe.each(['TLSv1.3', 'TLSv1.2'] as const)('session tickets over %s', (versi
   it('resume across a restart with the same key (and name); a different key means a full handshake', async () => {
     const k1 = key();
     const name = uniqueName('restart');
-    const before = await listener({ ticketKeys: k1 }, name);
+    const before = await tlsListener({ ticketKeys: k1 }, name);
     const first = await visit(before, v);
     expect(first.resumed).toBe(false);
     await before.stop({ timeout: 500 });
-    const after = await listener({ ticketKeys: k1 }, name);
+    const after = await tlsListener({ ticketKeys: k1 }, name);
     expect((await visit(after, { ...v, session: first.session })).resumed).toBe(true);
     await after.stop({ timeout: 500 });
-    const stranger = await listener({ ticketKeys: key() }, name);
+    const stranger = await tlsListener({ ticketKeys: key() }, name);
     expect((await visit(stranger, { ...v, session: first.session })).resumed).toBe(false);
   });
 
@@ -87,18 +37,18 @@ describe.each(['TLSv1.3', 'TLSv1.2'] as const)('session tickets over %s', (versi
     const [k1, k2] = [key(), key()];
     // Listeners of one service (one session id context), here side by side.
     const sessionIdContext = 'one-service';
-    const old = await listener({ ticketKeys: k1, sessionIdContext });
+    const old = await tlsListener({ ticketKeys: k1, sessionIdContext });
     const { session: underK1 } = await visit(old, v);
-    const rotated = await listener({ ticketKeys: [k2, k1], sessionIdContext });
+    const rotated = await tlsListener({ ticketKeys: [k2, k1], sessionIdContext });
     const renewed = await visit(rotated, { ...v, session: underK1 });
     expect(renewed.resumed).toBe(true);
     expect(renewed.session.equals(underK1)).toBe(false);
     // The renewed ticket is under k2: a listener that only knows k2 resumes it.
-    const onlyK2 = await listener({ ticketKeys: [k2], sessionIdContext });
+    const onlyK2 = await tlsListener({ ticketKeys: [k2], sessionIdContext });
     expect((await visit(onlyK2, { ...v, session: renewed.session })).resumed).toBe(true);
     // A fresh ticket from the rotated listener is under k2 too, not k1.
     const fresh = await visit(rotated, v);
-    const onlyK1 = await listener({ ticketKeys: [k1], sessionIdContext });
+    const onlyK1 = await tlsListener({ ticketKeys: [k1], sessionIdContext });
     expect((await visit(onlyK1, { ...v, session: fresh.session })).resumed).toBe(false);
     expect((await visit(onlyK2, { ...v, session: fresh.session })).resumed).toBe(true);
   });
@@ -106,8 +56,7 @@ describe.each(['TLSv1.3', 'TLSv1.2'] as const)('session tickets over %s', (versi
   it('keeps its keys across a certificate reload', async () => {
     const c = await testCerts();
     const transport = new TlsTransport({ host: '127.0.0.1', port: 0, key: c.key, cert: c.cert });
-    const l = await startListener({ name: uniqueName('reload'), transport, framing: 'line', protocol: resumedProtocol });
-    started.push(l);
+    const l = await objectListener(transport, uniqueName('reload'));
     const { session } = await visit(l, v);
     // Reload the certificate and key: the ticket made before still resumes.
     transport.update({ key: c.key, cert: c.cert });
@@ -116,7 +65,7 @@ describe.each(['TLSv1.3', 'TLSv1.2'] as const)('session tickets over %s', (versi
 
   it('resumes a client that presented a certificate (mutual TLS)', async () => {
     const c = await testCerts();
-    const l = await listener({ requestCert: true, ca: [c.cert], ticketKeys: key() });
+    const l = await tlsListener({ requestCert: true, ca: [c.cert], ticketKeys: key() });
     const device = { key: c.clientKey, cert: c.clientCert };
     const first = await visit(l, { ...v, ...device });
     expect(first.resumed).toBe(false);
@@ -129,7 +78,7 @@ describe('ticketKeys option', () => {
     const k = key();
     const same = Buffer.concat([k.subarray(0, 16), randomBytes(32)]);
     for (const ticketKeys of [Buffer.alloc(32), [], [k, same], ['not a buffer']]) {
-      await expect(listener({ ticketKeys: ticketKeys as Buffer[] })).rejects.toThrow(InvalidOptionError);
+      await expect(tlsListener({ ticketKeys: ticketKeys as Buffer[] })).rejects.toThrow(InvalidOptionError);
     }
   });
 });
