@@ -144,6 +144,16 @@ function commonEnv(o: NativeCommon): Record<string, string> {
 }
 
 /**
+ * For the overload scenario's processes (capacity and arrivals): one Go scheduler thread each
+ * (`GOMAXPROCS=1`). With Go's default (one per core) a client process keeps up to two threads
+ * runnable beside the server's one, and the kernel shares the cores per thread: measured
+ * 2026-12-07 (one run of the scenario each way, same machine), the server got 0.69–0.73 of a
+ * core at 3× with the default and 0.78–0.85 with one thread, the client's CPU per handshake fell
+ * from ~525 to ~465 µs at capacity, and the arrivals still all started (no level void).
+ */
+const ONE_SCHEDULER_THREAD = { GOMAXPROCS: '1' } as const;
+
+/**
  * Start `corral-load <subcommand> <args>`; stdin piped (-stdin: its end means stop), stderr
  * inherited; `env` is added to this process's environment (credentials go there, not in `args`).
  */
@@ -579,7 +589,7 @@ export async function runNativeOverload(o: NativeOverloadOptions): Promise<Nativ
     a.push('-max-open', String(MAX_PER_PROCESS));
     if (o.warmupMs !== undefined) a.push('-warmup', String(o.warmupMs));
     if (o.maxLagMs !== undefined) a.push('-max-lag', String(o.maxLagMs));
-    return spawnNative('overload', a, `corral-load overload ${i}`, commonEnv(o));
+    return spawnNative('overload', a, `corral-load overload ${i}`, { ...commonEnv(o), ...ONE_SCHEDULER_THREAD });
   });
   const rs = await allDone<OverloadDone>(procs);
   const failed: Record<string, number> = {};
@@ -623,7 +633,7 @@ export async function runNativeCapacity(o: NativeCommon & { concurrency: number;
   const a = [...commonArgs(o, o.net), '-concurrency', String(o.concurrency), '-seconds', String(o.seconds)];
   if (o.warmupMs !== undefined) a.push('-warmup', String(o.warmupMs));
   if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
-  const [r] = await allDone<NativeCapacityResult & Tagged>([spawnNative('capacity', a, undefined, commonEnv(o))]);
+  const [r] = await allDone<NativeCapacityResult & Tagged>([spawnNative('capacity', a, undefined, { ...commonEnv(o), ...ONE_SCHEDULER_THREAD })]);
   return r!;
 }
 

@@ -293,7 +293,7 @@ export const scenario: Scenario = {
         void: `a level where fewer than ${MIN_STARTED * 100}% of the offered arrivals started is void (the client could not offer the load)`,
         goodput: `clients served within their deadline, per second, counted from ${WARMUP_MS / 1000} s into the level to its end`,
         order: `levels ${multiples.map((m) => `${m}×`).join(', ')}; at each level bare Node then corral, ${repeats} time(s); a fresh server for every run`,
-        pinning: 'none: server and load client share both cores',
+        pinning: 'none: server and load client share both cores; each client process runs one Go scheduler thread (GOMAXPROCS=1), so that it does not keep more threads runnable than it needs beside the server',
       },
       tables,
       charts,
