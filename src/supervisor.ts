@@ -181,8 +181,8 @@ export class ConnectionSupervisor implements ConnectionOwner {
 
   /**
    * Ask live connections to shut down at about `rate` per second, in random order and with
-   * jittered spacing, so their clients do not all reconnect at the same moment. Returns a function
-   * that stops the pacing. With `rate` Infinity, asks all at once.
+   * jittered spacing, so their clients do not all reconnect at the same moment. Returns what stops
+   * the pacing or hurries it ({@link PacedShutdown}). With `rate` Infinity, asks all at once.
    */
   requestShutdownPaced(rate: number, deadline: number): PacedShutdown {
     if (!Number.isFinite(rate)) {
@@ -198,12 +198,11 @@ export class ConnectionSupervisor implements ConnectionOwner {
     let base = 0;
     let done = 0;
     let timer: NodeJS.Timeout | undefined;
+    const askUpTo = (due: number): void => {
+      while (done < due) this.shutdown(pending[done++]!, deadline);
+    };
     const tick = (): void => {
-      const due = Math.min(pending.length, base + (Math.ceil(((Date.now() - began) / 1000) * rate) || 1));
-      while (done < due) {
-        const conn = pending[done++]!;
-        conn.inContext(() => conn.requestShutdown(deadline));
-      }
+      askUpTo(Math.min(pending.length, base + (Math.ceil(((Date.now() - began) / 1000) * rate) || 1)));
       // Ticks of ~10 ms (or one connection's worth, if slower), each jittered by ±50%.
       if (done < pending.length) timer = setTimeout(tick, Math.max(10, 1000 / rate) * (0.5 + Math.random()));
     };
@@ -222,10 +221,7 @@ export class ConnectionSupervisor implements ConnectionOwner {
         began = Date.now();
         base = done;
         if (Number.isFinite(rate)) tick();
-        else while (done < pending.length) {
-          const conn = pending[done++]!;
-          conn.inContext(() => conn.requestShutdown(deadline));
-        }
+        else askUpTo(pending.length);
       },
     };
   }

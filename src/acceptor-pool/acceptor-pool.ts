@@ -451,13 +451,18 @@ export class AcceptorPool {
       return;
     }
     ready.reading = false;
-    if (ready.stage === 'arrived') this.arrivedCount--;
-    else if (ready.stage === 'queued') this.queue.delete(ready);
+    this.leaveWaiting(ready);
     ready.head = undefined;
     ready.store = undefined;
     this.rejectReady(ready, 'malformed');
     this.checkRoom();
     this.events.changed();
+  }
+
+  /** Take a waiting socket out of its stage: arrived this turn (counted), or in the queue. */
+  private leaveWaiting(ready: Ready): void {
+    if (ready.stage === 'arrived') this.arrivedCount--;
+    else if (ready.stage === 'queued') this.queue.delete(ready);
   }
 
   /** The peer ended or reset a socket being read: it gave up, silent or waiting. */
@@ -476,10 +481,8 @@ export class AcceptorPool {
         }
         break;
       case 'arrived':
-        this.arrivedCount--;
-        break;
       case 'queued':
-        this.queue.delete(ready);
+        this.leaveWaiting(ready);
         break;
       case 'done':
         return;

@@ -28,18 +28,18 @@ export interface WorkerPart {
   readonly changed: () => void;
 }
 
-/**
- * A listener whose acceptor pool and connections are in this process: a stand-alone listener
- * (role `single`), or a worker process's part of a worker pool (role `worker`). It wires the
- * transport to the {@link AcceptorPool} and the pool to the {@link ConnectionSupervisor}; the
- * shell does the rest. @internal
- */
 /** A `stop()` during a drain: its deadline, and when the last connection must be asked by. */
 interface DrainCut {
   readonly deadline: number;
   readonly askBy: number;
 }
 
+/**
+ * A listener whose acceptor pool and connections are in this process: a stand-alone listener
+ * (role `single`), or a worker process's part of a worker pool (role `worker`). It wires the
+ * transport to the {@link AcceptorPool} and the pool to the {@link ConnectionSupervisor}; the
+ * shell does the rest. @internal
+ */
 export class ProcessListener extends ListenerShell {
   readonly role: 'single' | 'worker';
   private readonly pool: AcceptorPool;

@@ -211,7 +211,7 @@ export class WorkerPoolListener extends ListenerShell {
       suspended: this.status === 'suspended' || this.status === 'draining',
       address: this.socket.address,
       access: this.access,
-      transportUpdates: this.transportUpdate === undefined ? [] : [this.transportUpdate],
+      transportUpdate: this.transportUpdate,
     };
     w.post({ t: 'start', config }, this.distribution === 'shared' ? this.shared?.handle : undefined);
   }

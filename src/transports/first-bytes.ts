@@ -24,6 +24,8 @@ export function readFirstBytes(socket: net.Socket, onData: (chunk: Buffer) => vo
   s.resume();
 }
 
+const NOTHING = Buffer.alloc(0);
+
 /** What of a `net.Socket`'s libuv handle stopping its reads needs (Node internals). */
 interface ReadingHandle {
   reading?: boolean;
@@ -47,8 +49,7 @@ export function unread(socket: net.Socket, head: Buffer): void {
  */
 export function detachSocket(socket: net.Socket): { raw: object; rest: Buffer | undefined } {
   const s = socket as ReadingSocket;
-  s[firstBytesReader]?.();
-  s.pause();
+  unread(s, NOTHING);
   const chunks: Buffer[] = [];
   for (let chunk = s.read() as Buffer | null; chunk !== null; chunk = s.read() as Buffer | null) chunks.push(chunk);
   // Then stop the reads (read() may have started them again): libuv reads only in a later phase

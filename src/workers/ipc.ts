@@ -27,7 +27,7 @@ export interface WorkerConfig {
   /** Access rules set at run time with `setAccessRules`, if any. */
   readonly access: readonly AccessRule[] | undefined;
   /** Transport options set at run time with `updateTransport`, in order. */
-  readonly transportUpdates: readonly Readonly<Record<string, unknown>>[];
+  readonly transportUpdate: Readonly<Record<string, unknown>> | undefined;
 }
 
 /** A request from the primary to one worker; answered by a {@link WorkerReply} with the same id. @internal */
@@ -51,8 +51,10 @@ export type WorkerCommand =
 export type ToWorker =
   | { t: 'start'; config: WorkerConfig }
   | { t: 'handle' }
-  /** A socket for the worker to serve (distribution `primary`), with the bytes the primary read from it. */
-  /** A socket (the message's handle) to serve; `id` names it in the `released` message when it is done. */
+  /**
+   * A socket (the message's handle) for the worker to serve (distribution `primary`), with the
+   * bytes the primary read from it; `id` names it in the `released` message when it is done.
+   */
   | { t: 'socket'; id: number; head: Buffer | undefined; proxy: Uint8Array | undefined }
   | { t: 'cmd'; id: number; cmd: WorkerCommand };
 

@@ -107,7 +107,7 @@ export class PoolWorker {
     // One update, one secure context: the pool's own ticket keys (if it makes them), then what
     // updateTransport set since the pool started (merged by the primary; its keys win).
     const keys = config.ticketKeys ? { ticketKeys: config.ticketKeys.map((k) => Buffer.from(k)) } : {};
-    const update = Object.assign(keys, ...config.transportUpdates) as Record<string, unknown>;
+    const update: Record<string, unknown> = { ...keys, ...config.transportUpdate };
     if (Object.keys(update).length > 0) transport.update?.(update);
     this.userAccepting = config.accepting;
     // This worker's part of the pool's admission (rates, per-source rules; see workerAdmission).

@@ -86,12 +86,12 @@ export class WorkerSupervisor {
 
   /** Slots whose worker is ready and still has its process, fewest held sockets first. */
   ready(): WorkerProcess[] {
-    return this.slots.filter((w) => w.status === 'ready' && w.child !== undefined).sort((a, b) => a.leaseCount - b.leaseCount);
+    return this.slots.filter(serving).sort((a, b) => a.leaseCount - b.leaseCount);
   }
 
   /** Whether some slot's worker is ready and still has its process. */
   get anyReady(): boolean {
-    return this.slots.some((w) => w.status === 'ready' && w.child !== undefined);
+    return this.slots.some(serving);
   }
 
   /** Live connections over every worker, as last reported. */
@@ -203,6 +203,11 @@ export class WorkerSupervisor {
     for (const w of this.slots) w.failReady(error);
     this.events.fatal(error);
   }
+}
+
+/** A worker that is ready and still has its process (its exit may not have been seen yet). */
+function serving(w: WorkerProcess): boolean {
+  return w.status === 'ready' && w.child !== undefined;
 }
 
 /** Wait for `w` to exit, killing it if it is still there after `grace` ms. @internal */

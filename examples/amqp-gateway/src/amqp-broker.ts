@@ -1071,6 +1071,9 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
     // delivery the gateway makes of it. (A delivery RabbitMQ itself requeues — the link lost before
     // the device acknowledged it — comes again without one, and gets another.)
     const id = typeof message.properties.messageId === 'string' ? message.properties.messageId : randomUUID();
+    const publishAgain = (deadLetter?: DeadLetterReason): void => {
+      if (settle()) void this.republish(link, message, expiresAt, channel, { messageId: id, deadLetter }).then((out) => out && done());
+    };
     const command: Command = {
       id,
       device,
@@ -1081,16 +1084,12 @@ export class AmqpBroker extends EventEmitter<BrokerEvents> implements Broker {
         this.ackDelivery(link, message, channel);
         done();
       },
-      redeliver: () => {
-        // Settled only once it is published again (or dropped as expired): a command left
-        // unacknowledged on a catch-up channel keeps its offline queue from being deleted, and goes
-        // back into it when that channel closes.
-        if (settle()) void this.republish(link, message, expiresAt, channel, { messageId: id }).then((out) => out && done());
-      },
-      deadLetter: (reason) => {
-        // To `<p>.down.unrouted` (→ `<p>.down.offline`), settled once that publish is confirmed.
-        if (settle()) void this.republish(link, message, expiresAt, channel, { messageId: id, deadLetter: reason }).then((out) => out && done());
-      },
+      // Settled only once it is published again (or dropped as expired): a command left
+      // unacknowledged on a catch-up channel keeps its offline queue from being deleted, and goes
+      // back into it when that channel closes.
+      redeliver: () => publishAgain(),
+      // To `<p>.down.unrouted` (→ `<p>.down.offline`), settled once that publish is confirmed.
+      deadLetter: (reason) => publishAgain(reason),
       drop: () => {
         if (!settle()) return;
         this.ackDelivery(link, message, channel);
