@@ -74,7 +74,8 @@ export interface ListenerInfo extends Omit<AcceptorPoolStats, 'counted'> {
 /**
  * The counters of {@link ListenerInfo} that only grow. A worker pool's primary keeps those of
  * worker processes that exited, so its totals never go backwards when workers are replaced
- * (increments in the last ~20 ms before a worker died can be missing).
+ * (increments in the last ~20 ms before a worker died can be missing, never those an `info()` has
+ * already shown).
  */
 export type ListenerTotals = Pick<
   ListenerInfo,

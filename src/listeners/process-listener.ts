@@ -1,4 +1,5 @@
 import { AcceptorPool } from '../acceptor-pool/acceptor-pool.js';
+import { totalsOf } from '../workers/pool-info.js';
 import type { Lease } from '../acceptor-pool/lease.js';
 import type { Connection, ConnectionInfo } from '../connection.js';
 import { connectionStorage } from '../current-connection.js';
@@ -211,23 +212,11 @@ export class ProcessListener extends ListenerShell {
   /** Counted connections plus handshakes, the live total, and the counters that only grow. @internal */
   load(): { counted: number; handshaking: number; connections: number; totals: ListenerTotals } {
     const g = this.pool.stats;
-    const s = this.supervisor.stats;
     return {
       counted: g.counted,
       handshaking: g.handshaking,
       connections: this.supervisor.size,
-      totals: {
-        accepted: g.accepted,
-        opened: this.opened,
-        closed: s.closed,
-        gaveUp: g.gaveUp,
-        overflows: this.overflows,
-        rejected: g.rejected,
-        handshakeFailures: g.handshakeFailures,
-        handlerCrashes: s.handlerCrashes,
-        handlerRestarts: s.handlerRestarts,
-        descriptorBackoffs: this.descriptorBackoffs,
-      },
+      totals: totalsOf(this.snapshot()),
     };
   }
 

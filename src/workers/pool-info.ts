@@ -29,6 +29,12 @@ export const NO_TOTALS: ListenerTotals = {
   descriptorBackoffs: 0,
 };
 
+/** The counters of an `info()` that only grow. @internal */
+export function totalsOf(info: ListenerInfo): ListenerTotals {
+  const { accepted, opened, closed, gaveUp, overflows, rejected, handshakeFailures, handlerCrashes, handlerRestarts, descriptorBackoffs } = info;
+  return { accepted, opened, closed, gaveUp, overflows, rejected, handshakeFailures, handlerCrashes, handlerRestarts, descriptorBackoffs };
+}
+
 /** The sum of several listeners' totals. @internal */
 export function addTotals(list: readonly ListenerTotals[]): ListenerTotals {
   return {
