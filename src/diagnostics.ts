@@ -118,8 +118,6 @@ export interface HandshakeErrorMessage {
   readonly remoteAddress: string | undefined;
   /** The peer's port, read together with `remoteAddress` and under the same condition. */
   readonly remotePort: number | undefined;
-  /** More on why, where there is more (see `RejectEvent.detail`). */
-  readonly detail?: string;
 }
 
 /** Published on `corral:handler:crash` when a handler hook throws or rejects. */
@@ -146,4 +144,6 @@ export interface OverloadRejectMessage {
   readonly remoteAddress: string | undefined;
   /** The peer's port, read together with `remoteAddress` and under the same condition. */
   readonly remotePort: number | undefined;
+  /** More on why, where there is more (see `RejectEvent.detail`). */
+  readonly detail?: string;
 }

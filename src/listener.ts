@@ -205,11 +205,6 @@ export interface HandshakeErrorEvent {
   readonly remoteAddress: string | undefined;
   /** The peer's port, read together with `remoteAddress` and under the same condition. */
   readonly remotePort: number | undefined;
-  /**
-   * More on why, where there is more: for `proxy_invalid`, the PROXY parser's reason and message
-   * (e.g. `bad_crc32c: PROXY header: …`).
-   */
-  readonly detail?: string;
 }
 
 /** A socket closed unserved, as the `reject` event reports it. */
@@ -225,6 +220,11 @@ export interface RejectEvent {
   readonly remoteAddress: string | undefined;
   /** The peer's port, read together with `remoteAddress` and under the same condition. */
   readonly remotePort: number | undefined;
+  /**
+   * More on why, where there is more: for `proxy_invalid`, the PROXY parser's reason and message
+   * (e.g. `bad_crc32c: PROXY header: …`).
+   */
+  readonly detail?: string;
 }
 
 /**

@@ -49,7 +49,8 @@ export interface ListenerSettings {
   /** How bytes are split into frames for `onFrame`. Default `'raw'` (one frame per chunk read). */
   framing?: FramingOption;
   /**
-   * Most connections at once, counting handshakes in progress. Sockets beyond it wait, paused.
+   * Most connections at once, counting handshakes in progress. Sockets beyond it wait in the wait
+   * queue (TCP sockets unread; TLS sockets read only to notice a peer that leaves or sends too much).
    * `Infinity` for no limit. Default 1024 (as Ranch).
    */
   maxConnections?: number;
@@ -169,7 +170,9 @@ export interface ListenerSettings {
    * is closed at the first socket that finds the queue full and reopened once the queue is down to
    * three quarters of `maxWaiting` (or, with `maxWaiting: 0`, once a slot is free); meanwhile the
    * kernel refuses connects before a TLS byte is spent on either side — or, for a worker sharing
-   * the primary's socket (`distribution: 'shared'`), they wait in the backlog. `'close'`: every
+   * the primary's socket (`distribution: 'shared'`), they wait in the backlog; with
+   * `distribution: 'primary'` the primary's socket is never closed (its wait queue is the whole
+   * pool's): sockets beyond are closed as with `'close'`, and `info().refusing` stays false. `'close'`: every
    * such socket is accepted and closed (`rejected.queue_full`). `'drop-oldest'`: the socket that
    * has waited longest is closed (`rejected.queue_full`) to make room for the new one, which is the
    * one a newest-first queue serves next. See docs/limits.md.

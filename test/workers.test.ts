@@ -166,6 +166,27 @@ describe('worker supervision', () => {
     await p.exited;
     expect(p.events.slice(mark).filter((e) => e.event === 'workerReady')).toHaveLength(0);
   });
+
+  it.runIf(supportsReusePort())("distribution reuseport on a port that is taken: startListener rejects with the workers' ListenError, without restarts", async () => {
+    // Taken without SO_REUSEPORT: no worker can bind it.
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      // Pool.start rejects once the pool's process exited before listening, with its stderr.
+      const failed = await Pool.start({ distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port }, workerRestarts: { maxRestarts: 5, period: 60_000, initialDelay: 20 } }).then(
+        () => '',
+        (err: Error) => err.message,
+      );
+      expect(failed).toContain('CORRAL_ADDRESS_IN_USE');
+      expect(failed).toContain(`127.0.0.1:${port}`);
+      expect(failed).not.toContain('CORRAL_WORKERS_FAILED');
+      // The worker that could not bind is the only one that ran: no restart logged a second crash.
+      expect(failed.match(/restarting the worker/g)?.length ?? 0).toBeLessThanOrEqual(1);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+  });
 });
 
 describe('accepting and limits across workers', () => {

@@ -69,4 +69,6 @@ export type FromWorker =
   | { t: 'released'; ids: number[] }
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; error: string }
-  | { t: 'crash-report'; message: string };
+  | { t: 'crash-report'; message: string }
+  /** The worker could not bind its own socket (distribution `reuseport`): the `ListenError`'s parts. */
+  | { t: 'listen-failed'; address: string; syscallCode: string | undefined; message: string };

@@ -1,6 +1,6 @@
 import { Lease } from '../acceptor-pool/lease.js';
 import { connectionStorage } from '../current-connection.js';
-import { CorralError } from '../errors.js';
+import { CorralError, ListenError } from '../errors.js';
 import { type ListenerPlan, type WorkerPlan, workerAdmission } from '../listener-plan.js';
 import { ProcessListener } from '../listeners/process-listener.js';
 import type { Transport, TransportListenHandlers, TransportServer } from '../transport.js';
@@ -128,7 +128,16 @@ export class PoolWorker {
     listener.maxConnections = config.maxConnections;
     if (config.protocolOptions) listener.setProtocolOptions(config.protocolOptions.value);
     if (config.access) await listener.setAccessRules(config.access);
-    await listener.start({ suspended: config.suspended, paused: !config.accepting });
+    try {
+      await listener.start({ suspended: config.suspended, paused: !config.accepting });
+    } catch (err) {
+      // Sent (and flushed) before the error ends this process: the primary's start rejects with it.
+      if (err instanceof ListenError) {
+        const failed: FromWorker = { t: 'listen-failed', address: err.address, syscallCode: err.syscallCode, message: err.message };
+        await new Promise<void>((resolve) => send(failed, undefined, resolve));
+      }
+      throw err;
+    }
     // A start handle this worker did not listen on (paused, suspended) must not hold the socket open.
     if (this.startHandle) {
       closeHandle(this.startHandle);

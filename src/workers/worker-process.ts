@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import type { Lease } from '../acceptor-pool/lease.js';
-import { CorralError } from '../errors.js';
+import { CorralError, ListenError } from '../errors.js';
 import { RestartIntensity } from '../restart-intensity.js';
 import type { ListenerTotals, WorkerInfo } from '../listener.js';
 import type { SocketAddress } from '../transport.js';
@@ -18,6 +18,8 @@ export interface WorkerProcessEvents {
   load(w: WorkerProcess): void;
   released(w: WorkerProcess, ids: readonly number[]): void;
   crashReport(w: WorkerProcess, message: string): void;
+  /** The worker could not bind its own socket (distribution `reuseport`). */
+  listenFailed(w: WorkerProcess, error: ListenError): void;
   exit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void;
 }
 
@@ -150,6 +152,9 @@ export class WorkerProcess {
         break;
       case 'crash-report':
         this.events.crashReport(this, message.message);
+        break;
+      case 'listen-failed':
+        this.events.listenFailed(this, new ListenError(message.address, Object.assign(new Error(message.message), { code: message.syscallCode })));
         break;
       case 'reply': {
         const p = this.pending.get(message.id);

@@ -40,6 +40,8 @@ export class WorkerSupervisor {
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private stopping = false;
   private failed = false;
+  /** Until every slot's first process is ready. */
+  private starting = true;
   private retiredTotals: ListenerTotals = NO_TOTALS;
   /** How every worker process reports here. */
   readonly processEvents: WorkerProcessEvents;
@@ -56,6 +58,11 @@ export class WorkerSupervisor {
       load: (w) => events.load(w),
       released: (w, ids) => w.releaseLeases(ids),
       crashReport: (w, message) => events.crashReport(w, message),
+      // At start, a worker that cannot bind fails the pool's start with its ListenError (the port
+      // is taken: restarting would fail the same way); later it dies and is restarted as any crash.
+      listenFailed: (_w, error) => {
+        if (this.starting) this.fail(error);
+      },
       exit: (w, code, signal) => this.onExit(w, code, signal),
     };
     const launch = { listener, script: plan.script, args: plan.args };
@@ -117,16 +124,20 @@ export class WorkerSupervisor {
    * `reuseport` on port 0) the first worker picks the port and the others start after it.
    */
   async start(firstBinds: boolean): Promise<void> {
-    if (firstBinds) {
-      const [first, ...rest] = this.slots;
-      first!.spawn();
-      await first!.whenReady();
-      for (const w of rest) w.spawn();
-      await Promise.all(rest.map((w) => w.whenReady()));
-      return;
+    try {
+      if (firstBinds) {
+        const [first, ...rest] = this.slots;
+        first!.spawn();
+        await first!.whenReady();
+        for (const w of rest) w.spawn();
+        await Promise.all(rest.map((w) => w.whenReady()));
+        return;
+      }
+      for (const w of this.slots) w.spawn();
+      await Promise.all(this.slots.map((w) => w.whenReady()));
+    } finally {
+      this.starting = false;
     }
-    for (const w of this.slots) w.spawn();
-    await Promise.all(this.slots.map((w) => w.whenReady()));
   }
 
   /** Run a command on every live worker and collect the answers (a worker that fails is left out). */
@@ -201,7 +212,8 @@ export class WorkerSupervisor {
     if (this.failed) return;
     this.failed = true;
     for (const w of this.slots) w.failReady(error);
-    this.events.fatal(error);
+    // During start the error is the start's own rejection (the caller has no listener to watch yet).
+    if (!this.starting) this.events.fatal(error);
   }
 }
 
