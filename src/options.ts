@@ -130,8 +130,8 @@ export interface ListenerSettings {
    */
   access?: readonly AccessRule[];
   /**
-   * Most connections accepted per second over the listener (over a pool: in total), with a burst:
-   * sockets over the rate wait their turn in the wait queue (bounded by `waitTimeout`,
+   * Most handshakes (or hand-overs to a worker) started per second over the listener (over a pool:
+   * in total), with a burst: sockets over the rate wait their turn in the wait queue (bounded by `waitTimeout`,
    * `maxWaiting`) instead of being closed. Default: none. See docs/edge.md.
    */
   connectionRate?: RateLimit;
@@ -283,7 +283,7 @@ export interface ConnectionAlarm {
   readonly threshold: number;
   /** Fire again only after this many ms. Default 5000. */
   readonly cooldown?: number;
-  /** Called when it fires (a throw is reported on the `alarm` event's listener's behalf and ignored). */
+  /** Called when it fires (a throw is ignored: the `alarm` event and channel still go out). */
   readonly callback?: (event: AlarmEvent) => void;
 }
 

@@ -21,8 +21,9 @@ export interface TcpTransportOptions {
    * so a process whose turns are long (busy with its connections' work) accepts at most this many
    * connections per turn; the kernel spreads connects over the sockets by a hash of their
    * addresses. Default 1. More than 1 needs Node >= 22.12 on Linux and a TCP port (not `path`),
-   * and applies to the sockets this process binds itself (distributions `single` and `reuseport`),
-   * not to a socket shared from a primary. See docs/limits.md, "Accepting".
+   * and applies to the sockets a process binds itself (a listener without workers, each worker with
+   * distribution `reuseport`, the primary with `primary`), not to a socket shared from a primary
+   * (`shared`). See docs/limits.md, "Accepting".
    */
   acceptors?: number;
   /** TCP keep-alive on accepted connections. Default false. */
