@@ -62,6 +62,7 @@ export type {
   SocketAddress,
   TlsInfo,
   SharedListenHandle,
+  DetachedSocket,
 } from './transport.js';
 export { TcpTransport } from './transports/tcp.js';
 export type { TcpTransportOptions } from './transports/tcp-options.js';

@@ -113,6 +113,14 @@ export interface TransportListenHandlers {
   onError(error: Error): void;
 }
 
+/** An accepted socket ready to leave this process: see {@link Transport.detach}. */
+export interface DetachedSocket {
+  /** The socket object to send with the IPC message (its handle goes along). */
+  readonly raw: object;
+  /** Bytes read from the peer and not yet given to corral, to pass on after what corral read; `undefined` if none. */
+  readonly rest: Buffer | undefined;
+}
+
 /**
  * The behaviour a transport implements (Ranch's `ranch_transport`): open a listening socket,
  * hand over accepted sockets without reading them, and run the handshake on request.
@@ -191,7 +199,7 @@ export interface Transport {
    * the new owner; `rest` is what had been read meanwhile and not yet given to corral (it goes
    * along after what corral read).
    */
-  detach?(socket: AcceptedSocket): { raw: object; rest: Buffer | undefined };
+  detach?(socket: AcceptedSocket): DetachedSocket;
   /** Take over a raw socket received from another process (distribution `'primary'`). */
   adopt?(socket: object): AcceptedSocket;
 }

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import type { DetachedSocket } from '../transport.js';
 
 /** How to stop reading a socket's first bytes: its listeners, kept on the socket while it is read. */
 const firstBytesReader = Symbol('corral.firstBytesReader');
@@ -47,7 +48,7 @@ export function unread(socket: net.Socket, head: Buffer): void {
  * goes along, and what the peer sends next stays in the kernel for the worker. See
  * {@link Transport.detach}. @internal
  */
-export function detachSocket(socket: net.Socket): { raw: object; rest: Buffer | undefined } {
+export function detachSocket(socket: net.Socket): DetachedSocket {
   const s = socket as ReadingSocket;
   unread(s, NOTHING);
   const chunks: Buffer[] = [];

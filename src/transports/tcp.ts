@@ -2,6 +2,7 @@ import net from 'node:net';
 import { ListenError } from '../errors.js';
 import type {
   AcceptedSocket,
+  DetachedSocket,
   SharedListenHandle,
   SocketAddress,
   Transport,
@@ -190,7 +191,7 @@ export class TcpTransport implements Transport {
     });
   }
 
-  detach(socket: AcceptedSocket): { raw: object; rest: Buffer | undefined } {
+  detach(socket: AcceptedSocket): DetachedSocket {
     return detachSocket(socket as net.Socket);
   }
 

@@ -4,6 +4,7 @@ import tls from 'node:tls';
 import { CorralError, InvalidOptionError } from '../errors.js';
 import type {
   AcceptedSocket,
+  DetachedSocket,
   SharedListenHandle,
   TlsInfo,
   Transport,
@@ -287,7 +288,7 @@ export class TlsTransport implements Transport {
     });
   }
 
-  detach(socket: AcceptedSocket): { raw: object; rest: Buffer | undefined } {
+  detach(socket: AcceptedSocket): DetachedSocket {
     return detachSocket((socket as TlsAcceptedSocket).raw);
   }
 
