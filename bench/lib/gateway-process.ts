@@ -11,25 +11,12 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import amqplib from 'amqplib';
 import { type TreeStats, treeStats } from './proc-stats.js';
+import { buildGateway } from './build.js';
 import { killOnExit } from './server-child.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 // The compiled gateway, as users run it (`corral-gateway`): no TypeScript toolchain in its processes.
 const CLI = fileURLToPath(new URL('../../examples/amqp-gateway/bin/corral-gateway.mjs', import.meta.url));
-
-let built = false;
-/**
- * Build corral and the gateway once per bench run (tsup, a few seconds), so the processes measured
- * run the current sources compiled, not a stale dist/.
- */
-export function buildGateway(): void {
-  if (built) return;
-  for (const args of [['run', 'build'], ['run', 'build', '-w', 'corral-amqp-gateway']]) {
-    const r = spawnSync('npm', args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
-    if (r.status !== 0) throw new Error(`npm ${args.join(' ')} failed (status ${r.status})`);
-  }
-  built = true;
-}
 
 /** Options of {@link startGateway}. */
 export interface GatewayProcessOptions {

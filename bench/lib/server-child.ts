@@ -8,6 +8,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { buildCorral } from './build.js';
 import { nodeCommand } from './node-command.js';
 import { counterDelta } from './numbers.js';
 import { treeStats } from './proc-stats.js';
@@ -72,6 +73,7 @@ export interface StartServerOptions {
 
 /** Start `script` (relative to the repository root, or absolute) with BENCH_SERVER = `config`. */
 export async function startServer(script: string, config: unknown, o: StartServerOptions = {}): Promise<ServerChild> {
+  buildCorral();
   const { command, args } = nodeCommand(script, o.cpus);
   const child = spawn(command, args, {
     cwd: ROOT,

@@ -224,7 +224,7 @@ export const scenario: Scenario = {
         runs: repeats > 1 ? `${repeats} per server, corral and bare Node alternating; the table shows the median run` : '1 per server',
         corral: `one process: maxConnections ${fmt(CORRAL.maxConnections)}, ticketKeys, otherwise its defaults (as info() reports them: ${settings.text})`,
         bare: 'tls.createServer({ ticketKeys }), one process, backlog 4,096',
-        restart: 'the restarted server is a new Node process loading its code (corral through tsx from source), so its downtime differs; the target counts from its listen',
+        restart: 'the restarted server is a new Node process loading its code (corral from its built dist/, the server script through tsx), so its downtime differs; the target counts from its listen',
       },
       tables,
       charts,

@@ -27,7 +27,7 @@ import {
   type OverloadRejectMessage,
   startListener,
   TlsTransport,
-} from '../../src/index.js';
+} from 'corral';
 import { benchCertificate } from './certificate.js';
 import { HandshakeRecorder } from './handshake-record.js';
 import { LiveConnections } from './live-connections.js';
