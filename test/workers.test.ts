@@ -181,8 +181,6 @@ describe('worker supervision', () => {
       expect(failed).toContain('CORRAL_ADDRESS_IN_USE');
       expect(failed).toContain(`127.0.0.1:${port}`);
       expect(failed).not.toContain('CORRAL_WORKERS_FAILED');
-      // The worker that could not bind is the only one that ran: no restart logged a second crash.
-      expect(failed.match(/restarting the worker/g)?.length ?? 0).toBeLessThanOrEqual(1);
     } finally {
       await new Promise<void>((resolve) => taken.close(() => resolve()));
     }

@@ -1,6 +1,7 @@
 /**
- * Build what the benchmark processes run, once per bench process, so they run the current sources
- * compiled — as users run them — never a stale `dist/`, and never corral's sources through tsx:
+ * Build what the benchmark processes run, once per bench process (every server started through
+ * `startServer` or `startGateway`; `npm run bench:hold` and `bench:admission` build first too), so
+ * they run the current sources compiled — as users run them — and never corral's sources through tsx:
  * tsx compiles with esbuild's `keepNames`, which wraps every function created at run time in a
  * `__name()` call (an `Object.defineProperty`); corral creates a few dozen closures per
  * connection. In a V8 profile of the TLS echo server under a closed-loop load, `__name` took ~1%
@@ -9,7 +10,9 @@
  * handshake, from its sources through tsx 673 µs (bare Node 557 µs) — a cost the built package,
  * which users run, does not have. bench/servers/corral-echo.ts
  * imports `corral`, which Node resolves to `dist/index.js` (TypeScript checks it against `src/`
- * through the `corral-source` condition).
+ * through the `corral-source` condition). tsup empties `dist/` before it writes it: do not run
+ * `npm test` (which builds) or a second bench beside a bench run — a server started meanwhile
+ * (a restart, a worker) could find no `dist/`.
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

@@ -7,7 +7,7 @@ import type { Distribution } from '../options.js';
 import type { SharedListenHandle, Transport } from '../transport.js';
 import { checkTicketKeys } from '../transports/ticket-keys.js';
 import type { WorkerCommand, WorkerConfig } from '../workers/ipc.js';
-import { poolInfo, sum, totalsOf, type WorkerReport } from '../workers/pool-info.js';
+import { maxTotals, poolInfo, sum, totalsOf, type WorkerReport } from '../workers/pool-info.js';
 import { PrimaryDispatch } from '../workers/primary-dispatch.js';
 import { RollingRestart } from '../workers/rolling-restart.js';
 import { SharedTicketKeys } from '../workers/shared-ticket-keys.js';
@@ -315,22 +315,26 @@ export class WorkerPoolListener extends ListenerShell {
   }
 
   async info(): Promise<ListenerInfo> {
-    const answers = await Promise.all(
-      this.workers.all().map(
-        async (w): Promise<WorkerReport> => {
-          const child = w.child;
-          const info = child ? await w.request<ListenerInfo>({ op: 'info' }, INFO_TIMEOUT_MS).catch(() => undefined) : undefined;
-          // The answer is newer than the worker's last load report: kept as its totals, so that a
-          // worker dying now cannot take back counts this info() shows (it resumes before any exit).
-          if (info && w.child === child) w.totals = totalsOf(info);
-          return {
-            worker: { index: w.index, pid: w.pid, status: w.status, connections: w.connections, restarts: w.restarts },
-            info,
-            reported: w.totals,
-          };
-        },
-      ),
+    const asked = await Promise.all(
+      this.workers.all().map(async (w) => {
+        const child = w.child;
+        const info = child ? await w.request<ListenerInfo>({ op: 'info' }, INFO_TIMEOUT_MS).catch(() => undefined) : undefined;
+        // Kept in its totals (each counter only grows, so the larger of answer and last load
+        // report), so that a worker dying now cannot take back counts this info() shows: this runs
+        // before any exit is seen.
+        if (info && w.child === child) w.totals = maxTotals(w.totals, totalsOf(info));
+        return { w, child, info };
+      }),
     );
+    const answers = asked.map(({ w, child, info }): WorkerReport => {
+      // Exited while others answered: its totals are in `retired` already, not to be counted twice.
+      const exited = child !== undefined && w.child !== child;
+      return {
+        worker: { index: w.index, pid: w.pid, status: w.status, connections: w.connections, restarts: w.restarts },
+        info: exited ? undefined : info,
+        reported: exited ? undefined : w.totals,
+      };
+    });
     const base = {
       name: this.name,
       status: this.status,

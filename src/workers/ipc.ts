@@ -70,5 +70,5 @@ export type FromWorker =
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; error: string }
   | { t: 'crash-report'; message: string }
-  /** The worker could not bind its own socket (distribution `reuseport`): the `ListenError`'s parts. */
+  /** The worker could not listen (`reuseport`: bind its own socket; `shared`: listen on the primary's handle): its `ListenError`'s address, system code and cause's message. */
   | { t: 'listen-failed'; address: string; syscallCode: string | undefined; message: string };

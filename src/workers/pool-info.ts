@@ -35,6 +35,24 @@ export function totalsOf(info: ListenerInfo): ListenerTotals {
   return { accepted, opened, closed, gaveUp, overflows, rejected, handshakeFailures, handlerCrashes, handlerRestarts, descriptorBackoffs };
 }
 
+/** Each counter's larger value of `a` (if any) and `b`: for two readings of one process's totals. @internal */
+export function maxTotals(a: ListenerTotals | undefined, b: ListenerTotals): ListenerTotals {
+  if (a === undefined) return b;
+  const out = {} as Record<string, unknown>;
+  for (const key of Object.keys(b) as (keyof ListenerTotals)[]) {
+    const x = a[key];
+    const y = b[key];
+    out[key] = typeof y === 'number' ? Math.max(x as number, y) : maxCounts(x as Readonly<Record<string, number>>, y);
+  }
+  return out as unknown as ListenerTotals;
+}
+
+function maxCounts(a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = { ...a };
+  for (const k of Object.keys(b)) out[k] = Math.max(a[k] ?? 0, b[k]!);
+  return out;
+}
+
 /** The sum of several listeners' totals. @internal */
 export function addTotals(list: readonly ListenerTotals[]): ListenerTotals {
   return {

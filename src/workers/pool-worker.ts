@@ -133,7 +133,7 @@ export class PoolWorker {
     } catch (err) {
       // Sent (and flushed) before the error ends this process: the primary's start rejects with it.
       if (err instanceof ListenError) {
-        const failed: FromWorker = { t: 'listen-failed', address: err.address, syscallCode: err.syscallCode, message: err.message };
+        const failed: FromWorker = { t: 'listen-failed', address: err.address, syscallCode: err.syscallCode, message: err.cause instanceof Error ? err.cause.message : err.message };
         await new Promise<void>((resolve) => send(failed, undefined, resolve));
       }
       throw err;

@@ -18,7 +18,7 @@ export interface WorkerProcessEvents {
   load(w: WorkerProcess): void;
   released(w: WorkerProcess, ids: readonly number[]): void;
   crashReport(w: WorkerProcess, message: string): void;
-  /** The worker could not bind its own socket (distribution `reuseport`). */
+  /** The worker could not listen (`reuseport`: bind its own socket; `shared`: listen on the primary's handle). */
   listenFailed(w: WorkerProcess, error: ListenError): void;
   exit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void;
 }

@@ -58,8 +58,9 @@ export class WorkerSupervisor {
       load: (w) => events.load(w),
       released: (w, ids) => w.releaseLeases(ids),
       crashReport: (w, message) => events.crashReport(w, message),
-      // At start, a worker that cannot bind fails the pool's start with its ListenError (the port
-      // is taken: restarting would fail the same way); later it dies and is restarted as any crash.
+      // At start, a worker that cannot listen (reuseport: the port is taken; restarting would fail
+      // the same way) fails the pool's start with its ListenError; later it dies and is restarted
+      // as any crash.
       listenFailed: (_w, error) => {
         if (this.starting) this.fail(error);
       },

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ListenerOptions } from '../../src/index.js';
@@ -71,7 +72,9 @@ export class Pool {
   static async start(config: PoolConfig = {}): Promise<Pool> {
     const pool = new Pool(config);
     const listening = pool.waitEvent('listening', 60_000);
-    const early = pool.exited.then((code) => {
+    const early = pool.exited.then(async (code) => {
+      // Its last words may still be in the pipe at 'exit': read stderr to its end first.
+      if (!pool.child.stderr!.readableEnded) await once(pool.child.stderr!, 'end');
       throw new Error(`pool exited (${code}) before listening: ${pool.stderr}`);
     });
     const e = await Promise.race([listening, early]);

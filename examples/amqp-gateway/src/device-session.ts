@@ -577,7 +577,11 @@ export class DeviceSession implements ProtocolHandler {
     this.registered = true;
     try {
       await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at, seq: this.seq });
-      if (this.closed) return this.helloGone();
+      // Closed since (the device gave up on its hello): bind and park the device all the same. The
+      // announcement closes the device's older session, here or on another node, without parking
+      // it (this one is newer): returning now would leave the device connected nowhere and parked
+      // nowhere, its commands unroutable (`<p>.down.offline`) instead of kept for its next connect.
+      // The closed-while-attaching path below parks it.
       this.attaching = true;
       try {
         await ctx.broker.attachDevice(device);

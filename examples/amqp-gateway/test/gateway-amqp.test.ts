@@ -123,6 +123,54 @@ describeRabbit('gateway over RabbitMQ', () => {
     expect(lost.messageCount).toBe(0);
   });
 
+  it('parks a device whose new hello gives up after announcing its takeover: its commands wait for its next connect', async () => {
+    const prefix = uniquePrefix('gaveup2');
+    topologies.push({ prefix, nodeIds: ['gw-h'] });
+    const node = await startTestNodeWith({ nodeId: 'gw-h', helloTimeout: 1000 }, () => new AmqpBroker({ url: AMQP_URL, nodeId: 'gw-h', prefix }));
+    const { broker } = node;
+    const detach = broker.detachDevice.bind(broker);
+    let onPark: () => void = () => undefined;
+    const parked = new Promise<void>((resolve) => (onPark = resolve));
+    broker.detachDevice = async (device, options) => {
+      await detach(device, options);
+      if (options?.park === true) onPark();
+    };
+    // The device is connected; a second hello of it takes the first session over, then gives up
+    // after its takeover was announced, before the device is bound to it: its device leaves (the
+    // gateway, not reading while it handles the hello, sees it at the hello timeout, which closes
+    // the connection in any case).
+    const { client: first } = await DeviceClient.hello(node.port, 'dev-h', token('dev-h'));
+    let closes = 0;
+    let bothClosed: () => void = () => undefined;
+    const closedBoth = new Promise<void>((resolve) => (bothClosed = resolve));
+    node.gateway.listener.on('connectionClose', () => {
+      if (++closes === 2) bothClosed();
+    });
+    const announce = broker.announceTakeover.bind(broker);
+    let onAnnounced: () => void = () => undefined;
+    const announced = new Promise<void>((resolve) => (onAnnounced = resolve));
+    broker.announceTakeover = async (takeover) => {
+      await announce(takeover);
+      onAnnounced();
+      await closedBoth; // the first session taken over, the second one's device gone
+    };
+    const second = await DeviceClient.connect(node.port);
+    second.send({ type: 'hello', device: 'dev-h', token: token('dev-h') });
+    await announced;
+    second.destroy();
+    expect((await first.expectError()).code).toBe('taken_over');
+    await parked;
+    broker.announceTakeover = announce;
+
+    // Connected nowhere, parked: a command published now waits in its offline queue.
+    await broker.publishCommand('dev-h', 'kept', { id: 'c-h' });
+    const { client } = await DeviceClient.hello(node.port, 'dev-h', token('dev-h'));
+    expect(await client.next('cmd')).toEqual({ type: 'cmd', id: 'c-h', body: 'kept' });
+    client.send({ type: 'cmd_ack', id: 'c-h' });
+    const lost = await withChannel((ch) => ch.checkQueue(broker.topology.downOffline));
+    expect(lost.messageCount).toBe(0);
+  });
+
   it('loses no acknowledged uplink when its broker connections are cut mid-stream, counted end to end', { timeout: 60_000 }, async () => {
     const prefix = uniquePrefix('restart');
     topologies.push({ prefix, nodeIds: ['gw-r'] });
