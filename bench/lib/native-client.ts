@@ -175,6 +175,9 @@ export function spawnNative(
   const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const exitError = (t: string): Error => new Error(`${name} exited (code ${child.exitCode}, signal ${child.signalCode}) before printing '${t}'`);
+  // Its output read to the end: what it printed last (a large result line, say) can still be in the
+  // pipe at 'exit', so a missing line is decided only at 'close'.
+  let closed = false;
   const slots = new Map<string, { promise: Promise<Tagged>; resolve(m: Tagged): void; reject(e: Error): void }>();
   const slot = (t: string) => {
     let s = slots.get(t);
@@ -188,7 +191,7 @@ export function spawnNative(
       promise.catch(() => {}); // a line nobody waits for is no unhandled rejection
       s = { promise, resolve, reject };
       slots.set(t, s);
-      if (gone()) reject(exitError(t));
+      if (closed) reject(exitError(t));
     }
     return s;
   };
@@ -201,7 +204,8 @@ export function spawnNative(
       // not one of ours
     }
   });
-  child.once('exit', () => {
+  child.once('close', () => {
+    closed = true;
     for (const [t, s] of slots) s.reject(exitError(t));
   });
   const kill = (): void => {
