@@ -60,6 +60,9 @@ export function forkClient<M extends Tagged, C extends Tagged = Tagged>(script: 
   const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
   const exitError = (t: string): Error => new Error(`${name} exited (code ${child.exitCode}, signal ${child.signalCode}) before sending '${t}'`);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // Its IPC channel closed too: a message sent just before it exited can still arrive after
+  // 'exit', so a missing message is decided only at 'close' (as bench/lib/native-client.ts does).
+  let closed = false;
 
   const slots = new Map<string, Slot<M>>();
   const slot = (t: string): Slot<M> => {
@@ -74,7 +77,7 @@ export function forkClient<M extends Tagged, C extends Tagged = Tagged>(script: 
       promise.catch(() => {}); // a message nobody waits for is no unhandled rejection
       s = { promise, resolve, reject };
       slots.set(t, s);
-      if (gone()) reject(exitError(t));
+      if (closed) reject(exitError(t));
     }
     return s;
   };
@@ -83,7 +86,8 @@ export function forkClient<M extends Tagged, C extends Tagged = Tagged>(script: 
     slot(m.t).resolve(m);
     for (const h of handlers.get(m.t) ?? []) h(m);
   });
-  child.once('exit', () => {
+  child.once('close', () => {
+    closed = true;
     for (const [t, s] of slots) s.reject(exitError(t));
   });
 
