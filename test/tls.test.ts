@@ -274,6 +274,23 @@ describe('connection TLS details', () => {
     expect(seen[2]).toMatchObject({ protocol: 'TLSv1.3', servername: null, alpnProtocol: null, resumed: false });
   });
 
+  it("the cipher suite is the client's choice by default (unlike tls.createServer), the server's with honorCipherOrder", async () => {
+    const suites = ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_256_GCM_SHA384'];
+    const negotiated = async (port: number, clientOrder: readonly string[]): Promise<string> => {
+      const c = await tlsClient(port, { ciphers: clientOrder.join(':') });
+      expect(await c.request('x')).toBe('x');
+      return (c.stream as tls.TLSSocket).getCipher().name;
+    };
+    const byClient = await startTls();
+    expect(await negotiated(byClient.port, suites)).toBe('TLS_AES_128_GCM_SHA256');
+    expect(await negotiated(byClient.port, [...suites].reverse())).toBe('TLS_AES_256_GCM_SHA384');
+    expect(byClient.seen.map((t) => t.cipher)).toEqual(['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384']);
+
+    const byServer = await startTls({ honorCipherOrder: true, ciphers: 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384' });
+    expect(await negotiated(byServer.port, suites)).toBe('TLS_CHACHA20_POLY1305_SHA256');
+    expect(await negotiated(byServer.port, [...suites].reverse())).toBe('TLS_CHACHA20_POLY1305_SHA256');
+  });
+
   it('SNI: a client asking for other.test gets that certificate, other names the default', async () => {
     const c = await testCerts();
     const other = await otherCert();

@@ -91,7 +91,7 @@ export function renderReport(results: BenchResults): RenderedReport {
     '[bench/servers/bare-echo.ts](../bench/servers/bare-echo.ts)) one after the other, under the same load client, in the same run:',
     'same line framing, same certificate (ECDSA P-256, SHA-256), same loopback address, and the same TLS cipher suite: both follow the',
     'client’s preference (bare Node is given `honorCipherOrder: false`; see [transports](transports.md#tls)). Results run before',
-    '2026-12-07 13:30 UTC compared bare Node at its default (`TLS_AES_256_GCM_SHA384` with the Go client) with corral (`TLS_AES_128_GCM_SHA256`),',
+    '2026-12-07 13:05 UTC compared bare Node at its default (`TLS_AES_256_GCM_SHA384` with the Go client) with corral (`TLS_AES_128_GCM_SHA256`),',
     'which cost bare Node ~40 µs more per handshake. Each table names corral’s configuration.',
     '',
     '- **Server cost is measured from the server processes themselves**: CPU seconds (user + system) from `/proc/<pid>/stat`,',
