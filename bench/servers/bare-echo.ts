@@ -12,10 +12,7 @@
  *   once), `open` at 'secureConnection', `fail` at 'tlsClientError', with the peer's address and port.
  *
  * `honorCipherOrder: false`, as corral: both follow the client's cipher-suite preference, so both
- * negotiate the same suite. `tls.createServer` defaults to its own order (AES-256-GCM-SHA384 first),
- * while the native load client (Go, on a CPU with AES instructions) prefers AES-128-GCM-SHA256:
- * left at Node's default, bare Node spent ~40 µs more per handshake on SHA-384 than corral (a perf
- * profile of a 3,000-device storm, 2026-12-07) — a difference of configuration, not of the servers.
+ * negotiate the same suite (why it matters, measured: docs/transports.md, "Cipher suites").
  *
  * `port`, `ticketKeys` (hex) and `noDelay` are passed to `listen` and `tls.createServer`; stdin `usage` and
  * `trace` answer with its CPU and event-loop use (bench/servers/usage-trace.ts).
