@@ -319,6 +319,9 @@ describe('drains and counters over workers', () => {
   it("info() totals never go backwards when a worker is replaced: the dead worker's counts are kept", async () => {
     const p = await pool({ workers: 2, distribution: 'shared' });
     const { clients: cs, pids } = await servePids(p, 16);
+    // The primary counts from the workers' load reports, which trail: wait until they show all 16,
+    // or the wait for 8 below can be met on the way up, before any of the 8 has closed.
+    await p.command('wait', 16);
     for (const c of cs.slice(0, 8)) c.end();
     await p.command('wait', 8);
     const before = await p.command<ListenerInfo>('info');
