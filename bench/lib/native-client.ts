@@ -817,6 +817,8 @@ export interface NativeAttackOptions extends NativeCommon {
   kind?: 'hello' | 'handshake';
   /** ms per connect. Default 2000. */
   deadlineMs?: number;
+  /** Run the attacker with its niceness raised by this much (`nice -n`, 1–19). Default: the runner's priority. */
+  nice?: number;
 }
 
 /** What an attack's connects met. */
@@ -857,7 +859,7 @@ export function startNativeAttack(o: NativeAttackOptions): NativeAttack {
   if (o.addresses !== undefined) a.push('-addresses', String(o.addresses));
   if (o.kind !== undefined) a.push('-kind', o.kind);
   if (o.deadlineMs !== undefined) a.push('-deadline', String(o.deadlineMs));
-  const proc = spawnNative('attack', a);
+  const proc = spawnNative('attack', a, undefined, {}, o.nice);
   const done = allDone<NativeAttackResult & Tagged>([proc]).then(([r]) => r!);
   done.catch(() => {});
   return {
