@@ -99,7 +99,7 @@ export function renderReport(results: BenchResults): RenderedReport {
     '  never used as a cost.',
     '- **The load client is separate processes** that spread their source addresses over 127.x.y.z and hold fewer than 20,000',
     '  sockets each (the per-process open-file limit here). The storms, the silent-peer flood, overload and the attacker use a native client',
-    '  ([bench/native-client](../bench/native-client), Go’s crypto/tls, ~450–1,000 µs of CPU per handshake on the machines used so far): a Node client spends',
+    '  ([bench/native-client](../bench/native-client), Go’s crypto/tls: ~450–1,000 µs of CPU per handshake when the server keeps up, up to ~3,000 in storms where many attempts fail): a Node client spends',
     '  more CPU per handshake than the server it loads, and on two cores would be what those scenarios measure. Each of them',
     '  reports the client’s own CPU per handshake.',
     '- **The gateway scenarios** run the bundled device gateway ([examples/amqp-gateway](../examples/amqp-gateway)) instead of an',
