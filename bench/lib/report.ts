@@ -99,7 +99,7 @@ export function renderReport(results: BenchResults): RenderedReport {
     '  never used as a cost.',
     '- **The load client is separate processes** that spread their source addresses over 127.x.y.z and hold fewer than 20,000',
     '  sockets each (the per-process open-file limit here). The storms, the silent-peer flood, overload and the attacker use a native client',
-    '  ([bench/native-client](../bench/native-client), Go’s crypto/tls: ~450–1,000 µs of CPU per handshake when the server keeps up, up to ~3,000 in storms where many attempts fail): a Node client spends',
+    '  ([bench/native-client](../bench/native-client), Go’s crypto/tls: ~450–1,800 µs of CPU per handshake, more in storms where many attempts fail): a Node client spends',
     '  more CPU per handshake than the server it loads, and on two cores would be what those scenarios measure. Each of them',
     '  reports the client’s own CPU per handshake.',
     '- **The gateway scenarios** run the bundled device gateway ([examples/amqp-gateway](../examples/amqp-gateway)) instead of an',
@@ -141,8 +141,9 @@ export function renderReport(results: BenchResults): RenderedReport {
     ),
     '',
     'This is the machine of the newest run. A scenario whose heading gives an earlier run date ran on an earlier machine of',
-    'the same kind (2 cores), whose CPU may differ: per TLS handshake, the machine of 2026-12-07 13:24 UTC (AMD EPYC) was',
-    '~1.5–2× slower than the one most earlier runs had. Compare corral with bare Node within a scenario, not across scenarios.',
+    'the same kind (2 cores), whose CPU may differ: per TLS handshake, the machine of 2026-12-07 (AMD EPYC) was ~1.5–2.5×',
+    'slower than the one most earlier runs had. Runs on one machine differ too, hour by hour (on 2026-12-07 the storm’s server',
+    'needed 1,686 µs per handshake, overload’s ~1,000). Compare corral with bare Node within a scenario, not across scenarios.',
     '',
   );
 

@@ -31,10 +31,13 @@ const ATTACK_DEADLINE_MS = 2000;
 /** The attack starts this long before the fleet, so the fleet meets it in full swing. */
 const ATTACK_LEAD_MS = 1000;
 /**
- * The attacker runs at a lower priority than the server and the fleet: a real attacker's CPU is on
- * its own machine, while here it shares two cores with the server. At the runner's priority (run
- * of 2026-12-07 16:38 UTC) it took 0.49 of a core beside the server's 0.53, and corral's fleet p99
- * rose from 8.9 to 21.8 ms, mostly TLS handshakes waiting for a core, not for corral.
+ * The attacker runs at a lower priority than the server and the fleet: a real attacker's process
+ * runs on its own machine, while here it shares two cores with the server (its connects still cost
+ * the server and the kernel what they cost). At the runner's priority (run of 2026-12-07 16:38
+ * UTC) it took 0.49 of a core beside the server's 0.53, and corral's fleet p99 rose from 8.9 to
+ * 21.8 ms (its TLS handshake part from 6.2 to 18.2 ms); at nice 10 it took 0.42 of a core and the
+ * p99 was 9.4 against 7.7 ms. That the difference was the server waiting for a core is inferred
+ * from this, not measured.
  */
 const ATTACKER_NICE = 10;
 /** An attack that started fewer than this share of its connects did not offer the load asked for. */
@@ -335,7 +338,7 @@ export const scenario: Scenario = {
           `bench/native-client attack: ${fmt(ATTACK_RATE)} TCP connects a second from one address (127.${ATTACK_NET}.1.1), paced by a 1 ms clock (a connect more than 200 ms late is skipped), ` +
           `each sending a real crypto/tls ClientHello (captured once, replayed: the attacker spends no crypto, the server all of a handshake's) and waiting up to ${ATTACK_DEADLINE_MS / 1000} s for the answer, ` +
           `then closing with a reset (so no TIME_WAIT socket holds one of its ports); from ${ATTACK_LEAD_MS / 1000} s before the fleet starts until it is done; at nice ${ATTACKER_NICE} ` +
-          '(a real attacker spends its own machine’s CPU, not the server’s: at the runner’s priority it took half a core here and corral’s fleet p99 with it went from 8.9 to 21.8 ms, 2026-12-07; both servers alike)',
+          '(a real attacker’s process runs on another machine and cannot delay the server’s event loop for a core; its connects still cost the server what they cost. At the runner’s priority it took half a core here and corral’s fleet p99 went from 8.9 to 21.8 ms, 2.45×, 2026-12-07; both servers alike)',
         'p99 and goodput':
           `p99 over every device, a device that failed counted as the ${FLEET_DEADLINE_MS / 1000} s deadline; goodput = devices connected within the deadline ÷ devices. ` +
           'Targets compare medians over the runs; they need the attacker to have started at least 90% of its connects against corral (otherwise the client set the attack’s rate)',
