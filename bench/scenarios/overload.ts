@@ -254,7 +254,9 @@ export const scenario: Scenario = {
       `During the 3× level the server used ${r.serverCores.toFixed(2)} cores, the load client ${r.clientCores.toFixed(2)} (${cpuPerHandshake(r.client.cost) ?? '–'} µs per handshake) ` +
       `and other processes ${r.otherCores.toFixed(2)} of ${os.availableParallelism()}; clients failed: ${countsText(r.client.failed)}` +
       (r.corralCounters ? `; corral's counters: ${Object.entries(r.corralCounters).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}` : '') +
-      '. Capacity was measured closed-loop with the same client; open-loop at 3× the client itself takes a larger share of the two cores.';
+      '. Capacity was measured closed-loop with the same client; open-loop at 3× the client itself takes a larger share of the two cores. ' +
+      'Both servers listen with a backlog of 4,096 (for the storms): at 3× it stays full, and what corral accepts has waited seconds in it, out of its sight; ' +
+      'ad hoc, a backlog of 128 served more, sooner, but slowed a cold storm from 17.8–21.9 s to 26.5–27.6 s (docs/limits.md, "Choosing backlog").';
     const share = c3 ? c3.goodputOfCapacity : 0;
     const targets: TargetCheck[] = [
       {
