@@ -32,12 +32,9 @@ const ATTACK_DEADLINE_MS = 2000;
 const ATTACK_LEAD_MS = 1000;
 /**
  * The attacker runs at a lower priority than the server and the fleet: a real attacker's process
- * runs on its own machine, while here it shares two cores with the server (its connects still cost
- * the server and the kernel what they cost). At the runner's priority (run of 2026-12-07 16:38
- * UTC) it took 0.49 of a core beside the server's 0.53, and corral's fleet p99 rose from 8.9 to
- * 21.8 ms (its TLS handshake part from 6.2 to 18.2 ms); at nice 10 it took 0.42 of a core and the
- * p99 was 9.4 against 7.7 ms. That the difference was the server waiting for a core is inferred
- * from this, not measured.
+ * runs on its own machine, while here it shares two cores with the server. Why, with the run at
+ * the runner's priority that decided it: the `attacker` row of the configuration below (and the
+ * CHANGELOG).
  */
 const ATTACKER_NICE = 10;
 /** An attack that started fewer than this share of its connects did not offer the load asked for. */
