@@ -1655,10 +1655,39 @@ interface Connection {
 }
 
 function watchConnection(model: ChannelModel): Connection {
-  // amqplib keeps the socket on its (untyped) connection object.
-  const socket = (model as unknown as { connection?: { stream?: Socket } }).connection?.stream;
+  // amqplib keeps the socket and its multiplexer on its (untyped) connection object.
+  const connection = (model as unknown as { connection?: { stream?: Socket; muxer?: MuxPass } }).connection;
+  const socket = connection?.stream;
+  if (socket !== undefined && connection?.muxer !== undefined) writePassesAtOnce(connection.muxer, socket);
   const closed = new Promise<void>((resolve) => model.once('close', () => resolve()));
   return { model, closed, socket };
+}
+
+/** What of amqplib's `Mux` (lib/mux.js) {@link writePassesAtOnce} needs: its pass over the channels. */
+interface MuxPass {
+  _readIncoming?: () => void;
+}
+
+/**
+ * Send what one pass of amqplib's multiplexer writes as one write (one `writev`) instead of one
+ * write per AMQP frame: the pass takes a frame from each channel with one ready, round and round,
+ * and writes each to the socket; the socket is corked for the pass and uncorked at its end, in the
+ * same turn, so nothing waits longer than before (Nagle off stays off). Measured in a gateway
+ * worker under a stampede of 16,000 devices: these per-frame writes were ~6% of its CPU (binds,
+ * probes, takeover announcements, presence). Nested with the publisher's own cork (`corkPublisher`),
+ * which holds its writes until a later turn. Left alone if amqplib's internals differ.
+ */
+function writePassesAtOnce(muxer: MuxPass, socket: Socket): void {
+  const pass = muxer._readIncoming;
+  if (typeof pass !== 'function') return;
+  muxer._readIncoming = function (this: MuxPass): void {
+    socket.cork();
+    try {
+      pass.call(this);
+    } finally {
+      socket.uncork();
+    }
+  };
 }
 
 /**
