@@ -1,5 +1,6 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -445,6 +446,40 @@ describe('rolling restarts and suspension, edge cases', () => {
       c.end();
     }
     expect((await info()).handshakeFailures.error).toBe(0);
+  });
+
+  it("distribution primary: a passed socket whose peer leaves while it waits in the worker's queue gives the primary its slot back", async () => {
+    const p = await pool({ workers: 1, distribution: 'primary', tls: true, maxHandshakes: 1, maxConnectionsPerAddress: 1 });
+    const info = (): Promise<ListenerInfo> => p.command<ListenerInfo>('info');
+    const hello = await captureClientHello();
+    const from = async (localAddress: string): Promise<net.Socket> => {
+      const s = net.connect({ port: p.port, host: '127.0.0.1', localAddress });
+      s.on('error', () => {});
+      await once(s, 'connect');
+      return s;
+    };
+    // a takes the worker's only handshake place and stalls after the server's first flight.
+    const a = await from('127.0.0.71');
+    a.write(hello);
+    await once(a, 'data');
+    // b is passed to the worker and waits there for that place; then its peer leaves.
+    const b = await from('127.0.0.72');
+    b.write(hello);
+    for (let i = await info(); i.waiting < 1; i = await info()) await p.command('connections');
+    b.destroy();
+    await once(b, 'close');
+    a.destroy();
+    await once(a, 'close');
+    for (let i = await info(); i.gaveUp < 1; i = await info()) await p.command('connections');
+    for (let i = await info(); i.active > 0; i = await info()) await p.command('connections');
+    // b's address has its place back (maxConnectionsPerAddress 1).
+    const tcp = await from('127.0.0.72');
+    const secured = tls.connect({ socket: tcp, rejectUnauthorized: false });
+    await once(secured, 'secureConnect');
+    const again = new LineClient(secured);
+    clients.push(again);
+    expect(await again.request('again')).toBe('again');
+    expect((await info()).rejected.address_limit).toBe(0);
   });
 
   it('distribution primary: a connection that ends frees the place of its own address (maxConnectionsPerAddress)', async () => {

@@ -490,6 +490,8 @@ export class AcceptorPool {
     ready.stage = 'done';
     ready.socket.destroy();
     this.releaseSource(ready.socket);
+    // A socket the primary passed (distribution `primary`) holds its slot there until now.
+    ready.upstream?.release();
     this.gaveUp++;
     this.events.changed();
   }
