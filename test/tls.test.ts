@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -9,6 +10,7 @@ import {
   type Listener,
   type RejectEvent,
   type ListenerOptions,
+  type CloseReason,
   type TlsInfo,
   type TlsTransportOptions,
   startListener,
@@ -199,6 +201,23 @@ describe('TLS handshake failures', () => {
     expect(await c.request('slot is free')).toBe('slot is free');
   });
 
+  it('stop() cuts a stalled handshake at its deadline and has counted and reported it when it resolves', async () => {
+    const hello = await captureClientHello();
+    const { listener, port } = await startTls();
+    const order: string[] = [];
+    listener.on('handshakeError', (e) => order.push(`handshakeError ${e.kind}`));
+    listener.on('stop', () => order.push('stop'));
+    const raw = track(await connectTcp(port));
+    raw.write(hello);
+    await once(raw, 'data'); // the server's first flight; the client never answers it
+    await listener.stop({ timeout: 100 });
+    const info = await listener.info();
+    expect(info.handshaking).toBe(0);
+    expect(info.active).toBe(0);
+    expect(info.handshakeFailures.error).toBe(1);
+    expect(order).toEqual(['handshakeError error', 'stop']);
+  });
+
   it('refuses TLS 1.1 (minimum TLSv1.2), which the same client negotiates with a server that allows it', async (ctx) => {
     const c = await testCerts();
     // OpenSSL 3 refuses TLS < 1.2 at the default security level on both ends, so the old client
@@ -336,6 +355,99 @@ describe('connection TLS details', () => {
 });
 
 // ---- mutual TLS -------------------------------------------------------------------------------------
+
+describe('TLS errors after the handshake', () => {
+  /** An application-data record of 32 bytes that no key decrypts. */
+  const CORRUPT_RECORD = Buffer.concat([Buffer.from([0x17, 3, 3, 0, 32]), Buffer.alloc(32, 7)]);
+
+  interface Ended {
+    errors: string[];
+    reason: CloseReason;
+  }
+
+  /** A TLS line echo whose handler records the errors and the close reason of its first connection. */
+  async function startRecording(transportOptions: Partial<TlsTransportOptions> = {}): Promise<{ listener: Listener; port: number; ended: Promise<Ended> }> {
+    const c = await testCerts();
+    const errors: string[] = [];
+    let done!: (e: Ended) => void;
+    const ended = new Promise<Ended>((resolve) => (done = resolve));
+    const listener = await startListener({
+      name: uniqueName('tls-errors'),
+      transport: 'tls',
+      transportOptions: { host: '127.0.0.1', port: 0, key: c.key, cert: c.cert, ...transportOptions },
+      framing: 'line',
+      protocol: {
+        onFrame(frame: Buffer, conn: Connection) {
+          conn.sendFrame(frame);
+        },
+        onError(err: Error) {
+          errors.push((err as { code?: string }).code ?? err.message);
+        },
+        onClose(_conn: Connection, reason: CloseReason) {
+          done({ errors, reason });
+        },
+      },
+    });
+    listeners.push(listener);
+    return { listener, port: listener.port!, ended };
+  }
+
+  it('a corrupt record closes the connection with an error the handler hears of; the listener keeps serving', async () => {
+    const { listener, port, ended } = await startRecording();
+    const raw = track(await connectTcp(port));
+    const c = new LineClient(track(tls.connect({ socket: raw, rejectUnauthorized: false })));
+    expect(await c.request('before')).toBe('before');
+    raw.write(CORRUPT_RECORD);
+    const { errors, reason } = await ended;
+    expect(reason).toBe('error');
+    expect(errors).toHaveLength(1);
+    await closed(raw);
+    expect((await listener.info()).connections).toBe(0);
+    const d = await tlsClient(port);
+    expect(await d.request('after')).toBe('after');
+  });
+
+  it("a corrupt record in the same segment as the client's Finished: the same, and no uncaught error", async () => {
+    const { listener, port, ended } = await startRecording();
+    const raw = track(await connectTcp(port));
+    // The client's second flight (its Finished) goes out with a corrupt record behind it, in one
+    // write: the server reads both at once, the error arriving as the handshake completes.
+    let writes = 0;
+    const wire = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, cb) {
+        writes++;
+        raw.write(writes === 2 ? Buffer.concat([chunk, CORRUPT_RECORD]) : chunk, cb);
+      },
+    });
+    raw.on('data', (d: Buffer) => wire.push(d));
+    raw.on('close', () => wire.destroy());
+    track(tls.connect({ socket: wire as unknown as net.Socket, rejectUnauthorized: false }) as unknown as net.Socket);
+    const { errors, reason } = await ended;
+    expect(writes).toBeGreaterThanOrEqual(2);
+    expect(reason).toBe('error');
+    expect(errors).toHaveLength(1);
+    expect((await listener.info()).connections).toBe(0);
+    const d = await tlsClient(port);
+    expect(await d.request('after')).toBe('after');
+  });
+
+  it('more client-initiated TLS 1.2 renegotiations than tls.CLIENT_RENEG_LIMIT close the connection (ERR_TLS_SESSION_ATTACK)', async () => {
+    const { port, ended } = await startRecording();
+    const s = track(await connectTls(port, { maxVersion: 'TLSv1.2' }));
+    const renegotiate = (): Promise<Error | null> =>
+      new Promise((resolve) => {
+        if (!s.renegotiate({ rejectUnauthorized: false }, (err) => resolve(err))) resolve(new Error('not renegotiated'));
+        s.once('close', () => resolve(new Error('closed')));
+      });
+    for (let i = 0; i < tls.CLIENT_RENEG_LIMIT; i++) expect(await renegotiate()).toBeNull();
+    void renegotiate();
+    const { errors, reason } = await ended;
+    expect(errors).toEqual(['ERR_TLS_SESSION_ATTACK']);
+    expect(reason).toBe('error');
+    await closed(s);
+  });
+});
 
 describe('mutual TLS', () => {
   it('requestCert with ca: a client certificate signed by the CA is accepted, a client without one is refused', async () => {

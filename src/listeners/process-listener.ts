@@ -362,7 +362,9 @@ export class ProcessListener extends ListenerShell {
       forced += this.supervisor.size;
       this.pool.clear();
       this.supervisor.forceCloseAll();
-      await this.supervisor.whenEmpty();
+      // The handshakes `clear` cut fail once their sockets have closed (a later turn): counted and
+      // reported before stop() resolves, as everything else it ended.
+      await Promise.all([this.supervisor.whenEmpty(), this.pool.whenNoHandshakes()]);
     }
     this.drainDeadline = undefined;
     const connections = live + (this.opened - openedBefore);

@@ -344,6 +344,14 @@ export class TlsTransport implements Transport {
           }
         }
         raw.off('error', ignoreSocketError);
+        releaseControl(socket);
+        // From here a TLS error is emitted as 'error'. The connection listens from the moment this
+        // promise settles; should an error come before that, it must not find no listener (an
+        // uncaught exception): the socket is destroyed with it, and Node emits it again on the
+        // next tick, to the connection if it listens by then.
+        socket.on('error', (err: Error) => {
+          if (socket.listenerCount('error') === 1) socket.destroy(err);
+        });
         socket.pause();
         resolve(new TlsConnection(socket, raw, this.tcp.unixPath));
       };
@@ -359,6 +367,22 @@ export class TlsTransport implements Transport {
   private readonly sniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => {
     cb(null, this.sniContexts.get(servername.toLowerCase()) ?? this.secureContext);
   };
+}
+
+/**
+ * Let TLS errors after the handshake reach the socket's `'error'` listeners, as `tls.Server` does
+ * for the sockets it makes (`_releaseControl`, Node internals): until then Node hands them to the
+ * server that owns the socket, and a socket made with `new tls.TLSSocket` has none, so they were
+ * dropped — a corrupt record left the connection open with nothing more delivered, and Node's
+ * limit on client-initiated renegotiations (`ERR_TLS_SESSION_ATTACK`, more than
+ * `tls.CLIENT_RENEG_LIMIT` in `tls.CLIENT_RENEG_WINDOW`) was never enforced. Should a Node version
+ * lack the method, the same errors are taken from the event Node emits for them.
+ */
+function releaseControl(socket: tls.TLSSocket): void {
+  // Cast: `_releaseControl` is internal to Node and absent from its types.
+  const s = socket as unknown as { _releaseControl?: () => boolean };
+  if (typeof s._releaseControl === 'function') s._releaseControl();
+  else socket.on('_tlsError', (err: Error) => socket.destroy(err));
 }
 
 /** Reject unknown options and a TLS transport without any key. */
