@@ -104,19 +104,31 @@ export function parseV2(head: Buffer, maxLength: number): ProxyHeaderParseResult
   if (head.length < V2_FIXED_LENGTH) return incomplete(maxLength);
   const length = V2_FIXED_LENGTH + head.readUInt16BE(14);
   if (length > maxLength) return invalid('too_long', `v2 header of ${length} bytes, over the ${maxLength} accepted`);
-  if (length - V2_FIXED_LENGTH < family.addressLength) {
+  // LOCAL (a health check of the proxy's own): the spec has the receiver accept it whatever its
+  // protocol block holds, and discard the block and the family. Its TLVs are read where they can
+  // be (after the family's address block); a block too short for that, or one that does not
+  // parse, is discarded without them.
+  const local = command === V2_COMMAND.local;
+  const blockFits = length - V2_FIXED_LENGTH >= family.addressLength;
+  if (!blockFits && !local) {
     return invalid('bad_length', `v2 length ${length - V2_FIXED_LENGTH} is shorter than the ${family.addressLength}-byte ${family.transport} address block`);
   }
   if (head.length < length) return incomplete(length);
 
   const raw = Buffer.from(head.subarray(0, length));
+  const localWithoutTlvs = (): ProxyHeaderParseResult => ({
+    status: 'complete',
+    header: { ...endpoints(raw, command, family.transport), version: 2, tlvs: [], raw } as ProxyHeader,
+    length,
+  });
+  if (!blockFits) return localWithoutTlvs();
   let tlvs;
   let decoded;
   try {
     tlvs = walkTlvs(raw, V2_FIXED_LENGTH + family.addressLength, length, 'the header');
     decoded = decodeTlvs(raw, tlvs);
   } catch (error) {
-    if (error instanceof TlvError) return invalid('bad_tlv', error.message);
+    if (error instanceof TlvError) return local ? localWithoutTlvs() : invalid('bad_tlv', error.message);
     throw error;
   }
   const { crc32cAt, ...conveniences } = decoded;
@@ -125,6 +137,7 @@ export function parseV2(head: Buffer, maxLength: number): ProxyHeaderParseResult
     checksum = raw.readUInt32BE(crc32cAt);
     const computed = crc32c(raw.subarray(crc32cAt + 4), crc32c(new Uint8Array(4), crc32c(raw.subarray(0, crc32cAt))));
     if (computed !== checksum) {
+      if (local) return localWithoutTlvs();
       return invalid('bad_crc32c', `CRC32C 0x${checksum.toString(16).padStart(8, '0')} sent, 0x${computed.toString(16).padStart(8, '0')} computed`);
     }
   }
