@@ -299,6 +299,46 @@ describe('drains and counters over workers', () => {
     expect(result).toMatchObject({ connections: 4, closedGracefully: 0, forced: 4 });
   });
 
+  it("a worker that dies during a drain: its connections count in the drain's result, as forced", async () => {
+    const p = await pool({ workers: 2, distribution: 'primary' });
+    const { clients: cs, pids } = await servePids(p, 4);
+    expect(new Set(pids).size).toBe(2); // the primary hands each new socket to the less loaded worker
+    // What the workers last reported (every 20 ms at most) is what the primary knows of a worker that dies.
+    await p.command('wait', 4);
+    for (const c of cs) expect(await c.request('slow 3000')).toBe('started');
+    const mark = p.events.length;
+    const drain = p.command('drain', { timeout: 1500 });
+    // 'suspend': the pool has stopped accepting, and the workers are asked to drain in the same turn.
+    await p.waitEvent('suspend', 30_000, () => true, mark);
+    process.kill(pids[0]!, 'SIGKILL');
+    const result = (await drain) as { connections: number; closedGracefully: number; forced: number };
+    // Two cut by the worker's death, two by the deadline (their requests outlast it).
+    expect(result).toMatchObject({ connections: 4, closedGracefully: 0, forced: 4 });
+  });
+
+  it('stop() does not wait for a worker that is still starting: it is ended at once', async () => {
+    const flag = join(tmpdir(), `corral-slow-start-${process.pid}-${Date.now()}`);
+    try {
+      // shutdownTimeout 30 s: a stop that asked the starting worker and waited for it would take
+      // over a minute (its request's budget, then the exit grace), past this test's time.
+      const p = await pool({ workers: 2, distribution: 'shared', shutdownTimeout: 30_000, slowStartFile: flag } as Parameters<typeof Pool.start>[0]);
+      const [victim, other] = workerPids(await p.command<ListenerInfo>('info'));
+      writeFileSync(flag, 'x');
+      const mark = p.events.length;
+      process.kill(victim!, 'SIGKILL');
+      // The replacement is spawned 20 ms after the exit (workerRestarts.initialDelay) and waits a minute.
+      await p.waitEvent('workerExit', 30_000, (e) => (e.detail as { pid: number }).pid === victim, mark);
+      const spawned = (i: ListenerInfo): number | undefined => i.workers.find((w) => w.status === 'restarting' && w.pid !== undefined && w.pid !== victim)?.pid;
+      let replacement: number | undefined;
+      for (let i = await p.command<ListenerInfo>('info'); (replacement = spawned(i)) === undefined; i = await p.command<ListenerInfo>('info')) await p.command('connections');
+      await p.stop(500);
+      for (const pid of [other!, replacement]) expect(alive(pid)).toBe(false);
+      expect(p.events.slice(mark).some((e) => e.event === 'workerReady')).toBe(false);
+    } finally {
+      rmSync(flag, { force: true });
+    }
+  }, 25_000);
+
   it('drain({ rate }) paces the whole pool at that rate', async () => {
     const p = await pool({ workers: 2, distribution: 'shared', announceShutdown: true } as Parameters<typeof Pool.start>[0]);
     const cs = await Promise.all(Array.from({ length: 4 }, () => client(p)));

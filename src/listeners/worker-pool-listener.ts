@@ -385,7 +385,7 @@ export class WorkerPoolListener extends ListenerShell {
     // Sockets waiting in the primary's own queue (distribution primary) are never served now.
     const abandoned = this.dispatch?.rejectWaiting() ?? 0;
     const share = this.workerDrainRate(rate);
-    const results = await this.workers.broadcast<DrainResult>({ op: 'drain', timeout, rate: share }, this.drainBudget(timeout, share));
+    const results = await this.workers.drain({ op: 'drain', timeout, rate: share }, this.drainBudget(timeout, share));
     return merge(results, abandoned, began);
   }
 

@@ -147,6 +147,17 @@ export class WorkerSupervisor {
     return settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   }
 
+  /**
+   * Run a `drain` on every live worker and collect their results. A worker that does not answer
+   * (it died meanwhile, or ran out of `timeout`) still counts: the connections it held when the
+   * drain began were cut, not drained.
+   */
+  async drain(cmd: WorkerCommand, timeout: number): Promise<DrainResult[]> {
+    const live = this.live();
+    const held = live.map((w) => w.connections);
+    return unansweredAsForced(held, await Promise.allSettled(live.map((w) => w.request<DrainResult>(cmd, timeout))));
+  }
+
   /** Put `fresh` (a ready replacement) in its slot; the worker it replaces retires. */
   swap(fresh: WorkerProcess): WorkerProcess {
     const old = this.slots[fresh.index]!;
@@ -166,13 +177,18 @@ export class WorkerSupervisor {
     this.stopping = true;
     for (const t of this.restartTimers) clearTimeout(t);
     this.restartTimers.clear();
-    const live = this.live();
+    // A worker still starting (first start, or a replacement for one that died) serves nothing
+    // and holds no socket: it is ended at once, not asked (it may not listen to commands yet, and
+    // would otherwise be killed only after `budget` and `exitGrace`).
+    const [starting, live] = partition(this.live(), (w) => w.status === 'starting' || w.status === 'restarting');
+    const held = live.map((w) => w.connections);
     for (const w of this.all()) w.status = 'stopped';
+    for (const w of starting) w.kill();
     const settled = await Promise.allSettled(live.map((w) => w.request<DrainResult>(cmd, budget)));
     // Every worker leaves by itself after answering; kill what has not within the grace period.
-    await Promise.all(live.map((w) => exitWithin(w, exitGrace)));
+    await Promise.all([...live.map((w) => exitWithin(w, exitGrace)), ...starting.map((w) => w.whenExited())]);
     for (const w of this.slots) w.status = 'stopped';
-    return settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    return unansweredAsForced(held, settled);
   }
 
   private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -228,4 +244,21 @@ export async function exitWithin(w: WorkerProcess, grace: number): Promise<void>
   const timer = setTimeout(() => w.kill(), grace);
   await w.whenExited();
   clearTimeout(timer);
+}
+
+/**
+ * The workers' drain results, in order; a worker that gave none (it died, or its time ran out)
+ * counts the `held` connections it had when the drain began, all of them forced.
+ */
+function unansweredAsForced(held: readonly number[], settled: readonly PromiseSettledResult<DrainResult>[]): DrainResult[] {
+  return settled.map((s, i) =>
+    s.status === 'fulfilled' ? s.value : { connections: held[i]!, closedGracefully: 0, forced: held[i]!, abandoned: 0, durationMs: 0 },
+  );
+}
+
+function partition<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
+  const yes: T[] = [];
+  const no: T[] = [];
+  for (const item of items) (test(item) ? yes : no).push(item);
+  return [yes, no];
 }
