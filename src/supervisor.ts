@@ -203,8 +203,9 @@ export class ConnectionSupervisor implements ConnectionOwner {
     };
     const tick = (): void => {
       askUpTo(Math.min(pending.length, base + (Math.ceil(((Date.now() - began) / 1000) * rate) || 1)));
-      // Ticks of ~10 ms (or one connection's worth, if slower), each jittered by ±50%.
-      if (done < pending.length) timer = setTimeout(tick, Math.max(10, 1000 / rate) * (0.5 + Math.random()));
+      // Ticks of ~10 ms (or one connection's worth, if slower), each jittered by ±50%; at most
+      // Node's longest timer (a longer one would fire after 1 ms, and again, and again).
+      if (done < pending.length) timer = setTimeout(tick, Math.min(2 ** 31 - 1, Math.max(10, 1000 / rate) * (0.5 + Math.random())));
     };
     tick();
     return {

@@ -50,6 +50,21 @@ describe.each(kinds)('%s', (_kind, base) => {
     expect(Math.max(...at) - Math.min(...at)).toBeGreaterThan(700);
   });
 
+  it('a drain at a rate of one connection in months paces with timers Node can hold (no TimeoutOverflowWarning)', async () => {
+    const p = await start({ ...base, announceShutdown: true });
+    const cs = await Promise.all(Array.from({ length: 2 }, () => client(p)));
+    for (const c of cs) expect(await c.request('warm')).toBe('warm');
+    const drained = p.command('drain', { timeout: 60_000, rate: 1e-7 });
+    // The first connection is asked at once; the second would be in ~4 months, past Node's longest
+    // timer (2^31 - 1 ms, ~24.8 days).
+    const asked = await Promise.race(cs.map((c) => c.line()));
+    expect(asked).toMatch(/^shutdown /);
+    // A stop during the drain asks the rest at once and ends it.
+    await p.stop(200);
+    await drained.catch(() => undefined);
+    expect(p.stderr).not.toMatch(/TimeoutOverflowWarning/);
+  });
+
   it('a failed TLS handshake is published on corral:handshake:error by the process that ran it', async () => {
     const p = await start({ ...base, tls: true });
     const hello = await captureClientHello();
