@@ -162,7 +162,7 @@ export interface DrainResult {
    * peer that did not read within `shutdownTimeout` of the close, an error, a full send buffer).
    */
   readonly forced: number;
-  /** Sockets closed unserved: waiting for a slot, silent, or waiting for a PROXY header. */
+  /** Sockets closed unserved: waiting for a slot, silent, waiting for a PROXY header, or in a handshake the deadline cut. */
   readonly abandoned: number;
   /** How long the drain took, in ms. */
   readonly durationMs: number;

@@ -210,7 +210,8 @@ describe('TLS handshake failures', () => {
     const raw = track(await connectTcp(port));
     raw.write(hello);
     await once(raw, 'data'); // the server's first flight; the client never answers it
-    await listener.stop({ timeout: 100 });
+    const result = await listener.stop({ timeout: 100 });
+    expect(result).toMatchObject({ connections: 0, abandoned: 1 });
     const info = await listener.info();
     expect(info.handshaking).toBe(0);
     expect(info.active).toBe(0);

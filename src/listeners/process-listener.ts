@@ -311,7 +311,7 @@ export class ProcessListener extends ListenerShell {
     // what they open is asked to shut down at once (see `handshaken`): no client is cut mid-handshake.
     const before = this.pool.stats;
     this.pool.rejectWaiting();
-    const abandoned = this.pool.stats.rejected.shutdown - before.rejected.shutdown;
+    let abandoned = this.pool.stats.rejected.shutdown - before.rejected.shutdown;
     const openedBefore = this.opened;
     const unflushedBefore = this.supervisor.unflushedCloses;
     const live = this.supervisor.size;
@@ -360,6 +360,8 @@ export class ProcessListener extends ListenerShell {
     let forced = this.supervisor.unflushedCloses - unflushedBefore;
     if (timedOut) {
       forced += this.supervisor.size;
+      // Handshakes still running at the deadline are cut: clients never served, as the waiting were.
+      abandoned += this.pool.stats.handshaking;
       this.pool.clear();
       this.supervisor.forceCloseAll();
       // The handshakes `clear` cut fail once their sockets have closed (a later turn): counted and
