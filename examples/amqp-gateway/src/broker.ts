@@ -47,8 +47,11 @@ export interface Command {
   deadLetter(reason: DeadLetterReason): void;
 }
 
-/** Why a command was dead-lettered (see {@link Command.deadLetter}). */
-export type DeadLetterReason = 'unencodable';
+/**
+ * Why a command was dead-lettered (see {@link Command.deadLetter}): `unencodable`, its body cannot
+ * be written as a line; `invalid_id`, its id is not one a device can acknowledge (`MESSAGE_ID`).
+ */
+export type DeadLetterReason = 'unencodable' | 'invalid_id';
 
 /** Header naming why a command was dead-lettered to `<p>.down.offline` by the gateway. */
 export const DEAD_LETTER_REASON_HEADER = 'gateway-dead-letter-reason';

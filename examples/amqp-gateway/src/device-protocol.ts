@@ -61,6 +61,24 @@ export class ProtocolError extends Error {
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * Deepest nesting of arrays and objects a message body may have. JSON.parse takes any depth, but
+ * the body is published as JSON, and JSON.stringify runs out of stack some thousands of levels down.
+ */
+export const MAX_BODY_DEPTH = 64;
+
+/** Whether `value` nests arrays or objects more than `max` levels deep (iteratively: any depth). */
+function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [v, depth] = next;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 function field(o: Record<string, unknown>, name: string, pattern: RegExp): string {
   const v = o[name];
   if (typeof v !== 'string' || !pattern.test(v)) throw new ProtocolError('invalid_field', `field "${name}" is missing or invalid`);
@@ -94,13 +112,16 @@ export function parseDeviceLine(line: Buffer | string): DeviceMessage {
     }
     case 'msg':
       if (!('body' in o)) throw new ProtocolError('invalid_field', 'field "body" is missing');
+      if (nestedDeeperThan(o.body, MAX_BODY_DEPTH)) throw new ProtocolError('invalid_field', `field "body" is nested deeper than ${MAX_BODY_DEPTH} levels`);
       return { type: 'msg', id: field(o, 'id', MESSAGE_ID), topic: field(o, 'topic', TOPIC), body: o.body };
     case 'cmd_ack':
       return { type: 'cmd_ack', id: field(o, 'id', MESSAGE_ID) };
     case 'ping':
       return { type: 'ping' };
     default:
-      throw new ProtocolError('unknown_type', `unknown message type ${JSON.stringify(o.type)}`);
+      // Named by its JSON only when it is a string: an array or object nested deeply enough would
+      // overflow JSON.stringify's stack while building this very message.
+      throw new ProtocolError('unknown_type', `unknown message type ${typeof o.type === 'string' ? JSON.stringify(o.type) : Array.isArray(o.type) ? '(an array)' : `(${o.type === null ? 'null' : typeof o.type})`}`);
   }
 }
 

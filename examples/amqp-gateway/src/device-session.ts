@@ -42,7 +42,7 @@ import { performance } from 'node:perf_hooks';
 import { type CloseReason, type Connection, FrameTooLargeError, type ProtocolHandler } from 'corral';
 import type { Logger } from 'pino';
 import type { Authenticate } from './auth.js';
-import type { Broker, Command, CommandEvent, PresenceEvent, Takeover } from './broker.js';
+import type { Broker, Command, CommandEvent, DeadLetterReason, PresenceEvent, Takeover } from './broker.js';
 import { type DeviceDirectory, isNewer } from './device-directory.js';
 import {
   type CommandAck,
@@ -50,6 +50,7 @@ import {
   type ErrorCode,
   encode,
   type Hello,
+  MESSAGE_ID,
   parseDeviceLine,
   ProtocolError,
   type Uplink,
@@ -499,18 +500,26 @@ export class DeviceSession implements ProtocolHandler {
    * instead, it would come back to this session, and fail again, for ever.
    */
   private encodeCommand(command: Command): string | undefined {
+    // An id published by a back end directly to `<p>.down` (the admin API checks its own): one a
+    // device could not send back in its cmd_ack would get the device closed for it, again and again.
+    if (!MESSAGE_ID.test(command.id)) return this.deadLetter(command, 'invalid_id', undefined);
     try {
       return encode({ type: 'cmd', id: command.id, body: command.body });
     } catch (err) {
-      this.ctx.metrics.downlinkDeadLettered('unencodable');
-      this.ctx.logger.error({ err, device: command.device, command: command.id }, 'command cannot be encoded for the device: dead-lettered');
-      try {
-        command.deadLetter('unencodable');
-      } catch (e) {
-        this.ctx.logger.error({ err: e, device: command.device, command: command.id }, 'dead-lettering a command failed');
-      }
-      return undefined;
+      return this.deadLetter(command, 'unencodable', err);
     }
+  }
+
+  /** Dead-letter a command that can never be written to its device, counted and logged. */
+  private deadLetter(command: Command, reason: DeadLetterReason, err: unknown): undefined {
+    this.ctx.metrics.downlinkDeadLettered(reason);
+    this.ctx.logger.error({ err, device: command.device, command: command.id, reason }, 'command cannot be written to the device: dead-lettered');
+    try {
+      command.deadLetter(reason);
+    } catch (e) {
+      this.ctx.logger.error({ err: e, device: command.device, command: command.id }, 'dead-lettering a command failed');
+    }
+    return undefined;
   }
 
   /** A later session of this device was announced: close this one. */
@@ -633,8 +642,11 @@ export class DeviceSession implements ProtocolHandler {
 
   /** A later session of this device is known: refuse this hello. */
   private refuseIfOutdated(): boolean {
+    // Taken over while its hello was under way: refused (and counted) then.
+    if (this.takenOver) return true;
     const latest = this.ctx.directory.latest(this.device!);
     if (latest === undefined || latest.session === this.session || !isNewer(latest, this)) return false;
+    this.takenOver = true;
     this.helloOutcome('taken_over');
     this.ctx.metrics.takeover('refused');
     this.fail('taken_over', `a later session of device ${this.device} exists`);

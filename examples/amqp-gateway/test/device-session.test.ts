@@ -124,6 +124,11 @@ describe('protocol errors: an error line, then close, counted by code', () => {
     ['an invalid field', '{"type":"msg","id":"","topic":"t","body":1}', 'invalid_field'],
     ['a topic with a dot', '{"type":"msg","id":"1","topic":"a.b","body":1}', 'invalid_field'],
     ['a msg without body', '{"type":"msg","id":"1","topic":"t"}', 'invalid_field'],
+    // Too deep for JSON.stringify: the error message must not try to print it.
+    ['a type nested 30,000 arrays deep', `{"type":${'['.repeat(30_000)}${']'.repeat(30_000)}}`, 'unknown_type'],
+    ['a type nested 8,000 objects deep', `{"type":${'{"a":'.repeat(8_000)}1${'}'.repeat(8_000)}}`, 'unknown_type'],
+    ['a body nested 65 levels deep', `{"type":"msg","id":"1","topic":"t","body":${'['.repeat(65)}${']'.repeat(65)}}`, 'invalid_field'],
+    ['a body nested 30,000 levels deep', `{"type":"msg","id":"1","topic":"t","body":${'['.repeat(30_000)}${']'.repeat(30_000)}}`, 'invalid_field'],
     ['a second hello', JSON.stringify({ type: 'hello', device: 'dev-1', token: token('dev-1') }), 'duplicate_hello'],
   ];
   for (const [what, line, code] of afterHello) {

@@ -88,6 +88,23 @@ describe('embedded broker', () => {
     expect(await metric(node.metrics, 'gateway_downlink_delivered_total')).toBe(1);
   });
 
+  it('dead-letters a command whose id a device could not acknowledge, and the next command is delivered', async () => {
+    const node = await startTestNode();
+    const { client } = await DeviceClient.hello(node.port, 'dev-i', token('dev-i'));
+    const landed = nextEnqueued(node.hub, node.broker.topology.downOffline);
+    await node.broker.publishCommand('dev-i', 'x', { id: 'has space' });
+    const m = await landed;
+    expect(m.messageId).toBe('has space');
+    expect(m.headers[DEAD_LETTER_REASON_HEADER]).toBe('invalid_id');
+    await node.broker.publishCommand('dev-i', 'fine', { id: 'ok-1' });
+    expect(await client.next('cmd')).toEqual({ type: 'cmd', id: 'ok-1', body: 'fine' });
+    client.send({ type: 'cmd_ack', id: 'ok-1' });
+    client.send({ type: 'ping' });
+    await client.next('pong'); // still connected: its ack was valid
+    expect(client.all('cmd').map((c) => c.id)).toEqual(['ok-1']);
+    expect(await metric(node.metrics, 'gateway_downlink_dead_lettered_total', { reason: 'invalid_id' })).toBe(1);
+  });
+
   it('holds what a full session cannot take instead of looping it through the broker, in order', async () => {
     await queueFull(await startTestNode(QUEUE_FULL_LIMITS));
   });
