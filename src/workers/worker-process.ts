@@ -216,10 +216,12 @@ export class WorkerProcess {
   request<T>(cmd: WorkerCommand, timeout = COMMAND_TIMEOUT_MS): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const id = this.nextRequest++;
+      // At most Node's longest timer: a longer one fires after 1 ms (a drain paced over months
+      // has a budget that long).
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new CorralError('CORRAL_WAIT_TIMEOUT', `worker ${this.index} did not answer ${cmd.op} within ${timeout} ms`));
-      }, timeout);
+      }, Math.min(timeout, 2 ** 31 - 1));
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
       if (!this.post({ t: 'cmd', id, cmd })) {
         this.pending.delete(id);

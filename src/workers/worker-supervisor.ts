@@ -241,7 +241,7 @@ function serving(w: WorkerProcess): boolean {
 
 /** Wait for `w` to exit, killing it if it is still there after `grace` ms. @internal */
 export async function exitWithin(w: WorkerProcess, grace: number): Promise<void> {
-  const timer = setTimeout(() => w.kill(), grace);
+  const timer = setTimeout(() => w.kill(), Math.min(grace, 2 ** 31 - 1));
   await w.whenExited();
   clearTimeout(timer);
 }
