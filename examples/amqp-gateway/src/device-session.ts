@@ -287,6 +287,8 @@ export class DeviceSession implements ProtocolHandler {
   /** The wait for the next uplink token, while over the device's rate. */
   private rateWait: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   private resumeReading: (() => void) | undefined = undefined;
+  /** The device ended its side: settle `onRemoteClose` once no uplink is in flight. */
+  private remoteClosed: (() => void) | undefined = undefined;
   private readonly pending = new Map<string, Pending>();
   private readonly queued: Queued[] = [];
   /** Commands behind `queued` (at most `maxHeldCommands`), moved up in order as it has room. */
@@ -371,9 +373,23 @@ export class DeviceSession implements ProtocolHandler {
     }
   }
 
+  /**
+   * The device ended its side (it may still read): answer the uplinks still in flight — each was
+   * published, and a device that got no ack would send it again — then let corral close.
+   */
+  onRemoteClose(): void | Promise<void> {
+    if (this.inflight === 0) {
+      this.flushReplies();
+      return;
+    }
+    return new Promise((resolve) => (this.remoteClosed = resolve));
+  }
+
   onClose(_conn: Connection, reason: CloseReason): void {
     if (this.closed) return;
     this.phase = 'closed';
+    this.remoteClosed?.();
+    this.remoteClosed = undefined;
     const { ctx } = this;
     if (this.helloTimer !== undefined) clearTimeout(this.helloTimer);
     this.helloTimer = undefined;
@@ -776,9 +792,11 @@ export class DeviceSession implements ProtocolHandler {
         ctx.budget.release(bytes);
         this.inflight--;
         this.wakeReader();
-        if (this.shuttingDown && this.inflight === 0) {
+        if (this.inflight === 0 && (this.shuttingDown || this.remoteClosed !== undefined)) {
           this.flushReplies();
-          void this.conn.close();
+          if (this.remoteClosed === undefined) void this.conn.close();
+          this.remoteClosed?.();
+          this.remoteClosed = undefined;
         }
       });
     if (this.inflight >= ctx.limits.maxInflightPerDevice) {

@@ -61,6 +61,20 @@ describeRabbit('gateway over RabbitMQ', () => {
     onB.send({ type: 'cmd_ack', id: 'c-2' });
   });
 
+  it('a device that sends its messages and half-closes gets every ack before the gateway closes', async () => {
+    const prefix = uniquePrefix('gateway');
+    topologies.push({ prefix, nodeIds: ['gw-h'] });
+    const node = await startTestNodeWith({ nodeId: 'gw-h' }, () => new AmqpBroker({ url: AMQP_URL, nodeId: 'gw-h', prefix }));
+    await rabbitBackEnd.bindUplinkQueue(prefix, `${prefix}.app`, '#');
+    const { client } = await DeviceClient.hello(node.port, 'dev-h', token('dev-h'));
+    const ids = Array.from({ length: 10 }, (_, i) => `m-${i}`);
+    for (const id of ids) client.send({ type: 'msg', id, topic: 't', body: 1 });
+    client.socket.end(); // its FIN right behind its messages; it still reads
+    await client.closed;
+    expect(client.all('ack').map((a) => a.id).sort()).toEqual([...ids].sort());
+    expect((await rabbitBackEnd.read(prefix, `${prefix}.app`, 10)).map((m) => m.messageId).sort()).toEqual([...ids].sort());
+  });
+
   it('delivers a command published while its device was connected nowhere when it connects to another node', async () => {
     const prefix = uniquePrefix('offline');
     const nodeIds = ['gw-a', 'gw-b'];
