@@ -345,10 +345,10 @@ export class TlsTransport implements Transport {
         }
         raw.off('error', ignoreSocketError);
         releaseControl(socket);
-        // From here a TLS error is emitted as 'error'. The connection listens from the moment this
-        // promise settles; should an error come before that, it must not find no listener (an
-        // uncaught exception): the socket is destroyed with it, and Node emits it again on the
-        // next tick, to the connection if it listens by then.
+        // From here a TLS error is emitted as 'error', and the connection listens for it from the
+        // moment this promise settles. An error before that would be uncaught without this
+        // listener: it destroys the socket with the error, which Node emits again on the next
+        // tick (to the connection, if it listens by then).
         socket.on('error', (err: Error) => {
           if (socket.listenerCount('error') === 1) socket.destroy(err);
         });
