@@ -28,7 +28,8 @@ import { createMetrics } from './metrics.js';
 const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file <f>] [--node-id <id>] [--prefix <p>]
                       [--uplink-queue <q>] [--secret-file <f>] [--previous-secret-file <f>]
                       [--cert <file> --key <file>] [--admin-port <p>] [--admin-host <h>] [--admin-token-file <f>]
-                      [--workers <n>] [--max-connections <n>] [--max-connecting <n>] [--drain-delay <ms>] [--proxy-header <cidrs>]
+                      [--workers <n>] [--max-connections <n>] [--max-connecting <n>] [--connect-rate-per-source <r>[,<burst>]]
+                      [--drain-delay <ms>] [--proxy-header <cidrs>]
                       [--log-level <l>]
 
   Credentials (the AMQP URL with its password, the device secrets, the admin token) come from the
@@ -60,6 +61,10 @@ const USAGE = `usage: corral-gateway [--port <p>] [--host <h>] [--amqp-url-file 
   --workers <n>          run the device listener over n worker processes (needs RabbitMQ)
   --max-connections <n>  most devices held, over all workers (default 60000)
   --max-connecting <n>   most connections in their TLS handshake or hello at once, over all workers (default 128)
+  --connect-rate-per-source <r>[,<burst>]
+                         connects a second (burst: at once, default r rounded up) one source address
+                         may make; beyond, closed at accept. Default none (devices behind one NAT
+                         share an address); set it where one address must not hold the set-up window
   --proxy-header <cidrs> behind a load balancer that sends a PROXY protocol header (HAProxy's
                          send-proxy-v2): read it from these balancers (comma-separated CIDRs or
                          addresses) so devices are known by their own addresses; connections from
@@ -80,6 +85,15 @@ function integer(flag: string, value: string, min: number, max: number): number 
   const n = Number(value);
   if (!/^\d+$/.test(value) || n < min || n > max) usageError(`--${flag} must be an integer from ${min} to ${max}, got "${value}"`);
   return n;
+}
+
+/** `<rate>[,<burst>]`: a positive number a second, and a whole burst >= 1. */
+function rateLimit(flag: string, value: string): { rate: number; burst: number } {
+  const m = /^(\d+(?:\.\d+)?)(?:,(\d+))?$/.exec(value);
+  const rate = Number(m?.[1]);
+  const burst = m?.[2] === undefined ? Math.max(1, Math.ceil(rate)) : Number(m[2]);
+  if (!m || !(rate > 0) || burst < 1) usageError(`--${flag} must be <rate>[,<burst>] (rate > 0 a second, burst a whole number >= 1), got "${value}"`);
+  return { rate, burst };
 }
 
 // ---- command line ---------------------------------------------------------------------------
@@ -107,6 +121,7 @@ function parse() {
         workers: { type: 'string' },
         'max-connections': { type: 'string' },
         'max-connecting': { type: 'string' },
+        'connect-rate-per-source': { type: 'string' },
         'drain-delay': { type: 'string', default: '0' },
         'proxy-header': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
@@ -130,6 +145,7 @@ const drainDelay = integer('drain-delay', args['drain-delay'], 0, 3_600_000);
 const workers = args.workers === undefined ? undefined : integer('workers', args.workers, 1, 256);
 const maxConnections = args['max-connections'] === undefined ? undefined : integer('max-connections', args['max-connections'], 1, 2 ** 31 - 1);
 const maxConnecting = args['max-connecting'] === undefined ? undefined : integer('max-connecting', args['max-connecting'], 1, 1_000_000);
+const connectionRatePerSource = args['connect-rate-per-source'] === undefined ? undefined : rateLimit('connect-rate-per-source', args['connect-rate-per-source']);
 const proxyHeaderFrom = args['proxy-header']?.split(',').map((s) => s.trim()).filter((s) => s !== '');
 if (proxyHeaderFrom !== undefined && proxyHeaderFrom.length === 0) usageError('--proxy-header needs at least one CIDR or address');
 const logLevel = args['log-level'];
@@ -284,6 +300,7 @@ try {
     ...(workers === undefined ? {} : { workers }),
     ...(maxConnections === undefined ? {} : { maxConnections }),
     ...(maxConnecting === undefined ? {} : { maxConnecting }),
+    ...(connectionRatePerSource === undefined ? {} : { connectionRatePerSource }),
     ...(proxyHeaderFrom === undefined ? {} : { proxyHeaderFrom }),
   });
 } catch (err) {

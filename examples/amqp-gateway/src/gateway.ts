@@ -1,4 +1,4 @@
-import { type Connection, type Listener, type SocketAddress, startListener } from 'corral';
+import { type Connection, type Listener, type RateLimit, type SocketAddress, startListener } from 'corral';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Authenticate } from './auth.js';
@@ -57,6 +57,13 @@ export interface GatewayOptions {
    * to what finishes before the devices give up. Default 128. See docs/gateway.md, "Stampede".
    */
   readonly maxConnecting?: number;
+  /**
+   * Connects per second (and burst) a source address may make; beyond, a connect is closed at
+   * accept (corral's `connectionRatePerSource`, counted `rate_limited`). Default none: devices
+   * behind one NAT share an address. Without it, one address sending ClientHellos it never
+   * follows up holds places of the set-up window for 5 s each (docs/gateway.md, "Stampede").
+   */
+  readonly connectionRatePerSource?: RateLimit;
   /** Run over this many worker processes (needs an AMQP broker). */
   readonly workers?: number;
   /**
@@ -242,6 +249,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       // window, so silent peers cannot keep real devices out (docs/gateway.md, "Stampede").
       shutdownTimeout,
       ...(options.proxyHeaderFrom === undefined ? {} : { proxyHeader: true, proxyHeaderFrom: options.proxyHeaderFrom }),
+      ...(options.connectionRatePerSource === undefined ? {} : { connectionRatePerSource: options.connectionRatePerSource }),
       ...(options.workers === undefined ? {} : { workers: options.workers }),
     });
   } catch (err) {

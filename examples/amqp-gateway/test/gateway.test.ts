@@ -65,6 +65,19 @@ describe('gateway', () => {
     expect(welcome.type).toBe('welcome');
   });
 
+  it('connectionRatePerSource: connects from one address beyond its rate are closed at accept; other addresses connect', async () => {
+    const node = await startTestNode({ nodeId: 'gw-rate', connectionRatePerSource: { rate: 0.01, burst: 2 } });
+    const rejected = new Promise<void>((resolve) => node.gateway.listener.once('reject', (e) => e.reason === 'rate_limited' && resolve()));
+    const held = [await DeviceClient.connect(node.port, '127.0.0.1', '127.0.0.81'), await DeviceClient.connect(node.port, '127.0.0.1', '127.0.0.81')];
+    // The third from that address: closed before a byte is read, so its TLS handshake fails.
+    await expect(DeviceClient.connect(node.port, '127.0.0.1', '127.0.0.81')).rejects.toThrow();
+    await rejected;
+    expect((await node.gateway.listener.info()).rejected.rate_limited).toBe(1);
+    const { welcome } = await DeviceClient.hello(node.port, 'dev-r', token('dev-r'), '127.0.0.82');
+    expect(welcome.type).toBe('welcome');
+    for (const c of held) c.destroy();
+  });
+
   it('reports the broker state as a metric and healthy() until drained', async () => {
     const node = await startTestNode();
     expect(node.gateway.healthy()).toBe(true);
