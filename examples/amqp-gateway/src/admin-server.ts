@@ -21,7 +21,7 @@ import type { AddressInfo } from 'node:net';
 import type { ListenerInfo } from 'corral';
 import type { Logger } from 'pino';
 import { Gauge, Registry } from 'prom-client';
-import { DEVICE_ID, MESSAGE_ID } from './device-protocol.js';
+import { DEVICE_ID, MAX_BODY_DEPTH, MESSAGE_ID, nestedDeeperThan } from './device-protocol.js';
 import type { Gateway } from './gateway.js';
 import type { GatewayMetrics } from './metrics.js';
 
@@ -272,6 +272,7 @@ function parseCommand(raw: Buffer): CommandRequest {
   }
   const o = value as Record<string, unknown>;
   if (!('body' in o)) throw new HttpError(400, 'field "body" is missing');
+  if (nestedDeeperThan(o.body, MAX_BODY_DEPTH)) throw new HttpError(400, `field "body" is nested deeper than ${MAX_BODY_DEPTH} levels`);
   const { id, expirationMs } = o;
   // The device acknowledges with this id, so it must be one a device may send back (MESSAGE_ID).
   if (id !== undefined && (typeof id !== 'string' || !MESSAGE_ID.test(id))) {

@@ -62,13 +62,14 @@ export class ProtocolError extends Error {
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Deepest nesting of arrays and objects a message body may have. JSON.parse takes any depth, but
- * the body is published as JSON, and JSON.stringify runs out of stack some thousands of levels down.
+ * Deepest nesting of arrays and objects a message or command body may have. JSON.parse takes any
+ * depth, but the body is published as JSON, and JSON.stringify runs out of stack some thousands
+ * of levels down.
  */
 export const MAX_BODY_DEPTH = 64;
 
 /** Whether `value` nests arrays or objects more than `max` levels deep (iteratively: any depth). */
-function nestedDeeperThan(value: unknown, max: number): boolean {
+export function nestedDeeperThan(value: unknown, max: number): boolean {
   const stack: [unknown, number][] = [[value, 1]];
   for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
     const [v, depth] = next;

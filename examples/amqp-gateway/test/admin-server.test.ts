@@ -211,6 +211,7 @@ describe('admin server', () => {
       ['dev-1', { body: 1, expirationMs: -1 }],
       ['dev-1', { body: 1, expirationMs: 1.5 }],
       ['dev-1', { body: 1, expirationMs: '100' }],
+      ['dev-1', `{"body":${'['.repeat(30_000)}${']'.repeat(30_000)}}`], // too deep to publish as JSON
       ['dev.1', { body: 1 }], // a dot would be a routing-key separator
       ['%E0%A4%A', { body: 1 }], // bad percent-encoding
     ];
