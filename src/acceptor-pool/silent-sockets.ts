@@ -69,10 +69,10 @@ export class SilentSockets {
     this.entries.set(socket, entry);
     // No source can hold more than maxSilentPerSource sockets while the stage holds no more than
     // that in all: sources (a getpeername(2) and a key each) are counted only past that point.
-    if (this.entries.size > this.options.maxSilentPerSource) {
-      if (!this.counting) this.countSources();
-      else this.countSource(entry);
-    }
+    // Once counting, every new socket counts, even when the stage has shrunk back below the bound
+    // since (uncounted, a source could hold the bound's worth more).
+    if (this.counting) this.countSource(entry);
+    else if (this.entries.size > this.options.maxSilentPerSource) this.countSources();
     if (this.entries.size > this.options.maxSilent) this.closeEntry(this.entries.values().next().value!, 'silent_limit');
     if (!this.entries.has(socket)) return false;
     this.armTimer(now);

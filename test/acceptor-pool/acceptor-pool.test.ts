@@ -140,6 +140,23 @@ describe('silent sockets: bounds', () => {
     for (const s of [...fromA.slice(2), ...fromB]) expect(s.destroyed).toBe(false);
   });
 
+  it('maxSilentPerSource holds after the stage shrank back under it: new sockets still count against their source', async () => {
+    const l = await tlsListener({ maxSilentPerSource: 2 });
+    // Three silent sockets: the stage passes the bound, and sources are counted from then on.
+    const a = [await silentPeer(l.port!, '127.0.0.1', '127.0.0.2'), await silentPeer(l.port!, '127.0.0.1', '127.0.0.2')];
+    const b = await silentPeer(l.port!, '127.0.0.1', '127.0.0.3');
+    await until(l, '3 silent', (i) => i.silent === 3);
+    for (const s of a) s.destroy();
+    await until(l, '1 silent', (i) => i.silent === 1);
+    // Back under the bound in all; four more from A: two of them go.
+    const more = [];
+    for (let i = 0; i < 4; i++) more.push(await silentPeer(l.port!, '127.0.0.1', '127.0.0.2'));
+    await Promise.all([closed(more[0]!), closed(more[1]!)]);
+    const info = await until(l, '3 silent', (i) => i.silent === 3);
+    expect(info.rejected.source_limit).toBe(2);
+    for (const s of [b, ...more.slice(2)]) expect(s.destroyed).toBe(false);
+  });
+
   it('on a dual-stack listener, IPv4 clients are grouped by their IPv4 address, IPv6 clients by /64', async () => {
     const l = await tlsListener({ maxSilentPerSource: 2 }, '::');
     // Four IPv4 clients from two addresses: they arrive as ::ffff:127.0.0.x, two per source.
