@@ -11,6 +11,7 @@ import {
   type RejectEvent,
   type ListenerOptions,
   type CloseReason,
+  type ProtocolHandler,
   type TlsInfo,
   type TlsTransportOptions,
   startListener,
@@ -58,6 +59,7 @@ interface TlsListener {
 async function startTls(
   transportOptions: Partial<TlsTransportOptions> = {},
   options: Omit<ListenerOptions, 'name' | 'protocol' | 'transport' | 'transportOptions'> = {},
+  hooks: Pick<ProtocolHandler, 'onError' | 'onClose'> = {},
 ): Promise<TlsListener> {
   const c = await testCerts();
   const seen: TlsInfo[] = [];
@@ -73,6 +75,7 @@ async function startTls(
       onFrame(frame: Buffer, conn: Connection) {
         conn.sendFrame(frame);
       },
+      ...hooks,
     },
     ...options,
   });
@@ -355,7 +358,7 @@ describe('connection TLS details', () => {
   });
 });
 
-// ---- mutual TLS -------------------------------------------------------------------------------------
+// ---- TLS errors after the handshake ------------------------------------------------------------------
 
 describe('TLS errors after the handshake', () => {
   /** An application-data record of 32 bytes that no key decrypts. */
@@ -367,20 +370,14 @@ describe('TLS errors after the handshake', () => {
   }
 
   /** A TLS line echo whose handler records the errors and the close reason of its first connection. */
-  async function startRecording(transportOptions: Partial<TlsTransportOptions> = {}): Promise<{ listener: Listener; port: number; ended: Promise<Ended> }> {
-    const c = await testCerts();
+  async function startRecording(): Promise<{ listener: Listener; port: number; ended: Promise<Ended> }> {
     const errors: string[] = [];
     let done!: (e: Ended) => void;
     const ended = new Promise<Ended>((resolve) => (done = resolve));
-    const listener = await startListener({
-      name: uniqueName('tls-errors'),
-      transport: 'tls',
-      transportOptions: { host: '127.0.0.1', port: 0, key: c.key, cert: c.cert, ...transportOptions },
-      framing: 'line',
-      protocol: {
-        onFrame(frame: Buffer, conn: Connection) {
-          conn.sendFrame(frame);
-        },
+    const { listener, port } = await startTls(
+      {},
+      {},
+      {
         onError(err: Error) {
           errors.push((err as { code?: string }).code ?? err.message);
         },
@@ -388,9 +385,8 @@ describe('TLS errors after the handshake', () => {
           done({ errors, reason });
         },
       },
-    });
-    listeners.push(listener);
-    return { listener, port: listener.port!, ended };
+    );
+    return { listener, port, ended };
   }
 
   it('a corrupt record closes the connection with an error the handler hears of; the listener keeps serving', async () => {
@@ -449,6 +445,8 @@ describe('TLS errors after the handshake', () => {
     await closed(s);
   });
 });
+
+// ---- mutual TLS -------------------------------------------------------------------------------------
 
 describe('mutual TLS', () => {
   it('requestCert with ca: a client certificate signed by the CA is accepted, a client without one is refused', async () => {
