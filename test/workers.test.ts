@@ -303,7 +303,8 @@ describe('drains and counters over workers', () => {
     const p = await pool({ workers: 2, distribution: 'primary' });
     const { clients: cs, pids } = await servePids(p, 4);
     expect(new Set(pids).size).toBe(2); // the primary hands each new socket to the less loaded worker
-    // What the workers last reported (every 20 ms at most) is what the primary knows of a worker that dies.
+    // What a worker last reported (every 20 ms at most, and when a drain reaches it) is what the
+    // primary knows of it if it dies: the kill below may come before the drain reaches it.
     await p.command('wait', 4);
     for (const c of cs) expect(await c.request('slow 3000')).toBe('started');
     const mark = p.events.length;

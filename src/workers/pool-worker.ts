@@ -236,6 +236,11 @@ export class PoolWorker {
     this.reportTimer ??= setTimeout(() => this.report(), LOAD_REPORT_MS);
   }
 
+  private reportNow(): void {
+    clearTimeout(this.reportTimer);
+    this.report();
+  }
+
   private report(): void {
     this.reportTimer = undefined;
     const l = this.listener;
@@ -281,6 +286,9 @@ export class PoolWorker {
     const l = this.listener;
     try {
       if (!l) throw new Error('worker listener not started');
+      // A drain or stop: report the load now, not up to LOAD_REPORT_MS later, so that the primary
+      // knows what this worker held when it began, should it die before it answers.
+      if (cmd.op === 'drain' || cmd.op === 'stop') this.reportNow();
       const value = await this.execute(l, cmd);
       if (cmd.op !== 'stop') {
         send({ t: 'reply', id, ok: true, value });

@@ -46,6 +46,8 @@ export class WorkerProcess {
   status: WorkerInfo['status'] = 'starting';
   generation = 0;
   connections = 0;
+  /** `connections` as last reported by the process that exited last (a drain it did not answer counts them). */
+  connectionsAtExit = 0;
   /** The counters of the current process, as last reported. */
   totals: ListenerTotals | undefined = undefined;
   /**
@@ -118,6 +120,7 @@ export class WorkerProcess {
     const exited = (code: number | null, signal: NodeJS.Signals | null): void => {
       if (this.child !== child) return;
       this.child = undefined;
+      this.connectionsAtExit = this.connections;
       for (const [, p] of this.pending) {
         clearTimeout(p.timer);
         p.reject(new CorralError('CORRAL_LISTENER_STOPPED', `worker ${this.index} exited`));

@@ -149,13 +149,11 @@ export class WorkerSupervisor {
 
   /**
    * Run a `drain` on every live worker and collect their results. A worker that does not answer
-   * (it died meanwhile, or ran out of `timeout`) still counts: the connections it held when the
-   * drain began were cut, not drained.
+   * (it died meanwhile, or ran out of `timeout`) still counts: the connections it last reported
+   * (a worker reports at once when a drain begins) were cut, not drained.
    */
-  async drain(cmd: WorkerCommand, timeout: number): Promise<DrainResult[]> {
-    const live = this.live();
-    const held = live.map((w) => w.connections);
-    return unansweredAsForced(held, await Promise.allSettled(live.map((w) => w.request<DrainResult>(cmd, timeout))));
+  drain(cmd: WorkerCommand, timeout: number): Promise<DrainResult[]> {
+    return Promise.all(this.live().map((w) => drainOf(w, cmd, timeout)));
   }
 
   /** Put `fresh` (a ready replacement) in its slot; the worker it replaces retires. */
@@ -181,14 +179,13 @@ export class WorkerSupervisor {
     // and holds no socket: it is ended at once, not asked (it may not listen to commands yet, and
     // would otherwise be killed only after `budget` and `exitGrace`).
     const [starting, live] = partition(this.live(), (w) => w.status === 'starting' || w.status === 'restarting');
-    const held = live.map((w) => w.connections);
     for (const w of this.all()) w.status = 'stopped';
     for (const w of starting) w.kill();
-    const settled = await Promise.allSettled(live.map((w) => w.request<DrainResult>(cmd, budget)));
+    const results = await Promise.all(live.map((w) => drainOf(w, cmd, budget)));
     // Every worker leaves by itself after answering; kill what has not within the grace period.
     await Promise.all([...live.map((w) => exitWithin(w, exitGrace)), ...starting.map((w) => w.whenExited())]);
     for (const w of this.slots) w.status = 'stopped';
-    return unansweredAsForced(held, settled);
+    return results;
   }
 
   private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -247,13 +244,17 @@ export async function exitWithin(w: WorkerProcess, grace: number): Promise<void>
 }
 
 /**
- * The workers' drain results, in order; a worker that gave none (it died, or its time ran out)
- * counts the `held` connections it had when the drain began, all of them forced.
+ * A worker's answer to a drain or stop `cmd`. If it gives none (it died, or its time ran out), the
+ * connections it last reported count, all of them forced: of a process that exited, what it
+ * reported last (its slot is restarted with none).
  */
-function unansweredAsForced(held: readonly number[], settled: readonly PromiseSettledResult<DrainResult>[]): DrainResult[] {
-  return settled.map((s, i) =>
-    s.status === 'fulfilled' ? s.value : { connections: held[i]!, closedGracefully: 0, forced: held[i]!, abandoned: 0, durationMs: 0 },
-  );
+async function drainOf(w: WorkerProcess, cmd: WorkerCommand, timeout: number): Promise<DrainResult> {
+  try {
+    return await w.request<DrainResult>(cmd, timeout);
+  } catch {
+    const held = w.child === undefined ? w.connectionsAtExit : w.connections;
+    return { connections: held, closedGracefully: 0, forced: held, abandoned: 0, durationMs: 0 };
+  }
 }
 
 function partition<T>(items: readonly T[], test: (item: T) => boolean): [T[], T[]] {
