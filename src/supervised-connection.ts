@@ -44,6 +44,11 @@ export class SupervisedConnection implements Connection {
   readonly tls: TlsInfo | null;
   readonly openedAt = Date.now();
   data: unknown = undefined;
+  /**
+   * `data` as the fresh handler made after a crash left it while it was created (a class's
+   * constructor or a factory may set it): it becomes `data` once `onCrash` has answered. @internal
+   */
+  dataOfFresh: unknown = undefined;
   private metaRecord: Record<string, ConnectionMetaValue> | undefined = undefined;
   restarts = 0;
   /** Restart-intensity window, created on the first restart. */
@@ -410,8 +415,10 @@ export class SupervisedConnection implements Connection {
   private afterCrash(fresh: ProtocolHandler | undefined): void {
     if (fresh !== undefined && !this.closing) {
       this.restarts++;
-      // A fresh handler starts from fresh state, shared-object handlers included.
-      this.data = undefined;
+      // A fresh handler starts from fresh state, shared-object handlers included: `data` is what
+      // its creation set (undefined unless its constructor or factory set it).
+      this.data = this.dataOfFresh;
+      this.dataOfFresh = undefined;
       this.handler = fresh;
       this.runReady();
       this.pump();

@@ -144,11 +144,18 @@ export class ConnectionSupervisor implements ConnectionOwner {
     if (this.options.restart === 'transient' && restartable) {
       conn.intensity ??= new RestartIntensity(this.options.maxRestarts, this.options.period);
       if (conn.intensity.tryRestart()) {
+        // Made now, taking over after onCrash: it is made with `data` undefined, and what it sets
+        // there is kept for it, while the crashed handler's onCrash still sees the old `data`.
+        const crashedData = conn.data;
+        conn.data = undefined;
         try {
           fresh = this.options.createHandler(conn);
           this.restarts++;
         } catch (err) {
           createFailed = { error: err };
+        } finally {
+          conn.dataOfFresh = conn.data;
+          conn.data = crashedData;
         }
       }
     }

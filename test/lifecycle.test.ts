@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  type Connection,
   type ConnectionOpenMessage,
   getListener,
   type Listener,
@@ -30,7 +31,7 @@ afterEach(async () => {
   await Promise.all(started.splice(0).map((l) => (l.status === 'stopped' ? undefined : l.stop({ timeout: 500 }))));
 });
 
-async function listen(tc: TransportCase, protocol: ProtocolHandler, options: Omit<ListenerSettings, 'name'> = {}): Promise<Listener> {
+async function listen(tc: TransportCase, protocol: ProtocolHandler | ((conn: Connection) => ProtocolHandler), options: Omit<ListenerSettings, 'name'> = {}): Promise<Listener> {
   const l = await startListener({ name: uniqueName('life'), framing: 'line', ...(await tc.listenerOptions()), ...options, protocol });
   started.push(l);
   return l;
@@ -237,6 +238,40 @@ describe.each(transportCases())('the connection lifecycle over $name', (tc) => {
     c.stream.write('crash\nafter\n');
     c.stream.end();
     expect(await c.lines).toEqual(['ready 0 data=undefined', 'sorry (restarted: true)', 'ready 1 data=undefined', 're:after']);
+  });
+
+  it('with restart transient, the fresh handler keeps the conn.data its factory set; onCrash saw the old one', async () => {
+    let made = 0;
+    const l = await listen(
+      tc,
+      (conn: Connection): ProtocolHandler => {
+        conn.data = { made: ++made, n: 0 };
+        return {
+          onReady(c) {
+            c.sendFrame(`ready ${c.restarts} data=${JSON.stringify(c.data)}`);
+          },
+          onFrame(frame, c) {
+            if (frame.toString() === 'crash') throw new Error('boom');
+            (c.data as { n: number }).n++;
+            c.sendFrame(`re:${frame.toString()} data=${JSON.stringify(c.data)}`);
+          },
+          onCrash(_error, c) {
+            c.sendFrame(`sorry data=${JSON.stringify(c.data)}`);
+          },
+        };
+      },
+      { restart: 'transient' },
+    );
+    const c = await client(tc, l);
+    c.stream.write('one\ncrash\nafter\n');
+    c.stream.end();
+    expect(await c.lines).toEqual([
+      'ready 0 data={"made":1,"n":0}',
+      're:one data={"made":1,"n":1}',
+      'sorry data={"made":1,"n":1}',
+      'ready 1 data={"made":2,"n":0}',
+      're:after data={"made":2,"n":1}',
+    ]);
   });
 
   it('a handler reaches every live connection of its listener: a broadcast', async () => {
