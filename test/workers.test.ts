@@ -586,6 +586,22 @@ describe('rolling restarts and suspension, edge cases', () => {
     for (const pid of [...before, ...after]) expect(alive(pid)).toBe(false);
   });
 
+  it('a worker that died just before restartWorkers is not started again outside the pool by its pending restart', async () => {
+    const p = await pool({ workers: 2, distribution: 'shared', workerRestarts: { initialDelay: 1500, maxDelay: 1500 } });
+    const [victim] = workerPids(await p.command<ListenerInfo>('info'));
+    const mark = p.events.length;
+    process.kill(victim!, 'SIGKILL');
+    await p.waitEvent('workerExit', 30_000, (e) => (e.detail as { pid: number }).pid === victim, mark);
+    // Its restart is due 1.5 s after its exit; the rolling restart puts a fresh worker in its slot first.
+    await p.command('restartWorkers');
+    // Past that restart's due time, which has no event of its own when it does nothing.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const started = p.events.slice(mark).filter((e) => e.event === 'workerReady').map((e) => (e.detail as { pid: number }).pid);
+    expect([...started].sort()).toEqual(workerPids(await p.command<ListenerInfo>('info')).sort());
+    await p.stop(1000);
+    for (const pid of started) expect(alive(pid)).toBe(false);
+  }, 30_000);
+
   it('a worker being replaced shows as retiring in info() until it exits; its connections still count', async () => {
     const p = await pool({ workers: 1, distribution: 'shared' });
     const [old] = workerPids(await p.command<ListenerInfo>('info'));

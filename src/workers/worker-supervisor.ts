@@ -217,7 +217,9 @@ export class WorkerSupervisor {
     w.status = 'restarting';
     const timer = setTimeout(() => {
       this.restartTimers.delete(timer);
-      if (!this.stopping) w.spawn();
+      // Not if a rolling restart put a fresh worker in its slot meanwhile (`swap`): this one would
+      // start outside the pool, where stop() never reaches it.
+      if (!this.stopping && this.slots[w.index] === w && w.status === 'restarting') w.spawn();
     }, delay);
     this.restartTimers.add(timer);
   }
