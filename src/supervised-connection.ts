@@ -334,10 +334,13 @@ export class SupervisedConnection implements Connection {
       void this.close();
       return;
     }
+    // Closed when it settles; if it crashed, once onCrash has answered (the crash closes it).
     this.hooks.run(
       'onFrameError',
       () => handler.onFrameError!(error, this),
-      () => void this.close(),
+      (ok) => {
+        if (ok) void this.close();
+      },
     );
   }
 
@@ -356,7 +359,9 @@ export class SupervisedConnection implements Connection {
     this.hooks.run(
       'onRemoteClose',
       () => handler.onRemoteClose!(this),
-      () => void this.close(),
+      (ok) => {
+        if (ok) void this.close();
+      },
     );
   }
 

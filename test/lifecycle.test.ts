@@ -274,6 +274,30 @@ describe.each(transportCases())('the connection lifecycle over $name', (tc) => {
     ]);
   });
 
+  it.each(['onFrameError', 'onRemoteClose'] as const)('an async onCrash answers a crash of %s before the connection closes', async (hook) => {
+    const crash = (): never => {
+      throw new Error(`${hook} broke`);
+    };
+    const l = await listen(
+      tc,
+      {
+        onFrame(frame, conn) {
+          conn.sendFrame(`re:${frame.toString()}`);
+        },
+        ...(hook === 'onFrameError' ? { onFrameError: crash } : { onRemoteClose: crash }),
+        async onCrash(error, conn, info) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          conn.sendFrame(`sorry ${info.hook}: ${(error as Error).message}`);
+        },
+      },
+      hook === 'onFrameError' ? { framing: { type: 'line', maxLength: 16 } } : {},
+    );
+    const c = await client(tc, l);
+    c.stream.write(hook === 'onFrameError' ? 'ok\nthis line is far too long for 16 bytes\n' : 'ok\n');
+    if (hook === 'onRemoteClose') c.stream.end();
+    expect(await c.lines).toEqual(['re:ok', `sorry ${hook}: ${hook} broke`]);
+  });
+
   it('a handler reaches every live connection of its listener: a broadcast', async () => {
     const l = await listen(tc, {
       onFrame(frame, conn) {
