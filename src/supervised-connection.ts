@@ -13,6 +13,15 @@ import type { SocketAddress, TlsInfo, TransportConnection } from './transport.js
 import { isThenable } from './is-thenable.js';
 
 /**
+ * A fresh handler to take over after a crash, and the `data` its creation left on the connection
+ * (undefined unless its class constructor or factory set it). @internal
+ */
+export interface Restart {
+  readonly handler: ProtocolHandler;
+  readonly data: unknown;
+}
+
+/**
  * What a connection needs from the supervisor that owns it. @internal
  */
 export interface ConnectionOwner {
@@ -24,10 +33,10 @@ export interface ConnectionOwner {
   readonly context: AsyncLocalStorage<ConnectionContext> | undefined;
   /**
    * A hook threw or rejected: count and report it. With `restartable` (the hook's policy allows a
-   * transient restart), returns a fresh handler to restart with, or `undefined` (a factory or
+   * transient restart), returns the fresh handler to restart with, or `undefined` (a factory or
    * constructor that throws then is counted and reported as a crash of its own).
    */
-  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): ProtocolHandler | undefined;
+  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): Restart | undefined;
   /** Called once, after `onClose`, when the stream has closed. */
   closed(conn: SupervisedConnection, reason: CloseReason): void;
 }
@@ -44,11 +53,6 @@ export class SupervisedConnection implements Connection {
   readonly tls: TlsInfo | null;
   readonly openedAt = Date.now();
   data: unknown = undefined;
-  /**
-   * `data` as the fresh handler made after a crash left it while it was created (a class's
-   * constructor or a factory may set it): it becomes `data` once `onCrash` has answered. @internal
-   */
-  dataOfFresh: unknown = undefined;
   private metaRecord: Record<string, ConnectionMetaValue> | undefined = undefined;
   restarts = 0;
   /** Restart-intensity window, created on the first restart. */
@@ -367,11 +371,11 @@ export class SupervisedConnection implements Connection {
 
   private crashed(hook: HandlerHook, error: unknown): void {
     const policy = HOOK_POLICIES[hook].crash;
-    const fresh = this.owner.crashed(this, hook, error, policy === 'restart' && !this.closing);
+    const restart = this.owner.crashed(this, hook, error, policy === 'restart' && !this.closing);
     if (policy === 'count') return;
     const handler = this.handler;
     if (handler.onCrash === undefined || this.answeringCrash || this.closing) {
-      this.afterCrash(fresh);
+      this.afterCrash(restart);
       return;
     }
     // Let the handler answer the crash (an error reply) before its connection closes or restarts,
@@ -379,10 +383,10 @@ export class SupervisedConnection implements Connection {
     this.answeringCrash = true;
     this.hooks.run(
       'onCrash',
-      () => this.withinShutdownTimeout(handler.onCrash!(error, this, { hook, restarted: fresh !== undefined })),
+      () => this.withinShutdownTimeout(handler.onCrash!(error, this, { hook, restarted: restart !== undefined })),
       () => {
         this.answeringCrash = false;
-        this.afterCrash(fresh);
+        this.afterCrash(restart);
       },
     );
   }
@@ -417,14 +421,13 @@ export class SupervisedConnection implements Connection {
   }
 
   /** After a crash (and its answer): a fresh handler takes over, or the connection closes. */
-  private afterCrash(fresh: ProtocolHandler | undefined): void {
-    if (fresh !== undefined && !this.closing) {
+  private afterCrash(restart: Restart | undefined): void {
+    if (restart !== undefined && !this.closing) {
       this.restarts++;
       // A fresh handler starts from fresh state, shared-object handlers included: `data` is what
       // its creation set (undefined unless its constructor or factory set it).
-      this.data = this.dataOfFresh;
-      this.dataOfFresh = undefined;
-      this.handler = fresh;
+      this.data = restart.data;
+      this.handler = restart.handler;
       this.runReady();
       this.pump();
       return;

@@ -1,4 +1,4 @@
-import { type ConnectionOwner, SupervisedConnection } from './supervised-connection.js';
+import { type ConnectionOwner, type Restart, SupervisedConnection } from './supervised-connection.js';
 import type { HandlerHook } from './protocol.js';
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lease } from './acceptor-pool/lease.js';
@@ -137,9 +137,9 @@ export class ConnectionSupervisor implements ConnectionOwner {
     this.events.crashed(conn, 'onReady', error, false);
   }
 
-  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): ProtocolHandler | undefined {
+  crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): Restart | undefined {
     this.crashes++;
-    let fresh: ProtocolHandler | undefined;
+    let restart: Restart | undefined;
     let createFailed: { error: unknown } | undefined;
     if (this.options.restart === 'transient' && restartable) {
       conn.intensity ??= new RestartIntensity(this.options.maxRestarts, this.options.period);
@@ -149,24 +149,23 @@ export class ConnectionSupervisor implements ConnectionOwner {
         const crashedData = conn.data;
         conn.data = undefined;
         try {
-          fresh = this.options.createHandler(conn);
+          restart = { handler: this.options.createHandler(conn), data: conn.data };
           this.restarts++;
         } catch (err) {
           createFailed = { error: err };
         } finally {
-          conn.dataOfFresh = conn.data;
           conn.data = crashedData;
         }
       }
     }
-    this.events.crashed(conn, hook, error, fresh !== undefined);
+    this.events.crashed(conn, hook, error, restart !== undefined);
     if (createFailed !== undefined) {
       // The fresh handler could not be created: a second crash, of the onReady it never reached,
       // with nothing to restart; the connection closes (after onCrash answers the first).
       this.crashes++;
       this.events.crashed(conn, 'onReady', createFailed.error, false);
     }
-    return fresh;
+    return restart;
   }
 
   closed(conn: SupervisedConnection, reason: CloseReason): void {
