@@ -16,6 +16,7 @@ import type { TcpTransportOptions } from './transports/tcp-options.js';
 import { checkTicketKeys, sessionIdContextFor } from './transports/ticket-keys.js';
 import { TlsTransport, type TlsTransportOptions } from './transports/tls.js';
 import { autoWorkerCount, checkWorkers, defaultDistribution } from './workers/distribution.js';
+import { MAX_TIMER_MS } from './timer-delay.js';
 
 /**
  * A listener's options, checked once and completely, with every default filled in: what each part
@@ -152,8 +153,8 @@ export function checkCount(name: string, value: unknown, fallback: number, min: 
  */
 export function checkDrainOptions(options: { timeout?: number; rate?: number }, shutdownTimeout: number): number | TypeError {
   const timeout = options.timeout ?? shutdownTimeout;
-  if (!Number.isFinite(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
-    return new TypeError(`drain: timeout must be a number of ms from 0 to ${2 ** 31 - 1}, got ${String(timeout)}`);
+  if (!Number.isFinite(timeout) || timeout < 0 || timeout > MAX_TIMER_MS) {
+    return new TypeError(`drain: timeout must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${String(timeout)}`);
   }
   if (options.rate !== undefined && (typeof options.rate !== 'number' || Number.isNaN(options.rate) || options.rate <= 0)) {
     return new TypeError(`drain: rate must be a number > 0 (per second) or Infinity, got ${String(options.rate)}`);
@@ -169,8 +170,8 @@ function checkBoolean(name: string, value: unknown, fallback: boolean): boolean 
 
 function checkMs(name: string, value: unknown, fallback: number, min = 1): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > 2 ** 31 - 1) {
-    throw new InvalidOptionError(name, `must be a number of milliseconds from ${min} to ${2 ** 31 - 1}, got ${String(value)}`);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > MAX_TIMER_MS) {
+    throw new InvalidOptionError(name, `must be a number of milliseconds from ${min} to ${MAX_TIMER_MS}, got ${String(value)}`);
   }
   return value;
 }

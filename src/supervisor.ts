@@ -9,6 +9,7 @@ import { RestartIntensity } from './restart-intensity.js';
 import type { ProxyHeader } from './proxy-header/header.js';
 import type { TransportConnection } from './transport.js';
 import type { RestartStrategy } from './options.js';
+import { timerDelay } from './timer-delay.js';
 
 
 /** Settings of a {@link ConnectionSupervisor}. @internal */
@@ -210,8 +211,8 @@ export class ConnectionSupervisor implements ConnectionOwner {
     const tick = (): void => {
       askUpTo(Math.min(pending.length, base + (Math.ceil(((Date.now() - began) / 1000) * rate) || 1)));
       // Ticks of ~10 ms (or one connection's worth, if slower), each jittered by ±50%; at most
-      // Node's longest timer (a longer one would fire after 1 ms, and again, and again).
-      if (done < pending.length) timer = setTimeout(tick, Math.min(2 ** 31 - 1, Math.max(10, 1000 / rate) * (0.5 + Math.random())));
+      // Node's longest timer (a rate of one connection in months asks for longer).
+      if (done < pending.length) timer = setTimeout(tick, timerDelay(Math.max(10, 1000 / rate) * (0.5 + Math.random())));
     };
     tick();
     return {

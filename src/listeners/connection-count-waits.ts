@@ -1,5 +1,6 @@
 import { CorralError } from '../errors.js';
 import type { ConnectionCountOp } from '../listener.js';
+import { MAX_TIMER_MS } from '../timer-delay.js';
 
 interface CountWait {
   readonly op: ConnectionCountOp;
@@ -47,8 +48,8 @@ export class ConnectionCountWaits {
       return Promise.reject(new TypeError(`waitForConnections: op must be one of > >= == <= <, got ${String(op)}`));
     }
     if (!Number.isInteger(n) || n < 0) return Promise.reject(new TypeError(`waitForConnections: n must be an integer >= 0, got ${n}`));
-    if (!Number.isFinite(timeout) || timeout < 0 || timeout > 2 ** 31 - 1) {
-      return Promise.reject(new TypeError(`waitForConnections: timeout must be a number of ms from 0 to ${2 ** 31 - 1}, got ${timeout}`));
+    if (!Number.isFinite(timeout) || timeout < 0 || timeout > MAX_TIMER_MS) {
+      return Promise.reject(new TypeError(`waitForConnections: timeout must be a number of ms from 0 to ${MAX_TIMER_MS}, got ${timeout}`));
     }
     if (holds(op, this.count(), n)) return Promise.resolve();
     if (this.stopped) {

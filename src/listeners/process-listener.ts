@@ -14,6 +14,7 @@ import type { SocketAddress, Transport, TransportListenHandlers, TransportServer
 import type { Distribution } from '../options.js';
 import { ListenerShell } from './listener-shell.js';
 import { emitSafely } from './listener-reporter.js';
+import { timerDelay } from '../timer-delay.js';
 
 /** How a listener that serves inside a worker process differs from a stand-alone one. @internal */
 export interface WorkerPart {
@@ -347,7 +348,7 @@ export class ProcessListener extends ListenerShell {
           clearTimeout(timer);
           const left = deadline - Date.now();
           if (left <= 0) resolve(true);
-          else timer = setTimeout(arm!, Math.min(left, 2 ** 31 - 1));
+          else timer = setTimeout(arm!, timerDelay(left));
         };
         arm();
       }),

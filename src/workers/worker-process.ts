@@ -5,6 +5,7 @@ import { RestartIntensity } from '../restart-intensity.js';
 import type { ListenerTotals, WorkerInfo } from '../listener.js';
 import type { SocketAddress } from '../transport.js';
 import { type FromWorker, type ToWorker, WORKER_ENV, WORKER_INDEX_ENV, type WorkerCommand } from './ipc.js';
+import { timerDelay } from '../timer-delay.js';
 
 /** How long the primary waits for a worker to answer a command, in ms. */
 const COMMAND_TIMEOUT_MS = 10_000;
@@ -219,12 +220,11 @@ export class WorkerProcess {
   request<T>(cmd: WorkerCommand, timeout = COMMAND_TIMEOUT_MS): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const id = this.nextRequest++;
-      // At most Node's longest timer: a longer one fires after 1 ms (a drain paced over months
-      // has a budget that long).
+      // A drain paced over months has a budget past Node's longest timer.
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new CorralError('CORRAL_WAIT_TIMEOUT', `worker ${this.index} did not answer ${cmd.op} within ${timeout} ms`));
-      }, Math.min(timeout, 2 ** 31 - 1));
+      }, timerDelay(timeout));
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
       if (!this.post({ t: 'cmd', id, cmd })) {
         this.pending.delete(id);

@@ -5,6 +5,7 @@ import type { SocketAddress } from '../transport.js';
 import type { WorkerCommand } from './ipc.js';
 import { addTotals, NO_TOTALS } from './pool-info.js';
 import { WorkerProcess, type WorkerProcessEvents } from './worker-process.js';
+import { timerDelay } from '../timer-delay.js';
 
 /** What the worker supervisor tells its listener. @internal */
 export interface WorkerSupervisorEvents {
@@ -240,7 +241,7 @@ function serving(w: WorkerProcess): boolean {
 
 /** Wait for `w` to exit, killing it if it is still there after `grace` ms. @internal */
 export async function exitWithin(w: WorkerProcess, grace: number): Promise<void> {
-  const timer = setTimeout(() => w.kill(), Math.min(grace, 2 ** 31 - 1));
+  const timer = setTimeout(() => w.kill(), timerDelay(grace));
   await w.whenExited();
   clearTimeout(timer);
 }
