@@ -66,17 +66,22 @@ async function queueFull(node: TestNode<Broker>): Promise<void> {
   expect(await metric(node.metrics, 'gateway_downlink_redelivered_total', { reason: 'queue_full' })).toBeLessThanOrEqual(8);
 }
 
+/** Publish a command for `device` and expect it in `<p>.down.offline`, dead-lettered for `reason`. */
+async function expectDeadLettered(node: TestNode, device: string, body: unknown, id: string, reason: string): Promise<void> {
+  const landed = nextEnqueued(node.hub, node.broker.topology.downOffline);
+  await node.broker.publishCommand(device, body, { id });
+  const m = await landed;
+  expect(m.messageId).toBe(id);
+  expect(m.headers[DEAD_LETTER_REASON_HEADER]).toBe(reason);
+}
+
 const QUEUE_FULL_LIMITS = { maxPendingCommands: 2, maxQueuedCommands: 2, maxHeldCommands: 4, cmdAckTimeout: 60_000 };
 
 describe('embedded broker', () => {
   it('dead-letters a command it cannot encode, counts it, and goes on delivering (no crash at the ack timeout)', async () => {
     const node = await startTestNode({ cmdAckTimeout: 100 });
     const { client } = await DeviceClient.hello(node.port, 'dev-p', token('dev-p'));
-    const landed = nextEnqueued(node.hub, node.broker.topology.downOffline);
-    await node.broker.publishCommand('dev-p', JSON.parse(deepJson()), { id: 'poison' });
-    const m = await landed;
-    expect(m.messageId).toBe('poison');
-    expect(m.headers[DEAD_LETTER_REASON_HEADER]).toBe('unencodable');
+    await expectDeadLettered(node, 'dev-p', JSON.parse(deepJson()), 'poison', 'unencodable');
     await node.broker.publishCommand('dev-p', 'fine', { id: 'ok-1' });
     expect(await client.next('cmd')).toEqual({ type: 'cmd', id: 'ok-1', body: 'fine' });
     client.send({ type: 'cmd_ack', id: 'ok-1' });
@@ -91,11 +96,7 @@ describe('embedded broker', () => {
   it('dead-letters a command whose id a device could not acknowledge, and the next command is delivered', async () => {
     const node = await startTestNode();
     const { client } = await DeviceClient.hello(node.port, 'dev-i', token('dev-i'));
-    const landed = nextEnqueued(node.hub, node.broker.topology.downOffline);
-    await node.broker.publishCommand('dev-i', 'x', { id: 'has space' });
-    const m = await landed;
-    expect(m.messageId).toBe('has space');
-    expect(m.headers[DEAD_LETTER_REASON_HEADER]).toBe('invalid_id');
+    await expectDeadLettered(node, 'dev-i', 'x', 'has space', 'invalid_id');
     await node.broker.publishCommand('dev-i', 'fine', { id: 'ok-1' });
     expect(await client.next('cmd')).toEqual({ type: 'cmd', id: 'ok-1', body: 'fine' });
     client.send({ type: 'cmd_ack', id: 'ok-1' });
