@@ -365,12 +365,9 @@ export class DeviceSession implements ProtocolHandler {
     this.fail(tooLong ? 'line_too_long' : 'malformed_json', tooLong ? error.message : `unreadable input: ${error.message}`);
   }
 
-  onShutdown(conn: Connection): void {
+  onShutdown(): void {
     this.shuttingDown = true;
-    if (this.inflight === 0) {
-      this.flushReplies();
-      void conn.close();
-    }
+    if (this.inflight === 0) this.uplinksSettled();
   }
 
   /**
@@ -383,6 +380,19 @@ export class DeviceSession implements ProtocolHandler {
       return;
     }
     return new Promise((resolve) => (this.remoteClosed = resolve));
+  }
+
+  /**
+   * No uplink is in flight any more: what the device's end (`onRemoteClose`, settled now: corral
+   * closes) or a drain (closed here) waited for, after their acks and nacks are written.
+   */
+  private uplinksSettled(): void {
+    const remoteClosed = this.remoteClosed;
+    if (remoteClosed === undefined && !this.shuttingDown) return;
+    this.flushReplies();
+    this.remoteClosed = undefined;
+    if (remoteClosed !== undefined) remoteClosed();
+    else void this.conn.close();
   }
 
   onClose(_conn: Connection, reason: CloseReason): void {
@@ -792,12 +802,7 @@ export class DeviceSession implements ProtocolHandler {
         ctx.budget.release(bytes);
         this.inflight--;
         this.wakeReader();
-        if (this.inflight === 0 && (this.shuttingDown || this.remoteClosed !== undefined)) {
-          this.flushReplies();
-          if (this.remoteClosed === undefined) void this.conn.close();
-          this.remoteClosed?.();
-          this.remoteClosed = undefined;
-        }
+        if (this.inflight === 0) this.uplinksSettled();
       });
     if (this.inflight >= ctx.limits.maxInflightPerDevice) {
       return new Promise((resolve) => (this.resumeReading = resolve));
