@@ -130,7 +130,10 @@ export interface HandlerCrashMessage {
   readonly hook: HandlerHook;
   /** What the hook threw or rejected with, as is (not necessarily an `Error`). */
   readonly error: unknown;
-  /** Whether a fresh handler was started on the connection (`restart: 'transient'`). */
+  /**
+   * Whether a fresh handler was granted the connection (`restart: 'transient'`). It takes over after
+   * `onCrash` settles, unless the connection is closing by then.
+   */
   readonly restarted: boolean;
 }
 

@@ -179,7 +179,10 @@ export interface HandlerCrashEvent {
   readonly hook: HandlerHook;
   /** What the hook threw or rejected with, as is (not necessarily an `Error`). */
   readonly error: unknown;
-  /** Whether a fresh handler took over the connection. */
+  /**
+   * Whether a fresh handler was granted the connection. It takes over after `onCrash` settles,
+   * unless the connection is closing by then (see `CrashInfo.restarted`).
+   */
   readonly restarted: boolean;
 }
 

@@ -39,7 +39,11 @@ export type HandlerHook = keyof ProtocolHandler;
 export interface CrashInfo {
   /** The hook that threw or rejected. */
   readonly hook: HandlerHook;
-  /** Whether a fresh handler takes over the connection afterwards (`restart: 'transient'`). */
+  /**
+   * Whether a fresh handler takes over the connection afterwards (`restart: 'transient'`): it does
+   * once this hook settles, unless the connection is closing by then (closed by this hook, its peer
+   * gone, a drain) — then it closes, and `handlerRestarts` does not count it.
+   */
   readonly restarted: boolean;
 }
 

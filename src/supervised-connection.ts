@@ -37,6 +37,8 @@ export interface ConnectionOwner {
    * constructor that throws then is counted and reported as a crash of its own).
    */
   crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restartable: boolean): Restart | undefined;
+  /** The fresh handler `crashed` returned took over: count the restart. */
+  restarted(conn: SupervisedConnection): void;
   /** Called once, after `onClose`, when the stream has closed. */
   closed(conn: SupervisedConnection, reason: CloseReason): void;
 }
@@ -424,6 +426,7 @@ export class SupervisedConnection implements Connection {
   private afterCrash(restart: Restart | undefined): void {
     if (restart !== undefined && !this.closing) {
       this.restarts++;
+      this.owner.restarted(this);
       // A fresh handler starts from fresh state, shared-object handlers included: `data` is what
       // its creation set (undefined unless its constructor or factory set it).
       this.data = restart.data;

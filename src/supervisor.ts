@@ -151,7 +151,6 @@ export class ConnectionSupervisor implements ConnectionOwner {
         conn.data = undefined;
         try {
           restart = { handler: this.options.createHandler(conn), data: conn.data };
-          this.restarts++;
         } catch (err) {
           createFailed = { error: err };
         } finally {
@@ -167,6 +166,14 @@ export class ConnectionSupervisor implements ConnectionOwner {
       this.events.crashed(conn, 'onReady', createFailed.error, false);
     }
     return restart;
+  }
+
+  /**
+   * Counted when the fresh handler takes over, not when it is made: a connection that closes while
+   * its `onCrash` answers (the handler closed it, its peer left, a drain) is not restarted.
+   */
+  restarted(_conn: SupervisedConnection): void {
+    this.restarts++;
   }
 
   closed(conn: SupervisedConnection, reason: CloseReason): void {

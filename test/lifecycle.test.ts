@@ -274,6 +274,38 @@ describe.each(transportCases())('the connection lifecycle over $name', (tc) => {
     ]);
   });
 
+  it('with restart transient, a connection that onCrash closes is not restarted, and no restart is counted', async () => {
+    let readies = 0;
+    const l = await listen(
+      tc,
+      {
+        onReady() {
+          readies++;
+        },
+        onFrame(frame) {
+          if (frame.toString() === 'crash') throw new Error('boom');
+        },
+        async onCrash(_error, conn, crash) {
+          await delay(5);
+          conn.sendFrame(`sorry (restarted: ${crash.restarted}), bye`);
+          void conn.close();
+        },
+      },
+      { restart: 'transient' },
+    );
+    const crashes: boolean[] = [];
+    l.on('handlerCrash', (e) => crashes.push(e.restarted));
+    const c = await client(tc, l);
+    c.stream.write('crash\nnever read\n');
+    expect(await c.lines).toEqual(['sorry (restarted: true), bye']);
+    await l.waitForConnections('==', 0);
+    expect(readies).toBe(1);
+    expect(crashes).toEqual([true]);
+    const info = await l.info();
+    expect(info.handlerCrashes).toBe(1);
+    expect(info.handlerRestarts).toBe(0);
+  });
+
   it.each(['onFrameError', 'onRemoteClose'] as const)('an async onCrash answers a crash of %s before the connection closes', async (hook) => {
     const crash = (): never => {
       throw new Error(`${hook} broke`);
