@@ -1718,14 +1718,19 @@ async function closeConnection({ model, closed, socket }: Connection): Promise<v
  * `expiration`) the `original-expiration` of the newest `x-death` entry. `undefined` without a TTL.
  */
 function commandExpiry(message: Message, receivedAt: number): number | undefined {
-  const headers = message.properties.headers ?? {};
+  const headers: unknown = message.properties.headers;
+  const h = typeof headers === 'object' && headers !== null ? (headers as Record<string, unknown>) : {};
   let ttl = finite(message.properties.expiration);
   if (ttl === undefined) {
-    const deaths: unknown = headers['x-death'];
-    if (Array.isArray(deaths) && deaths.length > 0) ttl = finite((deaths[0] as Record<string, unknown>)['original-expiration']);
+    // Whatever a publisher put there: `x-death` is RabbitMQ's, but anyone may set any header, and
+    // this runs in the consumer's callback, where a throw would fail the link (and the delivery
+    // would come back and fail it again, for ever).
+    const deaths: unknown = h['x-death'];
+    const newest: unknown = Array.isArray(deaths) ? deaths[0] : undefined;
+    if (typeof newest === 'object' && newest !== null) ttl = finite((newest as Record<string, unknown>)['original-expiration']);
   }
   if (ttl === undefined) return undefined;
-  return (finite(headers[PUBLISHED_AT_HEADER]) ?? receivedAt) + ttl;
+  return (finite(h[PUBLISHED_AT_HEADER]) ?? receivedAt) + ttl;
 }
 
 function finite(value: unknown): number | undefined {

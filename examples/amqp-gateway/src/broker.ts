@@ -49,9 +49,10 @@ export interface Command {
 
 /**
  * Why a command was dead-lettered (see {@link Command.deadLetter}): `unencodable`, its body cannot
- * be written as a line; `invalid_id`, its id is not one a device can acknowledge (`MESSAGE_ID`).
+ * be written as a line; `too_large`, its line is longer than the device protocol allows
+ * (`maxLineLength`, 64 KiB); `invalid_id`, its id is not one a device can acknowledge (`MESSAGE_ID`).
  */
-export type DeadLetterReason = 'unencodable' | 'invalid_id';
+export type DeadLetterReason = 'unencodable' | 'too_large' | 'invalid_id';
 
 /** Header naming why a command was dead-lettered to `<p>.down.offline` by the gateway. */
 export const DEAD_LETTER_REASON_HEADER = 'gateway-dead-letter-reason';

@@ -93,6 +93,8 @@ export interface SessionLimits {
   /** Uplink messages per second a device may send (`Infinity`: no limit), and its burst. */
   readonly uplinkRate: number;
   readonly uplinkBurst: number;
+  /** Longest line, in bytes, in either direction (the device protocol's bound); a `cmd` over it is dead-lettered `too_large`. */
+  readonly maxLineLength: number;
 }
 
 /** What every session of one process shares. */
@@ -529,11 +531,19 @@ export class DeviceSession implements ProtocolHandler {
     // An id published by a back end directly to `<p>.down` (the admin API checks its own): one a
     // device could not send back in its cmd_ack would get the device closed for it, again and again.
     if (!MESSAGE_ID.test(command.id)) return this.deadLetter(command, 'invalid_id', undefined);
+    let line: string;
     try {
-      return encode({ type: 'cmd', id: command.id, body: command.body });
+      line = encode({ type: 'cmd', id: command.id, body: command.body });
     } catch (err) {
       return this.deadLetter(command, 'unencodable', err);
     }
+    // Over the protocol's line bound a device may refuse it; over corral's send buffer (1 MiB) it
+    // closes the connection. Given back, it would do the same at every connect until it expires.
+    // (UTF-16 length first: a line no longer than the bound in code units may still be in bytes.)
+    if (line.length > this.ctx.limits.maxLineLength || Buffer.byteLength(line) > this.ctx.limits.maxLineLength) {
+      return this.deadLetter(command, 'too_large', undefined);
+    }
+    return line;
   }
 
   /** Dead-letter a command that can never be written to its device, counted and logged. */

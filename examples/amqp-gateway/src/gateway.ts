@@ -225,6 +225,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       maxDevices: Math.ceil((options.maxConnections ?? 60_000) / Math.max(1, options.workers ?? 1)),
       uplinkRate,
       uplinkBurst,
+      maxLineLength,
     },
     directory: new DeviceDirectory({ stampRetention: Math.max(60_000, 2 * (options.helloTimeout ?? 10_000)) }),
     devices: { held: 0 },

@@ -19,7 +19,7 @@
  * | `gateway_downlink_redelivered_total` | counter | `reason` |
  * | `gateway_downlink_expired_total` | counter | |
  * | `gateway_downlink_timed_out_total` | counter | |
- * | `gateway_downlink_dead_lettered_total` | counter | `reason` (`unencodable`, `invalid_id`) |
+ * | `gateway_downlink_dead_lettered_total` | counter | `reason` (`unencodable`, `too_large`, `invalid_id`) |
  * | `gateway_command_ack_seconds` | histogram | |
  * | `gateway_broker_state` | gauge | `state` (1 for the current state, 0 for the others) |
  * | `gateway_takeovers_total` | counter | `kind`: `closed` (an older session closed), `refused` (a hello lost) |
@@ -131,7 +131,7 @@ export function createMetrics(options: MetricsOptions = {}): GatewayMetrics {
   const timedOut = new Counter({ name: 'gateway_downlink_timed_out_total', help: 'Commands not acknowledged in time', registers });
   const deadLettered = new Counter({
     name: 'gateway_downlink_dead_lettered_total',
-    help: 'Commands that can never be written to a device (unencodable, invalid_id), sent to <p>.down.offline instead, by reason',
+    help: 'Commands that can never be written to a device (unencodable, too_large, invalid_id), sent to <p>.down.offline instead, by reason',
     labelNames: ['reason'],
     registers,
   });

@@ -9,7 +9,7 @@ import { AmqpBroker } from '../src/amqp-broker.js';
 import { type Broker, DEAD_LETTER_REASON_HEADER } from '../src/broker.js';
 import { DeviceClient } from './support/device-client.js';
 import { metric, nextEnqueued, startTestNode, startTestNodeWith, stopGateways, type TestNode, token } from './support/gateway-harness.js';
-import { stateReached } from './support/broker-state.js';
+import { stateReached, watchParks } from './support/broker-state.js';
 import { AMQP_URL, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 
@@ -106,6 +106,20 @@ describe('embedded broker', () => {
     expect(await metric(node.metrics, 'gateway_downlink_dead_lettered_total', { reason: 'invalid_id' })).toBe(1);
   });
 
+  it('dead-letters a command whose line would be over the protocol\'s 64 KiB, and the next command is delivered', async () => {
+    const node = await startTestNode();
+    const { client } = await DeviceClient.hello(node.port, 'dev-l', token('dev-l'));
+    await expectDeadLettered(node, 'dev-l', 'x'.repeat(65_536), 'big', 'too_large');
+    // Multi-byte characters: under the bound in UTF-16 code units, over it in bytes.
+    await expectDeadLettered(node, 'dev-l', 'é'.repeat(40_000), 'big-utf8', 'too_large');
+    await node.broker.publishCommand('dev-l', 'x'.repeat(60_000), { id: 'ok-1' });
+    expect((await client.next('cmd')).id).toBe('ok-1');
+    client.send({ type: 'cmd_ack', id: 'ok-1' });
+    client.send({ type: 'ping' });
+    await client.next('pong');
+    expect(await metric(node.metrics, 'gateway_downlink_dead_lettered_total', { reason: 'too_large' })).toBe(2);
+  });
+
   it('holds what a full session cannot take instead of looping it through the broker, in order', async () => {
     await queueFull(await startTestNode(QUEUE_FULL_LIMITS));
   });
@@ -174,6 +188,50 @@ describeRabbit('over RabbitMQ', () => {
     await client.next('pong');
     expect(client.all('cmd').map((c) => c.id)).toEqual(['ok-1']);
     expect(await metric(node.metrics, 'gateway_downlink_dead_lettered_total', { reason: 'unencodable' })).toBe(1);
+  });
+
+  it('dead-letters a 2 MiB command to <p>.down.offline instead of closing its device at every connect', async () => {
+    const { node, prefix } = await amqpNode('huge', 'dev-h', 60_000);
+    const { client } = await DeviceClient.hello(node.port, 'dev-h', token('dev-h'));
+    await publishRaw(node.broker.topology.down, 'dev-h', JSON.stringify('x'.repeat(2 * 1024 * 1024)), { messageId: 'huge' });
+    await publishRaw(node.broker.topology.down, 'dev-h', '"fine"', { messageId: 'ok-1' });
+    expect(await client.next('cmd')).toEqual({ type: 'cmd', id: 'ok-1', body: 'fine' });
+    client.send({ type: 'cmd_ack', id: 'ok-1' });
+    const [dead] = await rabbitBackEnd.read(prefix, node.broker.topology.downOffline, 1);
+    expect(dead?.messageId).toBe('huge');
+    expect(dead?.headers[DEAD_LETTER_REASON_HEADER]).toBe('too_large');
+    client.send({ type: 'ping' });
+    await client.next('pong'); // the same connection: never closed for it
+    expect(await metric(node.metrics, 'gateway_downlink_dead_lettered_total', { reason: 'too_large' })).toBe(1);
+  });
+
+  it('delivers commands whose x-death header is not what RabbitMQ writes (online and parked) without failing its link', async () => {
+    const { node } = await amqpNode('xdeath', 'dev-x', 60_000);
+    const parked = watchParks(node.broker as AmqpBroker)();
+    const states: string[] = [];
+    node.broker.on('state', (s) => states.push(s));
+    const odd: unknown[] = [[null], [1], ['s'], [[]], []];
+    // Online: each delivered in order, the link never lost.
+    const first = await DeviceClient.hello(node.port, 'dev-x', token('dev-x'));
+    for (const [i, deaths] of odd.entries()) await publishRaw(node.broker.topology.down, 'dev-x', String(i), { messageId: `on-${i}`, headers: { 'x-death': deaths } });
+    for (let i = 0; i < odd.length; i++) {
+      const cmd = await first.client.next('cmd');
+      expect(cmd.id).toBe(`on-${i}`);
+      first.client.send({ type: 'cmd_ack', id: cmd.id });
+    }
+    first.client.send({ type: 'ping' });
+    await first.client.next('pong');
+    // Parked: published while it is offline, delivered by its catch-up at the next connect.
+    await first.client.close();
+    await parked;
+    for (const [i, deaths] of odd.entries()) await publishRaw(node.broker.topology.down, 'dev-x', String(i), { messageId: `off-${i}`, headers: { 'x-death': deaths } });
+    const second = await DeviceClient.hello(node.port, 'dev-x', token('dev-x'));
+    for (let i = 0; i < odd.length; i++) {
+      const cmd = await second.client.next('cmd');
+      expect(cmd.id).toBe(`off-${i}`);
+      second.client.send({ type: 'cmd_ack', id: cmd.id });
+    }
+    expect(states).not.toContain('reconnecting');
   });
 
   it('keeps the id it gave a command published without one across redeliveries, into cmd_ack', async () => {

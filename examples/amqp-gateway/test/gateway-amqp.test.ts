@@ -4,6 +4,7 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import { AmqpBroker } from '../src/amqp-broker.js';
+import { watchParks } from './support/broker-state.js';
 import { DeviceClient } from './support/device-client.js';
 import { metric, startTestNodeWith, stopGateways, token } from './support/gateway-harness.js';
 import { AMQP_URL, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
@@ -17,20 +18,6 @@ afterEach(async () => {
   for (const p of proxies.splice(0)) await p.close();
   for (const { prefix, nodeIds } of topologies.splice(0)) await deleteTopology(prefix, nodeIds);
 });
-
-/**
- * Watch `broker`'s parks (detaches with `park`): the returned function gives a promise of the next
- * park, settled once it is done.
- */
-function watchParks(broker: AmqpBroker): () => Promise<void> {
-  const detach = broker.detachDevice.bind(broker);
-  let onPark: () => void = () => undefined;
-  broker.detachDevice = async (device, options) => {
-    await detach(device, options);
-    if (options?.park === true) onPark();
-  };
-  return () => new Promise<void>((resolve) => (onPark = resolve));
-}
 
 describeRabbit('gateway over RabbitMQ', () => {
   it('acks uplinks the back end holds, delivers commands, and moves a device between two nodes', async () => {

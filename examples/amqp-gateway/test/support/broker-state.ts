@@ -20,3 +20,17 @@ export function stateReached(broker: AmqpBroker, state: BrokerState, timeoutMs =
   });
 }
 
+
+/**
+ * Watch `broker`'s parks (detaches with `park`): the returned function gives a promise of the next
+ * park, settled once it is done.
+ */
+export function watchParks(broker: AmqpBroker): () => Promise<void> {
+  const detach = broker.detachDevice.bind(broker);
+  let onPark: () => void = () => undefined;
+  broker.detachDevice = async (device, options) => {
+    await detach(device, options);
+    if (options?.park === true) onPark();
+  };
+  return () => new Promise<void>((resolve) => (onPark = resolve));
+}
