@@ -6,7 +6,7 @@
  * |---|---|
  * | `GET /metrics` | Prometheus text: the gateway's metrics over every process (with workers, each worker's registry aggregated with the primary's: counters and gauges summed), plus corral's listener counters from `listener.info()` (summed over workers) |
  * | `GET /healthz` | 200 `{"status":"ok",…}`; 503 `draining` once a drain began, 503 `unavailable` while a process's broker is not connected (every worker's, asked at each request) |
- * | `GET /devices` | 200, a JSON array of the connected devices (`Gateway.devices()`) |
+ * | `GET /devices` | 200, a JSON array of the connected devices (`Gateway.devices()`); 503 when a worker did not answer in time |
  * | `POST /devices/:id/commands` | body `{"body": any, "expirationMs"?: n, "id"?: s}` → publish to `<prefix>.down` → 202 `{"id",…}` |
  *
  * POST needs `Authorization: Bearer <token>` (compared in constant time); with no token configured
@@ -22,7 +22,7 @@ import type { ListenerInfo } from 'corral';
 import type { Logger } from 'pino';
 import { Gauge, Registry } from 'prom-client';
 import { DEVICE_ID, MAX_BODY_DEPTH, MESSAGE_ID, nestedDeeperThan } from './device-protocol.js';
-import type { Gateway } from './gateway.js';
+import { DevicesUnknown, type Gateway, type NodeHealth } from './gateway.js';
 import type { GatewayMetrics } from './metrics.js';
 
 /** Options of {@link startAdminServer}. */
@@ -73,6 +73,15 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   const commandTimeout = options.commandTimeout ?? 10_000;
   const listenerMetrics = new ListenerMetrics();
   let draining = false;
+  // Concurrent reads share one computation: a scrape asks every worker and aggregates, ~2–5 ms of
+  // CPU, and a client pipelining thousands of GETs on one connection would otherwise start them all
+  // at once (a hostile trial's 87,000 pipelined GET /metrics held devices off for 25 s).
+  const metricsText = singleFlight(async () => {
+    listenerMetrics.set(await gateway.listener.info());
+    return (await gateway.metricsText()) + (await listenerMetrics.registry.metrics());
+  });
+  const health = singleFlight((): Promise<NodeHealth> => gateway.health());
+  const devices = singleFlight(() => gateway.devices());
 
   async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = pathOf(req.url ?? '/');
@@ -83,8 +92,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
 
     if (path === '/metrics') {
       allow(['GET', 'HEAD']);
-      listenerMetrics.set(await gateway.listener.info());
-      const text = (await gateway.metricsText()) + (await listenerMetrics.registry.metrics());
+      const text = await metricsText();
       res.writeHead(200, { 'content-type': metrics.registry.contentType });
       res.end(method === 'HEAD' ? undefined : text);
       return;
@@ -93,19 +101,23 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       allow(['GET', 'HEAD']);
       // A blocked broker (RabbitMQ's memory or disk alarm) is still connected, and blocks every
       // node alike: taking this one out of the load balancer would not help, so it stays healthy.
-      const health = await gateway.health();
-      const status = draining || health.draining ? 'draining' : health.ok ? 'ok' : 'unavailable';
+      const node = await health();
+      const status = draining || node.draining ? 'draining' : node.ok ? 'ok' : 'unavailable';
       reply(
         res,
         status === 'ok' ? 200 : 503,
-        { status, node: gateway.nodeId, mode: gateway.broker.mode, broker: gateway.broker.state, processes: health.processes },
+        { status, node: gateway.nodeId, mode: gateway.broker.mode, broker: gateway.broker.state, processes: node.processes },
         method,
       );
       return;
     }
     if (path === '/devices') {
       allow(['GET', 'HEAD']);
-      reply(res, 200, await gateway.devices(), method);
+      const list = await devices().catch((err: unknown) => {
+        if (err instanceof DevicesUnknown) throw new HttpError(503, err.message, { 'retry-after': '1' });
+        throw err;
+      });
+      reply(res, 200, list, method);
       return;
     }
     const command = /^\/devices\/([^/]+)\/commands$/.exec(path);
@@ -139,6 +151,18 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   }
 
   const server = http.createServer((req, res) => {
+    // Pipelining is bounded: a client with more than MAX_PIPELINED requests unanswered on one
+    // connection is not a scraper or an operator; its connection is closed (its answers would
+    // otherwise pile up unread in this process).
+    const socket = req.socket;
+    const inFlight = (pipelined.get(socket) ?? 0) + 1;
+    pipelined.set(socket, inFlight);
+    res.once('close', () => pipelined.set(socket, (pipelined.get(socket) ?? 1) - 1));
+    if (inFlight > MAX_PIPELINED) {
+      if (inFlight === MAX_PIPELINED + 1) logger.warn({ remote: socket.remoteAddress, max: MAX_PIPELINED }, 'admin client pipelined too many requests: connection closed');
+      socket.destroy();
+      return;
+    }
     route(req, res).catch((err: unknown) => {
       const known = err instanceof HttpError;
       if (!known) logger.error({ err, method: req.method, url: req.url }, 'admin request failed');
@@ -147,14 +171,24 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         return;
       }
       const status = known ? err.status : 500;
-      // A refused body is left unread: close the connection after the answer rather than read it.
+      // A refused body is not kept: the connection closes after the answer.
       const close = status === 413 || !req.complete;
-      res.writeHead(status, {
-        'content-type': 'application/json',
-        ...(known ? err.headers : {}),
-        ...(close ? { connection: 'close' } : {}),
-      });
-      res.end(`${JSON.stringify({ error: known ? err.message : 'internal error' })}\n`);
+      const answer = (): void => {
+        if (res.headersSent || res.destroyed) return;
+        res.writeHead(status, {
+          'content-type': 'application/json',
+          ...(known ? err.headers : {}),
+          ...(close ? { connection: 'close' } : {}),
+        });
+        res.end(`${JSON.stringify({ error: known ? err.message : 'internal error' })}\n`);
+      };
+      if (status !== 413 || req.complete) return answer();
+      // Over the limit: read the rest of the body and throw it away, then answer and close. Closed
+      // with its input unread, the socket would be reset, and a client that sends its whole body
+      // before reading (most do) would see the reset instead of the 413. Bounded by requestTimeout.
+      req.resume();
+      req.once('end', answer);
+      req.once('close', answer);
     });
   });
   // Bounded patience with slow clients: the admin API answers quickly or not at all.
@@ -187,6 +221,22 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         server.close(() => resolve());
         server.closeAllConnections();
       }),
+  };
+}
+
+/** Requests one connection may have unanswered at once (HTTP/1.1 pipelining); more closes it. */
+const MAX_PIPELINED = 16;
+/** Requests unanswered per admin connection. */
+const pipelined = new WeakMap<object, number>();
+
+/** `fn`, called once for all callers while a call is under way: they share its outcome. */
+function singleFlight<T>(fn: () => Promise<T>): () => Promise<T> {
+  let current: Promise<T> | undefined;
+  return () => {
+    current ??= fn().finally(() => {
+      current = undefined;
+    });
+    return current;
   };
 }
 
@@ -245,7 +295,8 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
       reject(tooLarge());
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
+    // The client went away mid-body ('aborted'): its request, not a failure of this server.
+    req.on('error', () => reject(new HttpError(400, 'the request ended before its body')));
     req.on('close', () => {
       if (!req.complete) reject(new HttpError(400, 'the request ended before its body'));
     });

@@ -562,6 +562,9 @@ export class DeviceSession implements ProtocolHandler {
   takeOver(takeover: Takeover): void {
     if (this.closed || this.takenOver) return;
     this.takenOver = true;
+    // No longer the device's session: `/devices` lists the new one only, not this one while it closes.
+    delete this.conn.meta.device;
+    delete this.conn.meta.session;
     if (this.welcomed) this.ctx.metrics.takeover('closed');
     else {
       // Not welcomed yet: this hello lost.

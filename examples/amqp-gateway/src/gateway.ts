@@ -1,4 +1,4 @@
-import { type Connection, type Listener, type RateLimit, type SocketAddress, startListener } from 'corral';
+import { type Connection, type Listener, type RateLimit, type SocketAddress, startListener, type WorkerAnswer } from 'corral';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Authenticate } from './auth.js';
@@ -115,6 +115,14 @@ export interface DeviceInfo {
   readonly pid: number;
 }
 
+/** `Gateway.devices()` on a node whose workers did not all answer in time (the admin API answers 503). */
+export class DevicesUnknown extends Error {
+  constructor(readonly workers: readonly number[]) {
+    super(`worker${workers.length === 1 ? '' : 's'} ${workers.join(', ')} did not answer within ${ASK_TIMEOUT_MS} ms: ${workers.length === 1 ? 'its' : 'their'} devices are unknown`);
+    this.name = 'DevicesUnknown';
+  }
+}
+
 /** One process's part of {@link NodeHealth}. */
 export interface ProcessHealth {
   /** `primary`, `single`, or the worker's index. */
@@ -134,6 +142,7 @@ export interface NodeHealth {
 /** The topics the primary asks its workers (`listener.askWorkers`). */
 const ASK_METRICS = 'gateway:metrics';
 const ASK_BROKER_STATE = 'gateway:broker-state';
+const ASK_DEVICES = 'gateway:devices';
 /** How long the admin API waits for a worker's answer, ms: it answers quickly or without that worker. */
 const ASK_TIMEOUT_MS = 1000;
 
@@ -148,7 +157,10 @@ export interface Gateway {
   readonly listener: Listener;
   /** This process's broker (in a primary with workers: the primary's own, used by the admin API). */
   readonly broker: Broker;
-  /** Devices connected to this node (all workers). */
+  /**
+   * Devices connected to this node (all workers). Rejects with {@link DevicesUnknown} when a worker
+   * does not answer within 1 s: a list without its devices would look complete.
+   */
   devices(): Promise<DeviceInfo[]>;
   /** Whether the node serves devices (false once draining, or while the broker is down). */
   healthy(): boolean;
@@ -263,6 +275,18 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   // What the primary's admin API asks every process (a single process asks itself).
   listener.answer(ASK_METRICS, () => metrics.registry.getMetricsAsJSON());
   listener.answer(ASK_BROKER_STATE, () => broker.state);
+  listener.answer(ASK_DEVICES, () => ownDevices());
+
+  /** The devices this process holds (welcomed sessions, not taken over). */
+  async function ownDevices(): Promise<DeviceInfo[]> {
+    const devices: DeviceInfo[] = [];
+    for (const c of await listener.connections()) {
+      const { device, session } = c.meta;
+      if (typeof device !== 'string' || typeof session !== 'string') continue;
+      devices.push({ device, session, connection: c.id, remote: formatAddress(c.remote), connectedAt: new Date(c.openedAt).toISOString(), pid: c.pid });
+    }
+    return devices;
+  }
   if (listener.role === 'worker') {
     // The primary drains the pool; each worker's listener stops here. Let its detaches, command
     // hand-backs and confirms finish, then close the broker, so the worker exits cleanly (corral
@@ -276,26 +300,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   let draining: Promise<void> | undefined;
+  const workerMetrics = new WorkerMetrics();
   return {
     nodeId,
     listener,
     broker,
     async devices() {
-      const connections = await listener.connections();
-      const devices: DeviceInfo[] = [];
-      for (const c of connections) {
-        const { device, session } = c.meta;
-        if (typeof device !== 'string' || typeof session !== 'string') continue;
-        devices.push({
-          device,
-          session,
-          connection: c.id,
-          remote: formatAddress(c.remote),
-          connectedAt: new Date(c.openedAt).toISOString(),
-          pid: c.pid,
-        });
-      }
-      return devices;
+      if (listener.role !== 'primary') return ownDevices();
+      const answers = await listener.askWorkers<DeviceInfo[]>(ASK_DEVICES, undefined, { timeout: ASK_TIMEOUT_MS });
+      const unanswered = answers.filter((a) => !a.ok).map((a) => a.index);
+      if (unanswered.length > 0) throw new DevicesUnknown(unanswered);
+      return answers.flatMap((a) => (a.ok ? a.value : []));
     },
     healthy() {
       return draining === undefined && listener.status === 'running' && brokerServes(broker.state);
@@ -315,9 +330,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     },
     async metricsText() {
       if (listener.role !== 'primary') return metrics.registry.metrics();
-      const answers = await listener.askWorkers<MetricObjectWithValues<MetricValue<string>>[]>(ASK_METRICS, undefined, { timeout: ASK_TIMEOUT_MS });
-      const all = [await metrics.registry.getMetricsAsJSON(), ...answers.flatMap((a) => (a.ok ? [a.value] : []))];
-      return AggregatorRegistry.aggregate(all).metrics();
+      const answers = await listener.askWorkers<Snapshot>(ASK_METRICS, undefined, { timeout: ASK_TIMEOUT_MS });
+      return AggregatorRegistry.aggregate([await metrics.registry.getMetricsAsJSON(), ...(await workerMetrics.merge(answers))]).metrics();
     },
     drain() {
       draining ??= (async () => {
@@ -363,5 +377,47 @@ function formatAddress(a: SocketAddress): string {
       return a.address;
     default:
       return 'unknown';
+  }
+}
+
+type Snapshot = MetricObjectWithValues<MetricValue<string>>[];
+
+/** Metric types whose values only grow: what a worker that exited still counts in the node's sum. */
+const CUMULATIVE = new Set(['counter', 'histogram']);
+
+/**
+ * The workers' metrics as a primary scrapes them, kept so that the node's counters never go down:
+ * a worker that does not answer a scrape (busy, paused) counts with its last answer, and the
+ * counters and histograms of a worker that exited are kept (summed into `retired`) instead of
+ * leaving the sum. Left out, either looked like a counter reset to Prometheus, whose `increase()`
+ * then counted the other workers' whole totals again. What a worker counted after its last answer,
+ * if it then died, is lost.
+ */
+class WorkerMetrics {
+  /** Each worker's last answer, by process id. */
+  private readonly last = new Map<number, Snapshot>();
+  /** Counters and histograms of workers that exited, summed. */
+  private retired: Snapshot = [];
+
+  /** The snapshots to aggregate for this scrape, given the workers' answers to it. */
+  async merge(answers: readonly WorkerAnswer<Snapshot>[]): Promise<Snapshot[]> {
+    const present = new Set<number>();
+    const parts: Snapshot[] = [];
+    for (const a of answers) {
+      if (a.pid === undefined) continue;
+      present.add(a.pid);
+      if (a.ok) this.last.set(a.pid, a.value);
+      const snapshot = this.last.get(a.pid);
+      if (snapshot !== undefined) parts.push(snapshot);
+    }
+    const gone = [...this.last.keys()].filter((pid) => !present.has(pid));
+    if (gone.length > 0) {
+      // prom-client types `type` as a numeric enum; at run time it is the string ('counter', …).
+      const cumulative = gone.map((pid) => this.last.get(pid)!.filter((m) => CUMULATIVE.has(String(m.type))));
+      for (const pid of gone) this.last.delete(pid);
+      this.retired = (await AggregatorRegistry.aggregate([this.retired, ...cumulative]).getMetricsAsJSON()) as Snapshot;
+    }
+    if (this.retired.length > 0) parts.push(this.retired);
+    return parts;
   }
 }

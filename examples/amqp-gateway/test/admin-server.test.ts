@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AdminServer, startAdminServer } from '../src/admin-server.js';
 import type { Broker, BrokerEvents, BrokerState } from '../src/broker.js';
-import type { DeviceInfo, Gateway } from '../src/gateway.js';
+import { type DeviceInfo, DevicesUnknown, type Gateway } from '../src/gateway.js';
 import { createMetrics } from '../src/metrics.js';
 
 // The admin server against a small purpose-built gateway: a real corral listener (for info()),
@@ -56,6 +56,7 @@ beforeEach(async () => {
   });
   broker = new RecordingBroker();
   healthy = true;
+  listDevices = async () => DEVICES;
 });
 
 afterEach(async () => {
@@ -64,13 +65,19 @@ afterEach(async () => {
   await listener.stop();
 });
 
+/** Scrapes the admin server asked of the gateway (`metricsText`), since the last `start()`. */
+let scrapes = 0;
+/** What `devices()` does; by default it lists DEVICES. */
+let listDevices: () => Promise<DeviceInfo[]> = async () => DEVICES;
+
 async function start(options: { token?: string; maxBodyBytes?: number; commandTimeout?: number } = {}): Promise<AdminServer> {
   const metrics = createMetrics({ defaultMetrics: false });
+  scrapes = 0;
   const gateway: Gateway = {
     nodeId: 'gw-test',
     listener,
     broker,
-    devices: async () => DEVICES,
+    devices: () => listDevices(),
     healthy: () => healthy,
     // As a single-process gateway reports it: its own broker, and `healthy` for the rest.
     health: async () => ({
@@ -78,7 +85,12 @@ async function start(options: { token?: string; maxBodyBytes?: number; commandTi
       draining: false,
       processes: [{ process: 'single', pid: process.pid, broker: broker.state }],
     }),
-    metricsText: () => metrics.registry.metrics(),
+    metricsText: async () => {
+      scrapes++;
+      // As a primary's scrape does: an await on its workers' answers.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return metrics.registry.metrics();
+    },
     drain: async () => {},
   };
   admin = await startAdminServer({
@@ -152,6 +164,33 @@ describe('admin server', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toBe('application/json');
     expect(await res.json()).toEqual(DEVICES);
+  });
+
+  it('GET /devices: 503 with Retry-After when a worker did not answer, never a list without its devices', async () => {
+    const server = await start();
+    listDevices = () => Promise.reject(new DevicesUnknown([1]));
+    const res = await fetch(`${server.url}/devices`);
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(((await res.json()) as { error: string }).error).toMatch(/worker 1 did not answer/);
+  });
+
+  it('bounds pipelining: 200 GETs of /metrics sent at once on one connection close it, after one scrape', async () => {
+    const server = await start();
+    const socket = net.connect(server.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let got = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => (got += d));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.write('GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(200));
+    await closed;
+    expect(got.match(/^HTTP\/1\.1 200/gm)?.length ?? 0).toBeLessThan(200);
+    // The first 16 shared one scrape; the rest were never started.
+    expect(scrapes).toBe(1);
+    // Everyone else is served.
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${server.url}/metrics`)).status).toBe(200);
   });
 
   it('GET /metrics: the gateway registry and corral’s listener counters, in Prometheus text', async () => {
@@ -244,6 +283,21 @@ describe('admin server', () => {
     } as RequestInit);
     expect(res.status).toBe(413);
     expect(broker.commands).toEqual([]);
+
+    // A client that sends all of a large body before it reads (most do) gets the 413, not a reset.
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(server.port, '127.0.0.1', () => {
+        const body = Buffer.alloc(8 * 1024 * 1024, 0x78);
+        socket.write(`POST /devices/dev-1/commands HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t\r\ncontent-length: ${body.length}\r\n\r\n`);
+        socket.write(body);
+      });
+      let got = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => (got += d));
+      socket.on('error', (err) => reject(new Error(`${err.message} (received ${JSON.stringify(got.slice(0, 40))})`)));
+      socket.on('close', () => resolve(got));
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 413 /);
     // The server still answers.
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
   });

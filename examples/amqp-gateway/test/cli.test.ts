@@ -326,6 +326,33 @@ describeRabbit('corral-gateway with RabbitMQ', () => {
     expect(health.status).toBe('ok');
     expect(health.processes.map((p) => p.process).sort()).toEqual(['0', '1', 'primary']);
     for (const p of health.processes) expect(p.broker).toBe('connected');
+
+    // A worker that does not answer (paused): its counters still count, with its last answer, and
+    // /devices answers 503 rather than a list without its devices.
+    const victim = listed[0]!.pid;
+    const onVictim = listed.filter((d) => d.pid === victim).length;
+    process.kill(victim, 'SIGSTOP');
+    try {
+      const paused = await (await fetch(`${gw.admin}/metrics`)).text();
+      expect(paused).toMatch(/^gateway_downlink_acked_total 6$/m);
+      expect(paused).toMatch(/^gateway_hellos_total\{outcome="welcome"\} 6$/m);
+      expect((await fetch(`${gw.admin}/devices`)).status).toBe(503);
+    } finally {
+      process.kill(victim, 'SIGCONT');
+    }
+    // A worker that exits: its counters stay in the node's sums (a counter that went down would be
+    // a reset to Prometheus); its devices leave the gauge.
+    process.kill(victim, 'SIGKILL');
+    const after = Date.now() + 20_000;
+    while (Date.now() < after) {
+      metrics = await (await fetch(`${gw.admin}/metrics`)).text();
+      if (new RegExp(`^gateway_device_connections ${6 - onVictim}$`, 'm').test(metrics)) break;
+      expect(metrics).toMatch(/^gateway_downlink_acked_total 6$/m);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(metrics).toMatch(new RegExp(`^gateway_device_connections ${6 - onVictim}$`, 'm'));
+    expect(metrics).toMatch(/^gateway_downlink_acked_total 6$/m);
+    expect(metrics).toMatch(/^gateway_hellos_total\{outcome="welcome"\} 6$/m);
   });
 
   it('--workers 2: /healthz of the node is 200 within 1 s of RabbitMQ accepting again after an outage, and uplinks sent meanwhile are acked', { timeout: 90_000 }, async () => {

@@ -19,6 +19,8 @@ describe('takeover on one node', () => {
     const node = await startTestNode();
     const { client: first } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
     const { client: second, welcome } = await DeviceClient.hello(node.port, 'dev-1', token('dev-1'));
+    // Listed once from the new session's welcome on, not also as the old one while it closes.
+    expect((await node.gateway.devices()).map((d) => d.session)).toEqual([welcome.session]);
     expect((await first.expectError()).code).toBe('taken_over');
     await roundTrip(second);
     await node.gateway.listener.waitForConnections('==', 1);
