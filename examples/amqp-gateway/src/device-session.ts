@@ -546,6 +546,14 @@ export class DeviceSession implements ProtocolHandler {
     return line;
   }
 
+  /** The hello's broker work failed: refuse it (the device retries with its backoff). */
+  private brokerFailed(device: string, err: unknown): void {
+    this.ctx.logger.warn({ err, device }, 'hello failed at the broker');
+    this.helloOutcome('broker_error');
+    const stopping = this.ctx.broker.state === 'closed';
+    this.fail(stopping ? 'shutting_down' : 'overloaded', 'the gateway cannot reach its broker; try again later');
+  }
+
   /** Dead-letter a command that can never be written to its device, counted and logged. */
   private deadLetter(command: Command, reason: DeadLetterReason, err: unknown): undefined {
     this.ctx.metrics.downlinkDeadLettered(reason);
@@ -623,13 +631,15 @@ export class DeviceSession implements ProtocolHandler {
     this.seq = ctx.directory.nextSeq(device, this.session);
     ctx.directory.add(this);
     this.registered = true;
+    // Bind first, then announce: the announcement closes the device's older session, whose node
+    // then unbinds it, so a command published between that unbind and this bind would find the
+    // device bound nowhere (`<p>.down.offline`) while it is connected. This way the two bindings
+    // overlap instead: a command may reach both sessions, and the older one gives what it holds
+    // back, to follow the device here (at-least-once).
+    // While the broker is not connected (or is blocked) the announcement would fail at once, and the
+    // bind would wait for the next link: refuse the hello now, the device retries with its backoff.
+    if (ctx.broker.state !== 'connected') return this.brokerFailed(device, new Error(`the broker is ${ctx.broker.state}`));
     try {
-      await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at, seq: this.seq });
-      // Closed since (the device gave up on its hello): bind and park the device all the same. The
-      // announcement closes the device's older session, here or on another node, without parking
-      // it (this one is newer): returning now would leave the device connected nowhere and parked
-      // nowhere, its commands unroutable (`<p>.down.offline`) instead of kept for its next connect.
-      // The closed-while-attaching path below parks it.
       this.attaching = true;
       try {
         await ctx.broker.attachDevice(device);
@@ -642,20 +652,25 @@ export class DeviceSession implements ProtocolHandler {
         this.releasedAfterAttach?.();
         return this.helloGone();
       }
-      ctx.logger.warn({ err, device }, 'hello failed at the broker');
-      this.helloOutcome('broker_error');
-      const stopping = ctx.broker.state === 'closed';
-      this.fail(stopping ? 'shutting_down' : 'overloaded', 'the gateway cannot reach its broker; try again later');
-      return;
+      return this.brokerFailed(device, err);
     }
     if (this.closed) {
       // Closed while attaching (the device gave up on its hello): onClose could not detach what was
       // not yet attached. Park it again, as any close would, or the commands its attach caught up
-      // from its offline queue (deleted by then) would find it connected nowhere.
+      // from its offline queue (deleted by then) would find it connected nowhere. Not announced:
+      // a session the device still has elsewhere goes on.
       void this.release(device, this.heldWhileAttaching.splice(0)).finally(() => this.releasedAfterAttach?.());
       return this.helloGone();
     }
+    // From here a close releases the device (onClose: detach, and park unless a newer session is known).
     this.attached = true;
+    try {
+      await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at, seq: this.seq });
+    } catch (err) {
+      if (this.closed) return this.helloGone();
+      return this.brokerFailed(device, err);
+    }
+    if (this.closed) return this.helloGone();
     if (this.refuseIfOutdated()) return;
     conn.meta.device = device;
     conn.meta.session = this.session;

@@ -48,6 +48,56 @@ describeRabbit('gateway over RabbitMQ', () => {
     onB.send({ type: 'cmd_ack', id: 'c-2' });
   });
 
+  it('devices moving between two nodes while commands flow lose none to <p>.down.offline: the new node binds before the old one unbinds', { timeout: 60_000 }, async () => {
+    const prefix = uniquePrefix('hop');
+    const nodeIds = ['gw-a', 'gw-b'];
+    topologies.push({ prefix, nodeIds });
+    const nodes = await Promise.all(nodeIds.map((nodeId) => startTestNodeWith({ nodeId }, () => new AmqpBroker({ url: AMQP_URL, nodeId, prefix }))));
+    const devices = Array.from({ length: 10 }, (_, i) => `hop-${i}`);
+    const got = new Map(devices.map((d) => [d, new Set<string>()]));
+    /** Connect `device` to `node` and acknowledge every command it gets until that connection closes. */
+    const connect = async (device: string, node: (typeof nodes)[number]): Promise<void> => {
+      const { client } = await DeviceClient.hello(node.port, device, token(device));
+      void (async () => {
+        for (;;) {
+          const cmd = await client.next('cmd').catch(() => undefined);
+          if (cmd === undefined) return;
+          got.get(device)!.add(cmd.id);
+          client.send({ type: 'cmd_ack', id: cmd.id });
+        }
+      })();
+    };
+    await Promise.all(devices.map((d) => connect(d, nodes[0]!)));
+    const published: string[] = [];
+    await withChannel(async (_ch, model) => {
+      const confirm = await model.createConfirmChannel();
+      let publishing = true;
+      const publisher = (async () => {
+        for (let n = 0; publishing; n++) {
+          for (const d of devices) {
+            const id = `${d}-${n}`;
+            confirm.publish(`${prefix}.down`, d, Buffer.from(String(n)), { messageId: id, persistent: true, contentType: 'application/json' });
+            published.push(id);
+          }
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        await confirm.waitForConfirms();
+      })();
+      // Twenty hops: each device says hello on the other node while its old connection is still open.
+      for (let hop = 1; hop <= 20; hop++) {
+        await Promise.all(devices.map((d) => connect(d, nodes[hop % 2]!)));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      publishing = false;
+      await publisher;
+    });
+    const missing = (): string[] => published.filter((id) => !got.get(id.slice(0, id.lastIndexOf('-')))!.has(id));
+    const deadline = Date.now() + 15_000;
+    while (missing().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(missing()).toEqual([]);
+    expect(await withChannel(async (ch) => (await ch.checkQueue(`${prefix}.down.offline`)).messageCount)).toBe(0);
+  });
+
   it('a device that sends its messages and half-closes gets every ack before the gateway closes', async () => {
     const prefix = uniquePrefix('gateway');
     topologies.push({ prefix, nodeIds: ['gw-h'] });
