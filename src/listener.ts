@@ -351,7 +351,9 @@ export interface Listener extends EventEmitter<ListenerEvents> {
    * worker's handler for `topic` (set with {@link Listener.answer} in the worker) is called with
    * `payload`, and each answer comes back, with the worker's index and pid — `ok: false` with a
    * message for a worker that has no handler, threw, or did not answer within `timeout` ms
-   * (default 5000). Payloads and answers cross processes: they must survive the structured clone.
+   * (default 5000). A worker whose channel to the primary has closed (it stopped serving and is
+   * exiting) is not asked: it holds no connections and could not answer. Payloads and answers
+   * cross processes: they must survive the structured clone.
    * On a single-process listener the one "worker" is this process, so code written for a pool
    * runs unchanged. In a worker it rejects (ask from the primary).
    */

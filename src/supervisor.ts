@@ -33,6 +33,8 @@ export interface SupervisorEvents {
   /** A connection opened, before its handler is created: `handshakeMs` is how long its handshake took. */
   opened(conn: SupervisedConnection, handshakeMs: number): void;
   crashed(conn: SupervisedConnection, hook: HandlerHook, error: unknown, restarted: boolean): void;
+  /** A fresh handler took over a connection after a crash (`handlerRestarts` counted it). */
+  restarted(conn: SupervisedConnection): void;
   closed(conn: SupervisedConnection, reason: CloseReason): void;
 }
 
@@ -172,8 +174,9 @@ export class ConnectionSupervisor implements ConnectionOwner {
    * Counted when the fresh handler takes over, not when it is made: a connection that closes while
    * its `onCrash` answers (the handler closed it, its peer left, a drain) is not restarted.
    */
-  restarted(_conn: SupervisedConnection): void {
+  restarted(conn: SupervisedConnection): void {
     this.restarts++;
+    this.events.restarted(conn);
   }
 
   closed(conn: SupervisedConnection, reason: CloseReason): void {

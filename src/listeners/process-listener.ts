@@ -97,6 +97,8 @@ export class ProcessListener extends ListenerShell {
           this.report.crashed({ id: conn.id, hook, error, restarted });
           this.worker?.changed();
         },
+        // Counted once the fresh handler takes over, maybe after the crash's report went out.
+        restarted: () => this.worker?.changed(),
         closed: (conn, reason) => {
           this.report.closed(conn.id, reason, Date.now() - conn.openedAt);
           this.countsChanged();

@@ -263,15 +263,19 @@ export class WorkerPoolListener extends ListenerShell {
   async askWorkers<T = unknown>(topic: string, payload?: unknown, options: { timeout?: number } = {}): Promise<WorkerAnswer<T>[]> {
     const timeout = options.timeout ?? ASK_TIMEOUT_MS;
     if (typeof topic !== 'string') throw new TypeError('askWorkers: topic must be a string');
-    // Every worker with a process, a retiring one included: its devices are still connected.
+    // Every worker with a process, a retiring one included: its devices are still connected. Not
+    // one whose channel has closed: a worker disconnects once its listener has stopped, to exit.
     return Promise.all(
-      this.workers.live().map(async (w): Promise<WorkerAnswer<T>> => {
-        try {
-          return { index: w.index, pid: w.pid, ok: true, value: await w.request<T>({ op: 'ask', topic, payload }, timeout) };
-        } catch (err) {
-          return { index: w.index, pid: w.pid, ok: false, error: err instanceof Error ? err.message : String(err) };
-        }
-      }),
+      this.workers
+        .live()
+        .filter((w) => w.child?.connected === true)
+        .map(async (w): Promise<WorkerAnswer<T>> => {
+          try {
+            return { index: w.index, pid: w.pid, ok: true, value: await w.request<T>({ op: 'ask', topic, payload }, timeout) };
+          } catch (err) {
+            return { index: w.index, pid: w.pid, ok: false, error: err instanceof Error ? err.message : String(err) };
+          }
+        }),
     );
   }
 

@@ -21,7 +21,7 @@ import type { AddressInfo } from 'node:net';
 import type { ListenerInfo } from 'corral';
 import type { Logger } from 'pino';
 import { Gauge, Registry } from 'prom-client';
-import { DEVICE_ID, MAX_BODY_DEPTH, MESSAGE_ID, nestedDeeperThan } from './device-protocol.js';
+import { DEVICE_ID, encode, MAX_BODY_DEPTH, MESSAGE_ID, nestedDeeperThan } from './device-protocol.js';
 import { DevicesUnknown, type Gateway, type NodeHealth } from './gateway.js';
 import type { GatewayMetrics } from './metrics.js';
 
@@ -38,6 +38,12 @@ export interface AdminServerOptions {
   readonly logger: Logger;
   /** Largest request body, in bytes; more is refused with 413. Default 65536. */
   readonly maxBodyBytes?: number;
+  /**
+   * The devices' line bound (the gateway's `maxLineLength`), in bytes: a command whose `cmd` line
+   * would be longer is refused with 413, instead of being accepted and then dead-lettered
+   * `too_large`. Default 65536.
+   */
+  readonly maxLineLength?: number;
   /** How long a command publish may take before the request answers 504 (ms). Default 10000. */
   readonly commandTimeout?: number;
 }
@@ -70,6 +76,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   const { gateway, metrics, logger } = options;
   const host = options.host ?? '127.0.0.1';
   const maxBodyBytes = options.maxBodyBytes ?? 65_536;
+  const maxLineLength = options.maxLineLength ?? 65_536;
   const commandTimeout = options.commandTimeout ?? 10_000;
   const listenerMetrics = new ListenerMetrics();
   let draining = false;
@@ -132,6 +139,11 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       }
       if (!DEVICE_ID.test(device)) throw new HttpError(400, 'invalid device id: 1–128 characters of A-Z a-z 0-9 _ : -');
       const request = parseCommand(await readBody(req, maxBodyBytes));
+      // The line the device would get (an id the broker gives is a 36-character UUID).
+      const line = encode({ type: 'cmd', id: request.id ?? '00000000-0000-0000-0000-000000000000', body: request.body });
+      if (Buffer.byteLength(line) > maxLineLength) {
+        throw new HttpError(413, `the command would be a line of ${Buffer.byteLength(line)} bytes to the device, over its ${maxLineLength}`);
+      }
       const published = await within(
         gateway.broker.publishCommand(device, request.body, {
           ...(request.id === undefined ? {} : { id: request.id }),

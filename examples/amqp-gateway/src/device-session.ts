@@ -277,6 +277,13 @@ export class DeviceSession implements ProtocolHandler {
   private releasedAfterAttach: (() => void) | undefined = undefined;
   private welcomed = false;
   private takenOver = false;
+  /** Its takeover announcement was confirmed: the device's older sessions, wherever, are closing. */
+  private announced = false;
+  /**
+   * Set on a taken-over session by the newer session that took it over, when that one ended first
+   * and would have parked the device: this one, whose detach is then the last, parks for it.
+   */
+  parkFor: string | undefined = undefined;
   private shuttingDown = false;
   /** The hello's outcome was counted (it is counted once). */
   private helloCounted = false;
@@ -454,8 +461,20 @@ export class DeviceSession implements ProtocolHandler {
   private release(device: string, held: Command[]): Promise<void> {
     const { ctx } = this;
     const latest = ctx.directory.latest(device);
-    const park = !this.takenOver && (latest === undefined || latest.session === this.session);
-    const session = this.session;
+    // Only a session that announced itself parks: one whose announcement failed never closed the
+    // device's older session (here or on another node), which still holds it. A session taken over
+    // parks for the session that took it over, if that one ended first and asked it to (below).
+    const session = this.takenOver && this.parkFor !== undefined ? this.parkFor : this.session;
+    let park = (this.takenOver ? this.parkFor !== undefined : this.announced) && (latest === undefined || latest.session === session);
+    if (park) {
+      // Older sessions of the device still here (taken over, closing): the binding is counted, so
+      // only the last detach can park. The last of them parks for this one.
+      const older = [...ctx.directory.sessions(device)].filter((s) => s !== this);
+      if (older.length > 0) {
+        for (const o of older) o.parkFor = session;
+        park = false;
+      }
+    }
     const unparkIfOvertaken = async (): Promise<void> => {
       // A newer session of the device became known while it was being parked (it reconnected at
       // once, maybe to another node, whose attach may have looked for the offline queue before it
@@ -639,38 +658,41 @@ export class DeviceSession implements ProtocolHandler {
     // While the broker is not connected (or is blocked) the announcement would fail at once, and the
     // bind would wait for the next link: refuse the hello now, the device retries with its backoff.
     if (ctx.broker.state !== 'connected') return this.brokerFailed(device, new Error(`the broker is ${ctx.broker.state}`));
+    this.attaching = true;
+    let bound = false;
+    let failure: unknown;
     try {
-      this.attaching = true;
-      try {
-        await ctx.broker.attachDevice(device);
-      } finally {
-        this.attaching = false;
-      }
+      await ctx.broker.attachDevice(device);
+      bound = true;
+      // Announced even if the device gave up on its hello meanwhile: it is still the device's
+      // latest hello, and the older session it closes lets this one park the device (below).
+      await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at, seq: this.seq });
+      this.announced = true;
     } catch (err) {
+      failure = err;
+    } finally {
+      this.attaching = false;
+    }
+    if (!bound) {
       if (this.closed) {
         this.giveBack(this.heldWhileAttaching.splice(0));
         this.releasedAfterAttach?.();
         return this.helloGone();
       }
-      return this.brokerFailed(device, err);
+      return this.brokerFailed(device, failure);
     }
     if (this.closed) {
-      // Closed while attaching (the device gave up on its hello): onClose could not detach what was
-      // not yet attached. Park it again, as any close would, or the commands its attach caught up
-      // from its offline queue (deleted by then) would find it connected nowhere. Not announced:
-      // a session the device still has elsewhere goes on.
+      // Closed while binding or announcing (the device gave up on its hello): onClose could not
+      // release what was not yet bound. Release it now, as any close would: parked if announced,
+      // or the commands its attach caught up from its offline queue (deleted by then) would find
+      // it connected nowhere; not parked if the announcement failed, since an older session may
+      // still hold the device (see `release`).
       void this.release(device, this.heldWhileAttaching.splice(0)).finally(() => this.releasedAfterAttach?.());
       return this.helloGone();
     }
-    // From here a close releases the device (onClose: detach, and park unless a newer session is known).
+    // From here a close releases the device (onClose).
     this.attached = true;
-    try {
-      await ctx.broker.announceTakeover({ device, node: ctx.nodeId, session: this.session, at: this.at, seq: this.seq });
-    } catch (err) {
-      if (this.closed) return this.helloGone();
-      return this.brokerFailed(device, err);
-    }
-    if (this.closed) return this.helloGone();
+    if (failure !== undefined) return this.brokerFailed(device, failure);
     if (this.refuseIfOutdated()) return;
     conn.meta.device = device;
     conn.meta.session = this.session;

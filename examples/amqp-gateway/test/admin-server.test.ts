@@ -302,6 +302,16 @@ describe('admin server', () => {
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
   });
 
+  it('POST refuses with 413 a command within the body limit whose line to the device would be over 64 KiB', async () => {
+    const server = await start({ token: 't' });
+    // A request of 65,536 bytes; the `cmd` line adds its type and a 36-character id.
+    const res = await postCommand(server, 'dev-1', { body: 'x'.repeat(65_536 - 11) }, 't');
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: string }).error).toMatch(/line of \d+ bytes/);
+    expect(broker.commands).toEqual([]);
+    expect((await postCommand(server, 'dev-1', { body: 'x'.repeat(65_000) }, 't')).status).toBe(202);
+  });
+
   it('answers 503 when the broker refuses the command and 504 when it does not confirm in time', async () => {
     const server = await start({ token: 't', commandTimeout: 100 });
     broker.publish = async () => {

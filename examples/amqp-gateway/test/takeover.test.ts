@@ -3,9 +3,10 @@
  * downlink follows it.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryBroker } from '../src/memory-broker.js';
 import { MemoryExchangeHub } from '../src/memory-exchange-hub.js';
 import { DeviceClient } from './support/device-client.js';
-import { gatedAuthenticate, metric, startTestNode, stopGateways, token } from './support/gateway-harness.js';
+import { gatedAuthenticate, metric, startTestNode, startTestNodeWith, stopGateways, token } from './support/gateway-harness.js';
 
 afterEach(stopGateways);
 
@@ -71,6 +72,68 @@ describe('takeover across nodes sharing a hub', () => {
     expect((await onB.next('cmd')).id).toBe('c-2');
     expect(await a.gateway.devices()).toEqual([]);
     expect((await b.gateway.devices()).map((d) => d.device)).toEqual(['dev-1']);
+  });
+});
+
+describe('a hello that binds the device but does not get to welcome it', () => {
+  /** A memory broker whose next attach waits for `open()`, or whose announcements fail. */
+  function gatedBroker(hub: MemoryExchangeHub, nodeId: string, mode: 'gate-attach' | 'fail-announce') {
+    const control = { gated: false, open: (): void => undefined };
+    class Gated extends MemoryBroker {
+      override async attachDevice(device: string): Promise<void> {
+        if (mode === 'gate-attach' && !control.gated) {
+          control.gated = true;
+          await new Promise<void>((resolve) => (control.open = resolve));
+        }
+        return super.attachDevice(device);
+      }
+      override async announceTakeover(takeover: Parameters<MemoryBroker['announceTakeover']>[0]): Promise<void> {
+        if (mode === 'fail-announce') throw new Error('RabbitMQ blocked after the bind (simulated)');
+        return super.announceTakeover(takeover);
+      }
+    }
+    return { broker: new Gated({ nodeId, hub }), control };
+  }
+
+  it('whose announcement fails does not park the device its older session on another node still holds', async () => {
+    const hub = new MemoryExchangeHub();
+    const a = await startTestNode({ hub, nodeId: 'gw-a' });
+    const b = await startTestNodeWith({ nodeId: 'gw-b' }, (nodeId) => gatedBroker(hub, nodeId, 'fail-announce').broker, hub);
+    const { client: onA } = await DeviceClient.hello(a.port, 'dev-1', token('dev-1'));
+    const second = await DeviceClient.connect(b.port);
+    second.send({ type: 'hello', device: 'dev-1', token: token('dev-1') });
+    expect((await second.expectError()).code).toBe('overloaded');
+    await second.closed;
+    await b.gateway.listener.waitForConnections('==', 0);
+    await roundTrip(onA); // still connected on a
+    expect(hub.hasQueue(a.broker.topology.offlineQueue('dev-1'))).toBe(false);
+    await a.broker.publishCommand('dev-1', 'x', { id: 'c-1' });
+    expect((await onA.next('cmd')).id).toBe('c-1');
+  });
+
+  it('whose hello times out while it binds, beside an older session on the same node: the device is parked when both are gone', async () => {
+    const hub = new MemoryExchangeHub();
+    let gate!: { gated: boolean; open: () => void };
+    const a = await startTestNodeWith({ nodeId: 'gw-a', helloTimeout: 300 }, (nodeId) => {
+      const g = gatedBroker(hub, nodeId, 'gate-attach');
+      g.control.gated = true; // the first attach (dev-1's first session) goes through
+      gate = g.control;
+      return g.broker;
+    }, hub);
+    const { client: first } = await DeviceClient.hello(a.port, 'dev-1', token('dev-1'));
+    gate.gated = false; // the next attach waits
+    const second = await DeviceClient.connect(a.port);
+    second.send({ type: 'hello', device: 'dev-1', token: token('dev-1') });
+    expect((await second.expectError()).code).toBe('hello_timeout');
+    gate.open();
+    // Its hello is still the device's latest: announced, it closes the first session.
+    expect((await first.expectError()).code).toBe('taken_over');
+    await a.gateway.listener.waitForConnections('==', 0);
+    const offline = a.broker.topology.offlineQueue('dev-1');
+    for (let i = 0; i < 50 && !hub.hasQueue(offline); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(hub.hasQueue(offline)).toBe(true);
+    await a.broker.publishCommand('dev-1', 'later', { id: 'c-9' });
+    expect(hub.read(offline).map((m) => m.messageId)).toEqual(['c-9']);
   });
 });
 
