@@ -280,8 +280,8 @@ export class DeviceSession implements ProtocolHandler {
   /** Its takeover announcement was confirmed: the device's older sessions, wherever, are closing. */
   private announced = false;
   /**
-   * Set on a taken-over session by the newer session that took it over, when that one ended first
-   * and would have parked the device: this one, whose detach is then the last, parks for it.
+   * Set on an older session of the device (taken over, closing) by a newer one here that ended
+   * first and would have parked the device: this one, whose detach is then the last, parks for it.
    */
   parkFor: string | undefined = undefined;
   private shuttingDown = false;
@@ -462,10 +462,10 @@ export class DeviceSession implements ProtocolHandler {
     const { ctx } = this;
     const latest = ctx.directory.latest(device);
     // Only a session that announced itself parks: one whose announcement failed never closed the
-    // device's older session (here or on another node), which still holds it. A session taken over
-    // parks for the session that took it over, if that one ended first and asked it to (below).
-    const session = this.takenOver && this.parkFor !== undefined ? this.parkFor : this.session;
-    let park = (this.takenOver ? this.parkFor !== undefined : this.announced) && (latest === undefined || latest.session === session);
+    // device's older session (here or on another node), which still holds it. An older session
+    // parks for a newer one that ended first and asked it to (below), if that is still the latest.
+    const session = this.parkFor ?? this.session;
+    let park = (this.parkFor !== undefined || (this.announced && !this.takenOver)) && (latest === undefined || latest.session === session);
     if (park) {
       // Older sessions of the device still here (taken over, closing): the binding is counted, so
       // only the last detach can park. The last of them parks for this one.
