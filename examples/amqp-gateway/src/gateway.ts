@@ -1,12 +1,13 @@
-import { type Connection, type Listener, type RateLimit, type SocketAddress, startListener, type WorkerAnswer } from 'corral';
+import { type Connection, type Listener, type RateLimit, type SocketAddress, startListener } from 'corral';
 import type { Logger } from 'pino';
-import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { AggregatorRegistry } from 'prom-client';
 import type { Authenticate } from './auth.js';
 import type { Broker } from './broker.js';
 import { DeviceDirectory } from './device-directory.js';
 import { DeviceSession, dispatchBrokerEvents, type SessionContext } from './device-session.js';
 import type { GatewayMetrics } from './metrics.js';
 import { UplinkBudget } from './uplink-budget.js';
+import { type MetricsSnapshot, WorkerMetrics } from './worker-metrics.js';
 
 /** Everything `startGateway` needs. Defaults are listed in docs/gateway.md. */
 export interface GatewayOptions {
@@ -330,7 +331,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     },
     async metricsText() {
       if (listener.role !== 'primary') return metrics.registry.metrics();
-      const answers = await listener.askWorkers<Snapshot>(ASK_METRICS, undefined, { timeout: ASK_TIMEOUT_MS });
+      const answers = await listener.askWorkers<MetricsSnapshot>(ASK_METRICS, undefined, { timeout: ASK_TIMEOUT_MS });
       return AggregatorRegistry.aggregate([await metrics.registry.getMetricsAsJSON(), ...(await workerMetrics.merge(answers))]).metrics();
     },
     drain() {
@@ -377,47 +378,5 @@ function formatAddress(a: SocketAddress): string {
       return a.address;
     default:
       return 'unknown';
-  }
-}
-
-type Snapshot = MetricObjectWithValues<MetricValue<string>>[];
-
-/** Metric types whose values only grow: what a worker that exited still counts in the node's sum. */
-const CUMULATIVE = new Set(['counter', 'histogram']);
-
-/**
- * The workers' metrics as a primary scrapes them, kept so that the node's counters never go down:
- * a worker that does not answer a scrape (busy, paused) counts with its last answer, and the
- * counters and histograms of a worker that exited are kept (summed into `retired`) instead of
- * leaving the sum. Left out, either looked like a counter reset to Prometheus, whose `increase()`
- * then counted the other workers' whole totals again. What a worker counted after its last answer,
- * if it then died, is lost.
- */
-class WorkerMetrics {
-  /** Each worker's last answer, by process id. */
-  private readonly last = new Map<number, Snapshot>();
-  /** Counters and histograms of workers that exited, summed. */
-  private retired: Snapshot = [];
-
-  /** The snapshots to aggregate for this scrape, given the workers' answers to it. */
-  async merge(answers: readonly WorkerAnswer<Snapshot>[]): Promise<Snapshot[]> {
-    const present = new Set<number>();
-    const parts: Snapshot[] = [];
-    for (const a of answers) {
-      if (a.pid === undefined) continue;
-      present.add(a.pid);
-      if (a.ok) this.last.set(a.pid, a.value);
-      const snapshot = this.last.get(a.pid);
-      if (snapshot !== undefined) parts.push(snapshot);
-    }
-    const gone = [...this.last.keys()].filter((pid) => !present.has(pid));
-    if (gone.length > 0) {
-      // prom-client types `type` as a numeric enum; at run time it is the string ('counter', …).
-      const cumulative = gone.map((pid) => this.last.get(pid)!.filter((m) => CUMULATIVE.has(String(m.type))));
-      for (const pid of gone) this.last.delete(pid);
-      this.retired = (await AggregatorRegistry.aggregate([this.retired, ...cumulative]).getMetricsAsJSON()) as Snapshot;
-    }
-    if (this.retired.length > 0) parts.push(this.retired);
-    return parts;
   }
 }
