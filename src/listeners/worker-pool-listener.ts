@@ -268,7 +268,7 @@ export class WorkerPoolListener extends ListenerShell {
     return Promise.all(
       this.workers
         .live()
-        .filter((w) => w.child?.connected === true)
+        .filter((w) => w.connected)
         .map(async (w): Promise<WorkerAnswer<T>> => {
           try {
             return { index: w.index, pid: w.pid, ok: true, value: await w.request<T>({ op: 'ask', topic, payload }, timeout) };

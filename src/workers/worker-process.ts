@@ -98,6 +98,11 @@ export class WorkerProcess {
     return this.child?.pid;
   }
 
+  /** Whether the current process can be sent messages: it runs and its channel is open. */
+  get connected(): boolean {
+    return this.child?.connected === true;
+  }
+
   /** Start (or restart) the slot's process. */
   spawn(): void {
     this.generation++;
@@ -207,7 +212,7 @@ export class WorkerProcess {
   /** Send a message (with an optional handle or socket) to the current process. Returns false if it is gone. */
   post(message: ToWorker, handle?: object): boolean {
     const child = this.child;
-    if (!child || !child.connected) return false;
+    if (!child || !this.connected) return false;
     try {
       child.send(message, handle as never, { keepOpen: message.t === 'start' || message.t === 'handle' }, () => {});
       return true;
