@@ -558,8 +558,7 @@ export class DeviceSession implements ProtocolHandler {
     }
     // Over the protocol's line bound a device may refuse it; over corral's send buffer (1 MiB) it
     // closes the connection. Given back, it would do the same at every connect until it expires.
-    // (UTF-16 length first: a line no longer than the bound in code units may still be in bytes.)
-    if (line.length > this.ctx.limits.maxLineLength || Buffer.byteLength(line) > this.ctx.limits.maxLineLength) {
+    if (Buffer.byteLength(line) > this.ctx.limits.maxLineLength) {
       return this.deadLetter(command, 'too_large', undefined);
     }
     return line;
