@@ -10,7 +10,8 @@
  * CPU the server's event loop wants.
  *
  * Measured: time until all are back against the ideal (N × the server CPU one full handshake
- * costs, measured in this run), handshakes completed per second over time, attempts per device,
+ * costs, measured in this run while the devices first connect, before the cut, where no handshake
+ * fails: not from the storm itself, whose CPU includes the handshakes it wastes), handshakes completed per second over time, attempts per device,
  * the server's CPU busy share and event-loop utilization until the last device was back, the
  * client's CPU per handshake, the kernel's listen-queue overflows (TcpExt ListenOverflows /
  * ListenDrops), and wasted handshakes: handshakes the server started after that client had given
@@ -26,7 +27,8 @@ import { corralSettings, ECHO_SERVERS } from '../lib/echo-server.js';
 import { machineBusySeconds } from '../lib/machine-load.js';
 import { prepareNativeStorm } from '../lib/native-client.js';
 import { tcpExt, tcpExtDelta } from '../lib/netstat.js';
-import { cumulative, fmt, medianBy, ratePerSecond, round, sleep } from '../lib/numbers.js';
+import { cumulative, fmt, median as medianOf, medianBy, ratePerSecond, round, sleep } from '../lib/numbers.js';
+import { treeStats } from '../lib/proc-stats.js';
 import type { BenchContext, Chart, Scenario, ScenarioResult, Table, TargetCheck } from '../lib/scenario.js';
 import { startServer, watchCorralCounters } from '../lib/server-child.js';
 import { busyText, STORM_CLIENT_NICE, STORM_CLIENT_NICE_TEXT, type ServerKind, type StormRun, failedText, seconds as s, serverName, summarizeStorm } from '../lib/storm-run.js';
@@ -64,8 +66,14 @@ interface Run extends StormRun {
   /** Handshakes completed (whenever started) after the client had given up on that attempt. */
   wastedCompleted: number;
   wastedPct: number;
-  /** Server CPU from the cut until the last device was back, per handshake completed meanwhile, µs. */
+  /** Server CPU from the cut until the last device was back, per handshake completed meanwhile, µs (failed and wasted handshakes included). */
   serverCpuUsPerHandshake: number | null;
+  /**
+   * Server CPU per handshake of the setup (devices connecting before the cut, at most
+   * {@link SETUP_IN_FLIGHT} at a time, none failing), µs: what one full handshake costs this
+   * server on this machine, measured in this run but not in the storm being judged.
+   */
+  setupCpuUsPerHandshake: number | null;
   kernel: Record<string, number>;
   cutMs: number;
   setupFailures: number;
@@ -80,6 +88,7 @@ interface Run extends StormRun {
 async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: number): Promise<Run> {
   const recordFile = `${os.tmpdir()}/corral-bench-storm-${process.pid}-${kind}.json`;
   const server = await startServer(ECHO_SERVERS[kind], { tls: true, ...(kind === 'corral' ? CORRAL : {}), cut: true, record: recordFile });
+  const setupCpu0 = treeStats(server.pid).cpuSeconds;
   const storm = prepareNativeStorm({
     port: server.port,
     net,
@@ -95,6 +104,8 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
     const counters = await watchCorralCounters(server, kind === 'corral');
     ctx.log(`storm/${v.id}/${kind}: connecting ${fmt(v.devices)} devices at ${fmt(SETUP_RATE)}/s`);
     const ready = await storm.ready;
+    const setupCpu = treeStats(server.pid).cpuSeconds - setupCpu0;
+    const setupHandshakes = v.devices - ready.setupFailures;
     await sleep(ctx.quick ? 1000 : 2000); // let the setup's last echoes and GC settle
     await storm.storm();
     const kernel0 = tcpExt();
@@ -130,6 +141,7 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
       kernel,
       cutMs: cut.ms,
       setupFailures: ready.setupFailures,
+      setupCpuUsPerHandshake: setupHandshakes > 0 ? Math.round((setupCpu * 1e6) / setupHandshakes) : null,
       ...(corralCounters ? { corralCounters } : {}),
     };
   } finally {
@@ -218,8 +230,15 @@ export const scenario: Scenario = {
     const median = (variant: string, kind: ServerKind): Run => medianBy(runs.filter((r) => r.variant === variant && r.server === kind), (r) => r.allBackMs);
     const corral = median('main', 'corral');
     const bare = median('main', 'bare');
-    // The cost of a full handshake on this machine: the cheaper server's CPU per handshake it completed during the storm.
-    const costs = [corral.serverCpuUsPerHandshake, bare.serverCpuUsPerHandshake].filter((c): c is number => c !== null);
+    // The cost of a full handshake on this machine: each server's CPU per handshake of its setups
+    // (no handshake failed or was wasted there), median over the main storm's runs; the cheaper
+    // server's. Not the storm's own CPU per handshake: that includes the handshakes a storm
+    // wastes, so an ideal taken from it would flatter the server it was taken from.
+    const setupCost = (kind: ServerKind): number | null => {
+      const c = runs.filter((r) => r.variant === 'main' && r.server === kind && r.setupCpuUsPerHandshake !== null).map((r) => r.setupCpuUsPerHandshake!);
+      return c.length ? medianOf(c) : null;
+    };
+    const costs = [setupCost('corral'), setupCost('bare')].filter((c): c is number => c !== null);
     const perHandshakeUs = costs.length ? Math.min(...costs) : Number.NaN;
     const idealFor = (n: number): number => (n * perHandshakeUs) / 1000;
     const ideal = idealFor(devices);
@@ -248,7 +267,8 @@ export const scenario: Scenario = {
         'first handshake after the cut',
         'ListenOverflows / ListenDrops',
         'server CPU until all back',
-        'server CPU µs per completed handshake',
+        'server CPU µs per completed handshake (storm, failed ones included)',
+        'server CPU µs per handshake of the setup (none failed)',
         'server CPU busy until all back (% of one core)',
         'event-loop utilization until all back',
         'client CPU µs per handshake',
@@ -271,6 +291,7 @@ export const scenario: Scenario = {
         `${fmt(r.kernel.ListenOverflows ?? 0)} / ${fmt(r.kernel.ListenDrops ?? 0)}`,
         `${r.serverCpuSeconds.toFixed(1)} s`,
         r.serverCpuUsPerHandshake,
+        r.setupCpuUsPerHandshake,
         Math.round(r.serverBusyShare * 100),
         round(r.serverElu, 2),
         r.clientCpuUsPerHandshake,
@@ -402,7 +423,7 @@ export const scenario: Scenario = {
         corralOptions: CORRAL,
         corralSettings: `as corral's info() reports them: ${settings.text}`,
         bare: bareConfig,
-        ideal: `devices × the server CPU one full handshake costs: server CPU from the cut until the last device was back ÷ handshakes completed meanwhile, the cheaper of the two servers in this run (${fmt(perHandshakeUs)} µs)`,
+        ideal: `devices × the server CPU one full handshake costs: server CPU over the setup (every device connecting before the cut, ${SETUP_IN_FLIGHT} in flight, none failed) ÷ its handshakes, median of the main storm's runs, the cheaper of the two servers in this run (${fmt(perHandshakeUs)} µs). Not the storm's own CPU per completed handshake, which includes what the storm wastes`,
         wastedDefinition:
           "server handshakes started after the client had abandoned that attempt, matched by source address and port; corral: when its TLS transport's handshake() is called (after the wait queue); bare Node: the accept ('connection'), where its handshake starts. Also shown: handshakes completed after the client gave up, whenever they started",
         busy: 'server CPU (process.cpuUsage) and event-loop utilization (performance.eventLoopUtilization) from the cut until the last device was back, sampled by the server every 200 ms',
