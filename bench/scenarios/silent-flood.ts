@@ -60,7 +60,10 @@ interface Run {
 }
 
 async function once(ctx: BenchContext, set: HostileSet, kind: ServerKind, o: { samples: number; intervalMs: number; probeSeconds: number; minHoldMs: number }): Promise<Run> {
-  const server = await startServer(ECHO_SERVERS[kind], { tls: true });
+  // TCP_NODELAY on both (as the attacker scenario): with Nagle's algorithm on, about 1% of echoes
+  // wait ~40 ms for the client's delayed ACK of the session tickets, and a p99 over 1,000 samples
+  // is the 10th-worst sample: it would measure that stall, not the server.
+  const server = await startServer(ECHO_SERVERS[kind], { tls: true, noDelay: true });
   let peers: ReturnType<typeof holdSilent> | undefined;
   let rssMax = 0;
   const sampler = setInterval(() => (rssMax = Math.max(rssMax, treeStats(server.pid).rssKiB)), 250);
@@ -109,7 +112,7 @@ export const scenario: Scenario = {
       : // 1,000 samples 10 ms apart take ≥ 10 s, past a 5 s first-bytes or handshake timeout; hold at least 12 s.
         { samples: 1000, intervalMs: 10, probeSeconds: 40, minHoldMs: 12_000 };
     const sets = SETS.filter((set) => !ctx.quick || set.quick);
-    const settings = await corralSettings({});
+    const settings = await corralSettings({ noDelay: true });
     const runs: Run[] = [];
     for (const set of sets) {
       for (let i = 0; i < repeats; i++) {
@@ -211,8 +214,10 @@ export const scenario: Scenario = {
       id: 'silent-flood',
       title: 'Silent-peer flood: service latency while hostile sockets are held',
       config: {
-        corral: `one process, its defaults (as info() reports them: ${settings.text})`,
-        bare: 'tls.createServer, one process, backlog 4,096, no timeouts of its own (Node’s TLS handshake timeout: 120 s)',
+        corral: `one process, its defaults plus noDelay (as info() reports them: ${settings.text})`,
+        bare: 'tls.createServer, one process, backlog 4,096, noDelay, no timeouts of its own (Node’s TLS handshake timeout: 120 s)',
+        TCP_NODELAY:
+          'set on both servers’ sockets (corral transportOptions.noDelay, tls.createServer noDelay): with Nagle’s algorithm on (Node’s default), about 1% of echoes waited ~40 ms for the client’s delayed ACK of the TLS session tickets, on both servers and with no hostile sockets at all, so the p99 of 1,000 samples measured that stall (until 2026-12-08 this scenario ran without it)',
         hostile:
           'bench/native-client silent: silent = TCP connect, nothing sent; partial ClientHello = the first 40 bytes of a real crypto/tls ClientHello; whole ClientHello then silent = a captured ClientHello record, replayed, never answered; handshake then silent = a completed TLS handshake, then nothing. A socket the server closes is reopened at once (at most once per 100 ms per socket)',
         probe: `bench/native-client probe: ${fmt(o.samples)} sequential attempts ${o.intervalMs} ms apart, each TCP connect + TLS handshake + one line echoed within ${PROBE_DEADLINE_MS / 1000} s, from its own source addresses; cut short after ${o.probeSeconds} s, the attempt then in progress counting as failed ('unfinished') with the time it had taken`,
