@@ -114,9 +114,20 @@ func runAttack(args []string) {
 	}
 	watchdog(o, snapshot)
 
-	connect := func(i int) {
+	maxLagD := time.Duration(*maxLag) * time.Millisecond
+	// connect makes connect i, due at dueAt; how late it is (and so whether it is skipped) is read
+	// when its goroutine runs, not when the clock hands it over (see runOverload).
+	connect := func(i int, dueAt time.Time) {
 		defer wg.Done()
 		defer open.Add(-1)
+		mu.Lock()
+		if time.Since(dueAt) > maxLagD {
+			skippedLate++
+			mu.Unlock()
+			return
+		}
+		started++
+		mu.Unlock()
 		outcome, after := attackOnce(o, sourceAddress(o.net, i%*addresses), perConnect, hello, cfg)
 		mu.Lock()
 		defer mu.Unlock()
@@ -161,8 +172,8 @@ loop:
 			due = offered
 		}
 		for ; next < due; next++ {
-			lag := time.Since(begin) - time.Duration(float64(next)/(*rate)*float64(time.Second))
-			if lag > time.Duration(*maxLag)*time.Millisecond {
+			dueAt := begin.Add(time.Duration(float64(next) / (*rate) * float64(time.Second)))
+			if time.Since(dueAt) > maxLagD {
 				mu.Lock()
 				skippedLate++
 				mu.Unlock()
@@ -176,13 +187,12 @@ loop:
 			}
 			n := open.Add(1)
 			mu.Lock()
-			started++
 			if n > maxOpenSeen {
 				maxOpenSeen = n
 			}
 			mu.Unlock()
 			wg.Add(1)
-			go connect(next)
+			go connect(next, dueAt)
 		}
 		if next >= offered || time.Since(begin) >= window {
 			break

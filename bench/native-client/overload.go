@@ -11,7 +11,8 @@ import (
 // by a 1 ms ticker whether or not earlier ones are done; each has a fresh source address, makes
 // one attempt (connect, handshake, echo) within -deadline ms and closes; nothing is retried. An
 // arrival the clock reaches more than -max-lag ms after it was due is skipped (counted, not
-// started: starting it would be a burst the offered load does not contain), and so is one that
+// started: starting it would be a burst the offered load does not contain; how late is read when
+// the arrival's goroutine runs, not when the clock hands it over), and so is one that
 // would hold more than -max-open sockets. At the end of the window whatever is still in progress
 // is closed and counted as unfinished.
 //
@@ -92,9 +93,27 @@ func runOverload(args []string) {
 	}
 	watchdog(o, snapshot)
 
-	arrive := func(i int) {
+	maxLagD := time.Duration(*maxLag) * time.Millisecond
+	// arrive runs arrival i, due at dueAt. How late it is, and so whether it is skipped, is read
+	// here, when its goroutine runs, not when the clock hands it over: with one scheduler thread
+	// under load the two can be a second apart, and an arrival started that late would be part of
+	// a burst the offered load does not contain, with its lateness counted nowhere.
+	arrive := func(i int, dueAt time.Time) {
 		defer wg.Done()
 		defer open.Add(-1)
+		lag := time.Since(dueAt)
+		mu.Lock()
+		if lag > maxLagD {
+			skippedLate++
+			mu.Unlock()
+			return
+		}
+		started++
+		lags = append(lags, ms(lag))
+		if lag > maxLagSeen {
+			maxLagSeen = lag
+		}
+		mu.Unlock()
 		left := time.Until(end)
 		d := time.Duration(*deadline) * time.Millisecond
 		cut := left < d
@@ -137,8 +156,8 @@ func runOverload(args []string) {
 			due = offered
 		}
 		for ; next < due; next++ {
-			lag := time.Since(begin) - time.Duration(float64(next)/(*rate)*float64(time.Second))
-			if lag > time.Duration(*maxLag)*time.Millisecond {
+			dueAt := begin.Add(time.Duration(float64(next) / (*rate) * float64(time.Second)))
+			if time.Since(dueAt) > maxLagD {
 				mu.Lock()
 				skippedLate++
 				mu.Unlock()
@@ -152,17 +171,12 @@ func runOverload(args []string) {
 			}
 			n := open.Add(1)
 			mu.Lock()
-			started++
-			lags = append(lags, ms(lag))
-			if lag > maxLagSeen {
-				maxLagSeen = lag
-			}
 			if n > maxOpenSeen {
 				maxOpenSeen = n
 			}
 			mu.Unlock()
 			wg.Add(1)
-			go arrive(next)
+			go arrive(next, dueAt)
 		}
 		if next >= offered || time.Since(begin) >= window {
 			break

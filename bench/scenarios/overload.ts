@@ -8,7 +8,7 @@
  * Capacity is bare Node's closed-loop rate, measured here in the same run with the same native
  * client (bench/native-client `capacity`): connect, handshake, echo, close, again, 64 at a time.
  * The arrivals are bench/native-client `overload` processes, each arrival a fresh source address,
- * paced by a 1 ms clock; an arrival the clock reaches more than 200 ms late is skipped rather than
+ * paced by a 1 ms clock; an arrival that would start more than 200 ms after it was due is skipped rather than
  * started in a burst, and a level where fewer than 95% of the offered arrivals started is void:
  * the client, not the server, was what it measured.
  */
@@ -291,7 +291,7 @@ export const scenario: Scenario = {
         load:
           `open-loop arrivals for ${seconds} s per level (bench/native-client overload, ${Math.max(...runs.map((r) => r.client.processes))} process(es) at most, each under 15,000 sockets), ` +
           `each arrival a fresh source address (127.150–233.x.y): TCP connect, TLS handshake, one line echoed, close; gives up after ${DEADLINE_MS / 1000} s; ` +
-          'an arrival the 1 ms client clock reaches more than 200 ms late is skipped, not started in a burst',
+          'an arrival that would start more than 200 ms after it was due (read when it starts, not when the 1 ms client clock hands it over) is skipped, not started in a burst',
         void: `a level where fewer than ${MIN_STARTED * 100}% of the offered arrivals started is void (the client could not offer the load)`,
         goodput: `clients served within their deadline, per second, counted from ${WARMUP_MS / 1000} s into the level to its end`,
         order: `levels ${multiples.map((m) => `${m}×`).join(', ')}; at each level bare Node then corral, ${repeats} time(s); a fresh server for every run`,
