@@ -9,7 +9,8 @@
  * 4. answers every `cmd` with `cmd_ack`, and pings when it has been quiet for a while;
  * 5. when disconnected (`taken_over`, `shutting_down`, a network error, a timeout), reconnects after
  *    1 s × 2ⁿ (capped at 30 s) × a random factor in [0.5, 1.5), n counting failures since its last
- *    welcome, and sends again every message not yet answered (at-least-once: same ids).
+ *    welcome, and sends again every message not yet answered (at-least-once: same ids). A `nack`
+ *    `shutting_down` is not an answer: that message goes again too.
  *
  * A device refused with `unauthorized` gives up. The fleet is done when every device has had an
  * answer to each of its messages, or has given up.
@@ -121,6 +122,11 @@ export class DeviceFleet {
   /** A snapshot of the counters. */
   snapshot(): FleetProgress {
     return { ...this.progress };
+  }
+
+  /** When the first uplink was sent and the last answer came, so far. */
+  uplinkWindow(): Pick<FleetResult, 'firstSentAt' | 'lastAnswerAt'> {
+    return { firstSentAt: this.firstSentAt, lastAnswerAt: this.lastAnswerAt };
   }
 
   /** Stop reconnecting, close every connection, and report. */
@@ -287,6 +293,12 @@ class SimulatedDevice {
     if (m.type === 'ack' || m.type === 'nack') {
       const sentAt = this.unanswered.get(id);
       if (sentAt === undefined) return; // a second answer to a message sent twice
+      if (m.type === 'nack' && m.reason === 'shutting_down') {
+        // Not an answer: the node is closing this session, and the device sends the message again
+        // on its next connection (docs/gateway.md, "Draining"), as one unanswered at a cut.
+        this.fleet.error('nack:shutting_down');
+        return;
+      }
       this.unanswered.delete(id);
       if (m.type === 'ack') this.fleet.answered(performance.now() - sentAt);
       else {

@@ -13,11 +13,14 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { DeviceFleet, type FleetConfig, type FleetProgress, type FleetResult, MAX_DEVICES_PER_PROCESS } from './device-fleet.js';
 
+/** Most client processes: process i sends from 127.(10 + i).x.y on loopback. */
+const MAX_PROCESSES = 200;
+
 const USAGE = `usage: corral-simulate [--devices <n>] [--rate <per s>] [--msgs <per device>] [--port <p>] [--host <h>]
                        [--secret <s>] [--interval <ms>] [--prefix-id <id>] [--processes <k>]
                        [--timeout <s>] [--json]
 
-  --devices <n>      simulated devices (default 10)
+  --devices <n>      simulated devices (default 10; at most ${(MAX_PROCESSES * MAX_DEVICES_PER_PROCESS).toLocaleString('en')})
   --rate <n>         devices that connect per second, over all processes (default 10)
   --msgs <n>         uplink messages per device (default 5)
   --port <p>         the gateway's device port (default 8883)
@@ -26,7 +29,8 @@ const USAGE = `usage: corral-simulate [--devices <n>] [--rate <per s>] [--msgs <
                      process list does not show. The gateway prints a generated one at start
   --interval <ms>    time between one device's messages; 0 sends them all at once (default 100)
   --prefix-id <id>   device ids are <id>-1, <id>-2, … (default dev)
-  --processes <k>    client processes (default: 1 per ${MAX_DEVICES_PER_PROCESS.toLocaleString('en')} devices)
+  --processes <k>    client processes (default: 1 per ${MAX_DEVICES_PER_PROCESS.toLocaleString('en')} devices; at most ${MAX_PROCESSES},
+                     and no more than devices)
   --timeout <s>      give up after this many seconds (default 300)
   --json             print the summary as one JSON line on stdout (the text goes to stderr)
 
@@ -39,7 +43,9 @@ const CONNECT_TIMEOUT_MS = 10_000;
 
 /** Messages between the parent and a child process. */
 type ToChild = { t: 'stop' };
-type FromChild = { t: 'progress'; progress: FleetProgress } | { t: 'done' } | { t: 'result'; result: FleetResult };
+type FromChild = { t: 'progress'; progress: FleetProgress; window: UplinkWindow } | { t: 'done' } | { t: 'result'; result: FleetResult };
+/** When a fleet sent its first uplink and had its last answer (ms since the epoch; 0 if none). */
+type UplinkWindow = Pick<FleetResult, 'firstSentAt' | 'lastAnswerAt'>;
 
 // ---- a child process: one fleet, driven by the parent ---------------------------------------
 if (process.env.CORRAL_SIMULATE_CHILD && process.send) {
@@ -49,7 +55,7 @@ if (process.env.CORRAL_SIMULATE_CHILD && process.send) {
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
   process.on('disconnect', () => process.exit(0));
-  const ticker = setInterval(() => send({ t: 'progress', progress: fleet.snapshot() }), 250);
+  const ticker = setInterval(() => send({ t: 'progress', progress: fleet.snapshot(), window: fleet.uplinkWindow() }), 250);
   process.on('message', async (m: ToChild) => {
     if (m.t !== 'stop') return;
     clearInterval(ticker);
@@ -98,17 +104,21 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  const devices = integer('devices', values.devices, 1, 10_000_000);
+  // At most MAX_PROCESSES processes of MAX_DEVICES_PER_PROCESS each: on loopback, process i sends
+  // from 127.(10 + i).x.y, so more processes would need a second octet over 255.
+  const devices = integer('devices', values.devices, 1, MAX_PROCESSES * MAX_DEVICES_PER_PROCESS);
   const rate = integer('rate', values.rate, 1, 1_000_000);
   const msgs = integer('msgs', values.msgs, 0, 1_000_000);
   const port = integer('port', values.port, 1, 65535);
   const interval = integer('interval', values.interval, 0, 3_600_000);
   const timeout = integer('timeout', values.timeout, 1, 7 * 86_400);
+  if (values.secret === '') usageError('--secret must not be empty');
   const secret = values.secret ?? (process.env.CORRAL_GATEWAY_SECRET || undefined) ?? usageError('the device secret is required: set CORRAL_GATEWAY_SECRET (or give --secret); the gateway prints a generated one at start');
   const idPrefix = values['prefix-id'];
   if (!/^[A-Za-z0-9_:-]{1,100}$/.test(idPrefix)) usageError(`--prefix-id must be 1–100 characters of A-Z a-z 0-9 _ : -, got "${idPrefix}"`);
   const minProcesses = Math.ceil(devices / MAX_DEVICES_PER_PROCESS);
-  const processes = Math.max(minProcesses, values.processes === undefined ? 1 : integer('processes', values.processes, 1, 200));
+  // No more processes than devices (a process without devices is only a cost).
+  const processes = Math.min(devices, Math.max(minProcesses, values.processes === undefined ? 1 : integer('processes', values.processes, 1, MAX_PROCESSES)));
   const host = values.host;
   // On loopback, each process sends from its own 127.<net>.x.y addresses: no ephemeral-port limit.
   const loopback = /^127\.\d+\.\d+\.\d+$/.test(host);
@@ -152,8 +162,11 @@ async function main(): Promise<void> {
   const outcome = await new Promise<'done' | 'timeout' | NodeJS.Signals>((resolve) => {
     void Promise.all(parts.map((p) => p.done)).then(() => resolve('done'));
     timer = setTimeout(() => resolve('timeout'), timeout * 1000);
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
+    // \`on\`, not \`once\`: under npm one Ctrl-C arrives twice (npm passes on the signal the terminal
+    // already sent the whole process group), and a second signal without a listener would end the
+    // process before its summary. Later ones are ignored while the devices close (10 s at most).
+    process.on('SIGINT', () => resolve('SIGINT'));
+    process.on('SIGTERM', () => resolve('SIGTERM'));
   });
   clearTimeout(timer);
   clearInterval(ticker);
@@ -192,7 +205,12 @@ async function main(): Promise<void> {
     if (stop === 'timeout') return `timed out after ${timeout} s`;
     if (stop !== 'done') return `stopped by ${stop}`;
     const unauthorized = errors.unauthorized ?? 0;
-    return [r.nacks > 0 ? `${r.nacks} messages nacked` : '', unauthorized > 0 ? `${unauthorized} devices refused as unauthorized` : '']
+    const exited = errors.child_exited ?? 0;
+    return [
+      exited > 0 ? `${exited} simulator process${exited === 1 ? '' : 'es'} exited early, with ${results.reduce((a, x, i) => a + (x.errors.child_exited ? parts[i]!.devices : 0), 0)} devices` : '',
+      r.nacks > 0 ? `${r.nacks} messages nacked` : '',
+      unauthorized > 0 ? `${unauthorized} devices refused as unauthorized` : '',
+    ]
       .filter(Boolean)
       .join(', ') || 'some devices did not finish';
   }
@@ -215,6 +233,8 @@ async function main(): Promise<void> {
 
 /** One process's share of the devices, as the parent sees it. */
 interface Part {
+  /** Its share of the devices. */
+  readonly devices: number;
   progress(): FleetProgress;
   readonly done: Promise<void>;
   stop(): Promise<FleetResult>;
@@ -224,7 +244,7 @@ interface Part {
 function localPart(config: FleetConfig): Part {
   const fleet = new DeviceFleet(config);
   fleet.start();
-  return { progress: () => fleet.snapshot(), done: fleet.done, stop: () => fleet.stop() };
+  return { devices: config.count, progress: () => fleet.snapshot(), done: fleet.done, stop: () => fleet.stop() };
 }
 
 /** The devices run in a child process: this script again, with the config in its environment. */
@@ -236,17 +256,19 @@ function childPart(config: FleetConfig): Part {
     serialization: 'advanced',
   });
   let progress: FleetProgress = { connected: 0, everConnected: 0, acks: 0, nacks: 0, failed: 0, disconnects: 0, commands: 0, done: 0 };
+  let window: UplinkWindow = { firstSentAt: 0, lastAnswerAt: 0 };
   let result: FleetResult | undefined;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const done = new Promise<void>((resolve) => {
     void exited.then(resolve); // a child that died is done too (its devices did not finish)
     child.on('message', (m: FromChild) => {
-      if (m.t === 'progress') progress = m.progress;
+      if (m.t === 'progress') ({ progress, window } = m);
       else if (m.t === 'done') resolve();
       else if (m.t === 'result') result = m.result;
     });
   });
   return {
+    devices: config.count,
     progress: () => progress,
     done,
     stop: async () => {
@@ -254,8 +276,10 @@ function childPart(config: FleetConfig): Part {
       const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await exited;
       clearTimeout(killer);
-      // A child that died early reports what it last said: its devices count as not done.
-      return result ?? { ...progress, errors: { child_exited: 1 }, latencies: [], firstSentAt: 0, lastAnswerAt: 0 };
+      // A child that died early reports what it last said, with its time window (so that its acks
+      // are not divided by the other processes' time): its devices count as not done and no longer
+      // connected; its latencies are lost.
+      return result ?? { ...progress, connected: 0, errors: { child_exited: 1 }, latencies: [], ...window };
     },
   };
 }

@@ -7,6 +7,7 @@ import { deviceToken } from '../src/auth.js';
 import { topology } from '../src/topology.js';
 import { AMQP_URL, amqpAddress, amqpUrlVia, deleteTopology, describeRabbit, rabbitBackEnd, uniquePrefix, withChannel } from './support/rabbit.js';
 import { TcpProxy } from './support/tcp-proxy.js';
+import { testCerts } from '../../../test/support/certs.js';
 import { within } from '../../../test/support/within.js';
 
 // The gateway command (src/cli.ts) and the simulator (src/simulate.ts) as a developer runs them
@@ -44,6 +45,7 @@ async function stopAll(): Promise<void> {
     await within(p.exited, 5000, 'exit after SIGKILL');
   }
   for (const d of devices.splice(0)) d.socket.destroy();
+  await Promise.all(fakes.splice(0).map((f) => f.close()));
 }
 
 /** Start `node <args>` in the repository root, leading its own process group. */
@@ -94,7 +96,11 @@ async function startGateway(args: string[]): Promise<RunningGateway> {
 
 /** Run the simulator to the end; resolve with its exit code and its JSON summary. */
 async function simulate(port: number, secret: string, args: string[]): Promise<{ code: number | null; summary: Record<string, unknown>; proc: Proc }> {
-  const proc = start([...SIMULATE, '--port', String(port), '--secret', secret, '--json', '--timeout', '60', ...args]);
+  return simulatorSummary(start([...SIMULATE, '--port', String(port), '--secret', secret, '--json', '--timeout', '60', ...args]));
+}
+
+/** Wait for a started simulator (with --json) to exit; resolve with its exit code and its JSON summary. */
+async function simulatorSummary(proc: Proc): Promise<{ code: number | null; summary: Record<string, unknown>; proc: Proc }> {
   const { code } = await within(proc.exited, 90_000, 'simulator exit');
   const last = proc.stdout.trim().split('\n').at(-1) ?? '';
   let summary: Record<string, unknown>;
@@ -145,6 +151,68 @@ async function connectDevice(port: number, device: string, secret: string): Prom
   d.send({ type: 'hello', device, token: deviceToken(secret, device) });
   expect(await d.next()).toMatchObject({ type: 'welcome' });
   return d;
+}
+
+/** A stand-in for a gateway's device port: it welcomes every hello and answers each `msg` as told. */
+interface FakeGateway {
+  readonly port: number;
+  /** Resolves when a device first ends its side of a connection. */
+  readonly ended: Promise<void>;
+  close(): Promise<void>;
+}
+const fakes: FakeGateway[] = [];
+
+/**
+ * Start a {@link FakeGateway}. `answer(connection, id)` says what a `msg` gets on the n-th
+ * connection (from 0): a line to send, the line and then a close, or nothing. With `halfOpen`, a
+ * device's end is not answered with the fake's own: the device waits for its close.
+ */
+async function fakeGateway(answer: (connection: number, id: string) => { line: object; close?: boolean } | undefined, halfOpen = false): Promise<FakeGateway> {
+  const { key, cert } = await testCerts();
+  let connections = 0;
+  const sockets = new Set<tls.TLSSocket>();
+  let onEnd!: () => void;
+  const ended = new Promise<void>((resolve) => (onEnd = resolve));
+  const server = tls.createServer({ key, cert, allowHalfOpen: halfOpen }, (socket) => {
+    const n = connections++;
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.once('end', onEnd);
+    let buffer = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => {});
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      let i: number;
+      while ((i = buffer.indexOf('\n')) !== -1) {
+        const m = JSON.parse(buffer.slice(0, i)) as { type: string; id?: string };
+        buffer = buffer.slice(i + 1);
+        if (m.type === 'hello') socket.write(`${JSON.stringify({ type: 'welcome', node: 'fake', session: `s-${n}` })}\n`);
+        else if (m.type === 'msg') {
+          const a = answer(n, String(m.id));
+          if (a) socket.write(`${JSON.stringify(a.line)}\n`);
+          if (a?.close) socket.end();
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const fake: FakeGateway = {
+    port: (server.address() as { port: number }).port,
+    ended,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      }),
+  };
+  fakes.push(fake);
+  return fake;
+}
+
+/** The pids of `pid`'s child processes. */
+function childrenOf(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 /** POST a command through the admin API. */
@@ -253,6 +321,64 @@ describe('corral-gateway with the embedded broker', () => {
     const queue = start([...CLI, '--uplink-queue', 'q']);
     expect(await within(queue.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
     expect(queue.stderr).toContain('--uplink-queue needs --amqp-url');
+  });
+});
+
+describe('corral-simulate', () => {
+  const ack = (id: string) => ({ line: { type: 'ack', id } });
+
+  it('a nack shutting_down is not an answer: the device sends that message again on its next connection', { timeout: 60_000 }, async () => {
+    // A node that is draining: the first connection's message gets `nack shutting_down` and a close.
+    const fake = await fakeGateway((connection, id) => (connection === 0 ? { line: { type: 'nack', id, reason: 'shutting_down' }, close: true } : ack(id)));
+    const sim = await simulate(fake.port, 's', ['--devices', '1', '--msgs', '1']);
+    expect(sim.code).toBe(0);
+    expect(sim.summary).toMatchObject({ acks: 1, nacks: 0, complete: true, disconnects: 1, errors: { 'nack:shutting_down': 1 } });
+  });
+
+  it('Ctrl-C under npm (the same SIGINT twice) still ends with the summary', { timeout: 60_000 }, async () => {
+    // Never answers (the run would go on), and leaves a device's end unanswered, so that the
+    // simulator is still closing its devices (up to 2 s) when the second SIGINT comes.
+    const fake = await fakeGateway(() => undefined, true);
+    const proc = start([...SIMULATE, '--port', String(fake.port), '--secret', 's', '--json', '--devices', '2', '--msgs', '1']);
+    await waitFor(proc, /connected 2\/2/, 30_000, 'stderr');
+    proc.child.kill('SIGINT');
+    await within(fake.ended, 10_000, 'a device ending its connection after the first SIGINT');
+    proc.child.kill('SIGINT');
+    const sim = await simulatorSummary(proc);
+    expect(sim.code).toBe(1);
+    expect(sim.summary).toMatchObject({ stoppedBy: 'SIGINT', connected: 2, complete: false });
+    expect(proc.stderr).toMatch(/^incomplete \(stopped by SIGINT\)/m);
+  });
+
+  it('no more processes than devices; bounds on --devices and an empty --secret are usage errors', { timeout: 60_000 }, async () => {
+    const fake = await fakeGateway((_, id) => ack(id));
+    const sim = await simulate(fake.port, 's', ['--devices', '2', '--msgs', '1', '--processes', '12']);
+    expect(sim.summary).toMatchObject({ devices: 2, processes: 2, acks: 2, complete: true });
+
+    // 200 processes of 15,000: process i sends from 127.(10 + i).x.y, and the second octet ends at 255.
+    const many = start([...SIMULATE, '--secret', 's', '--devices', '3000001']);
+    expect(await within(many.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
+    expect(many.stderr).toContain('--devices must be an integer from 1 to 3000000, got "3000001"');
+
+    const empty = start([...SIMULATE, '--secret=']);
+    expect(await within(empty.exited, 20_000, 'exit')).toEqual({ code: 2, signal: null });
+    expect(empty.stderr).toContain('--secret must not be empty');
+  });
+
+  it('a child process that dies: the summary says so, and its devices no longer count as connected', { timeout: 90_000 }, async () => {
+    const fake = await fakeGateway((_, id) => ack(id));
+    // Two processes of 2 devices, 40 messages each, one every 50 ms: 2 s of uplink.
+    const proc = start([...SIMULATE, '--port', String(fake.port), '--secret', 's', '--json', '--devices', '4', '--processes', '2', '--msgs', '40', '--interval', '50']);
+    await waitFor(proc, /connected 4\/4/, 30_000, 'stderr');
+    const [child] = childrenOf(proc.child.pid!);
+    process.kill(child!, 'SIGKILL');
+    const sim = await simulatorSummary(proc);
+    expect(sim.code).toBe(1);
+    expect(sim.summary).toMatchObject({ complete: false, errors: { child_exited: 1 } });
+    expect(proc.stderr).toMatch(/^incomplete \(1 simulator process exited early, with 2 devices\)/m);
+    // The other process's devices got all their acks; the dead one's count what it reported.
+    expect(sim.summary.acks).toBeGreaterThanOrEqual(80);
+    expect(sim.summary.acks).toBeLessThan(160);
   });
 });
 
