@@ -202,11 +202,10 @@ async function main(): Promise<void> {
     errors,
   };
   function why(stop: typeof outcome): string {
-    if (stop === 'timeout') return `timed out after ${timeout} s`;
-    if (stop !== 'done') return `stopped by ${stop}`;
     const unauthorized = errors.unauthorized ?? 0;
     const exited = errors.child_exited ?? 0;
     return [
+      stop === 'timeout' ? `timed out after ${timeout} s` : stop !== 'done' ? `stopped by ${stop}` : '',
       exited > 0 ? `${exited} simulator process${exited === 1 ? '' : 'es'} exited early, with ${results.reduce((a, x, i) => a + (x.errors.child_exited ? parts[i]!.devices : 0), 0)} devices` : '',
       r.nacks > 0 ? `${r.nacks} messages nacked` : '',
       unauthorized > 0 ? `${unauthorized} devices refused as unauthorized` : '',
@@ -258,7 +257,13 @@ function childPart(config: FleetConfig): Part {
   let progress: FleetProgress = { connected: 0, everConnected: 0, acks: 0, nacks: 0, failed: 0, disconnects: 0, commands: 0, done: 0 };
   let window: UplinkWindow = { firstSentAt: 0, lastAnswerAt: 0 };
   let result: FleetResult | undefined;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      // Died without its result: its devices' connections went with it (the progress line says so).
+      if (result === undefined) progress = { ...progress, connected: 0, everConnected: 0 };
+      resolve();
+    }),
+  );
   const done = new Promise<void>((resolve) => {
     void exited.then(resolve); // a child that died is done too (its devices did not finish)
     child.on('message', (m: FromChild) => {
@@ -277,9 +282,9 @@ function childPart(config: FleetConfig): Part {
       await exited;
       clearTimeout(killer);
       // A child that died early reports what it last said, with its time window (so that its acks
-      // are not divided by the other processes' time): its devices count as not done and no longer
-      // connected; its latencies are lost.
-      return result ?? { ...progress, connected: 0, errors: { child_exited: 1 }, latencies: [], ...window };
+      // are not divided by the other processes' time): its devices count as neither done nor
+      // connected (\`progress\` was cleared at its exit); its latencies are lost.
+      return result ?? { ...progress, errors: { child_exited: 1 }, latencies: [], ...window };
     },
   };
 }
