@@ -70,8 +70,9 @@ interface Run extends StormRun {
   serverCpuUsPerHandshake: number | null;
   /**
    * Server CPU per handshake of the setup (devices connecting before the cut, at most
-   * {@link SETUP_IN_FLIGHT} at a time, none failing), µs: what one full handshake costs this
-   * server on this machine, measured in this run but not in the storm being judged.
+   * {@link SETUP_IN_FLIGHT} at a time), µs: what one full handshake costs this
+   * server on this machine, measured in this run but not in the storm being judged; `null` when an
+   * attempt of the setup failed (then it also paid for failed handshakes).
    */
   setupCpuUsPerHandshake: number | null;
   kernel: Record<string, number>;
@@ -105,7 +106,6 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
     ctx.log(`storm/${v.id}/${kind}: connecting ${fmt(v.devices)} devices at ${fmt(SETUP_RATE)}/s`);
     const ready = await storm.ready;
     const setupCpu = treeStats(server.pid).cpuSeconds - setupCpu0;
-    const setupHandshakes = v.devices - ready.setupFailures;
     await sleep(ctx.quick ? 1000 : 2000); // let the setup's last echoes and GC settle
     await storm.storm();
     const kernel0 = tcpExt();
@@ -141,7 +141,10 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
       kernel,
       cutMs: cut.ms,
       setupFailures: ready.setupFailures,
-      setupCpuUsPerHandshake: setupHandshakes > 0 ? Math.round((setupCpu * 1e6) / setupHandshakes) : null,
+      // Every device connects once in the setup (a failed attempt is retried until it connects),
+      // so it completed \`devices\` handshakes; a setup with failed attempts also paid for those,
+      // and is not a measure of one full handshake.
+      setupCpuUsPerHandshake: ready.setupFailures === 0 ? Math.round((setupCpu * 1e6) / v.devices) : null,
       ...(corralCounters ? { corralCounters } : {}),
     };
   } finally {
