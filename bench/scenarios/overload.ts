@@ -174,7 +174,7 @@ export const scenario: Scenario = {
       },
       {
         title:
-          'What the clients saw, per level and server. Started: arrivals begun (an arrival the client clock reached more than 200 ms late was skipped); ' +
+          'What the clients saw, per level and server. Started: arrivals begun (an arrival that would have started more than 200 ms after it was due was skipped); ' +
           'clock behind: how late the client started arrivals (worst, and 99th percentile)',
         columns: ['offered', 'server', 'started (% of offered)', 'skipped late', 'clock behind worst / p99 (ms)', 'goodput/s', 'p50 ms (served)', 'p99 ms (served)', 'failed', 'unfinished at the end', 'goodput/s, each run'],
         rows: multiples.flatMap((m) =>
