@@ -164,11 +164,10 @@ loop:
 			break loop
 		}
 		elapsed := now.Sub(begin)
-		if elapsed > window {
-			elapsed = window
-		}
 		due := int(elapsed.Seconds() * *rate)
-		if due > offered {
+		if due > offered || elapsed >= window {
+			// Past the window every arrival is due: each is started or skipped (late), so that
+			// started + skipped = offered.
 			due = offered
 		}
 		for ; next < due; next++ {
@@ -194,7 +193,7 @@ loop:
 			wg.Add(1)
 			go connect(next, dueAt)
 		}
-		if next >= offered || time.Since(begin) >= window {
+		if next >= offered {
 			break
 		}
 	}

@@ -148,11 +148,10 @@ func runOverload(args []string) {
 	next := 0
 	for now := range tick.C {
 		elapsed := now.Sub(begin)
-		if elapsed > window {
-			elapsed = window
-		}
 		due := int(elapsed.Seconds() * *rate)
-		if due > offered {
+		if due > offered || elapsed >= window {
+			// Past the window every arrival is due: each is started or skipped (late), so that
+			// started + skipped = offered.
 			due = offered
 		}
 		for ; next < due; next++ {
@@ -178,7 +177,7 @@ func runOverload(args []string) {
 			wg.Add(1)
 			go arrive(next, dueAt)
 		}
-		if next >= offered || time.Since(begin) >= window {
+		if next >= offered {
 			break
 		}
 	}
