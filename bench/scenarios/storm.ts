@@ -11,9 +11,9 @@
  *
  * Measured: time until all are back against the ideal (N × the server CPU one full handshake
  * costs, measured in this run while the devices first connect, before the cut, where no handshake
- * fails: not from the storm itself, whose CPU includes the handshakes it wastes), handshakes completed per second over time, attempts per device,
- * the server's CPU busy share and event-loop utilization until the last device was back, the
- * client's CPU per handshake, the kernel's listen-queue overflows (TcpExt ListenOverflows /
+ * fails: not from the storm itself, whose CPU includes the handshakes it wastes), handshakes
+ * completed per second over time, attempts per device, the server's CPU busy share and event-loop
+ * utilization until the last device was back, the client's CPU per handshake, the kernel's listen-queue overflows (TcpExt ListenOverflows /
  * ListenDrops), and wasted handshakes: handshakes the server started after that client had given
  * up, matched by (source address, source port). The clients report each failed attempt's address,
  * port and time; the servers record each handshake's start (corral: its TLS transport's
@@ -142,7 +142,7 @@ async function stormOnce(ctx: BenchContext, kind: ServerKind, v: Variant, net: n
       cutMs: cut.ms,
       setupFailures: ready.setupFailures,
       // Every device connects once in the setup (a failed attempt is retried until it connects),
-      // so it completed \`devices\` handshakes; a setup with failed attempts also paid for those,
+      // so it completed `devices` handshakes; a setup with failed attempts also paid for those,
       // and is not a measure of one full handshake.
       setupCpuUsPerHandshake: ready.setupFailures === 0 ? Math.round((setupCpu * 1e6) / v.devices) : null,
       ...(corralCounters ? { corralCounters } : {}),

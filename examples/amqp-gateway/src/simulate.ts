@@ -162,7 +162,7 @@ async function main(): Promise<void> {
   const outcome = await new Promise<'done' | 'timeout' | NodeJS.Signals>((resolve) => {
     void Promise.all(parts.map((p) => p.done)).then(() => resolve('done'));
     timer = setTimeout(() => resolve('timeout'), timeout * 1000);
-    // \`on\`, not \`once\`: under npm one Ctrl-C arrives twice (npm passes on the signal the terminal
+    // `on`, not `once`: under npm one Ctrl-C arrives twice (npm passes on the signal the terminal
     // already sent the whole process group), and a second signal without a listener would end the
     // process before its summary. Later ones are ignored while the devices close (10 s at most).
     process.on('SIGINT', () => resolve('SIGINT'));
@@ -283,7 +283,7 @@ function childPart(config: FleetConfig): Part {
       clearTimeout(killer);
       // A child that died early reports what it last said, with its time window (so that its acks
       // are not divided by the other processes' time): its devices count as neither done nor
-      // connected (\`progress\` was cleared at its exit); its latencies are lost.
+      // connected (`progress` was cleared at its exit); its latencies are lost.
       return result ?? { ...progress, errors: { child_exited: 1 }, latencies: [], ...window };
     },
   };
