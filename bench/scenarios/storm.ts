@@ -13,8 +13,8 @@
  * costs, measured in this run while the devices first connect, before the cut, where no handshake
  * fails: not from the storm itself, whose CPU includes the handshakes it wastes), handshakes
  * completed per second over time, attempts per device, the server's CPU busy share and event-loop
- * utilization until the last device was back, the client's CPU per handshake, the kernel's listen-queue overflows (TcpExt ListenOverflows /
- * ListenDrops), and wasted handshakes: handshakes the server started after that client had given
+ * utilization until the last device was back, the client's CPU per handshake, the kernel's
+ * listen-queue overflows (TcpExt ListenOverflows / ListenDrops), and wasted handshakes: handshakes the server started after that client had given
  * up, matched by (source address, source port). The clients report each failed attempt's address,
  * port and time; the servers record each handshake's start (corral: its TLS transport's
  * handshake(); bare Node: 'connection', where its handshake starts) — the `cut` and `record`
