@@ -73,13 +73,11 @@ func runAttack(args []string) {
 	var (
 		mu          sync.Mutex
 		started     int
-		skippedLate int
-		skippedOpen int
+		counts      openLoopCounts
 		outcomes    = map[string]int{}
 		closedAfter []float64
 		answerAfter []float64
 		open        atomic.Int64
-		maxOpenSeen int64
 		stoppedAt   time.Duration
 		wg          sync.WaitGroup
 	)
@@ -100,13 +98,13 @@ func runAttack(args []string) {
 			"addresses":         *addresses,
 			"offered":           offered,
 			"started":           started,
-			"skipped":           map[string]int{"late": skippedLate, "maxOpen": skippedOpen},
+			"skipped":           map[string]int{"late": counts.skippedLate, "maxOpen": counts.skippedOpen},
 			"outcomes":          outcomes,
 			"seconds":           round3(ran.Seconds()),
 			"startedPerSecond":  round3(float64(started) / ran.Seconds()),
 			"closedAfterMs":     percentilesOf(closedAfter),
 			"answeredAfterMs":   percentilesOf(answerAfter),
-			"maxOpen":           maxOpenSeen,
+			"maxOpen":           counts.maxOpenSeen,
 			"cpuUs":             cost.CPUMicros,
 			"fullHandshakes":    cost.FullHandshakes,
 			"resumedHandshakes": cost.ResumedHandshakes,
@@ -122,7 +120,7 @@ func runAttack(args []string) {
 		defer open.Add(-1)
 		mu.Lock()
 		if time.Since(dueAt) > maxLagD {
-			skippedLate++
+			counts.skippedLate++
 			mu.Unlock()
 			return
 		}
@@ -153,51 +151,7 @@ func runAttack(args []string) {
 		defer mu.Unlock()
 		logf("attack: %.1f s, started %d, %v, open %d", time.Since(begin).Seconds(), started, outcomes, open.Load())
 	})
-	tick := time.NewTicker(time.Millisecond)
-	next := 0
-loop:
-	for {
-		var now time.Time
-		select {
-		case now = <-tick.C:
-		case <-stop:
-			break loop
-		}
-		elapsed := now.Sub(begin)
-		due := int(elapsed.Seconds() * *rate)
-		if due > offered || elapsed >= window {
-			// Past the window every arrival is due: each is started or skipped (late), so that
-			// started + skipped = offered.
-			due = offered
-		}
-		for ; next < due; next++ {
-			dueAt := begin.Add(time.Duration(float64(next) / (*rate) * float64(time.Second)))
-			if time.Since(dueAt) > maxLagD {
-				mu.Lock()
-				skippedLate++
-				mu.Unlock()
-				continue
-			}
-			if open.Load() >= int64(*maxOpen) {
-				mu.Lock()
-				skippedOpen++
-				mu.Unlock()
-				continue
-			}
-			n := open.Add(1)
-			mu.Lock()
-			if n > maxOpenSeen {
-				maxOpenSeen = n
-			}
-			mu.Unlock()
-			wg.Add(1)
-			go connect(next, dueAt)
-		}
-		if next >= offered {
-			break
-		}
-	}
-	tick.Stop()
+	openLoop(begin, *rate, window, offered, maxLagD, int64(*maxOpen), stop, &mu, &counts, &open, &wg, connect)
 	mu.Lock()
 	stoppedAt = time.Since(begin)
 	mu.Unlock()

@@ -503,6 +503,63 @@ func waitTurn(begin time.Time, i int, rate float64) time.Time {
 	return due
 }
 
+// openLoopCounts are what an open-loop load (the overload and attack subcommands) counts of its
+// arrivals besides their outcomes, guarded by the caller's mutex.
+type openLoopCounts struct {
+	skippedLate int
+	skippedOpen int
+	maxOpenSeen int64
+}
+
+// openLoop hands out the arrivals of an open-loop load: arrival i of offered is due at begin +
+// i/rate, paced by a 1 ms clock whether or not earlier ones are done, and every arrival is due
+// once the window has passed. One the clock reaches more than maxLag after it was due is skipped
+// (late), and so is one that would hold more than maxOpen sockets; otherwise open is raised and
+// run(i, dueAt) is started in its own goroutine (counted in wg; it must call wg.Done and lower
+// open when done, and may itself skip the arrival as late once it runs). openLoop returns once
+// every arrival was handed out, or when stop is closed (nil: never). Each arrival is handed out
+// once: started + skipped = offered.
+func openLoop(begin time.Time, rate float64, window time.Duration, offered int, maxLag time.Duration, maxOpen int64, stop <-chan struct{}, mu *sync.Mutex, counts *openLoopCounts, open *atomic.Int64, wg *sync.WaitGroup, run func(i int, dueAt time.Time)) {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for next := 0; next < offered; {
+		var now time.Time
+		select {
+		case now = <-tick.C:
+		case <-stop:
+			return
+		}
+		elapsed := now.Sub(begin)
+		due := int(elapsed.Seconds() * rate)
+		if due > offered || elapsed >= window {
+			due = offered
+		}
+		for ; next < due; next++ {
+			dueAt := begin.Add(time.Duration(float64(next) / rate * float64(time.Second)))
+			late := time.Since(dueAt) > maxLag
+			full := !late && open.Load() >= maxOpen
+			var n int64
+			if !late && !full {
+				n = open.Add(1)
+			}
+			mu.Lock()
+			switch {
+			case late:
+				counts.skippedLate++
+			case full:
+				counts.skippedOpen++
+			case n > counts.maxOpenSeen:
+				counts.maxOpenSeen = n
+			}
+			mu.Unlock()
+			if !late && !full {
+				wg.Add(1)
+				go run(next, dueAt)
+			}
+		}
+	}
+}
+
 // every calls f every interval until stop is closed.
 func every(interval time.Duration, stop <-chan struct{}, f func()) {
 	go func() {

@@ -42,20 +42,18 @@ func runOverload(args []string) {
 	offered := int(*rate * *seconds)
 
 	var (
-		mu          sync.Mutex
-		latencies   []float64
-		failed      = map[string]int{}
-		started     int
-		lags        []float64
-		maxLagSeen  time.Duration
-		skippedLate int
-		skippedOpen int
-		good        int
-		succeeded   int
-		unfinished  int
-		open        atomic.Int64
-		maxOpenSeen int64
-		wg          sync.WaitGroup
+		mu         sync.Mutex
+		latencies  []float64
+		failed     = map[string]int{}
+		started    int
+		lags       []float64
+		maxLagSeen time.Duration
+		counts     openLoopCounts
+		good       int
+		succeeded  int
+		unfinished int
+		open       atomic.Int64
+		wg         sync.WaitGroup
 	)
 	begin := time.Now()
 	end := begin.Add(window)
@@ -75,7 +73,7 @@ func runOverload(args []string) {
 			"seconds":           *seconds,
 			"offered":           offered,
 			"started":           started,
-			"skipped":           map[string]int{"late": skippedLate, "maxOpen": skippedOpen},
+			"skipped":           map[string]int{"late": counts.skippedLate, "maxOpen": counts.skippedOpen},
 			"succeeded":         succeeded,
 			"good":              good,
 			"goodWindowMs":      float64(window.Milliseconds() - int64(*warmup)),
@@ -85,7 +83,7 @@ func runOverload(args []string) {
 			"latencies":         nonNil(latencies),
 			"maxLagMs":          ms(maxLagSeen),
 			"lagP99Ms":          lagP99,
-			"maxOpen":           maxOpenSeen,
+			"maxOpen":           counts.maxOpenSeen,
 			"cpuUs":             cost.CPUMicros,
 			"fullHandshakes":    cost.FullHandshakes,
 			"resumedHandshakes": cost.ResumedHandshakes,
@@ -104,7 +102,7 @@ func runOverload(args []string) {
 		lag := time.Since(dueAt)
 		mu.Lock()
 		if lag > maxLagD {
-			skippedLate++
+			counts.skippedLate++
 			mu.Unlock()
 			return
 		}
@@ -144,44 +142,7 @@ func runOverload(args []string) {
 		defer mu.Unlock()
 		logf("overload: %.1f s, started %d, succeeded %d, open %d", time.Since(begin).Seconds(), started, succeeded, open.Load())
 	})
-	tick := time.NewTicker(time.Millisecond)
-	next := 0
-	for now := range tick.C {
-		elapsed := now.Sub(begin)
-		due := int(elapsed.Seconds() * *rate)
-		if due > offered || elapsed >= window {
-			// Past the window every arrival is due: each is started or skipped (late), so that
-			// started + skipped = offered.
-			due = offered
-		}
-		for ; next < due; next++ {
-			dueAt := begin.Add(time.Duration(float64(next) / (*rate) * float64(time.Second)))
-			if time.Since(dueAt) > maxLagD {
-				mu.Lock()
-				skippedLate++
-				mu.Unlock()
-				continue
-			}
-			if open.Load() >= int64(*maxOpen) {
-				mu.Lock()
-				skippedOpen++
-				mu.Unlock()
-				continue
-			}
-			n := open.Add(1)
-			mu.Lock()
-			if n > maxOpenSeen {
-				maxOpenSeen = n
-			}
-			mu.Unlock()
-			wg.Add(1)
-			go arrive(next, dueAt)
-		}
-		if next >= offered {
-			break
-		}
-	}
-	tick.Stop()
+	openLoop(begin, *rate, window, offered, maxLagD, int64(*maxOpen), nil, &mu, &counts, &open, &wg, arrive)
 	wg.Wait()
 	close(stop)
 	finish(snapshot(false))
