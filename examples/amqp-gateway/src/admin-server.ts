@@ -38,12 +38,6 @@ export interface AdminServerOptions {
   readonly logger: Logger;
   /** Largest request body, in bytes; more is refused with 413. Default 65536. */
   readonly maxBodyBytes?: number;
-  /**
-   * The devices' line bound (the gateway's `maxLineLength`), in bytes: a command whose `cmd` line
-   * would be longer is refused with 413, instead of being accepted and then dead-lettered
-   * `too_large`. Default 65536.
-   */
-  readonly maxLineLength?: number;
   /** How long a command publish may take before the request answers 504 (ms). Default 10000. */
   readonly commandTimeout?: number;
 }
@@ -76,7 +70,6 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   const { gateway, metrics, logger } = options;
   const host = options.host ?? '127.0.0.1';
   const maxBodyBytes = options.maxBodyBytes ?? 65_536;
-  const maxLineLength = options.maxLineLength ?? 65_536;
   const commandTimeout = options.commandTimeout ?? 10_000;
   const listenerMetrics = new ListenerMetrics();
   let draining = false;
@@ -139,10 +132,12 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       }
       if (!DEVICE_ID.test(device)) throw new HttpError(400, 'invalid device id: 1–128 characters of A-Z a-z 0-9 _ : -');
       const request = parseCommand(await readBody(req, maxBodyBytes));
-      // The line the device would get (an id the broker gives is a 36-character UUID).
+      // The line the device would get (an id the broker gives is a 36-character UUID): over the
+      // devices' line bound it would be dead-lettered `too_large`, so it is refused here.
       const line = encode({ type: 'cmd', id: request.id ?? '00000000-0000-0000-0000-000000000000', body: request.body });
-      if (Buffer.byteLength(line) > maxLineLength) {
-        throw new HttpError(413, `the command would be a line of ${Buffer.byteLength(line)} bytes to the device, over its ${maxLineLength}`);
+      const lineBytes = Buffer.byteLength(line);
+      if (lineBytes > gateway.maxLineLength) {
+        throw new HttpError(413, `the command would be a line of ${lineBytes} bytes to the device, over its ${gateway.maxLineLength}`);
       }
       const published = await within(
         gateway.broker.publishCommand(device, request.body, {

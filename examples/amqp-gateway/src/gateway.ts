@@ -158,6 +158,8 @@ export interface Gateway {
   readonly listener: Listener;
   /** This process's broker (in a primary with workers: the primary's own, used by the admin API). */
   readonly broker: Broker;
+  /** The devices' line bound, in bytes (`GatewayOptions.maxLineLength`): a `cmd` line over it is dead-lettered `too_large`. */
+  readonly maxLineLength: number;
   /**
    * Devices connected to this node (all workers). Rejects with {@link DevicesUnknown} when a worker
    * does not answer within 1 s: a list without its devices would look complete.
@@ -306,6 +308,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     nodeId,
     listener,
     broker,
+    maxLineLength,
     async devices() {
       if (listener.role !== 'primary') return ownDevices();
       const answers = await listener.askWorkers<DeviceInfo[]>(ASK_DEVICES, undefined, { timeout: ASK_TIMEOUT_MS });

@@ -77,6 +77,7 @@ async function start(options: { token?: string; maxBodyBytes?: number; commandTi
     nodeId: 'gw-test',
     listener,
     broker,
+    maxLineLength: 65_536,
     devices: () => listDevices(),
     healthy: () => healthy,
     // As a single-process gateway reports it: its own broker, and `healthy` for the rest.
