@@ -122,10 +122,8 @@ interface TestDevice {
 }
 const devices: TestDevice[] = [];
 
-async function connectDevice(port: number, device: string, secret: string): Promise<TestDevice> {
-  const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: ((m: Record<string, unknown>) => void)[] = [];
+/** Call `onMessage` with each JSON line `socket` receives (the device protocol, either way). */
+function onJsonLines(socket: tls.TLSSocket, onMessage: (m: Record<string, unknown>) => void): void {
   let buffer = '';
   socket.setEncoding('utf8');
   socket.on('data', (chunk: string) => {
@@ -134,10 +132,19 @@ async function connectDevice(port: number, device: string, secret: string): Prom
     while ((i = buffer.indexOf('\n')) !== -1) {
       const m = JSON.parse(buffer.slice(0, i)) as Record<string, unknown>;
       buffer = buffer.slice(i + 1);
-      const w = waiters.shift();
-      if (w) w(m);
-      else lines.push(m);
+      onMessage(m);
     }
+  });
+}
+
+async function connectDevice(port: number, device: string, secret: string): Promise<TestDevice> {
+  const socket = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: ((m: Record<string, unknown>) => void)[] = [];
+  onJsonLines(socket, (m) => {
+    const w = waiters.shift();
+    if (w) w(m);
+    else lines.push(m);
   });
   socket.on('error', () => {});
   const d: TestDevice = {
@@ -178,21 +185,13 @@ async function fakeGateway(answer: (connection: number, id: string) => { line: o
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.once('end', onEnd);
-    let buffer = '';
-    socket.setEncoding('utf8');
     socket.on('error', () => {});
-    socket.on('data', (chunk: string) => {
-      buffer += chunk;
-      let i: number;
-      while ((i = buffer.indexOf('\n')) !== -1) {
-        const m = JSON.parse(buffer.slice(0, i)) as { type: string; id?: string };
-        buffer = buffer.slice(i + 1);
-        if (m.type === 'hello') socket.write(`${JSON.stringify({ type: 'welcome', node: 'fake', session: `s-${n}` })}\n`);
-        else if (m.type === 'msg') {
-          const a = answer(n, String(m.id));
-          if (a) socket.write(`${JSON.stringify(a.line)}\n`);
-          if (a?.close) socket.end();
-        }
+    onJsonLines(socket, (m) => {
+      if (m.type === 'hello') socket.write(`${JSON.stringify({ type: 'welcome', node: 'fake', session: `s-${n}` })}\n`);
+      else if (m.type === 'msg') {
+        const a = answer(n, String(m.id));
+        if (a) socket.write(`${JSON.stringify(a.line)}\n`);
+        if (a?.close) socket.end();
       }
     });
   });
