@@ -87,7 +87,11 @@ export interface ListenerSettings {
    * first).
    */
   clientFirst?: boolean;
-  /** Longest a socket may stay silent (see `clientFirst`), in ms, before it is closed. Default 10000. */
+  /**
+   * Longest a socket may stay silent (see `clientFirst`), in ms, before it is closed. Default
+   * 10000. Each socket's deadline is drawn at random from the last quarter of it, so that sockets
+   * opened together are not closed (and reopened) together.
+   */
   silentTimeout?: number;
   /**
    * Most silent sockets per listener and process; over it, the one silent longest is closed

@@ -21,7 +21,8 @@ export interface SilentSocketsEvents {
 
 interface Entry {
   readonly socket: AcceptedSocket;
-  readonly since: number;
+  /** The tick its timeout falls in (see `slotOf`): the sweep at that tick's start closes it. */
+  readonly slot: number;
   /** The client's address when it is not the socket's peer (a PROXY header named it); `null`: exempt. */
   readonly address: string | null | undefined;
   /** Its source (`sourceKey`), once counted per source; `null`: it has none (no IP address). */
@@ -46,12 +47,22 @@ export class SilentSockets {
   private readonly bySource = new Map<string, Set<Entry>>();
   /** Whether sources are counted: since the stage held more than `maxSilentPerSource`, until it is empty. */
   private counting = false;
+  /** Silent sockets by the tick their timeout ends (`Entry.slot`). */
+  private readonly wheel = new Map<number, Set<Entry>>();
+  /** Length of a tick, ms: a thousandth of the timeout, at least 1 ms. */
+  private readonly tick: number;
   private timer: NodeJS.Timeout | undefined = undefined;
+  /** The tick at whose start the timer ends. */
+  private timerSlot = Infinity;
+  /** Every tick up to this one has been swept. */
+  private swept = -Infinity;
 
   constructor(
     private readonly options: SilentSocketsOptions,
     private readonly events: SilentSocketsEvents,
-  ) {}
+  ) {
+    this.tick = Math.max(1, Math.floor(options.silentTimeout / 1000));
+  }
 
   /** Silent sockets now. */
   get size(): number {
@@ -65,8 +76,12 @@ export class SilentSockets {
    * exempts the socket from the per-source bound (a trusted proxy's own connection).
    */
   add(socket: AcceptedSocket, now: number, address?: string | null): boolean {
-    const entry: Entry = { socket, since: now, address, source: undefined };
+    // Never a tick already swept (a timeout shorter than a tick).
+    const entry: Entry = { socket, slot: Math.max(this.slotOf(now), this.swept + 1), address, source: undefined };
     this.entries.set(socket, entry);
+    let due = this.wheel.get(entry.slot);
+    if (due === undefined) this.wheel.set(entry.slot, (due = new Set()));
+    due.add(entry);
     // No source can hold more than maxSilentPerSource sockets while the stage holds no more than
     // that in all: sources (a getpeername(2) and a key each) are counted only past that point.
     // Once counting, every new socket counts, even when the stage has shrunk back below the bound
@@ -75,7 +90,7 @@ export class SilentSockets {
     else if (this.entries.size > this.options.maxSilentPerSource) this.countSources();
     if (this.entries.size > this.options.maxSilent) this.closeEntry(this.entries.values().next().value!, 'silent_limit');
     if (!this.entries.has(socket)) return false;
-    this.armTimer(now);
+    this.armTimer(entry.slot);
     return true;
   }
 
@@ -119,6 +134,7 @@ export class SilentSockets {
   clear(onClosed: (socket: AcceptedSocket) => void): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    this.timerSlot = Infinity;
     for (const entry of [...this.entries.values()]) {
       this.forget(entry);
       entry.socket.destroy();
@@ -134,6 +150,11 @@ export class SilentSockets {
 
   private forget(entry: Entry): void {
     this.entries.delete(entry.socket);
+    const due = this.wheel.get(entry.slot);
+    if (due !== undefined) {
+      due.delete(entry);
+      if (due.size === 0) this.wheel.delete(entry.slot);
+    }
     if (typeof entry.source === 'string') {
       const group = this.bySource.get(entry.source);
       if (group !== undefined) {
@@ -144,26 +165,59 @@ export class SilentSockets {
     if (this.entries.size === 0) this.counting = false;
   }
 
-  /** One timer for the whole stage, due when the oldest silent socket times out. */
-  private armTimer(now: number): void {
-    if (this.timer !== undefined) return;
-    const oldest = this.entries.values().next().value;
-    if (oldest === undefined) return;
-    this.timer = setTimeout(() => this.expire(), Math.max(0, oldest.since + this.options.silentTimeout - now));
+  /**
+   * The tick in which a socket opened at `now` times out: `silentTimeout` after `now`, less a
+   * random share of up to a quarter of it, so that sockets opened together — a flood, or the
+   * reconnect wave of one — are closed over a quarter of the timeout, a few at every tick, not in
+   * one turn of the event loop, and their peers' reconnects are spread as much. With one deadline
+   * for all, 3,000 silent sockets opened at once were closed at once and reopened at once, and a
+   * real client's p99 doubled while they were (docs/limits.md). The sweep at the tick's start
+   * closes it: a socket is never held past `silentTimeout`.
+   */
+  private slotOf(now: number): number {
+    const t = this.options.silentTimeout;
+    return Math.floor((now + t - Math.random() * (t / 4)) / this.tick);
+  }
+
+  /** Run the timer to the start of tick `slot`, unless it already ends sooner. */
+  private armTimer(slot: number): void {
+    if (slot >= this.timerSlot) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerSlot = slot;
+    this.timer = setTimeout(() => this.expire(), Math.max(0, slot * this.tick - Date.now()));
     this.timer.unref();
   }
 
+  /**
+   * Close the sockets of every tick that has begun since the last sweep, then run the timer to the
+   * next tick that holds one. The timer is left running when sockets speak or leave (they come and
+   * go faster than a timer is worth re-arming): a sweep may find nothing to close. Each walk takes
+   * the shorter way: tick by tick, or over the ticks that hold sockets (after a long stall of the
+   * event loop, or when few sockets are silent).
+   */
   private expire(): void {
     this.timer = undefined;
-    const now = Date.now();
-    // The timer is left running when the stage empties (sockets come and go faster than a timer is
-    // worth re-arming); it stops here.
-    if (this.entries.size === 0) return;
-    const cutoff = now - this.options.silentTimeout;
-    for (const entry of this.entries.values()) {
-      if (entry.since > cutoff) break;
-      this.closeEntry(entry, 'silent_timeout');
+    this.timerSlot = Infinity;
+    const now = Math.floor(Date.now() / this.tick);
+    const close = (slot: number): void => {
+      const due = this.wheel.get(slot);
+      if (due !== undefined) for (const entry of [...due]) this.closeEntry(entry, 'silent_timeout');
+    };
+    if (now - this.swept > this.wheel.size) {
+      for (const slot of [...this.wheel.keys()]) if (slot <= now) close(slot);
+    } else {
+      for (let slot = this.swept + 1; slot <= now; slot++) close(slot);
     }
-    this.armTimer(now);
+    this.swept = now;
+    if (this.entries.size === 0) return;
+    // The last tick that can hold a socket: one opened now, with the whole timeout.
+    const last = now + Math.ceil(this.options.silentTimeout / this.tick) + 1;
+    let next = Infinity;
+    if (last - now > this.wheel.size) {
+      for (const slot of this.wheel.keys()) next = Math.min(next, slot);
+    } else {
+      for (let slot = now + 1; slot <= last && next === Infinity; slot++) if (this.wheel.has(slot)) next = slot;
+    }
+    if (next !== Infinity) this.armTimer(next);
   }
 }

@@ -74,7 +74,7 @@ function closed(s: Duplex): Promise<void> {
 }
 
 describe('an application listener that throws', () => {
-  it("cannot stop corral's own work half-way: three silent sockets time out together, all are closed and counted, each error is thrown again on its own", async () => {
+  it("cannot stop corral's own work half-way: three silent sockets time out in one sweep, all are closed and counted, each error is thrown again on its own", async () => {
     const fixture = fileURLToPath(new URL('../fixtures/throwing-listeners.ts', import.meta.url));
     const { stdout } = await run(process.execPath, ['--import', 'tsx', fixture], { timeout: 20_000 });
     expect(JSON.parse(stdout.trim())).toEqual({ rejects: 3, rejected: 3, silent: 0, escaped: 3 });
@@ -197,6 +197,30 @@ describe('silent sockets: bounds', () => {
     expect(info.rejected).toMatchObject({ silent_limit: 1, silent_timeout: 2, shutdown: 1 });
     expect(info.gaveUp).toBe(0);
     expect(info.accepted).toBe(4);
+  });
+
+  it('silent sockets opened together are closed over the last quarter of silentTimeout, none sooner, not all at once', async () => {
+    const timeout = 2000;
+    const l = await tlsListener({ silentTimeout: timeout });
+    const peers = await Promise.all(Array.from({ length: 40 }, (_, i) => silentPeer(l.port!, '127.0.0.1', `127.0.3.${i + 1}`)));
+    const opened = Date.now();
+    const held = await Promise.all(peers.map((p) => closed(p).then(() => Date.now() - opened)));
+    // Each was accepted after `opened`'s connects began and closed at a tick's start (a thousandth
+    // of the timeout) no sooner than ¾ of the timeout after it.
+    expect(Math.min(...held)).toBeGreaterThanOrEqual(timeout * 0.75 - timeout / 1000 - 1);
+    // 40 deadlines drawn from 500 ms: all within 100 ms of each other has a chance of about 1e-23.
+    expect(Math.max(...held) - Math.min(...held)).toBeGreaterThan(100);
+    expect((await l.info()).rejected.silent_timeout).toBe(40);
+  });
+
+  it('silent sockets whose timeout passed while the event loop was blocked are all closed at the next sweep', async () => {
+    const l = await tlsListener({ silentTimeout: 500 });
+    const peers = await Promise.all(Array.from({ length: 20 }, (_, i) => silentPeer(l.port!, '127.0.0.1', `127.0.4.${i + 1}`)));
+    // Four timeouts' worth of ticks (of 1 ms) pass with no sweep, far more than there are ticks holding a socket.
+    const end = Date.now() + 2000;
+    while (Date.now() < end);
+    await Promise.all(peers.map(closed));
+    expect(await l.info()).toMatchObject({ silent: 0, rejected: { silent_timeout: 20 } });
   });
 
   it('a waiting TLS peer that sends far more than its ClientHello is closed as malformed: what a waiting socket holds stays bounded', async () => {
