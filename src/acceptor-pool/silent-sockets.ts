@@ -1,6 +1,7 @@
 import type { RejectReason } from './acceptor-pool-stats.js';
 import type { AcceptedSocket } from '../transport.js';
 import { type SourcePrefix, sourceKey } from '../limits/source-key.js';
+import { timerDelay } from '../timer-delay.js';
 
 /** Why a silent socket was closed: the silent reasons of {@link RejectReason}. */
 export type SilentCloseReason = Extract<RejectReason, 'silent_timeout' | 'source_limit' | 'silent_limit' | 'malformed'>;
@@ -49,7 +50,7 @@ export class SilentSockets {
   private counting = false;
   /** Silent sockets by the tick their timeout ends (`Entry.slot`). */
   private readonly wheel = new Map<number, Set<Entry>>();
-  /** Length of a tick, ms: a thousandth of the timeout, at least 1 ms. */
+  /** Length of a tick, ms: a thousandth of the timeout, rounded down, at least 1 ms. */
   private readonly tick: number;
   private timer: NodeJS.Timeout | undefined = undefined;
   /** The tick at whose start the timer ends. */
@@ -184,16 +185,17 @@ export class SilentSockets {
     if (slot >= this.timerSlot) return;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timerSlot = slot;
-    this.timer = setTimeout(() => this.expire(), Math.max(0, slot * this.tick - Date.now()));
+    this.timer = setTimeout(() => this.expire(), timerDelay(Math.max(0, slot * this.tick - Date.now())));
     this.timer.unref();
   }
 
   /**
    * Close the sockets of every tick that has begun since the last sweep, then run the timer to the
    * next tick that holds one. The timer is left running when sockets speak or leave (they come and
-   * go faster than a timer is worth re-arming): a sweep may find nothing to close. Each walk takes
-   * the shorter way: tick by tick, or over the ticks that hold sockets (after a long stall of the
-   * event loop, or when few sockets are silent).
+   * go faster than a timer is worth re-arming): a sweep may find nothing to close. Both walks are
+   * bounded by the number of ticks holding sockets: tick by tick while that is shorter (the usual
+   * case: the last sweep was a tick ago, the next tick is near), else over those ticks (after a
+   * stall of the event loop, or when the clock stepped).
    */
   private expire(): void {
     this.timer = undefined;
@@ -201,7 +203,9 @@ export class SilentSockets {
     const now = Math.floor(Date.now() / this.tick);
     const close = (slot: number): void => {
       const due = this.wheel.get(slot);
-      if (due !== undefined) for (const entry of [...due]) this.closeEntry(entry, 'silent_timeout');
+      if (due === undefined) return;
+      // Only what is still here: the `closed` handler may have closed or removed some meanwhile.
+      for (const entry of [...due]) if (this.entries.get(entry.socket) === entry) this.closeEntry(entry, 'silent_timeout');
     };
     if (now - this.swept > this.wheel.size) {
       for (const slot of [...this.wheel.keys()]) if (slot <= now) close(slot);
@@ -210,14 +214,14 @@ export class SilentSockets {
     }
     this.swept = now;
     if (this.entries.size === 0) return;
-    // The last tick that can hold a socket: one opened now, with the whole timeout.
-    const last = now + Math.ceil(this.options.silentTimeout / this.tick) + 1;
     let next = Infinity;
-    if (last - now > this.wheel.size) {
-      for (const slot of this.wheel.keys()) next = Math.min(next, slot);
-    } else {
-      for (let slot = now + 1; slot <= last && next === Infinity; slot++) if (this.wheel.has(slot)) next = slot;
+    for (let slot = now + 1, end = now + this.wheel.size; slot <= end; slot++) {
+      if (this.wheel.has(slot)) {
+        next = slot;
+        break;
+      }
     }
-    if (next !== Infinity) this.armTimer(next);
+    if (next === Infinity) for (const slot of this.wheel.keys()) next = Math.min(next, slot);
+    this.armTimer(next);
   }
 }
