@@ -74,7 +74,7 @@ function closed(s: Duplex): Promise<void> {
 }
 
 describe('an application listener that throws', () => {
-  it("cannot stop corral's own work half-way: three silent sockets time out in one sweep, all are closed and counted, each error is thrown again on its own", async () => {
+  it("cannot stop corral's own work half-way: three silent sockets time out, all are closed and counted, each error is thrown again on its own", async () => {
     const fixture = fileURLToPath(new URL('../fixtures/throwing-listeners.ts', import.meta.url));
     const { stdout } = await run(process.execPath, ['--import', 'tsx', fixture], { timeout: 20_000 });
     expect(JSON.parse(stdout.trim())).toEqual({ rejects: 3, rejected: 3, silent: 0, escaped: 3 });
