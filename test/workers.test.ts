@@ -89,6 +89,15 @@ describe.each(distributions)('workers with distribution %s', (distribution) => {
     expect(workerPids(after)).not.toContain(victim);
     const fresh = await client(p);
     expect(await fresh.request('new')).toBe('new');
+    // The victim's connections closed with it: opened − closed is the live count again (the
+    // primary's counts are at most ~20 ms old).
+    let counts = await p.command<ListenerInfo>('info');
+    for (let i = 0; i < 100 && counts.opened - counts.closed !== counts.connections; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      counts = await p.command<ListenerInfo>('info');
+    }
+    expect(counts.opened - counts.closed).toBe(counts.connections);
+    expect(counts.connections).toBe(survivors.length + 1);
   });
 
   // With reuseport, a retiring worker's own accept queue is reset by the kernel when it closes its
@@ -166,6 +175,61 @@ describe('worker supervision', () => {
     await p.waitEvent('stop', 30_000, () => true, mark);
     await p.exited;
     expect(p.events.slice(mark).filter((e) => e.event === 'workerReady')).toHaveLength(0);
+  });
+
+  it('distribution shared on a port that is taken: startListener rejects with CORRAL_ADDRESS_IN_USE, no worker listens elsewhere', async () => {
+    // libuv defers a bind's EADDRINUSE to listen(), which the primary never calls: its handle came
+    // back unbound, and each worker's listen() on its copy bound a random port on every interface.
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const failed = await Pool.start({ distribution: 'shared', transportOptions: { host: '127.0.0.1', port } }).then(
+        () => '',
+        (err: Error) => err.message,
+      );
+      expect(failed).toContain('CORRAL_ADDRESS_IN_USE');
+      expect(failed).toContain(`127.0.0.1:${port}`);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+  });
+
+  it('distribution shared: resume() on a port taken while suspended rejects (address in use); resumes once it is free', async () => {
+    const p = await pool({ workers: 2, distribution: 'shared' });
+    await p.command('suspend');
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: p.port }, resolve));
+    let failed: string;
+    try {
+      failed = await p.command('resume').then(
+        () => '',
+        (err: Error) => err.message,
+      );
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+    expect(failed).toContain(`cannot listen on 127.0.0.1:${p.port}: address already in use`);
+    await p.command('resume');
+    expect(await (await client(p)).request('back')).toBe('back');
+  });
+
+  it.runIf(supportsReusePort())('distribution reuseport on a port another process holds with SO_REUSEPORT: startListener rejects instead of sharing it', async () => {
+    // Taken with SO_REUSEPORT (another copy of the service, say): each worker's own SO_REUSEPORT
+    // socket could bind it, and the two would split its connections between them unnoticed.
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0, reusePort: true } as net.ListenOptions, resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const failed = await Pool.start({ distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port } }).then(
+        () => '',
+        (err: Error) => err.message,
+      );
+      expect(failed).toContain('CORRAL_ADDRESS_IN_USE');
+      expect(failed).toContain(`127.0.0.1:${port}`);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
   });
 
   it.runIf(supportsReusePort())("distribution reuseport on a port that is taken: startListener rejects with the workers' ListenError, without restarts", async () => {

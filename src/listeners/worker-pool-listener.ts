@@ -143,7 +143,9 @@ export class WorkerPoolListener extends ListenerShell {
     await this.socket.release('suspended');
     this.state = 'running';
     try {
-      // reuseport on port 0: the first worker picks the port; the others join it.
+      // reuseport: no other process may hold the port (each worker's SO_REUSEPORT socket would
+      // join it); on port 0 the first worker picks the port and the others join it.
+      if (this.distribution === 'reuseport' && this.socket.address === undefined) await this.plan.transport.build({ front: true }).claimPort?.();
       await this.workers.start(this.distribution === 'reuseport' && this.socket.address === undefined);
     } catch (err) {
       await this.stop({ timeout: 0 }).catch(() => {});

@@ -60,6 +60,14 @@ export function createSharedHandle(
   } else {
     const out: { address?: string; port?: number; family?: string } = {};
     handle.getsockname?.(out);
+    if (out.port === undefined || out.port === 0) {
+      // libuv defers a bind's EADDRINUSE to listen() (uv__tcp_bind keeps it as the handle's
+      // `delayed_error`), and only that error: the handle comes back unbound. That deferred error
+      // stays in this process; a worker's listen() on its copy of the descriptor would bind it to a
+      // random port on every interface instead of failing.
+      handle.close();
+      throw new ListenError(describe, Object.assign(new Error('EADDRINUSE'), { code: 'EADDRINUSE' }));
+    }
     address = addressOf(out.address, out.port, out.family);
     bound(out.port);
   }

@@ -92,6 +92,9 @@ export class TcpTransport implements Transport {
 
   async listen(handlers: TransportListenHandlers): Promise<TransportServer> {
     const acceptors = this.options.acceptors ?? 1;
+    // Several acceptors bind the port with SO_REUSEPORT, which would join another process's such
+    // socket on it; `reusePort: true` asks for exactly that, `acceptors` alone does not.
+    if (acceptors > 1 && this.options.reusePort !== true) await this.claimPort();
     const first = await this.listenOne(handlers, acceptors > 1);
     const servers: [net.Server, ...net.Server[]] = [first];
     try {
@@ -102,6 +105,18 @@ export class TcpTransport implements Transport {
       throw err;
     }
     return new TcpServer(...servers);
+  }
+
+  async claimPort(): Promise<void> {
+    const o = this.options;
+    const port = this.boundPort ?? o.port ?? 0;
+    if (o.path !== undefined || port === 0) return;
+    const probe = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', (err) => reject(new ListenError(this.describe(), err)));
+      probe.listen({ port, host: o.host, ipv6Only: o.ipv6Only ?? false, exclusive: true }, () => resolve());
+    });
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
   }
 
   /** Open one listening socket (with SO_REUSEPORT when `reusePort` or the options say so). */

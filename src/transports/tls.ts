@@ -281,6 +281,10 @@ export class TlsTransport implements Transport {
     return this.tcp.createSharedHandle();
   }
 
+  claimPort(): Promise<void> {
+    return this.tcp.claimPort();
+  }
+
   listenOnHandle(handle: object, handlers: TransportListenHandlers): Promise<TransportServer> {
     return this.tcp.listenOnHandle(handle, {
       onSocket: (raw) => handlers.onSocket(new TlsAcceptedSocket(raw as net.Socket)),

@@ -191,7 +191,9 @@ export class WorkerSupervisor {
 
   private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     w.connections = 0;
-    if (w.totals) this.retiredTotals = addTotals([this.retiredTotals, w.totals]);
+    // A process that is gone holds no connection: those it had open when it died (SIGKILL, a crash)
+    // closed with it, and count as closed, so that opened − closed stays the live count.
+    if (w.totals) this.retiredTotals = addTotals([this.retiredTotals, { ...w.totals, closed: Math.max(w.totals.closed, w.totals.opened) }]);
     w.totals = undefined;
     const wasRetiring = this.retiring.delete(w);
     if (wasRetiring || w.status === 'retiring' || w.status === 'stopped' || this.stopping) w.status = 'stopped';

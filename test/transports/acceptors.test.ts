@@ -3,9 +3,9 @@
  * accepts one connection per listening socket per turn of the event loop. Checked on the kernel's
  * own list of listening sockets (/proc/net/tcp), with real connections on every one.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { InvalidOptionError, type Listener, startListener, supportsReusePort, TcpTransport } from '../../src/index.js';
+import { InvalidOptionError, type Listener, ListenError, startListener, supportsReusePort, TcpTransport } from '../../src/index.js';
 import { connectTcp, LineClient } from '../support/clients.js';
 import { echoProtocol } from '../support/protocols.js';
 import { uniqueName } from '../support/transports.js';
@@ -32,6 +32,31 @@ describe('acceptors', () => {
   it.runIf(!supportsReusePort())('says that more than 1 needs SO_REUSEPORT where Node has none', () => {
     expect(() => new TcpTransport({ acceptors: 2 })).toThrow(/Node >= 22\.12/);
   });
+
+  it.runIf(supportsReusePort() && process.platform === 'linux')(
+    'on a port another process holds with SO_REUSEPORT: the start rejects (address in use) instead of sharing it; reusePort: true shares it, as asked',
+    async () => {
+      const taken = net.createServer();
+      await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0, reusePort: true } as net.ListenOptions, resolve));
+      try {
+        const port = (taken.address() as net.AddressInfo).port;
+        const start = (extra: object) =>
+          startListener({ name: uniqueName('acceptors'), transport: 'tcp', transportOptions: { host: '127.0.0.1', port, acceptors: 2, ...extra }, framing: 'line', protocol: echoProtocol });
+        const err = await start({}).then(
+          (l) => (started.push(l), undefined),
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(ListenError);
+        expect((err as ListenError).code).toBe('CORRAL_ADDRESS_IN_USE');
+        expect(listeningSockets(port)).toBe(1);
+        const sharing = await start({ reusePort: true });
+        started.push(sharing);
+        expect(listeningSockets(port)).toBe(3);
+      } finally {
+        await new Promise<void>((resolve) => taken.close(() => resolve()));
+      }
+    },
+  );
 
   it.runIf(supportsReusePort() && process.platform === 'linux')(
     'opens that many listening sockets on one port, serves connections on each, and closes them all',
