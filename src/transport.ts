@@ -193,11 +193,13 @@ export interface Transport {
   createSharedHandle?(): Promise<SharedListenHandle>;
   /**
    * Check that no socket holds the port now, by binding it without `SO_REUSEPORT` and releasing it
-   * at once (distribution `'reuseport'`, before the workers bind it each with `SO_REUSEPORT`). On
-   * Linux a socket with `SO_REUSEPORT` joins any other such socket of the same user on its port:
-   * without this check a second copy of a service would share the first one's port, and its
-   * connections, silently. Rejects with a `ListenError` (`CORRAL_ADDRESS_IN_USE`) if it is held.
-   * A port of 0 (picked by the kernel) is not checked.
+   * at once: before the workers of distribution `'reuseport'` bind it (at start and resume), and
+   * before `acceptors` > 1 sockets do, each with `SO_REUSEPORT`. On Linux a socket with
+   * `SO_REUSEPORT` joins any other such socket of the same user on its port: without this check a
+   * second copy of a service would share the first one's port, and its connections, silently.
+   * Rejects with a `ListenError` (`CORRAL_ADDRESS_IN_USE`) if it is held. Not checked: a port of 0
+   * (picked by the kernel), and a transport with `reusePort: true` (sharing asked for). A check,
+   * not a lock: two copies started at the same moment can both pass it.
    */
   claimPort?(): Promise<void>;
   /** Listen on a handle received from the primary (distribution `'shared'`). */

@@ -232,6 +232,36 @@ describe('worker supervision', () => {
     }
   });
 
+  it.runIf(supportsReusePort())('distribution reuseport with reusePort: true shares a port another process holds, as asked', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0, reusePort: true } as net.ListenOptions, resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      const p = await pool({ workers: 2, distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port, reusePort: true } });
+      expect(p.port).toBe(port);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+  });
+
+  it.runIf(supportsReusePort())('distribution reuseport: resume() on a port another process took with SO_REUSEPORT while suspended rejects (address in use)', async () => {
+    const p = await pool({ workers: 2, distribution: 'reuseport' });
+    await p.command('suspend');
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: p.port, reusePort: true } as net.ListenOptions, resolve));
+    try {
+      const failed = await p.command('resume').then(
+        () => '',
+        (err: Error) => err.message,
+      );
+      expect(failed).toContain(`cannot listen on 127.0.0.1:${p.port}: address already in use`);
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+    await p.command('resume');
+    expect(await (await client(p)).request('back')).toBe('back');
+  });
+
   it.runIf(supportsReusePort())("distribution reuseport on a port that is taken: startListener rejects with the workers' ListenError, without restarts", async () => {
     // Taken without SO_REUSEPORT: no worker can bind it.
     const taken = net.createServer();

@@ -143,9 +143,7 @@ export class WorkerPoolListener extends ListenerShell {
     await this.socket.release('suspended');
     this.state = 'running';
     try {
-      // reuseport: no other process may hold the port (each worker's SO_REUSEPORT socket would
-      // join it); on port 0 the first worker picks the port and the others join it.
-      if (this.distribution === 'reuseport' && this.socket.address === undefined) await this.plan.transport.build({ front: true }).claimPort?.();
+      // reuseport on port 0: the first worker picks the port; the others join it.
       await this.workers.start(this.distribution === 'reuseport' && this.socket.address === undefined);
     } catch (err) {
       await this.stop({ timeout: 0 }).catch(() => {});
@@ -165,6 +163,15 @@ export class WorkerPoolListener extends ListenerShell {
 
   private async openSocket(): Promise<OpenSocket | undefined> {
     if (this.dispatch) return this.dispatch.listen((err) => this.acceptFailed(err), () => this.checkDescriptors());
+    if (this.distribution === 'reuseport') {
+      // The workers bind the port, each with SO_REUSEPORT, which would join another process's such
+      // socket on it: at start and at every resume, no other socket may hold it (on the port the
+      // pool has, once a worker picked it, or the one asked for).
+      const a = this.socket.address;
+      const port = a !== undefined && (a.family === 'IPv4' || a.family === 'IPv6') ? a.port : undefined;
+      await this.plan.transport.build({ front: true, ...(port === undefined ? {} : { port }) }).claimPort?.();
+      return undefined;
+    }
     const create = this.front?.createSharedHandle;
     if (this.distribution !== 'shared' || create === undefined) return undefined;
     const shared = await create.call(this.front);

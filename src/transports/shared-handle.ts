@@ -59,14 +59,15 @@ export function createSharedHandle(
     address = { family: 'unix', path: o.path };
   } else {
     const out: { address?: string; port?: number; family?: string } = {};
-    handle.getsockname?.(out);
-    if (out.port === undefined || out.port === 0) {
+    const err = handle.getsockname?.(out) ?? 0;
+    if (err !== 0 || out.port === undefined || out.port === 0) {
       // libuv defers a bind's EADDRINUSE to listen() (uv__tcp_bind keeps it as the handle's
-      // `delayed_error`), and only that error: the handle comes back unbound. That deferred error
-      // stays in this process; a worker's listen() on its copy of the descriptor would bind it to a
-      // random port on every interface instead of failing.
+      // `delayed_error`, which uv_tcp_getsockname returns), and only that error: the handle comes
+      // back unbound. That deferred error stays in this process; a worker's listen() on its copy of
+      // the descriptor would bind it to a random port on every interface instead of failing.
       handle.close();
-      throw new ListenError(describe, Object.assign(new Error('EADDRINUSE'), { code: 'EADDRINUSE' }));
+      const code = err !== 0 ? util.getSystemErrorName(err) : 'EADDRINUSE';
+      throw new ListenError(describe, Object.assign(new Error(code), { code }));
     }
     address = addressOf(out.address, out.port, out.family);
     bound(out.port);

@@ -93,8 +93,9 @@ export class TcpTransport implements Transport {
   async listen(handlers: TransportListenHandlers): Promise<TransportServer> {
     const acceptors = this.options.acceptors ?? 1;
     // Several acceptors bind the port with SO_REUSEPORT, which would join another process's such
-    // socket on it; `reusePort: true` asks for exactly that, `acceptors` alone does not.
-    if (acceptors > 1 && this.options.reusePort !== true) await this.claimPort();
+    // socket on it; `reusePort: true` asks for exactly that (claimPort then checks nothing),
+    // `acceptors` alone does not.
+    if (acceptors > 1) await this.claimPort();
     const first = await this.listenOne(handlers, acceptors > 1);
     const servers: [net.Server, ...net.Server[]] = [first];
     try {
@@ -110,7 +111,8 @@ export class TcpTransport implements Transport {
   async claimPort(): Promise<void> {
     const o = this.options;
     const port = this.boundPort ?? o.port ?? 0;
-    if (o.path !== undefined || port === 0) return;
+    // `reusePort: true` asks to share the port with other processes: nothing to check.
+    if (o.path !== undefined || port === 0 || o.reusePort === true) return;
     const probe = net.createServer();
     await new Promise<void>((resolve, reject) => {
       probe.once('error', (err) => reject(new ListenError(this.describe(), err)));
