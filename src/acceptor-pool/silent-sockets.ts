@@ -48,7 +48,7 @@ export class SilentSockets {
   private readonly bySource = new Map<string, Set<Entry>>();
   /** Whether sources are counted: since the stage held more than `maxSilentPerSource`, until it is empty. */
   private counting = false;
-  /** Silent sockets by the tick their timeout ends (`Entry.slot`). */
+  /** Silent sockets by the tick their timeout falls in (`Entry.slot`). */
   private readonly wheel = new Map<number, Set<Entry>>();
   /** Length of a tick, ms: a thousandth of the timeout, rounded down, at least 1 ms. */
   private readonly tick: number;
