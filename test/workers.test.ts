@@ -25,6 +25,24 @@ async function pool(config: Parameters<typeof Pool.start>[0]): Promise<Pool> {
   return p;
 }
 
+/** A server of this process holding a loopback port (0: any), with SO_REUSEPORT if asked; for the port checks. */
+async function holdPort(port: number, reusePort = false): Promise<{ port: number; close: () => Promise<void> }> {
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port, ...(reusePort ? { reusePort: true } : {}) } as net.ListenOptions, resolve));
+  return { port: (taken.address() as net.AddressInfo).port, close: () => new Promise<void>((resolve) => taken.close(() => resolve())) };
+}
+
+/** What a pool's start, or a command to it, rejects with; `''` if it did not. */
+function rejection(work: Promise<unknown>): Promise<string> {
+  return work.then(
+    (p) => {
+      if (p instanceof Pool) pools.push(p);
+      return '';
+    },
+    (err: Error) => err.message,
+  );
+}
+
 async function client(p: Pool): Promise<LineClient> {
   const c = new LineClient(await connectTcp(p.port));
   clients.push(c);
@@ -180,34 +198,25 @@ describe('worker supervision', () => {
   it('distribution shared on a port that is taken: startListener rejects with CORRAL_ADDRESS_IN_USE, no worker listens elsewhere', async () => {
     // libuv defers a bind's EADDRINUSE to listen(), which the primary never calls: its handle came
     // back unbound, and each worker's listen() on its copy bound a random port on every interface.
-    const taken = net.createServer();
-    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    const taken = await holdPort(0);
     try {
-      const port = (taken.address() as net.AddressInfo).port;
-      const failed = await Pool.start({ distribution: 'shared', transportOptions: { host: '127.0.0.1', port } }).then(
-        () => '',
-        (err: Error) => err.message,
-      );
+      const failed = await rejection(Pool.start({ distribution: 'shared', transportOptions: { host: '127.0.0.1', port: taken.port } }));
       expect(failed).toContain('CORRAL_ADDRESS_IN_USE');
-      expect(failed).toContain(`127.0.0.1:${port}`);
+      expect(failed).toContain(`127.0.0.1:${taken.port}`);
     } finally {
-      await new Promise<void>((resolve) => taken.close(() => resolve()));
+      await taken.close();
     }
   });
 
   it('distribution shared: resume() on a port taken while suspended rejects (address in use); resumes once it is free', async () => {
     const p = await pool({ workers: 2, distribution: 'shared' });
     await p.command('suspend');
-    const taken = net.createServer();
-    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: p.port }, resolve));
+    const taken = await holdPort(p.port);
     let failed: string;
     try {
-      failed = await p.command('resume').then(
-        () => '',
-        (err: Error) => err.message,
-      );
+      failed = await rejection(p.command('resume'));
     } finally {
-      await new Promise<void>((resolve) => taken.close(() => resolve()));
+      await taken.close();
     }
     expect(failed).toContain(`cannot listen on 127.0.0.1:${p.port}: address already in use`);
     await p.command('resume');
@@ -217,67 +226,53 @@ describe('worker supervision', () => {
   it.runIf(supportsReusePort())('distribution reuseport on a port another process holds with SO_REUSEPORT: startListener rejects instead of sharing it', async () => {
     // Taken with SO_REUSEPORT (another copy of the service, say): each worker's own SO_REUSEPORT
     // socket could bind it, and the two would split its connections between them unnoticed.
-    const taken = net.createServer();
-    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0, reusePort: true } as net.ListenOptions, resolve));
+    const taken = await holdPort(0, true);
     try {
-      const port = (taken.address() as net.AddressInfo).port;
-      const failed = await Pool.start({ distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port } }).then(
-        () => '',
-        (err: Error) => err.message,
-      );
+      const failed = await rejection(Pool.start({ distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port: taken.port } }));
       expect(failed).toContain('CORRAL_ADDRESS_IN_USE');
-      expect(failed).toContain(`127.0.0.1:${port}`);
+      expect(failed).toContain(`127.0.0.1:${taken.port}`);
     } finally {
-      await new Promise<void>((resolve) => taken.close(() => resolve()));
+      await taken.close();
     }
   });
 
   it.runIf(supportsReusePort())('distribution reuseport with reusePort: true shares a port another process holds, as asked', async () => {
-    const taken = net.createServer();
-    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0, reusePort: true } as net.ListenOptions, resolve));
+    const taken = await holdPort(0, true);
     try {
-      const port = (taken.address() as net.AddressInfo).port;
-      const p = await pool({ workers: 2, distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port, reusePort: true } });
-      expect(p.port).toBe(port);
+      const p = await pool({ workers: 2, distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port: taken.port, reusePort: true } });
+      expect(p.port).toBe(taken.port);
     } finally {
-      await new Promise<void>((resolve) => taken.close(() => resolve()));
+      await taken.close();
     }
   });
 
   it.runIf(supportsReusePort())('distribution reuseport: resume() on a port another process took with SO_REUSEPORT while suspended rejects (address in use)', async () => {
     const p = await pool({ workers: 2, distribution: 'reuseport' });
     await p.command('suspend');
-    const taken = net.createServer();
-    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: p.port, reusePort: true } as net.ListenOptions, resolve));
+    const taken = await holdPort(p.port, true);
     try {
-      const failed = await p.command('resume').then(
-        () => '',
-        (err: Error) => err.message,
-      );
-      expect(failed).toContain(`cannot listen on 127.0.0.1:${p.port}: address already in use`);
+      expect(await rejection(p.command('resume'))).toContain(`cannot listen on 127.0.0.1:${p.port}: address already in use`);
     } finally {
-      await new Promise<void>((resolve) => taken.close(() => resolve()));
+      await taken.close();
     }
     await p.command('resume');
     expect(await (await client(p)).request('back')).toBe('back');
   });
 
-  it.runIf(supportsReusePort())("distribution reuseport on a port that is taken: startListener rejects with the workers' ListenError, without restarts", async () => {
-    // Taken without SO_REUSEPORT: no worker can bind it.
-    const taken = net.createServer();
-    await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0 }, resolve));
+  it.runIf(supportsReusePort())("distribution reuseport on a port that is taken: startListener rejects with CORRAL_ADDRESS_IN_USE, without restarts", async () => {
+    // Taken without SO_REUSEPORT: the primary's port check refuses it before any worker starts
+    // (no worker could bind it either).
+    const taken = await holdPort(0);
     try {
-      const port = (taken.address() as net.AddressInfo).port;
       // Pool.start rejects once the pool's process exited before listening, with its stderr.
-      const failed = await Pool.start({ distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port }, workerRestarts: { maxRestarts: 5, period: 60_000, initialDelay: 20 } }).then(
-        () => '',
-        (err: Error) => err.message,
+      const failed = await rejection(
+        Pool.start({ distribution: 'reuseport', transportOptions: { host: '127.0.0.1', port: taken.port }, workerRestarts: { maxRestarts: 5, period: 60_000, initialDelay: 20 } }),
       );
       expect(failed).toContain('CORRAL_ADDRESS_IN_USE');
-      expect(failed).toContain(`127.0.0.1:${port}`);
+      expect(failed).toContain(`127.0.0.1:${taken.port}`);
       expect(failed).not.toContain('CORRAL_WORKERS_FAILED');
     } finally {
-      await new Promise<void>((resolve) => taken.close(() => resolve()));
+      await taken.close();
     }
   });
 });
