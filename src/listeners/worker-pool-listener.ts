@@ -167,8 +167,7 @@ export class WorkerPoolListener extends ListenerShell {
       // The workers bind the port, each with SO_REUSEPORT, which would join another process's such
       // socket on it: at start and at every resume, no other socket may hold it (on the port the
       // pool has, once a worker picked it, or the one asked for).
-      const a = this.socket.address;
-      const port = a !== undefined && (a.family === 'IPv4' || a.family === 'IPv6') ? a.port : undefined;
+      const port = this.port;
       await this.plan.transport.build({ front: true, ...(port === undefined ? {} : { port }) }).claimPort?.();
       return undefined;
     }
