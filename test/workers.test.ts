@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ListenerInfo, supportsReusePort } from '../src/index.js';
 import { captureClientHello, connectTcp, connectTls, LineClient, once } from './support/clients.js';
+import { holdPort } from './support/held-port.js';
 import { alive, Pool } from './support/pool.js';
 
 let pools: Pool[] = [];
@@ -23,13 +24,6 @@ async function pool(config: Parameters<typeof Pool.start>[0]): Promise<Pool> {
   const p = await Pool.start(config);
   pools.push(p);
   return p;
-}
-
-/** A server of this process holding a loopback port (0: any), with SO_REUSEPORT if asked; for the port checks. */
-async function holdPort(port: number, reusePort = false): Promise<{ port: number; close: () => Promise<void> }> {
-  const taken = net.createServer();
-  await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port, ...(reusePort ? { reusePort: true } : {}) } as net.ListenOptions, resolve));
-  return { port: (taken.address() as net.AddressInfo).port, close: () => new Promise<void>((resolve) => taken.close(() => resolve())) };
 }
 
 /** What a pool's start, or a command to it, rejects with; `''` if it did not. */

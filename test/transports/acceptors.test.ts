@@ -3,10 +3,11 @@
  * accepts one connection per listening socket per turn of the event loop. Checked on the kernel's
  * own list of listening sockets (/proc/net/tcp), with real connections on every one.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidOptionError, type Listener, ListenError, startListener, supportsReusePort, TcpTransport } from '../../src/index.js';
 import { connectTcp, LineClient } from '../support/clients.js';
+import { holdPort } from '../support/held-port.js';
 import { echoProtocol } from '../support/protocols.js';
 import { uniqueName } from '../support/transports.js';
 import { listeningSockets } from '../support/listening-sockets.js';
@@ -36,10 +37,9 @@ describe('acceptors', () => {
   it.runIf(supportsReusePort() && process.platform === 'linux')(
     'on a port another process holds with SO_REUSEPORT: the start rejects (address in use) instead of sharing it; reusePort: true shares it, as asked',
     async () => {
-      const taken = net.createServer();
-      await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0, reusePort: true } as net.ListenOptions, resolve));
+      const taken = await holdPort(0, true);
       try {
-        const port = (taken.address() as net.AddressInfo).port;
+        const port = taken.port;
         const start = (extra: object) =>
           startListener({ name: uniqueName('acceptors'), transport: 'tcp', transportOptions: { host: '127.0.0.1', port, acceptors: 2, ...extra }, framing: 'line', protocol: echoProtocol });
         const err = await start({}).then(
@@ -53,7 +53,7 @@ describe('acceptors', () => {
         started.push(sharing);
         expect(listeningSockets(port)).toBe(3);
       } finally {
-        await new Promise<void>((resolve) => taken.close(() => resolve()));
+        await taken.close();
       }
     },
   );
